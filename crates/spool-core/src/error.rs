@@ -1,0 +1,43 @@
+//! The errors of Spool's use cases, one variant per answer a client can get.
+
+use spool_domain::{InvalidRequest, QueryId};
+
+/// Why a use case did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is malformed.
+    #[error(transparent)]
+    Invalid(#[from] InvalidRequest),
+    /// No query with this id is visible to the caller.
+    #[error("query {0} not found")]
+    NotFound(QueryId),
+    /// The query has not finished yet.
+    #[error("query {0} has not finished yet; poll its status until it is SUCCESSFUL")]
+    NotReady(QueryId),
+    /// The query failed, so there is no result.
+    #[error("query {id} failed, so it has no result: {reason}")]
+    QueryFailed {
+        /// The query.
+        id: QueryId,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// A backend failed; the details are for the log.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<spool_ports::JobStoreError> for ServiceError {
+    fn from(e: spool_ports::JobStoreError) -> Self {
+        Self::Internal(Box::new(e))
+    }
+}
+
+impl From<spool_ports::ResultStoreError> for ServiceError {
+    fn from(e: spool_ports::ResultStoreError) -> Self {
+        Self::Internal(Box::new(e))
+    }
+}

@@ -1,0 +1,202 @@
+//! The use cases: submit, status, result, clean-up.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use spool_domain::{Job, JobState, Principal, PublicStatus, QueryId, QueryRequest, Role};
+use spool_ports::{
+    CancelReason, CancelToken, Clock, IdGenerator, JobStore, QueryEngine, ResultStore,
+    StoredResult,
+};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use crate::ServiceError;
+
+/// The adapters Spool runs on.
+#[derive(Clone)]
+pub struct Ports {
+    /// Durable job records and the queue.
+    pub jobs: Arc<dyn JobStore>,
+    /// Result files.
+    pub results: Arc<dyn ResultStore>,
+    /// The SQL engine.
+    pub engine: Arc<dyn QueryEngine>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// The id generator.
+    pub ids: Arc<dyn IdGenerator>,
+}
+
+/// How the worker pool behaves.
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    /// Queries that run at once.
+    pub workers: usize,
+    /// How long a claim lasts without renewal; workers renew at a third of it.
+    pub lease: Duration,
+    /// How often idle workers look for claimable jobs without being woken (lapsed leases of
+    /// other processes, missed wake-ups).
+    pub poll_interval: Duration,
+    /// A job claimed this many times without finishing (the process died each time) fails
+    /// instead of running again.
+    pub max_attempts: u32,
+}
+
+impl SpoolConfig {
+    /// Returns the production settings with `workers` query slots: 30 s leases, a 1 s idle
+    /// poll, and at most 3 attempts per job.
+    pub fn with_workers(workers: usize) -> Self {
+        Self {
+            workers: workers.max(1),
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// A query's status as the status call reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryStatus {
+    /// The query.
+    pub id: QueryId,
+    /// One of Kylin's four statuses.
+    pub status: PublicStatus,
+    /// A human-readable detail: the failure reason for a failed query.
+    pub info: String,
+}
+
+/// The application service. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Spool {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) ports: Ports,
+    pub(crate) config: SpoolConfig,
+    /// Cancel tokens of the queries this process is running. Held briefly, never across await.
+    pub(crate) running: Mutex<HashMap<QueryId, CancelToken>>,
+    /// Wakes an idle worker when a job is submitted.
+    pub(crate) wake: Notify,
+}
+
+impl Inner {
+    pub(crate) fn running(&self) -> std::sync::MutexGuard<'_, HashMap<QueryId, CancelToken>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Spool {
+    /// Builds the service on `ports`. No worker runs until [`Spool::start`].
+    pub fn new(ports: Ports, config: SpoolConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                ports,
+                config,
+                running: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    /// Returns the configuration.
+    pub fn config(&self) -> &SpoolConfig {
+        &self.inner.config
+    }
+
+    /// Accepts a query for `who` and returns its id once the job is durably stored. The query
+    /// runs later, on the worker pool.
+    pub async fn submit(
+        &self,
+        who: &Principal,
+        request: QueryRequest,
+    ) -> Result<QueryId, ServiceError> {
+        let ports = &self.inner.ports;
+        let job = Job::new(
+            ports.ids.next_id(),
+            who.name.clone(),
+            request,
+            ports.clock.now(),
+        );
+        ports.jobs.insert(&job).await?;
+        info!(query_id = %job.id, user = %who.name, project = %job.request.project, "query submitted");
+        self.inner.wake.notify_one();
+        Ok(job.id)
+    }
+
+    /// Returns the job if it exists and `who` may see it.
+    async fn visible_job(&self, who: &Principal, id: QueryId) -> Result<Option<Job>, ServiceError> {
+        let job = self.inner.ports.jobs.get(id).await?;
+        Ok(job.filter(|j| who.can_see(&j.owner)))
+    }
+
+    /// Returns the status of a query. An unknown id, or one `who` may not see, is `MISSING`.
+    pub async fn status(&self, who: &Principal, id: QueryId) -> Result<QueryStatus, ServiceError> {
+        let (status, info) = match self.visible_job(who, id).await? {
+            Some(job) => job.public_status(),
+            None => (PublicStatus::Missing, "query not found".to_owned()),
+        };
+        Ok(QueryStatus { id, status, info })
+    }
+
+    /// Returns the job record of a query `who` may see.
+    pub async fn job(&self, who: &Principal, id: QueryId) -> Result<Job, ServiceError> {
+        self.visible_job(who, id)
+            .await?
+            .ok_or(ServiceError::NotFound(id))
+    }
+
+    /// Opens the result of a successful query for streaming.
+    pub async fn result(&self, who: &Principal, id: QueryId) -> Result<StoredResult, ServiceError> {
+        let job = self.job(who, id).await?;
+        match job.state {
+            JobState::Queued | JobState::Running { .. } => Err(ServiceError::NotReady(id)),
+            JobState::Failed { reason, .. } => Err(ServiceError::QueryFailed { id, reason }),
+            JobState::Succeeded { .. } => match self.inner.ports.results.open(id).await? {
+                Some(result) => Ok(result),
+                None => Err(ServiceError::Internal(
+                    format!("result of successful query {id} is missing from the result store")
+                        .into(),
+                )),
+            },
+        }
+    }
+
+    /// Deletes every query and result, stopping those still running (admins only). Returns how
+    /// many queries were deleted.
+    pub async fn clean_all(&self, who: &Principal) -> Result<usize, ServiceError> {
+        if who.role != Role::Admin {
+            return Err(ServiceError::Forbidden(
+                "only an admin may clean up all queries",
+            ));
+        }
+        let ports = &self.inner.ports;
+        let jobs = ports.jobs.list().await?;
+        let mut deleted = 0;
+        for job in jobs {
+            if ports.jobs.delete(job.id).await?.is_some() {
+                deleted += 1;
+            }
+            if let Some(token) = self.inner.running().get(&job.id) {
+                token.cancel(CancelReason::Deleted);
+            }
+            ports.results.delete(job.id).await?;
+        }
+        // Results whose job is gone (a crash between commit and record) go too.
+        for id in ports.results.list().await? {
+            if ports.jobs.get(id).await?.is_none() {
+                ports.results.delete(id).await?;
+            }
+        }
+        warn!(user = %who.name, deleted, "all queries cleaned");
+        Ok(deleted)
+    }
+
+    /// Returns how many queries this process is running now.
+    pub fn running_count(&self) -> usize {
+        self.inner.running().len()
+    }
+}

@@ -1,0 +1,278 @@
+//! The worker pool: a fixed number of tasks that claim jobs from the job store and run them.
+//!
+//! Invariant: at most `workers` queries run at once in this process. The engine does its
+//! blocking work off the async reactor; a worker only awaits it, renewing the job's lease
+//! meanwhile, and records the outcome under that lease.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spool_domain::{Job, JobState, Lease, LeaseToken, QueryId};
+use spool_ports::{CancelReason, CancelToken, EngineError, Execution, JobStoreError};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
+
+use crate::Spool;
+use crate::service::Inner;
+
+/// The running worker pool. Dropping it leaves the workers running; call [`Workers::shutdown`].
+#[derive(Debug)]
+pub struct Workers {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    spool: Spool,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Spool {
+    /// Starts the worker pool on the current Tokio runtime.
+    pub fn start(&self) -> Workers {
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for worker in 0..self.inner.config.workers {
+            let inner = Arc::clone(&self.inner);
+            let stopped = stopped.clone();
+            tasks.spawn(async move { worker_loop(worker, inner, stopped).await });
+        }
+        Workers {
+            stop,
+            tasks,
+            spool: self.clone(),
+        }
+    }
+}
+
+impl Workers {
+    /// Stops claiming, interrupts running queries and waits for the workers to exit. Interrupted
+    /// queries go back to the queue and run again on the next start.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for token in self.spool.inner.running().values() {
+            token.cancel(CancelReason::Shutdown);
+        }
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn worker_loop(worker: usize, inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
+    debug!(worker, "worker started");
+    loop {
+        if *stopped.borrow() {
+            break;
+        }
+        match claim(&inner).await {
+            Ok(Some((job, lease))) => {
+                run_job(&inner, job, lease).await;
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => error!(worker, error = %e, "claiming a job failed"),
+        }
+        tokio::select! {
+            _ = stopped.changed() => {}
+            _ = inner.wake.notified() => {}
+            _ = tokio::time::sleep(inner.config.poll_interval) => {}
+        }
+    }
+    debug!(worker, "worker stopped");
+}
+
+fn new_lease(inner: &Inner) -> Lease {
+    Lease {
+        token: LeaseToken(rand::random()),
+        expires_at: inner
+            .ports
+            .clock
+            .now()
+            .plus_millis(millis(inner.config.lease)),
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Claims the next runnable job, failing those that have used up their attempts.
+async fn claim(inner: &Inner) -> Result<Option<(Job, Lease)>, JobStoreError> {
+    loop {
+        let lease = new_lease(inner);
+        let Some(job) = inner
+            .ports
+            .jobs
+            .claim_next(inner.ports.clock.now(), lease)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if job.attempts > inner.config.max_attempts {
+            let reason = format!(
+                "query was interrupted {} times before it could finish (the server stopped while it ran); it will not be retried",
+                job.attempts - 1
+            );
+            warn!(query_id = %job.id, attempts = job.attempts, "giving up on a query");
+            let failed = JobState::Failed {
+                finished_at: inner.ports.clock.now(),
+                reason,
+            };
+            finish(inner, job.id, lease.token, failed).await;
+            continue;
+        }
+        return Ok(Some((job, lease)));
+    }
+}
+
+/// Removes the job from the running map when the run ends, however it ends.
+struct RunningGuard<'a> {
+    inner: &'a Inner,
+    id: QueryId,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.running().remove(&self.id);
+    }
+}
+
+async fn run_job(inner: &Inner, job: Job, lease: Lease) {
+    let id = job.id;
+    let cancel = CancelToken::new();
+    inner.running().insert(id, cancel.clone());
+    let _guard = RunningGuard { inner, id };
+    info!(query_id = %id, user = %job.owner, attempt = job.attempts, "query started");
+
+    let outcome = execute_holding_lease(inner, &job, lease.token, &cancel).await;
+    let now = inner.ports.clock.now();
+    let state = match outcome {
+        Ok(execution) => {
+            let rows = execution.rows;
+            match tokio::task::spawn_blocking(move || execution.sink.commit()).await {
+                Ok(Ok(bytes)) => JobState::Succeeded {
+                    finished_at: now,
+                    rows,
+                    bytes,
+                },
+                Ok(Err(e)) => {
+                    error!(query_id = %id, error = %e, "committing the result failed");
+                    failed(now, "internal error: storing the result failed")
+                }
+                Err(e) => {
+                    error!(query_id = %id, error = %e, "committing the result panicked");
+                    failed(now, "internal error: storing the result failed")
+                }
+            }
+        }
+        Err(EngineError::Cancelled) => match cancel.reason() {
+            Some(CancelReason::Deleted) => {
+                info!(query_id = %id, "query deleted while running");
+                return;
+            }
+            Some(CancelReason::Shutdown) => {
+                info!(query_id = %id, "query interrupted by shutdown; it will run again");
+                if let Err(e) = inner.ports.jobs.release(id, lease.token).await {
+                    warn!(query_id = %id, error = %e, "releasing the job failed");
+                }
+                return;
+            }
+            Some(CancelReason::Stopped) => failed(now, "stopped by user"),
+            Some(CancelReason::TimedOut) => failed(now, "query timed out"),
+            None => failed(now, "query was cancelled"),
+        },
+        Err(
+            e @ (EngineError::ProjectNotFound(_)
+            | EngineError::InvalidQuery(_)
+            | EngineError::Execution(_)),
+        ) => JobState::Failed {
+            finished_at: now,
+            reason: e.to_string(),
+        },
+        Err(e @ (EngineError::Sink(_) | EngineError::Internal(_))) => {
+            error!(query_id = %id, error = %e, source = ?std::error::Error::source(&e), "query failed inside the engine");
+            failed(now, "internal error while running the query")
+        }
+    };
+    let succeeded = matches!(state, JobState::Succeeded { .. });
+    let recorded = finish(inner, id, lease.token, state).await;
+    if succeeded && !recorded {
+        // The job was deleted or taken over while it ran: its result must not outlive it.
+        if let Err(e) = inner.ports.results.delete(id).await {
+            warn!(query_id = %id, error = %e, "removing the result of a deleted query failed");
+        }
+    }
+}
+
+fn failed(now: spool_domain::Timestamp, reason: &str) -> JobState {
+    JobState::Failed {
+        finished_at: now,
+        reason: reason.to_owned(),
+    }
+}
+
+/// Records the outcome; returns whether it was recorded.
+async fn finish(inner: &Inner, id: QueryId, token: LeaseToken, state: JobState) -> bool {
+    let outcome = match &state {
+        JobState::Succeeded { rows, bytes, .. } => format!("succeeded ({rows} rows, {bytes} bytes)"),
+        JobState::Failed { reason, .. } => format!("failed: {reason}"),
+        _ => String::new(),
+    };
+    match inner.ports.jobs.finish(id, token, state).await {
+        Ok(_) => {
+            info!(query_id = %id, outcome = %outcome, "query finished");
+            true
+        }
+        Err(JobStoreError::NotFound(_)) | Err(JobStoreError::LeaseLost(_)) => {
+            info!(query_id = %id, "query was deleted or taken over; outcome discarded");
+            false
+        }
+        Err(e) => {
+            error!(query_id = %id, error = %e, "recording the outcome failed; the query will run again");
+            false
+        }
+    }
+}
+
+/// Runs the engine while renewing the lease; a lost lease cancels the run.
+async fn execute_holding_lease(
+    inner: &Inner,
+    job: &Job,
+    token: LeaseToken,
+    cancel: &CancelToken,
+) -> Result<Execution, EngineError> {
+    let sink = inner
+        .ports
+        .results
+        .create(job.id)
+        .await
+        .map_err(EngineError::Sink)?;
+    // A separate task, so that a panic in the engine becomes an error rather than a dead worker.
+    let engine = Arc::clone(&inner.ports.engine);
+    let request = job.request.clone();
+    let engine_cancel = cancel.clone();
+    let mut run = tokio::spawn(async move { engine.execute(&request, sink, engine_cancel).await });
+
+    let renew_every = inner.config.lease / 3;
+    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+    loop {
+        tokio::select! {
+            joined = &mut run => {
+                return joined.unwrap_or_else(|e| Err(EngineError::Internal(format!("engine task failed: {e}"))));
+            }
+            _ = renew.tick() => {
+                let until = inner.ports.clock.now().plus_millis(millis(inner.config.lease));
+                match inner.ports.jobs.renew(job.id, token, until).await {
+                    Ok(()) => {}
+                    Err(JobStoreError::NotFound(_)) => cancel.cancel(CancelReason::Deleted),
+                    Err(JobStoreError::LeaseLost(_)) => cancel.cancel(CancelReason::Deleted),
+                    Err(e) => warn!(query_id = %job.id, error = %e, "renewing the lease failed"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The job record and its state machine.
+//!
+//! ```text
+//!   submit ──► Queued ──claim──► Running ──succeed──► Succeeded
+//!                ▲                 │  │
+//!                └────requeue──────┘  └──fail──► Failed
+//! ```
+//!
+//! Invariant: a running job is owned by exactly one lease. Only the holder of the current lease
+//! token may renew it or finish the job, so a worker whose lease was taken over (or whose job was
+//! deleted) can never overwrite the outcome.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{QueryId, QueryRequest, Timestamp};
+
+/// Proof that a worker holds a job; changes on every claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LeaseToken(pub u64);
+
+/// A worker's time-limited claim on a running job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Identifies this claim.
+    pub token: LeaseToken,
+    /// When the claim lapses unless renewed.
+    pub expires_at: Timestamp,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker holds the job under a lease.
+    Running {
+        /// The current claim.
+        lease: Lease,
+        /// When this attempt started.
+        started_at: Timestamp,
+    },
+    /// The result is complete and stored.
+    Succeeded {
+        /// When the result was committed.
+        finished_at: Timestamp,
+        /// Rows in the result.
+        rows: u64,
+        /// Bytes in the stored result file.
+        bytes: u64,
+    },
+    /// The query ended without a result.
+    Failed {
+        /// When it failed.
+        finished_at: Timestamp,
+        /// A reason the user can read.
+        reason: String,
+    },
+}
+
+/// The four statuses of Kylin's API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PublicStatus {
+    /// Queued or running.
+    Running,
+    /// Finished with a result to download.
+    Successful,
+    /// Finished without a result.
+    Failed,
+    /// Never issued, deleted, or not visible to the caller.
+    Missing,
+}
+
+/// A state change that the current state does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    /// The job is not running under the given lease (finished, requeued, or claimed by another).
+    #[error("job {0} is not held under this lease")]
+    LeaseLost(QueryId),
+    /// The job cannot be claimed: it is finished or held under a live lease.
+    #[error("job {0} cannot be claimed in its current state")]
+    NotClaimable(QueryId),
+}
+
+/// One submitted query and everything Spool knows about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// The id handed to the client.
+    pub id: QueryId,
+    /// The user who submitted it.
+    pub owner: String,
+    /// What was asked.
+    pub request: QueryRequest,
+    /// When it was accepted.
+    pub submitted_at: Timestamp,
+    /// How many times a worker has claimed it.
+    pub attempts: u32,
+    /// Where it is now.
+    pub state: JobState,
+}
+
+impl Job {
+    /// Returns a new queued job.
+    pub fn new(id: QueryId, owner: String, request: QueryRequest, now: Timestamp) -> Self {
+        Self {
+            id,
+            owner,
+            request,
+            submitted_at: now,
+            attempts: 0,
+            state: JobState::Queued,
+        }
+    }
+
+    /// Returns whether a worker may claim the job at `now`: queued, or running on a lapsed lease.
+    pub fn is_claimable(&self, now: Timestamp) -> bool {
+        match &self.state {
+            JobState::Queued => true,
+            JobState::Running { lease, .. } => lease.expires_at <= now,
+            JobState::Succeeded { .. } | JobState::Failed { .. } => false,
+        }
+    }
+
+    /// Returns whether the job has reached an end state.
+    pub fn is_finished(&self) -> bool {
+        matches!(
+            self.state,
+            JobState::Succeeded { .. } | JobState::Failed { .. }
+        )
+    }
+
+    /// Hands the job to a worker under `lease`.
+    pub fn claim(&mut self, lease: Lease, now: Timestamp) -> Result<(), TransitionError> {
+        if !self.is_claimable(now) {
+            return Err(TransitionError::NotClaimable(self.id));
+        }
+        self.attempts = self.attempts.saturating_add(1);
+        self.state = JobState::Running {
+            lease,
+            started_at: now,
+        };
+        Ok(())
+    }
+
+    /// Extends the lease held under `token` until `expires_at`.
+    pub fn renew(
+        &mut self,
+        token: LeaseToken,
+        expires_at: Timestamp,
+    ) -> Result<(), TransitionError> {
+        match &mut self.state {
+            JobState::Running { lease, .. } if lease.token == token => {
+                lease.expires_at = expires_at;
+                Ok(())
+            }
+            _ => Err(TransitionError::LeaseLost(self.id)),
+        }
+    }
+
+    /// Ends the job held under `token` with `outcome`.
+    pub fn finish(&mut self, token: LeaseToken, outcome: JobState) -> Result<(), TransitionError> {
+        debug_assert!(matches!(
+            outcome,
+            JobState::Succeeded { .. } | JobState::Failed { .. }
+        ));
+        match &self.state {
+            JobState::Running { lease, .. } if lease.token == token => {
+                self.state = outcome;
+                Ok(())
+            }
+            _ => Err(TransitionError::LeaseLost(self.id)),
+        }
+    }
+
+    /// Puts a running job back in the queue (its worker is gone); other states are unchanged.
+    pub fn requeue(&mut self) {
+        if matches!(self.state, JobState::Running { .. }) {
+            self.state = JobState::Queued;
+        }
+    }
+
+    /// Returns the status and info text that Kylin's status call reports.
+    pub fn public_status(&self) -> (PublicStatus, String) {
+        match &self.state {
+            JobState::Queued => (PublicStatus::Running, "queued, waiting for a worker".into()),
+            JobState::Running { .. } => (PublicStatus::Running, "still running".into()),
+            JobState::Succeeded { .. } => {
+                (PublicStatus::Successful, "await fetching results".into())
+            }
+            JobState::Failed { reason, .. } => (PublicStatus::Failed, reason.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ProjectName;
+
+    fn job() -> Job {
+        let req = QueryRequest {
+            sql: "select 1".into(),
+            project: ProjectName::default_project(),
+            offset: None,
+            limit: None,
+        };
+        Job::new(QueryId::new_random(), "ADMIN".into(), req, Timestamp::from_millis(1_000))
+    }
+
+    fn lease(token: u64, until: i64) -> Lease {
+        Lease {
+            token: LeaseToken(token),
+            expires_at: Timestamp::from_millis(until),
+        }
+    }
+
+    fn done() -> JobState {
+        JobState::Succeeded {
+            finished_at: Timestamp::from_millis(3_000),
+            rows: 1,
+            bytes: 2,
+        }
+    }
+
+    #[test]
+    fn a_new_job_reports_running() {
+        let j = job();
+        assert_eq!(j.public_status().0, PublicStatus::Running);
+        assert!(j.is_claimable(Timestamp::EPOCH));
+    }
+
+    #[test]
+    fn claim_then_succeed() {
+        let mut j = job();
+        j.claim(lease(1, 5_000), Timestamp::from_millis(2_000)).expect("claim");
+        assert_eq!(j.attempts, 1);
+        assert_eq!(j.public_status(), (PublicStatus::Running, "still running".into()));
+        j.finish(LeaseToken(1), done()).expect("finish");
+        assert_eq!(
+            j.public_status(),
+            (PublicStatus::Successful, "await fetching results".into())
+        );
+        assert!(j.is_finished());
+    }
+
+    #[test]
+    fn a_live_lease_cannot_be_claimed_but_a_lapsed_one_can() {
+        let mut j = job();
+        j.claim(lease(1, 5_000), Timestamp::from_millis(2_000)).expect("claim");
+        assert_eq!(
+            j.claim(lease(2, 9_000), Timestamp::from_millis(4_999)),
+            Err(TransitionError::NotClaimable(j.id))
+        );
+        j.claim(lease(2, 9_000), Timestamp::from_millis(5_000)).expect("lapsed");
+        assert_eq!(j.attempts, 2);
+        // The first worker lost the job: it may neither renew nor finish it.
+        assert!(j.renew(LeaseToken(1), Timestamp::from_millis(10_000)).is_err());
+        assert!(j.finish(LeaseToken(1), done()).is_err());
+        j.finish(LeaseToken(2), done()).expect("current holder finishes");
+    }
+
+    #[test]
+    fn finished_jobs_stay_finished() {
+        let mut j = job();
+        j.claim(lease(1, 5_000), Timestamp::from_millis(2_000)).expect("claim");
+        let failed = JobState::Failed {
+            finished_at: Timestamp::from_millis(3_000),
+            reason: "boom".into(),
+        };
+        j.finish(LeaseToken(1), failed).expect("fail");
+        assert_eq!(j.public_status(), (PublicStatus::Failed, "boom".into()));
+        assert!(!j.is_claimable(Timestamp::from_millis(i64::MAX)));
+        j.requeue();
+        assert!(j.is_finished(), "requeue leaves a finished job alone");
+        assert!(j.finish(LeaseToken(1), done()).is_err());
+    }
+
+    #[test]
+    fn renew_extends_the_lease() {
+        let mut j = job();
+        j.claim(lease(7, 5_000), Timestamp::from_millis(2_000)).expect("claim");
+        j.renew(LeaseToken(7), Timestamp::from_millis(8_000)).expect("renew");
+        assert!(!j.is_claimable(Timestamp::from_millis(7_999)));
+    }
+
+    #[test]
+    fn requeue_returns_a_running_job_to_the_queue() {
+        let mut j = job();
+        j.claim(lease(1, 5_000), Timestamp::from_millis(2_000)).expect("claim");
+        j.requeue();
+        assert_eq!(j.state, JobState::Queued);
+    }
+
+    #[test]
+    fn records_survive_serialization() {
+        let mut j = job();
+        j.claim(lease(1, 5_000), Timestamp::from_millis(2_000)).expect("claim");
+        let text = serde_json::to_string(&j).expect("serialize");
+        assert_eq!(serde_json::from_str::<Job>(&text).expect("parse"), j);
+    }
+}

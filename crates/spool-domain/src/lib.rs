@@ -1,0 +1,16 @@
+//! Spool's domain model: what a query is, who asked for it, and which states it moves through.
+//!
+//! Invariant: this crate does no I/O and knows no async runtime. Everything here is plain data
+//! and pure functions, so it is tested without fixtures and shared by every other crate.
+
+mod id;
+mod job;
+mod request;
+mod time;
+mod user;
+
+pub use id::{InvalidQueryId, QueryId};
+pub use job::{Job, JobState, Lease, LeaseToken, PublicStatus, TransitionError};
+pub use request::{InvalidRequest, ProjectName, QueryRequest};
+pub use time::Timestamp;
+pub use user::{Principal, Role};

@@ -1,0 +1,69 @@
+//! The query engine port: runs one query and writes its encoded result into a sink.
+
+use async_trait::async_trait;
+use spool_domain::{ProjectName, QueryRequest};
+
+use crate::{CancelToken, ResultSink, ResultStoreError};
+
+/// Why a query produced no result.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The request names a project the catalog does not have.
+    #[error("Project '{0}' does not exist;")]
+    ProjectNotFound(ProjectName),
+    /// The SQL is malformed, unsupported, or refers to something that does not exist. The
+    /// message is meant for the user who wrote the SQL.
+    #[error("{0}")]
+    InvalidQuery(String),
+    /// The query failed while running, for a reason the user can act on (bad cast, overflow).
+    #[error("{0}")]
+    Execution(String),
+    /// The cancel token was set; the sink holds an incomplete result and must be discarded.
+    #[error("query was cancelled")]
+    Cancelled,
+    /// Writing the result failed.
+    #[error("writing the result failed")]
+    Sink(#[from] ResultStoreError),
+    /// The engine broke (a panic, a bug); details are for the log, not the user.
+    #[error("internal engine error: {0}")]
+    Internal(String),
+}
+
+/// A finished execution: the sink holding the complete encoded result, ready to commit.
+pub struct Execution {
+    /// The sink the engine wrote into, not yet committed.
+    pub sink: Box<dyn ResultSink>,
+    /// Rows written.
+    pub rows: u64,
+}
+
+impl std::fmt::Debug for Execution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Execution")
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs SQL against a project's tables.
+///
+/// Contract:
+/// - `execute` encodes the result as CSV (RFC 4180 quoting, NULL as an empty field, no header
+///   row) and writes it into `sink` as it is produced: memory must not grow with the number of
+///   result rows.
+/// - The engine checks `cancel` at least between batches and returns `Cancelled` soon after it
+///   is set. An engine that cannot interrupt its work must still return promptly once its
+///   work ends and must never report a cancelled run as a success.
+/// - A panic inside the engine is reported as `Internal`, never propagated.
+/// - The SQL can read only the tables and views of `request.project`.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait QueryEngine: Send + Sync {
+    /// Runs `request` and writes its result into `sink`.
+    async fn execute(
+        &self,
+        request: &QueryRequest,
+        sink: Box<dyn ResultSink>,
+        cancel: CancelToken,
+    ) -> Result<Execution, EngineError>;
+}

@@ -1,0 +1,27 @@
+//! The ports of Spool's hexagon: one trait per I/O edge (jobs, results, the engine) and one per
+//! thing a test must control (time, ids).
+//!
+//! Invariant: no adapter technology appears in a signature here (no sled, Polars, axum or local
+//! paths), so a PostgreSQL job store, an S3 result store or a remote engine can be plugged in.
+//! Each trait's docs are its contract; `spool-core` relies on nothing more.
+
+mod cancel;
+mod clock;
+mod engine;
+mod jobs;
+mod results;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use cancel::{CancelReason, CancelToken};
+pub use clock::{Clock, IdGenerator, RandomIds, SystemClock};
+pub use engine::{EngineError, Execution, QueryEngine};
+pub use jobs::{JobStore, JobStoreError};
+pub use results::{ResultSink, ResultStore, ResultStoreError, StoredResult};
+
+#[cfg(feature = "mock")]
+pub use engine::MockQueryEngine;
+#[cfg(feature = "mock")]
+pub use jobs::MockJobStore;
+#[cfg(feature = "mock")]
+pub use results::MockResultStore;
