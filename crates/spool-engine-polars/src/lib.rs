@@ -1,1 +1,202 @@
+//! The query engine on Polars: opens the project's catalog, checks and rewrites the SQL, runs it
+//! on Polars' streaming engine and writes CSV batch by batch into the result sink.
+//!
+//! Invariants:
+//! - All Polars work runs on Tokio's blocking pool, never on the reactor, and a panic inside it
+//!   becomes [`EngineError::Internal`].
+//! - The result is written as the query produces batches; memory does not grow with the number
+//!   of result rows (beyond what Polars itself holds for the plan).
+//! - SQL reaches Polars only after [`sql::prepare`] accepted it (see that module's rules).
 
+mod catalog;
+mod csv;
+mod sql;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use polars::prelude::{DataFrame, Engine, PlanCallback, PolarsError};
+use spool_domain::QueryRequest;
+use spool_ports::{CancelToken, EngineError, Execution, QueryEngine, ResultSink};
+use tracing::debug;
+
+use crate::catalog::CatalogError;
+
+/// The longest engine message passed on to a user; Polars can print whole plans.
+const MAX_MESSAGE: usize = 1_000;
+
+/// A [`QueryEngine`] running Polars SQL over project folders under one root directory.
+#[derive(Debug, Clone)]
+pub struct PolarsEngine {
+    root: PathBuf,
+}
+
+impl PolarsEngine {
+    /// Serves the projects found under `root` (one folder per project).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Returns the folder projects live in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+#[async_trait]
+impl QueryEngine for PolarsEngine {
+    async fn execute(
+        &self,
+        request: &QueryRequest,
+        sink: Box<dyn ResultSink>,
+        cancel: CancelToken,
+    ) -> Result<Execution, EngineError> {
+        let root = self.root.clone();
+        let request = request.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(&root, &request, sink, &cancel)
+            }))
+        })
+        .await;
+        match joined {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(panic)) => Err(EngineError::Internal(format!(
+                "polars panicked: {}",
+                panic_message(&panic)
+            ))),
+            Err(e) => Err(EngineError::Internal(format!("engine task failed: {e}"))),
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+/// Shortens a Polars message to what a user needs: no plan dumps, bounded length.
+fn user_message(e: &PolarsError) -> String {
+    let text = e.to_string();
+    let head = text
+        .split("\n\nResolved plan until failure")
+        .next()
+        .unwrap_or(&text)
+        .trim();
+    let mut message: String = head.chars().take(MAX_MESSAGE).collect();
+    if message.len() < head.len() {
+        message.push_str(" ...");
+    }
+    message
+}
+
+fn planning_error(e: PolarsError) -> EngineError {
+    match e {
+        PolarsError::IO { .. } => EngineError::Internal(e.to_string()),
+        other => EngineError::InvalidQuery(user_message(&other)),
+    }
+}
+
+fn execution_error(e: PolarsError) -> EngineError {
+    match e {
+        PolarsError::IO { .. } => EngineError::Internal(e.to_string()),
+        PolarsError::ColumnNotFound(_)
+        | PolarsError::SchemaFieldNotFound(_)
+        | PolarsError::SchemaMismatch(_)
+        | PolarsError::SQLInterface(_)
+        | PolarsError::SQLSyntax(_) => EngineError::InvalidQuery(user_message(&e)),
+        other => EngineError::Execution(user_message(&other)),
+    }
+}
+
+/// What the batch callback shares with the code that started the query.
+struct Output {
+    sink: Option<Box<dyn ResultSink>>,
+    encoder: csv::Encoder,
+    rows: u64,
+    error: Option<std::io::Error>,
+}
+
+/// Runs one query to completion on the calling (blocking) thread.
+fn run(
+    root: &Path,
+    request: &QueryRequest,
+    sink: Box<dyn ResultSink>,
+    cancel: &CancelToken,
+) -> Result<Execution, EngineError> {
+    let project = catalog::open(root, request.project.as_str()).map_err(|e| match e {
+        CatalogError::NotFound => EngineError::ProjectNotFound(request.project.clone()),
+        CatalogError::Broken(message) => EngineError::Execution(message),
+    })?;
+    let prepared = sql::prepare(
+        &request.sql,
+        &project.names,
+        &project.name,
+        request.offset,
+        request.limit,
+    )
+    .map_err(EngineError::InvalidQuery)?;
+    debug!(sql = %prepared, "running on polars");
+    let mut context = project.context;
+    let frame = context.execute(&prepared).map_err(planning_error)?;
+
+    let output = Arc::new(Mutex::new(Output {
+        sink: Some(sink),
+        encoder: csv::Encoder::new(),
+        rows: 0,
+        error: None,
+    }));
+    let callback_output = Arc::clone(&output);
+    let callback_cancel = cancel.clone();
+    let callback = PlanCallback::new(move |mut batch: DataFrame| {
+        if callback_cancel.is_cancelled() {
+            return Ok(true);
+        }
+        let mut out = callback_output
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let out = &mut *out;
+        let Some(sink) = out.sink.as_mut() else {
+            return Ok(true);
+        };
+        match out.encoder.write(&mut batch, sink) {
+            Ok(()) => {
+                out.rows += batch.height() as u64;
+                Ok(false)
+            }
+            Err(e) => {
+                out.error = Some(e);
+                Ok(true)
+            }
+        }
+    });
+    frame
+        .sink_batches(callback, true, None)
+        .map_err(planning_error)?
+        .collect_with_engine(Engine::Streaming)
+        .map_err(execution_error)?;
+
+    let mut out = output.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(e) = out.error.take() {
+        return Err(EngineError::Sink(e.into()));
+    }
+    if cancel.is_cancelled() {
+        return Err(EngineError::Cancelled);
+    }
+    let mut sink = out
+        .sink
+        .take()
+        .ok_or_else(|| EngineError::Internal("result sink vanished".to_owned()))?;
+    sink.flush().map_err(|e| EngineError::Sink(e.into()))?;
+    Ok(Execution {
+        sink,
+        rows: out.rows,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,18 @@
+//! Spool's HTTP shell: Apache Kylin's async query REST API on axum.
+//!
+//! [`router`] builds the whole service from a [`spool_core::Spool`] and an [`Authenticator`].
+//! Every route but `/healthz` requires HTTP Basic credentials.
+//!
+//! Invariants:
+//! - Every error a client sees is the Kylin envelope `{"code":"999","data":null,"msg":...}`,
+//!   produced in one place ([`ApiError`]'s `IntoResponse`); internal errors are answered with a
+//!   fixed message and a reference id, their details go only to the log.
+//! - This crate depends on the core and the ports, never on an adapter.
 
+mod auth;
+mod error;
+mod routes;
+
+pub use auth::{Authenticator, UserRecord, hash_password};
+pub use error::ApiError;
+pub use routes::{AppState, HttpLimits, router};

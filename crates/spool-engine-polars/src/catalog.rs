@@ -1,0 +1,179 @@
+//! The catalog: projects are folders under the data root; each holds tables and views.
+//!
+//! A project folder contains, per table, one `NAME.parquet` or `NAME.csv` file (CSV with a header
+//! row) or a folder `NAME/` of Parquet files; and, per view, one `NAME.sql` file holding a
+//! `SELECT`. The file stem is the table or view name, spelled as the catalog reports it.
+//! Anything else in the folder is ignored.
+//!
+//! Invariant: only paths found by listing the project folder are ever opened; no name from a
+//! request is joined onto a path except the project name, which the domain restricts to
+//! `[A-Za-z0-9_-]`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use polars::sql::SQLContext;
+
+use crate::sql::{self, Names};
+
+/// Where a table's rows live.
+#[derive(Debug, Clone)]
+enum Source {
+    Parquet(PathBuf),
+    ParquetDir(PathBuf),
+    Csv(PathBuf),
+}
+
+/// A project opened for one query: its tables registered in a fresh SQL context.
+pub(crate) struct OpenProject {
+    pub name: String,
+    pub context: SQLContext,
+    pub names: Names,
+}
+
+/// Why a project could not be opened.
+#[derive(Debug)]
+pub(crate) enum CatalogError {
+    NotFound,
+    /// A table or view is broken; the message names it.
+    Broken(String),
+}
+
+/// Finds the folder of `project` under `root`: exact name first, then ignoring ASCII case.
+fn project_dir(root: &Path, project: &str) -> Option<(String, PathBuf)> {
+    let exact = root.join(project);
+    if exact.is_dir() {
+        return Some((project.to_owned(), exact));
+    }
+    let entries = fs::read_dir(root).ok()?;
+    entries.flatten().find_map(|entry| {
+        let name = entry.file_name().into_string().ok()?;
+        (name.eq_ignore_ascii_case(project) && entry.path().is_dir()).then(|| (name, entry.path()))
+    })
+}
+
+fn scan(source: &Source) -> PolarsResult<LazyFrame> {
+    match source {
+        Source::Parquet(path) => {
+            LazyFrame::scan_parquet(PlRefPath::try_from_path(path)?, ScanArgsParquet::default())
+        }
+        Source::ParquetDir(dir) => {
+            let pattern = dir.join("*.parquet");
+            LazyFrame::scan_parquet(
+                PlRefPath::try_from_path(&pattern)?,
+                ScanArgsParquet::default(),
+            )
+        }
+        Source::Csv(path) => LazyCsvReader::new(PlRefPath::try_from_path(path)?)
+            .with_has_header(true)
+            .finish(),
+    }
+}
+
+/// Lists the tables and views of a project folder, sorted by name.
+fn list(dir: &Path) -> std::io::Result<(Vec<(String, Source)>, Vec<(String, PathBuf)>)> {
+    let mut tables = Vec::new();
+    let mut views = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let Some(file_name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if file_name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            tables.push((file_name, Source::ParquetDir(path)));
+            continue;
+        }
+        let Some((stem, ext)) = file_name.rsplit_once('.') else {
+            continue;
+        };
+        match ext.to_ascii_lowercase().as_str() {
+            "parquet" => tables.push((stem.to_owned(), Source::Parquet(path))),
+            "csv" => tables.push((stem.to_owned(), Source::Csv(path))),
+            "sql" => views.push((stem.to_owned(), path)),
+            _ => {}
+        }
+    }
+    tables.sort_by(|a, b| a.0.cmp(&b.0));
+    views.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((tables, views))
+}
+
+/// Opens `project` under `root` and registers its tables and views.
+pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogError> {
+    let (name, dir) = project_dir(root, project).ok_or(CatalogError::NotFound)?;
+    let (tables, views) = list(&dir)
+        .map_err(|e| CatalogError::Broken(format!("project '{name}' cannot be listed: {e}")))?;
+    let context = SQLContext::new();
+    let mut names = Names::default();
+    for (table, source) in &tables {
+        let lf = scan(source).map_err(|e| {
+            CatalogError::Broken(format!("table '{table}' of project '{name}' cannot be read: {e}"))
+        })?;
+        // Schema resolution rewrites the plan in place; keep the registered frame pristine.
+        let schema = lf.clone().collect_schema().map_err(|e| {
+            CatalogError::Broken(format!("table '{table}' of project '{name}' cannot be read: {e}"))
+        })?;
+        names.add_table(table, schema.iter_names().map(|n| n.as_str()));
+        context.register(table, lf);
+    }
+    // Views may build on views: define them in passes until none is left or a pass makes no
+    // progress. Each is checked like a query and its columns learned from its planned schema.
+    let mut pending: Vec<(String, String)> = views
+        .into_iter()
+        .map(|(view, path)| {
+            fs::read_to_string(&path)
+                .map(|text| (view.clone(), text))
+                .map_err(|e| CatalogError::Broken(format!("view '{view}' cannot be read: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    while !pending.is_empty() {
+        let mut progress = false;
+        let mut last_error = String::new();
+        let mut still = Vec::new();
+        for (view, text) in pending {
+            match define_view(&context, &names, &name, &text) {
+                Ok((prepared, columns)) => {
+                    names.add_table(&view, columns.iter().map(String::as_str));
+                    names.views.push((view, prepared));
+                    progress = true;
+                }
+                Err(e) => {
+                    last_error = format!("view '{view}' of project '{name}' is invalid: {e}");
+                    still.push((view, text));
+                }
+            }
+        }
+        if !progress {
+            return Err(CatalogError::Broken(last_error));
+        }
+        pending = still;
+    }
+    Ok(OpenProject {
+        name,
+        context,
+        names,
+    })
+}
+
+/// Checks a view's SQL and returns it prepared, with its column names.
+fn define_view(
+    context: &SQLContext,
+    names: &Names,
+    project: &str,
+    text: &str,
+) -> Result<(String, Vec<String>), String> {
+    let prepared = sql::prepare(text, names, project, None, None)?;
+    let mut scratch = context.clone();
+    let schema = scratch
+        .execute(&prepared)
+        .and_then(|mut lf| lf.collect_schema())
+        .map_err(|e| e.to_string())?;
+    // The view is stored without the CTEs of the views it reads; queries get all views at once.
+    let own = sql::prepare_view_body(text, names, project)?;
+    Ok((own, schema.iter_names().map(|n| n.to_string()).collect()))
+}

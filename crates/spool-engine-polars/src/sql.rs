@@ -1,0 +1,450 @@
+//! Turns the SQL a client sent into SQL that Polars runs against one project, or refuses it.
+//!
+//! Works on the parsed AST, never on the text:
+//! - exactly one statement, and it must be a query (`SELECT`, `WITH`, `VALUES`, set operations);
+//! - every relation must be a table or view of the project (optionally qualified with the
+//!   project's name, as Kylin clients write `SSB.P_LINEORDER`) or a CTE of the query; table
+//!   functions such as `read_csv(...)` are refused, so SQL can never read a file by path;
+//! - unquoted identifiers resolve case-insensitively to the catalog's spelling (Kylin users
+//!   write `select * from p_lineorder` for `P_LINEORDER`); quoted ones stay exact;
+//! - the request's `offset` / `limit` apply unless the SQL has its own OFFSET / LIMIT.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    Expr, Ident, LimitClause, ObjectName, ObjectNamePart, Offset, OffsetRows, Query,
+    Statement, TableFactor, Value, VisitMut, VisitorMut,
+};
+use sqlparser::dialect::GenericDialect;
+use sqlparser::parser::Parser;
+
+/// The names a query may refer to, each keyed by its lowercase form.
+#[derive(Debug, Default)]
+pub(crate) struct Names {
+    /// Tables and views of the project.
+    pub tables: HashMap<String, String>,
+    /// Columns of every table and view; a name spelled two ways is left out (ambiguous).
+    pub columns: HashMap<String, Option<String>>,
+    /// Views as (name, checked SQL), each after the views it reads. A query that reads a view
+    /// gets them all as CTEs in front of its own, so Polars plans the view inline.
+    pub views: Vec<(String, String)>,
+}
+
+impl Names {
+    /// Adds a table or view and its columns.
+    pub fn add_table<'a>(&mut self, table: &str, columns: impl IntoIterator<Item = &'a str>) {
+        self.tables.insert(table.to_lowercase(), table.to_owned());
+        for column in columns {
+            self.columns
+                .entry(column.to_lowercase())
+                .and_modify(|known| {
+                    if known.as_deref() != Some(column) {
+                        *known = None;
+                    }
+                })
+                .or_insert_with(|| Some(column.to_owned()));
+        }
+    }
+
+    fn column(&self, name: &str) -> Option<&str> {
+        self.columns.get(&name.to_lowercase())?.as_deref()
+    }
+}
+
+/// Parses `sql`, checks it and returns the statement text to hand to Polars.
+pub(crate) fn prepare(
+    sql: &str,
+    names: &Names,
+    project: &str,
+    offset: Option<u64>,
+    limit: Option<u64>,
+) -> Result<String, String> {
+    prepare_inner(sql, names, project, offset, limit, true)
+}
+
+/// Checks a view's SQL like a query's, without putting other views in front of it.
+pub(crate) fn prepare_view_body(sql: &str, names: &Names, project: &str) -> Result<String, String> {
+    prepare_inner(sql, names, project, None, None, false)
+}
+
+fn prepare_inner(
+    sql: &str,
+    names: &Names,
+    project: &str,
+    offset: Option<u64>,
+    limit: Option<u64>,
+    with_views: bool,
+) -> Result<String, String> {
+    let mut statements = Parser::parse_sql(&GenericDialect {}, sql)
+        .map_err(|e| format!("SQL syntax error: {}", strip_parser_prefix(&e.to_string())))?;
+    let mut statement = match statements.len() {
+        1 => statements.remove(0),
+        0 => return Err("the SQL text holds no statement".to_owned()),
+        n => return Err(format!("only one statement may be sent at a time; found {n}")),
+    };
+    let Statement::Query(query) = &mut statement else {
+        return Err(format!(
+            "only read-only queries (SELECT, WITH, VALUES) may run; {} statements are not allowed",
+            statement_kind(&statement)
+        ));
+    };
+    let mut resolver = Resolver {
+        names,
+        project,
+        ctes: HashSet::new(),
+        reads_view: false,
+        error: None,
+    };
+    let _ = query.visit(&mut resolver);
+    if let Some(error) = resolver.error {
+        return Err(error);
+    }
+    if with_views && resolver.reads_view {
+        prepend_views(query, &names.views)?;
+    }
+    apply_paging(query, offset, limit);
+    Ok(statement.to_string())
+}
+
+/// Puts the project's views in front of the query's own CTEs.
+fn prepend_views(query: &mut Query, views: &[(String, String)]) -> Result<(), String> {
+    let definitions: Vec<String> = views
+        .iter()
+        .map(|(name, sql)| format!("{} AS ({sql})", quoted(name)))
+        .collect();
+    let text = format!("WITH {} SELECT 1", definitions.join(", "));
+    let parsed = Parser::parse_sql(&GenericDialect {}, &text)
+        .map_err(|e| format!("a view of this project is invalid: {e}"))?;
+    let Some(Statement::Query(mut wrapper)) = parsed.into_iter().next() else {
+        return Err("a view of this project is invalid".to_owned());
+    };
+    let Some(mut with) = wrapper.with.take() else {
+        return Err("a view of this project is invalid".to_owned());
+    };
+    if let Some(own) = query.with.take() {
+        with.recursive |= own.recursive;
+        with.cte_tables.extend(own.cte_tables);
+    }
+    query.with = Some(with);
+    Ok(())
+}
+
+fn strip_parser_prefix(message: &str) -> &str {
+    message.strip_prefix("sql parser error: ").unwrap_or(message)
+}
+
+/// Names the kind of a statement for an error message: its leading keywords.
+fn statement_kind(statement: &Statement) -> String {
+    let text = statement.to_string();
+    let words: Vec<&str> = text
+        .split_whitespace()
+        .take_while(|w| w.chars().all(|c| c.is_ascii_alphabetic()))
+        .take(2)
+        .collect();
+    match words.as_slice() {
+        [] => "such".to_owned(),
+        [first, second]
+            if matches!(
+                first.to_ascii_uppercase().as_str(),
+                "CREATE" | "DROP" | "ALTER" | "SHOW" | "TRUNCATE"
+            ) =>
+        {
+            format!("{} {}", first.to_ascii_uppercase(), second.to_ascii_uppercase())
+        }
+        [first, ..] => first.to_ascii_uppercase(),
+    }
+}
+
+struct Resolver<'a> {
+    names: &'a Names,
+    project: &'a str,
+    ctes: HashSet<String>,
+    reads_view: bool,
+    error: Option<String>,
+}
+
+impl Resolver<'_> {
+    fn fail(&mut self, message: String) -> ControlFlow<()> {
+        self.error.get_or_insert(message);
+        ControlFlow::Break(())
+    }
+}
+
+fn ident_parts(name: &ObjectName) -> Option<Vec<&Ident>> {
+    name.0
+        .iter()
+        .map(|part| match part {
+            ObjectNamePart::Identifier(ident) => Some(ident),
+            ObjectNamePart::Function(_) => None,
+        })
+        .collect()
+}
+
+fn quoted(value: &str) -> Ident {
+    Ident::with_quote('"', value)
+}
+
+impl VisitorMut for Resolver<'_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        if let Some(with) = &query.with {
+            for cte in &with.cte_tables {
+                self.ctes.insert(cte.alias.name.value.to_lowercase());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        match factor {
+            TableFactor::Table { name, args, .. } => {
+                if args.is_some() {
+                    return self.fail(format!(
+                        "table functions are not allowed: {name}(...); a query reads only the project's tables"
+                    ));
+                }
+                ControlFlow::Continue(())
+            }
+            TableFactor::Derived { .. } | TableFactor::NestedJoin { .. } => {
+                ControlFlow::Continue(())
+            }
+            other => {
+                let text = other.to_string();
+                let head: String = text.chars().take(40).collect();
+                self.fail(format!(
+                    "this kind of FROM item is not supported: {head}; a query reads only the project's tables"
+                ))
+            }
+        }
+    }
+
+    fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
+        let Some(parts) = ident_parts(relation) else {
+            return self.fail(format!("table name {relation} is not supported"));
+        };
+        let (qualifier, table) = match parts.as_slice() {
+            [table] => (None, *table),
+            [qualifier, table] => (Some(*qualifier), *table),
+            _ => {
+                return self.fail(format!(
+                    "table '{relation}' not found in project '{}'",
+                    self.project
+                ));
+            }
+        };
+        if let Some(q) = qualifier {
+            let same = if q.quote_style.is_some() {
+                q.value == self.project
+            } else {
+                q.value.eq_ignore_ascii_case(self.project)
+            };
+            if !same {
+                return self.fail(format!(
+                    "table '{relation}' not found: a query reads only the tables of project '{}'",
+                    self.project
+                ));
+            }
+        }
+        let key = table.value.to_lowercase();
+        let resolved = if table.quote_style.is_some() {
+            self.names
+                .tables
+                .values()
+                .find(|t| **t == table.value)
+                .cloned()
+                .or_else(|| self.ctes.contains(&key).then(|| table.value.clone()))
+        } else if self.ctes.contains(&key) {
+            Some(table.value.clone())
+        } else {
+            self.names.tables.get(&key).cloned()
+        };
+        match resolved {
+            Some(name) => {
+                let is_cte = self.ctes.contains(&key) && !self.names.tables.contains_key(&key);
+                if !is_cte && self.names.views.iter().any(|(v, _)| *v == name) {
+                    self.reads_view = true;
+                }
+                *relation = if is_cte {
+                    ObjectName(vec![ObjectNamePart::Identifier(table.clone())])
+                } else {
+                    ObjectName(vec![ObjectNamePart::Identifier(quoted(&name))])
+                };
+                ControlFlow::Continue(())
+            }
+            None => self.fail(format!(
+                "table '{relation}' not found in project '{}'",
+                self.project
+            )),
+        }
+    }
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        match expr {
+            Expr::Identifier(ident) if ident.quote_style.is_none() => {
+                if let Some(column) = self.names.column(&ident.value) {
+                    *ident = quoted(column);
+                }
+            }
+            Expr::CompoundIdentifier(parts) => {
+                let last = parts.len().saturating_sub(1);
+                for (i, ident) in parts.iter_mut().enumerate() {
+                    if ident.quote_style.is_some() {
+                        continue;
+                    }
+                    let resolved = if i == last {
+                        self.names.column(&ident.value).map(str::to_owned)
+                    } else {
+                        self.names.tables.get(&ident.value.to_lowercase()).cloned()
+                    };
+                    if let Some(name) = resolved {
+                        *ident = quoted(&name);
+                    }
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn number(n: u64) -> Expr {
+    Expr::value(Value::Number(n.to_string(), false))
+}
+
+/// Applies the request's paging where the SQL has none of its own.
+fn apply_paging(query: &mut Query, offset: Option<u64>, limit: Option<u64>) {
+    if offset.is_none() && limit.is_none() {
+        return;
+    }
+    // `LIMIT a, b` (MySQL) sets both; nothing to add.
+    if matches!(query.limit_clause, Some(LimitClause::OffsetCommaLimit { .. })) {
+        return;
+    }
+    let (mut sql_limit, mut sql_offset, limit_by) = match query.limit_clause.take() {
+        Some(LimitClause::LimitOffset {
+            limit,
+            offset,
+            limit_by,
+        }) => (limit, offset, limit_by),
+        _ => (None, None, Vec::new()),
+    };
+    if sql_limit.is_none() {
+        sql_limit = limit.map(number);
+    }
+    if sql_offset.is_none() {
+        sql_offset = offset.map(|o| Offset {
+            value: number(o),
+            rows: OffsetRows::None,
+        });
+    }
+    query.limit_clause = Some(LimitClause::LimitOffset {
+        limit: sql_limit,
+        offset: sql_offset,
+        limit_by,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Names {
+        let mut n = Names::default();
+        n.add_table("LINEORDER", ["LO_ORDERKEY", "LO_REVENUE", "LO_ORDERDATE"]);
+        n.add_table("DATES", ["D_DATEKEY", "D_YEAR"]);
+        n.add_table("P_LINEORDER", ["LO_ORDERKEY", "LO_REVENUE", "V_REVENUE"]);
+        n
+    }
+
+    fn check(sql: &str, expected: &str) {
+        assert_eq!(prepare(sql, &names(), "ssb", None, None).as_deref(), Ok(expected), "{sql}");
+    }
+
+    fn refused(sql: &str, expected_fragment: &str) {
+        let err = prepare(sql, &names(), "ssb", None, None).expect_err(sql);
+        assert!(err.contains(expected_fragment), "{sql}: {err}");
+    }
+
+    #[test]
+    fn unquoted_names_resolve_to_the_catalog_spelling() {
+        check(
+            "select lo_revenue from p_lineorder",
+            r#"SELECT "LO_REVENUE" FROM "P_LINEORDER""#,
+        );
+        check(
+            "select l.lo_orderkey, d_year from lineorder l, dates where lo_orderdate = d_datekey",
+            r#"SELECT l."LO_ORDERKEY", "D_YEAR" FROM "LINEORDER" l, "DATES" WHERE "LO_ORDERDATE" = "D_DATEKEY""#,
+        );
+        check(
+            "select lineorder.lo_revenue from lineorder",
+            r#"SELECT "LINEORDER"."LO_REVENUE" FROM "LINEORDER""#,
+        );
+        // Aliases and function names stay as written.
+        check(
+            "select sum(lo_revenue) as revenue from lineorder order by revenue",
+            r#"SELECT sum("LO_REVENUE") AS revenue FROM "LINEORDER" ORDER BY revenue"#,
+        );
+    }
+
+    #[test]
+    fn quoted_names_stay_exact() {
+        check(r#"select "LO_REVENUE" from "LINEORDER""#, r#"SELECT "LO_REVENUE" FROM "LINEORDER""#);
+        refused(r#"select * from "lineorder""#, "table '\"lineorder\"' not found in project 'ssb'");
+    }
+
+    #[test]
+    fn the_project_name_qualifies_tables() {
+        check("select * from SSB.P_LINEORDER", r#"SELECT * FROM "P_LINEORDER""#);
+        check("select * from ssb.lineorder", r#"SELECT * FROM "LINEORDER""#);
+        refused("select * from other.lineorder", "a query reads only the tables of project 'ssb'");
+        refused("select * from a.b.lineorder", "not found");
+    }
+
+    #[test]
+    fn ctes_are_relations_too() {
+        check(
+            "with t as (select lo_revenue from lineorder) select * from t",
+            r#"WITH t AS (SELECT "LO_REVENUE" FROM "LINEORDER") SELECT * FROM t"#,
+        );
+    }
+
+    #[test]
+    fn unknown_tables_are_named() {
+        refused("select * from nope", "table 'nope' not found in project 'ssb'");
+    }
+
+    #[test]
+    fn only_one_read_only_statement_runs() {
+        refused("drop table lineorder", "DROP TABLE statements are not allowed");
+        refused("delete from lineorder", "DELETE statements are not allowed");
+        refused("create table x as select 1", "CREATE TABLE statements are not allowed");
+        refused("select 1; select 2", "only one statement");
+        refused("select (1", "SQL syntax error");
+    }
+
+    #[test]
+    fn table_functions_cannot_read_files() {
+        for sql in [
+            "select * from read_csv('/etc/passwd')",
+            "select * from READ_PARQUET('x.parquet')",
+            "select * from \"read_csv\"('/etc/passwd')",
+            "select * from lineorder, read_json('/etc/passwd')",
+            "select * from lineorder where lo_orderkey in (select 1 from read_ipc('/x'))",
+        ] {
+            refused(sql, "table functions are not allowed");
+        }
+        refused("select * from '/etc/passwd'", "not found");
+    }
+
+    #[test]
+    fn paging_applies_only_where_the_sql_has_none() {
+        let p = |sql: &str, offset, limit| prepare(sql, &names(), "ssb", offset, limit).expect(sql);
+        assert_eq!(p("select 1", Some(5), Some(10)), "SELECT 1 LIMIT 10 OFFSET 5");
+        assert_eq!(p("select 1 limit 3", Some(5), Some(10)), "SELECT 1 LIMIT 3 OFFSET 5");
+        assert_eq!(p("select 1 offset 2", None, Some(10)), "SELECT 1 LIMIT 10 OFFSET 2");
+        assert_eq!(p("select 1 limit 3 offset 2", Some(5), Some(10)), "SELECT 1 LIMIT 3 OFFSET 2");
+        assert_eq!(p("select 1", None, None), "SELECT 1");
+    }
+}

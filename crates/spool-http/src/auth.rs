@@ -1,0 +1,221 @@
+//! HTTP Basic authentication against argon2 password hashes.
+//!
+//! Verifying an argon2 hash costs tens of milliseconds by design, too much for every status
+//! poll. A successful verification is remembered for [`CACHE_TTL`] as a keyed SHA-256 digest of
+//! the password (the key is random per process), so a poll costs one hash, and the cache never
+//! holds a password or anything that can be checked offline without the key.
+//!
+//! Invariants: a failed login costs the same work whether or not the user exists (an unknown
+//! user is checked against a dummy hash); passwords and hashes are never logged.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::http::HeaderValue;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use spool_domain::{Principal, Role};
+
+use crate::ApiError;
+
+/// How long a verified password is trusted without running argon2 again.
+const CACHE_TTL: Duration = Duration::from_secs(300);
+
+/// A user as configured: name, argon2 PHC hash string, role.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserRecord {
+    /// The login name, matched exactly.
+    pub name: String,
+    /// The argon2 hash in PHC string form (`$argon2id$...`).
+    pub password_hash: String,
+    /// What the user may do.
+    pub role: Role,
+}
+
+/// Hashes `password` with argon2id and a random salt, in PHC string form.
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())?;
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
+}
+
+/// Checks Basic credentials against the configured users.
+pub struct Authenticator {
+    users: RwLock<Arc<HashMap<String, UserRecord>>>,
+    verified: Mutex<HashMap<String, ([u8; 32], Instant)>>,
+    key: [u8; 32],
+    dummy_hash: String,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// Builds an authenticator for `users`.
+    pub fn new(users: Vec<UserRecord>) -> Self {
+        let dummy_hash = hash_password("spool-dummy-password").unwrap_or_default();
+        let auth = Self {
+            users: RwLock::new(Arc::new(HashMap::new())),
+            verified: Mutex::new(HashMap::new()),
+            key: rand::random(),
+            dummy_hash,
+        };
+        auth.replace(users);
+        auth
+    }
+
+    /// Replaces the user list (for example after the users file changed); forgets every
+    /// cached verification, so removed users and changed passwords take effect at once.
+    pub fn replace(&self, users: Vec<UserRecord>) {
+        let map = users.into_iter().map(|u| (u.name.clone(), u)).collect();
+        *self.users.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(map);
+        self.verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    fn digest(&self, user: &str, password: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update(user.as_bytes());
+        h.update([0u8]);
+        h.update(password.as_bytes());
+        h.finalize().into()
+    }
+
+    /// Returns the principal named by a `Basic` Authorization header, or why not.
+    pub async fn authenticate(&self, header: Option<&HeaderValue>) -> Result<Principal, ApiError> {
+        let (user, password) = parse_basic(header)?;
+        let record = self
+            .users
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&user)
+            .cloned();
+        let digest = self.digest(&user, &password);
+        if let Some(record) = &record {
+            let cache = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((known, at)) = cache.get(&user) {
+                if *known == digest && at.elapsed() < CACHE_TTL {
+                    return Ok(Principal {
+                        name: record.name.clone(),
+                        role: record.role,
+                    });
+                }
+            }
+        }
+        let hash = record
+            .as_ref()
+            .map_or_else(|| self.dummy_hash.clone(), |r| r.password_hash.clone());
+        let valid = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|parsed| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &parsed)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+        match record {
+            Some(record) if valid => {
+                self.verified
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(user, (digest, Instant::now()));
+                Ok(Principal {
+                    name: record.name,
+                    role: record.role,
+                })
+            }
+            _ => Err(ApiError::Unauthorized("invalid user name or password")),
+        }
+    }
+}
+
+fn parse_basic(header: Option<&HeaderValue>) -> Result<(String, String), ApiError> {
+    let header = header.ok_or(ApiError::Unauthorized(
+        "authentication required: send HTTP Basic credentials",
+    ))?;
+    let malformed = ApiError::Unauthorized("malformed Authorization header: expected Basic credentials");
+    let text = header.to_str().map_err(|_| ApiError::Unauthorized("malformed Authorization header"))?;
+    let (scheme, encoded) = text.trim().split_once(' ').ok_or(ApiError::Unauthorized(
+        "malformed Authorization header: expected Basic credentials",
+    ))?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(malformed);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| ApiError::Unauthorized("malformed Authorization header: invalid base64"))?;
+    let decoded = String::from_utf8(decoded)
+        .map_err(|_| ApiError::Unauthorized("malformed Authorization header: not UTF-8"))?;
+    let (user, password) = decoded
+        .split_once(':')
+        .ok_or(ApiError::Unauthorized("malformed Authorization header: expected user:password"))?;
+    Ok((user.to_owned(), password.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Authenticator {
+        Authenticator::new(vec![UserRecord {
+            name: "ADMIN".into(),
+            password_hash: hash_password("KYLIN").expect("hash"),
+            role: Role::Admin,
+        }])
+    }
+
+    fn header(text: &str) -> HeaderValue {
+        HeaderValue::from_str(text).expect("header")
+    }
+
+    #[tokio::test]
+    async fn the_seeds_credentials_work() {
+        let a = auth();
+        let p = a.authenticate(Some(&header("Basic QURNSU46S1lMSU4="))).await.expect("valid");
+        assert_eq!(p, Principal { name: "ADMIN".into(), role: Role::Admin });
+        // Cached the second time, same answer.
+        let again = a.authenticate(Some(&header("basic QURNSU46S1lMSU4="))).await.expect("valid");
+        assert_eq!(again.name, "ADMIN");
+    }
+
+    #[tokio::test]
+    async fn wrong_missing_or_malformed_credentials_are_refused() {
+        let a = auth();
+        let basic = |s: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s));
+        for h in [
+            Some(header(&basic("ADMIN:kylin"))),
+            Some(header(&basic("admin:KYLIN"))),
+            Some(header(&basic("NOBODY:KYLIN"))),
+            Some(header(&basic("ADMINKYLIN"))),
+            Some(header("Bearer QURNSU46S1lMSU4=")),
+            Some(header("Basic !!!")),
+            None,
+        ] {
+            assert!(
+                matches!(a.authenticate(h.as_ref()).await, Err(ApiError::Unauthorized(_))),
+                "{h:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn replacing_users_revokes_cached_logins() {
+        let a = auth();
+        a.authenticate(Some(&header("Basic QURNSU46S1lMSU4="))).await.expect("valid");
+        a.replace(vec![]);
+        assert!(a.authenticate(Some(&header("Basic QURNSU46S1lMSU4="))).await.is_err());
+    }
+}

@@ -1,0 +1,109 @@
+//! The one mapping from errors to HTTP responses, in Kylin's envelope.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use spool_core::ServiceError;
+use tracing::error;
+
+/// Kylin's code for a failed call.
+const ERROR_CODE: &str = "999";
+
+/// Everything a handler can answer with instead of success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Missing or wrong credentials.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// Too many failed logins from this client.
+    #[error("too many failed logins; retry in {0} s")]
+    TooManyAttempts(u64),
+    /// The request is malformed; the message says which field.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such route or resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// The method is not served on this path.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The resource exists but is not in a state that allows this.
+    #[error("{0}")]
+    Conflict(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request body is larger than allowed.
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// Something broke on our side.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid(e) => Self::BadRequest(e.to_string()),
+            e @ ServiceError::NotFound(_) => Self::NotFound(e.to_string()),
+            e @ (ServiceError::NotReady(_) | ServiceError::QueryFailed { .. }) => {
+                Self::Conflict(e.to_string())
+            }
+            ServiceError::Forbidden(message) => Self::Forbidden(message.to_owned()),
+            ServiceError::Internal(source) => Self::Internal(source),
+        }
+    }
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Builds the error envelope with `status` and `msg`.
+pub(crate) fn envelope(status: StatusCode, msg: &str) -> Response {
+    let body = json!({ "code": ERROR_CODE, "data": null, "msg": msg });
+    (status, Json(body)).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            Self::Internal(source) => {
+                let reference = uuid::Uuid::new_v4();
+                error!(%reference, error = %source, source = ?source, "internal error");
+                format!("internal error; reference {reference}")
+            }
+            other => other.to_string(),
+        };
+        let mut response = envelope(status, &message);
+        match self {
+            Self::Unauthorized(_) => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"spool\", charset=\"UTF-8\""),
+                );
+            }
+            Self::TooManyAttempts(seconds) => {
+                if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+            }
+            _ => {}
+        }
+        response
+    }
+}
