@@ -1,0 +1,227 @@
+//! The HTTP API without a socket: the router over in-memory stores and a scripted engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use spool_core::{Ports, Spool, SpoolConfig};
+use spool_domain::{QueryRequest, Role};
+use spool_http::{AppState, Authenticator, HttpLimits, UserRecord, hash_password, router};
+use spool_ports::testing::{MemoryJobStore, MemoryResultStore};
+use spool_ports::{CancelToken, EngineError, Execution, QueryEngine, RandomIds, ResultSink, SystemClock};
+use tower::ServiceExt;
+
+const ADMIN: &str = "Basic QURNSU46S1lMSU4="; // ADMIN:KYLIN, as in Kylin's docs
+
+/// Answers `ok:<csv>` with the CSV and `fail:<reason>` with an invalid-query error.
+struct ScriptedEngine;
+
+#[async_trait]
+impl QueryEngine for ScriptedEngine {
+    async fn execute(
+        &self,
+        request: &QueryRequest,
+        mut sink: Box<dyn ResultSink>,
+        cancel: CancelToken,
+    ) -> Result<Execution, EngineError> {
+        if let Some(csv) = request.sql.strip_prefix("ok:") {
+            sink.write_all(csv.as_bytes()).map_err(|e| EngineError::Internal(e.to_string()))?;
+            return Ok(Execution { sink, rows: 1 });
+        }
+        if let Some(reason) = request.sql.strip_prefix("fail:") {
+            return Err(EngineError::InvalidQuery(reason.into()));
+        }
+        while !cancel.is_cancelled() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Err(EngineError::Cancelled)
+    }
+}
+
+fn app() -> (axum::Router, spool_core::Workers) {
+    let ports = Ports {
+        jobs: Arc::new(MemoryJobStore::default()),
+        results: Arc::new(MemoryResultStore::default()),
+        engine: Arc::new(ScriptedEngine),
+        clock: Arc::new(SystemClock),
+        ids: Arc::new(RandomIds),
+    };
+    let spool = Spool::new(ports, SpoolConfig::with_workers(1));
+    let workers = spool.start();
+    let users = vec![UserRecord {
+        name: "ADMIN".into(),
+        password_hash: hash_password("KYLIN").expect("hash"),
+        role: Role::Admin,
+    }];
+    let state = AppState { spool, auth: Arc::new(Authenticator::new(users)), limits: HttpLimits { max_body_bytes: 4096 } };
+    (router(state), workers)
+}
+
+async fn call(app: &axum::Router, method: &str, uri: &str, auth: Option<&str>, body: Option<&str>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(a) = auth {
+        req = req.header(header::AUTHORIZATION, a);
+    }
+    req = req.header(header::CONTENT_TYPE, "application/json");
+    let req = req.body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned()))).expect("request");
+    let res = app.clone().oneshot(req).await.expect("response");
+    let status = res.status();
+    let headers = res.headers().clone();
+    let bytes = res.into_body().collect().await.expect("body").to_bytes().to_vec();
+    (status, headers, bytes)
+}
+
+fn json_of(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
+async fn submit(app: &axum::Router, sql: &str) -> String {
+    let body = json!({ "sql": sql, "project": "ssb" }).to_string();
+    let (status, _, bytes) = call(app, "POST", "/kylin/api/async_query", Some(ADMIN), Some(&body)).await;
+    assert_eq!(status, StatusCode::OK);
+    let v = json_of(&bytes);
+    assert_eq!(v["code"], "000");
+    assert_eq!(v["data"]["status"], "RUNNING");
+    assert_eq!(v["data"]["info"], "still running");
+    assert_eq!(v["msg"], "");
+    v["data"]["queryID"].as_str().expect("id").to_owned()
+}
+
+async fn wait_status(app: &axum::Router, id: &str, want: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, bytes) = call(app, "GET", &format!("/kylin/api/async_query/{id}/status"), Some(ADMIN), None).await;
+        assert_eq!(status, StatusCode::OK);
+        let v = json_of(&bytes);
+        if v["data"]["status"] == want {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "stuck: {v}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn assert_error(status: StatusCode, bytes: &[u8], want: StatusCode, fragment: &str) {
+    assert_eq!(status, want, "{}", String::from_utf8_lossy(bytes));
+    let v = json_of(bytes);
+    assert_ne!(v["code"], "000");
+    assert_eq!(v["data"], Value::Null);
+    let msg = v["msg"].as_str().expect("msg");
+    assert!(msg.contains(fragment), "{msg:?} lacks {fragment:?}");
+}
+
+#[tokio::test]
+async fn submit_poll_download_and_clean() {
+    let (app, workers) = app();
+    let id = submit(&app, "ok:1,\"a,b\"\n2,\n").await;
+    let v = wait_status(&app, &id, "SUCCESSFUL").await;
+    assert_eq!(v, json!({"code":"000","data":{"queryID": id, "status":"SUCCESSFUL","info":"await fetching results"},"msg":""}));
+
+    let (status, headers, bytes) = call(&app, "GET", &format!("/kylin/api/async_query/{id}/result"), Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bytes, b"1,\"a,b\"\n2,\n");
+    assert_eq!(headers[header::CONTENT_DISPOSITION], "attachment; filename=\"result.csv\"");
+    assert!(headers[header::CONTENT_TYPE].to_str().expect("ascii").starts_with("text/csv"));
+    assert_eq!(headers[header::CONTENT_LENGTH], "11");
+
+    let (status, _, bytes) = call(&app, "DELETE", "/kylin/api/async_query", Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json_of(&bytes), json!({"code":"000","data":true,"msg":""}));
+    wait_status(&app, &id, "MISSING").await;
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_query_reports_why_and_has_no_result() {
+    let (app, workers) = app();
+    let id = submit(&app, "fail:Project 'XXX' does not exist;").await;
+    let v = wait_status(&app, &id, "FAILED").await;
+    assert_eq!(v["data"]["info"], "Project 'XXX' does not exist;");
+    let (status, _, bytes) = call(&app, "GET", &format!("/kylin/api/async_query/{id}/result"), Some(ADMIN), None).await;
+    assert_error(status, &bytes, StatusCode::CONFLICT, "Project 'XXX' does not exist;");
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_result_asked_for_too_early_is_a_clear_error() {
+    let (app, workers) = app();
+    let id = submit(&app, "block").await;
+    let (status, _, bytes) = call(&app, "GET", &format!("/kylin/api/async_query/{id}/result"), Some(ADMIN), None).await;
+    assert_error(status, &bytes, StatusCode::CONFLICT, "has not finished yet");
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_ids_are_missing() {
+    let (app, workers) = app();
+    for id in ["43eeb967-e76a-4214-8932-70594d454013", "not-an-id", "..%2F..%2Fetc%2Fpasswd"] {
+        let (status, _, bytes) = call(&app, "GET", &format!("/kylin/api/async_query/{id}/status"), Some(ADMIN), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(json_of(&bytes)["data"]["status"], "MISSING", "{id}");
+        let (status, _, bytes) = call(&app, "GET", &format!("/kylin/api/async_query/{id}/result"), Some(ADMIN), None).await;
+        assert_error(status, &bytes, StatusCode::NOT_FOUND, "not found");
+    }
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_submissions_say_which_field_is_wrong() {
+    let (app, workers) = app();
+    for (body, fragment) in [
+        ("{not json", "not valid JSON"),
+        ("[1]", "JSON object"),
+        ("{}", "field 'sql' is required"),
+        (r#"{"sql": 5}"#, "field 'sql' must be a string"),
+        (r#"{"sql": "  "}"#, "field 'sql' must not be empty"),
+        (r#"{"sql": "select 1", "limit": -1}"#, "field 'limit' must be a non-negative integer"),
+        (r#"{"sql": "select 1", "offset": "3"}"#, "field 'offset' must be a non-negative integer"),
+        (r#"{"sql": "select 1", "limit": 1.5}"#, "field 'limit'"),
+        (r#"{"sql": "select 1", "project": "../etc"}"#, "field 'project'"),
+    ] {
+        let (status, _, bytes) = call(&app, "POST", "/kylin/api/async_query", Some(ADMIN), Some(body)).await;
+        assert_error(status, &bytes, StatusCode::BAD_REQUEST, fragment);
+    }
+    let huge = json!({ "sql": "x".repeat(5000) }).to_string();
+    let (status, _, bytes) = call(&app, "POST", "/kylin/api/async_query", Some(ADMIN), Some(&huge)).await;
+    assert_error(status, &bytes, StatusCode::PAYLOAD_TOO_LARGE, "larger than 4096 bytes");
+    // Unknown fields and acceptPartial are accepted.
+    let body = r#"{"sql":"ok:1\n","acceptPartial":true,"whatever":[1],"offset":0,"limit":50000}"#;
+    let (status, _, _) = call(&app, "POST", "/kylin/api/async_query", Some(ADMIN), Some(body)).await;
+    assert_eq!(status, StatusCode::OK);
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_endpoint_but_healthz_needs_credentials() {
+    let (app, workers) = app();
+    let id = "43eeb967-e76a-4214-8932-70594d454013";
+    for (method, uri) in [
+        ("POST", "/kylin/api/async_query".to_owned()),
+        ("DELETE", "/kylin/api/async_query".to_owned()),
+        ("GET", format!("/kylin/api/async_query/{id}/status")),
+        ("GET", format!("/kylin/api/async_query/{id}/result")),
+    ] {
+        for auth in [None, Some("Basic QURNSU46d3Jvbmc=")] {
+            let (status, headers, bytes) = call(&app, method, &uri, auth, Some(r#"{"sql":"ok:1"}"#)).await;
+            assert_error(status, &bytes, StatusCode::UNAUTHORIZED, "");
+            assert!(headers[header::WWW_AUTHENTICATE].to_str().expect("ascii").starts_with("Basic"));
+        }
+    }
+    let (status, _, bytes) = call(&app, "GET", "/healthz", None, None).await;
+    assert_eq!((status, json_of(&bytes)), (StatusCode::OK, json!({"status":"ok"})));
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_the_envelope() {
+    let (app, workers) = app();
+    let (status, _, bytes) = call(&app, "GET", "/kylin/api/nothing", Some(ADMIN), None).await;
+    assert_error(status, &bytes, StatusCode::NOT_FOUND, "no such endpoint");
+    let (status, _, bytes) = call(&app, "PUT", "/kylin/api/async_query", Some(ADMIN), None).await;
+    assert_error(status, &bytes, StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    workers.shutdown().await;
+}
