@@ -10,6 +10,7 @@
 
 mod catalog;
 mod csv;
+pub mod sample;
 mod sql;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,149 @@
+//! Server settings from flags, `SPOOL_*` environment variables and a TOML file, in that order
+//! of precedence, over built-in defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Parser;
+use serde::Deserialize;
+
+/// Default listen address: Kylin's port, loopback only.
+pub const DEFAULT_BIND: &str = "127.0.0.1:7070";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./spool-data";
+/// Default orders in the generated `ssb` sample (about four lines each).
+pub const DEFAULT_SAMPLE_ORDERS: usize = 10_000;
+
+/// Command line of `spool-server`.
+#[derive(Debug, Parser)]
+#[command(name = "spool-server", version, about = "Asynchronous SQL query and export service speaking Apache Kylin's async query API")]
+pub struct Cli {
+    /// Address to listen on (ADDR:PORT) [default: 127.0.0.1:7070]
+    #[arg(long, env = "SPOOL_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// Directory for projects, jobs and results [default: ./spool-data]
+    #[arg(long, env = "SPOOL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML configuration file
+    #[arg(long, env = "SPOOL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Queries that run at once [default: number of cores]
+    #[arg(long, env = "SPOOL_WORKERS")]
+    pub workers: Option<usize>,
+    /// Log filter, as RUST_LOG (which wins if set) [default: info]
+    #[arg(long, env = "SPOOL_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// The configuration file's fields; all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address to listen on.
+    pub bind: Option<SocketAddr>,
+    /// Data directory; relative paths are relative to the file.
+    pub data_dir: Option<PathBuf>,
+    /// Queries that run at once.
+    pub workers: Option<usize>,
+    /// Log filter.
+    pub log_level: Option<String>,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: Option<usize>,
+    /// Orders in the sample project created on first start (0: no sample).
+    pub sample_orders: Option<usize>,
+}
+
+/// The settings the server runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Queries that run at once.
+    pub workers: usize,
+    /// Log filter.
+    pub log_level: String,
+    /// The largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Orders in the sample project created on first start.
+    pub sample_orders: usize,
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    let mut file: FileConfig =
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+    if let (Some(dir), Some(base)) = (&file.data_dir, path.parent()) {
+        if dir.is_relative() {
+            file.data_dir = Some(base.join(dir));
+        }
+    }
+    Ok(file)
+}
+
+impl Settings {
+    /// Resolves flags and environment (already merged by clap) over the file over defaults.
+    pub fn resolve(cli: &Cli) -> anyhow::Result<Self> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let workers = cli.workers.or(file.workers).unwrap_or(cores);
+        anyhow::ensure!(workers >= 1, "workers must be at least 1");
+        Ok(Self {
+            bind: cli
+                .bind
+                .or(file.bind)
+                .unwrap_or_else(|| DEFAULT_BIND.parse().expect("valid default address")),
+            data_dir: cli
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            workers,
+            log_level: cli
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".to_owned()),
+            max_body_bytes: file.max_body_bytes.unwrap_or(1024 * 1024),
+            sample_orders: file.sample_orders.unwrap_or(DEFAULT_SAMPLE_ORDERS),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("spool-server").chain(args.iter().copied())).expect("args")
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spool.toml");
+        std::fs::write(&path, "bind = \"127.0.0.1:9000\"\nworkers = 3\ndata_dir = \"data\"\n").expect("write");
+        let s = Settings::resolve(&cli(&["--config", path.to_str().expect("utf-8"), "--workers", "5"])).expect("settings");
+        assert_eq!(s.workers, 5);
+        assert_eq!(s.bind.to_string(), "127.0.0.1:9000");
+        assert_eq!(s.data_dir, dir.path().join("data"));
+        let d = Settings::resolve(&cli(&[])).expect("defaults");
+        assert_eq!(d.bind.to_string(), DEFAULT_BIND);
+        assert_eq!(d.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spool.toml");
+        std::fs::write(&path, "bnid = \"x\"\n").expect("write");
+        let err = Settings::resolve(&cli(&["--config", path.to_str().expect("utf-8")])).expect_err("typo");
+        assert!(format!("{err:#}").contains("bnid"), "{err:#}");
+    }
+}
