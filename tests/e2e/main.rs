@@ -1,0 +1,206 @@
+//! End-to-end: the real `spool-server` binary, driven over loopback HTTP as a user would.
+
+mod harness;
+
+use std::process::Command;
+use std::time::Instant;
+
+use harness::{ADMIN, Server, peak_rss_kib};
+use serde_json::{Value, json};
+
+/// A small sample: fast to generate, still several chunks of output.
+const SMALL: &str = "workers = 2\nsample_orders = 2000\n";
+
+/// Runs one of the seed document's curl lines, with `http://master:7070` pointed at `server`.
+fn seed_curl(server: &Server, line: &str) -> Vec<u8> {
+    let line = line.replace("http://master:7070", &server.base);
+    // The seed's lines use plain shell quoting; run them through sh exactly as written.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{line} --silent --show-error"))
+        .output()
+        .expect("running curl");
+    assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+fn parse(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
+#[test]
+fn the_seeds_four_curl_flows_work_verbatim() {
+    let server = Server::start(SMALL);
+    let submitted = parse(&seed_curl(
+        &server,
+        r#"curl -X POST -H "Authorization: Basic QURNSU46S1lMSU4=" -H "Content-Type: application/json" -d '{ "sql":"select * from p_lineorder limit 100", "project":"ssb" }' http://master:7070/kylin/api/async_query"#,
+    ));
+    assert_eq!(submitted["code"], "000");
+    assert_eq!(submitted["msg"], "");
+    assert_eq!(submitted["data"]["status"], "RUNNING");
+    assert_eq!(submitted["data"]["info"], "still running");
+    let id = submitted["data"]["queryID"].as_str().expect("id").to_owned();
+
+    server.wait(&id);
+    let status = parse(&seed_curl(
+        &server,
+        &format!(r#"curl -X GET -H "Authorization: Basic QURNSU46S1lMSU4=" -H "Content-Type: application/json"  http://master:7070/kylin/api/async_query/{id}/status "#),
+    ));
+    assert_eq!(
+        status,
+        json!({"code":"000","data":{"queryID": id,"status":"SUCCESSFUL","info":"await fetching results"},"msg":""})
+    );
+
+    let csv = seed_curl(
+        &server,
+        &format!(r#"curl -X GET -H "Authorization: Basic QURNSU46S1lMSU4=" -H "Content-Type: application/json"  http://master:7070/kylin/api/async_query/{id}/result "#),
+    );
+    let text = String::from_utf8(csv).expect("utf-8");
+    assert_eq!(text.lines().count(), 100, "100 rows, no header");
+    // P_LINEORDER: the 17 LINEORDER columns plus V_REVENUE = LO_EXTENDEDPRICE * LO_DISCOUNT.
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 18, "{line}");
+        let (price, discount, v): (i64, i64, i64) =
+            (f[9].parse().expect("price"), f[11].parse().expect("discount"), f[17].parse().expect("v_revenue"));
+        assert_eq!(v, price * discount, "{line}");
+    }
+
+    let cleaned = parse(&seed_curl(
+        &server,
+        r#"curl -X DELETE -H "Authorization: Basic QURNSU46S1lMSU4=" -H "Content-Type: application/json"  http://master:7070/kylin/api/async_query"#,
+    ));
+    assert_eq!(cleaned, json!({"code":"000","data":true,"msg":""}));
+    assert_eq!(server.status(&id)["data"]["status"], "MISSING");
+}
+
+#[test]
+fn an_unknown_project_and_bad_sql_fail_with_reasons() {
+    let server = Server::start(SMALL);
+    let id = server.submit("select 1", "XXX");
+    let v = server.wait(&id);
+    assert_eq!(v["data"]["status"], "FAILED");
+    assert_eq!(v["data"]["info"], "Project 'XXX' does not exist;");
+
+    let id = server.submit("select no_such_column from lineorder", "ssb");
+    let v = server.wait(&id);
+    assert_eq!(v["data"]["status"], "FAILED");
+    assert!(v["data"]["info"].as_str().expect("info").contains("no_such_column"), "{v}");
+    let res = server.send("GET", &format!("/kylin/api/async_query/{id}/result"), Some(ADMIN), None);
+    assert_eq!(res.status().as_u16(), 409);
+    let body: Value = res.json().expect("envelope");
+    assert_ne!(body["code"], "000");
+    assert!(body["msg"].as_str().expect("msg").contains("failed"), "{body}");
+
+    let id = server.submit("select * from read_csv('/etc/passwd')", "ssb");
+    let v = server.wait(&id);
+    assert_eq!(v["data"]["status"], "FAILED");
+    assert!(v["data"]["info"].as_str().expect("info").contains("table functions are not allowed"), "{v}");
+}
+
+#[test]
+fn bad_requests_get_the_envelope_and_leave_stored_queries_intact() {
+    let server = Server::start(SMALL);
+    let kept = server.submit("select lo_orderkey from lineorder order by lo_orderkey limit 3", "ssb");
+    server.wait(&kept);
+    let before = server.result(&kept);
+
+    for (body, code, fragment) in [
+        ("{oops", 400, "not valid JSON"),
+        (r#"{"project":"ssb"}"#, 400, "field 'sql' is required"),
+        (r#"{"sql":"select 1","limit":-5}"#, 400, "field 'limit'"),
+    ] {
+        let (status, v) = server.json("POST", "/kylin/api/async_query", Some(body));
+        assert_eq!(status, code, "{body}: {v}");
+        assert_ne!(v["code"], "000");
+        assert_eq!(v["data"], Value::Null);
+        assert!(v["msg"].as_str().expect("msg").contains(fragment), "{v}");
+    }
+    let res = server.send("GET", "/kylin/api/async_query/x/status", None, None);
+    assert_eq!(res.status().as_u16(), 401);
+    assert!(res.headers().contains_key("www-authenticate"));
+    let (status, v) = server.json("GET", "/kylin/api/async_query/..%2F..%2Fusers.toml/result", None);
+    assert_eq!((status, v["data"].clone()), (404, Value::Null));
+    assert_eq!(server.status("not-a-query-id")["data"]["status"], "MISSING");
+
+    assert_eq!(server.result(&kept), before);
+    assert_eq!(String::from_utf8(before).expect("utf-8"), "1\n1\n1\n");
+    let health = server.send("GET", "/healthz", None, None);
+    assert_eq!(health.status().as_u16(), 200);
+}
+
+#[test]
+fn offset_and_limit_apply_unless_the_sql_has_its_own() {
+    let server = Server::start(SMALL);
+    let body = json!({"sql": "select lo_orderkey, lo_linenumber from lineorder order by 1, 2", "project": "ssb", "offset": 2, "limit": 3, "acceptPartial": false}).to_string();
+    let (_, v) = server.json("POST", "/kylin/api/async_query", Some(&body));
+    let id = v["data"]["queryID"].as_str().expect("id").to_owned();
+    assert_eq!(server.wait(&id)["data"]["status"], "SUCCESSFUL");
+    let all = server.run("select lo_orderkey, lo_linenumber from lineorder order by 1, 2 limit 5", "ssb");
+    let expected: Vec<&str> = all.lines().skip(2).take(3).collect();
+    let got = String::from_utf8(server.result(&id)).expect("utf-8");
+    assert_eq!(got.lines().collect::<Vec<_>>(), expected);
+}
+
+#[test]
+fn queries_survive_kill_9_and_finish_after_restart() {
+    // One worker and exports big enough to take a while, so some are running or queued at the kill.
+    let server = Server::start("workers = 1\nsample_orders = 100000\n");
+    let sql = "select * from p_lineorder order by lo_orderkey, lo_linenumber";
+    let ids: Vec<String> = (0..3).map(|_| server.submit(sql, "ssb")).collect();
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while !server.log().contains("query started") {
+        assert!(Instant::now() < deadline, "no query started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let in_flight = ids
+        .iter()
+        .filter(|id| server.status(id)["data"]["status"] == "RUNNING")
+        .count();
+    assert!(in_flight >= 2, "the kill must interrupt work in flight");
+
+    let server = server.kill_and_restart();
+    assert!(server.log().contains("will run again"), "{}", server.log());
+    let mut results = Vec::new();
+    for id in &ids {
+        let v = server.wait(id);
+        assert_eq!(v["data"]["status"], "SUCCESSFUL", "{v}");
+        results.push(server.result(id));
+    }
+    let rows = String::from_utf8(results[0].clone()).expect("utf-8").lines().count();
+    assert!(rows > 100_000, "{rows} rows");
+    assert!(results.iter().all(|r| *r == results[0]), "every recovered result is complete");
+    // No half-written result files are left behind.
+    let tmp = server.data_dir.join("results").join(".tmp");
+    assert_eq!(std::fs::read_dir(tmp).expect("tmp").count(), 0);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_the_server_gracefully() {
+    let server = Server::start(SMALL);
+    let id = server.submit("select count(*) from lineorder", "ssb");
+    server.wait(&id);
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+}
+
+/// Measures the seed's full export on the default sample; prints the figures for the docs.
+#[test]
+fn full_export_of_the_default_sample() {
+    let server = Server::start("workers = 2\n");
+    let started = Instant::now();
+    let id = server.submit("select * from p_lineorder", "ssb");
+    let v = server.wait(&id);
+    let elapsed = started.elapsed();
+    assert_eq!(v["data"]["status"], "SUCCESSFUL");
+    let bytes = server.result(&id);
+    let rows = bytes.iter().filter(|&&b| b == b'\n').count();
+    assert!(rows > 10_000, "{rows}");
+    eprintln!(
+        "figures: select * from p_lineorder: {rows} rows, {} bytes, submit->SUCCESSFUL {:?}, server peak RSS {:?} KiB",
+        bytes.len(),
+        elapsed,
+        peak_rss_kib(server.pid())
+    );
+}
