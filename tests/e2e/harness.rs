@@ -19,7 +19,9 @@ fn server_binary() -> &'static Path {
     BINARY.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "spool-server"])
+            // The same package and target selection as `cargo test --workspace`, so features
+            // unify the same way and nothing is rebuilt (Polars takes minutes).
+            .args(["build", "--quiet", "--workspace", "--bins", "--tests"])
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .status()
             .expect("running cargo build");
@@ -133,7 +135,13 @@ impl Server {
     }
 
     /// Sends a request with the given Authorization header (if any).
-    pub fn send(&self, method: &str, path: &str, auth: Option<&str>, body: Option<&str>) -> Response {
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<&str>,
+    ) -> Response {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.http.request(method, self.url(path));
         if let Some(a) = auth {
@@ -177,14 +185,23 @@ impl Server {
             if v["data"]["status"] != "RUNNING" {
                 return v;
             }
-            assert!(Instant::now() < deadline, "query {id} still running; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "query {id} still running; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// Downloads a result as bytes, asserting a 200.
     pub fn result(&self, id: &str) -> Vec<u8> {
-        let res = self.send("GET", &format!("/kylin/api/async_query/{id}/result"), Some(ADMIN), None);
+        let res = self.send(
+            "GET",
+            &format!("/kylin/api/async_query/{id}/result"),
+            Some(ADMIN),
+            None,
+        );
         assert_eq!(res.status().as_u16(), 200);
         res.bytes().expect("body").to_vec()
     }

@@ -20,12 +20,17 @@ fn seed_curl(server: &Server, line: &str) -> Vec<u8> {
         .arg(format!("{line} --silent --show-error"))
         .output()
         .expect("running curl");
-    assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{line}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
 fn parse(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
 }
 
 #[test]
@@ -39,12 +44,17 @@ fn the_seeds_four_curl_flows_work_verbatim() {
     assert_eq!(submitted["msg"], "");
     assert_eq!(submitted["data"]["status"], "RUNNING");
     assert_eq!(submitted["data"]["info"], "still running");
-    let id = submitted["data"]["queryID"].as_str().expect("id").to_owned();
+    let id = submitted["data"]["queryID"]
+        .as_str()
+        .expect("id")
+        .to_owned();
 
     server.wait(&id);
     let status = parse(&seed_curl(
         &server,
-        &format!(r#"curl -X GET -H "Authorization: Basic QURNSU46S1lMSU4=" -H "Content-Type: application/json"  http://master:7070/kylin/api/async_query/{id}/status "#),
+        &format!(
+            r#"curl -X GET -H "Authorization: Basic QURNSU46S1lMSU4=" -H "Content-Type: application/json"  http://master:7070/kylin/api/async_query/{id}/status "#
+        ),
     ));
     assert_eq!(
         status,
@@ -53,7 +63,9 @@ fn the_seeds_four_curl_flows_work_verbatim() {
 
     let csv = seed_curl(
         &server,
-        &format!(r#"curl -X GET -H "Authorization: Basic QURNSU46S1lMSU4=" -H "Content-Type: application/json"  http://master:7070/kylin/api/async_query/{id}/result "#),
+        &format!(
+            r#"curl -X GET -H "Authorization: Basic QURNSU46S1lMSU4=" -H "Content-Type: application/json"  http://master:7070/kylin/api/async_query/{id}/result "#
+        ),
     );
     let text = String::from_utf8(csv).expect("utf-8");
     assert_eq!(text.lines().count(), 100, "100 rows, no header");
@@ -61,8 +73,11 @@ fn the_seeds_four_curl_flows_work_verbatim() {
     for line in text.lines() {
         let f: Vec<&str> = line.split(',').collect();
         assert_eq!(f.len(), 18, "{line}");
-        let (price, discount, v): (i64, i64, i64) =
-            (f[9].parse().expect("price"), f[11].parse().expect("discount"), f[17].parse().expect("v_revenue"));
+        let (price, discount, v): (i64, i64, i64) = (
+            f[9].parse().expect("price"),
+            f[11].parse().expect("discount"),
+            f[17].parse().expect("v_revenue"),
+        );
         assert_eq!(v, price * discount, "{line}");
     }
 
@@ -85,23 +100,46 @@ fn an_unknown_project_and_bad_sql_fail_with_reasons() {
     let id = server.submit("select no_such_column from lineorder", "ssb");
     let v = server.wait(&id);
     assert_eq!(v["data"]["status"], "FAILED");
-    assert!(v["data"]["info"].as_str().expect("info").contains("no_such_column"), "{v}");
-    let res = server.send("GET", &format!("/kylin/api/async_query/{id}/result"), Some(ADMIN), None);
+    assert!(
+        v["data"]["info"]
+            .as_str()
+            .expect("info")
+            .contains("no_such_column"),
+        "{v}"
+    );
+    let res = server.send(
+        "GET",
+        &format!("/kylin/api/async_query/{id}/result"),
+        Some(ADMIN),
+        None,
+    );
     assert_eq!(res.status().as_u16(), 409);
     let body: Value = res.json().expect("envelope");
     assert_ne!(body["code"], "000");
-    assert!(body["msg"].as_str().expect("msg").contains("failed"), "{body}");
+    assert!(
+        body["msg"].as_str().expect("msg").contains("failed"),
+        "{body}"
+    );
 
     let id = server.submit("select * from read_csv('/etc/passwd')", "ssb");
     let v = server.wait(&id);
     assert_eq!(v["data"]["status"], "FAILED");
-    assert!(v["data"]["info"].as_str().expect("info").contains("table functions are not allowed"), "{v}");
+    assert!(
+        v["data"]["info"]
+            .as_str()
+            .expect("info")
+            .contains("table functions are not allowed"),
+        "{v}"
+    );
 }
 
 #[test]
 fn bad_requests_get_the_envelope_and_leave_stored_queries_intact() {
     let server = Server::start(SMALL);
-    let kept = server.submit("select lo_orderkey from lineorder order by lo_orderkey limit 3", "ssb");
+    let kept = server.submit(
+        "select lo_orderkey from lineorder order by lo_orderkey limit 3",
+        "ssb",
+    );
     server.wait(&kept);
     let before = server.result(&kept);
 
@@ -119,7 +157,11 @@ fn bad_requests_get_the_envelope_and_leave_stored_queries_intact() {
     let res = server.send("GET", "/kylin/api/async_query/x/status", None, None);
     assert_eq!(res.status().as_u16(), 401);
     assert!(res.headers().contains_key("www-authenticate"));
-    let (status, v) = server.json("GET", "/kylin/api/async_query/..%2F..%2Fusers.toml/result", None);
+    let (status, v) = server.json(
+        "GET",
+        "/kylin/api/async_query/..%2F..%2Fusers.toml/result",
+        None,
+    );
     assert_eq!((status, v["data"].clone()), (404, Value::Null));
     assert_eq!(server.status("not-a-query-id")["data"]["status"], "MISSING");
 
@@ -136,7 +178,10 @@ fn offset_and_limit_apply_unless_the_sql_has_its_own() {
     let (_, v) = server.json("POST", "/kylin/api/async_query", Some(&body));
     let id = v["data"]["queryID"].as_str().expect("id").to_owned();
     assert_eq!(server.wait(&id)["data"]["status"], "SUCCESSFUL");
-    let all = server.run("select lo_orderkey, lo_linenumber from lineorder order by 1, 2 limit 5", "ssb");
+    let all = server.run(
+        "select lo_orderkey, lo_linenumber from lineorder order by 1, 2 limit 5",
+        "ssb",
+    );
     let expected: Vec<&str> = all.lines().skip(2).take(3).collect();
     let got = String::from_utf8(server.result(&id)).expect("utf-8");
     assert_eq!(got.lines().collect::<Vec<_>>(), expected);
@@ -167,9 +212,15 @@ fn queries_survive_kill_9_and_finish_after_restart() {
         assert_eq!(v["data"]["status"], "SUCCESSFUL", "{v}");
         results.push(server.result(id));
     }
-    let rows = String::from_utf8(results[0].clone()).expect("utf-8").lines().count();
+    let rows = String::from_utf8(results[0].clone())
+        .expect("utf-8")
+        .lines()
+        .count();
     assert!(rows > 100_000, "{rows} rows");
-    assert!(results.iter().all(|r| *r == results[0]), "every recovered result is complete");
+    assert!(
+        results.iter().all(|r| *r == results[0]),
+        "every recovered result is complete"
+    );
     // No half-written result files are left behind.
     let tmp = server.data_dir.join("results").join(".tmp");
     assert_eq!(std::fs::read_dir(tmp).expect("tmp").count(), 0);

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use spool_domain::{Job, JobState, Principal, PublicStatus, QueryId, QueryRequest, Role};
 use spool_ports::{
-    CancelReason, CancelToken, Clock, IdGenerator, JobStore, QueryEngine, ResultStore,
-    StoredResult,
+    CancelReason, CancelToken, Clock, IdGenerator, JobStore, QueryEngine, ResultStore, StoredResult,
 };
 use tokio::sync::Notify;
 use tracing::{info, warn};

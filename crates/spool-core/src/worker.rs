@@ -218,7 +218,9 @@ fn failed(now: spool_domain::Timestamp, reason: &str) -> JobState {
 /// Records the outcome; returns whether it was recorded.
 async fn finish(inner: &Inner, id: QueryId, token: LeaseToken, state: JobState) -> bool {
     let outcome = match &state {
-        JobState::Succeeded { rows, bytes, .. } => format!("succeeded ({rows} rows, {bytes} bytes)"),
+        JobState::Succeeded { rows, bytes, .. } => {
+            format!("succeeded ({rows} rows, {bytes} bytes)")
+        }
         JobState::Failed { reason, .. } => format!("failed: {reason}"),
         _ => String::new(),
     };
@@ -258,7 +260,8 @@ async fn execute_holding_lease(
     let mut run = tokio::spawn(async move { engine.execute(&request, sink, engine_cancel).await });
 
     let renew_every = inner.config.lease / 3;
-    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+    let mut renew =
+        tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
     loop {
         tokio::select! {
             joined = &mut run => {

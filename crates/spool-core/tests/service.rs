@@ -9,8 +9,8 @@ use spool_core::{Ports, ServiceError, Spool, SpoolConfig};
 use spool_domain::{Principal, PublicStatus, QueryId, QueryRequest, Role};
 use spool_ports::testing::{MemoryJobStore, MemoryResultStore};
 use spool_ports::{
-    CancelToken, EngineError, Execution, JobStore, QueryEngine, RandomIds, ResultSink,
-    ResultStore, SystemClock,
+    CancelToken, EngineError, Execution, JobStore, QueryEngine, RandomIds, ResultSink, ResultStore,
+    SystemClock,
 };
 
 /// An engine driven by the SQL text: `ok:<csv>`, `fail:<reason>`, `panic`, `block`.
@@ -26,8 +26,12 @@ impl QueryEngine for ScriptedEngine {
     ) -> Result<Execution, EngineError> {
         let sql = request.sql.as_str();
         if let Some(csv) = sql.strip_prefix("ok:") {
-            sink.write_all(csv.as_bytes()).map_err(|e| EngineError::Internal(e.to_string()))?;
-            return Ok(Execution { sink, rows: csv.lines().count() as u64 });
+            sink.write_all(csv.as_bytes())
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+            return Ok(Execution {
+                sink,
+                rows: csv.lines().count() as u64,
+            });
         }
         if let Some(reason) = sql.strip_prefix("fail:") {
             return Err(EngineError::InvalidQuery(reason.to_owned()));
@@ -36,7 +40,8 @@ impl QueryEngine for ScriptedEngine {
             panic!("engine bug");
         }
         // "block": write a little, then wait to be cancelled.
-        sink.write_all(b"partial").map_err(|e| EngineError::Internal(e.to_string()))?;
+        sink.write_all(b"partial")
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
         while !cancel.is_cancelled() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -62,15 +67,25 @@ fn harness(workers: usize) -> Harness {
     };
     let mut config = SpoolConfig::with_workers(workers);
     config.poll_interval = Duration::from_millis(20);
-    Harness { spool: Spool::new(ports, config), jobs, results }
+    Harness {
+        spool: Spool::new(ports, config),
+        jobs,
+        results,
+    }
 }
 
 fn admin() -> Principal {
-    Principal { name: "ADMIN".into(), role: Role::Admin }
+    Principal {
+        name: "ADMIN".into(),
+        role: Role::Admin,
+    }
 }
 
 fn user(name: &str) -> Principal {
-    Principal { name: name.into(), role: Role::User }
+    Principal {
+        name: name.into(),
+        role: Role::User,
+    }
 }
 
 fn request(sql: &str) -> QueryRequest {
@@ -84,7 +99,10 @@ async fn wait_for(spool: &Spool, who: &Principal, id: QueryId, want: PublicStatu
         if status.status == want {
             return status.info;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{id} stuck at {status:?}, wanted {want:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} stuck at {status:?}, wanted {want:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -103,7 +121,11 @@ async fn download(spool: &Spool, who: &Principal, id: QueryId) -> Vec<u8> {
 async fn a_submitted_query_runs_and_its_result_downloads() {
     let h = harness(2);
     let workers = h.spool.start();
-    let id = h.spool.submit(&admin(), request("ok:1,a\n2,b\n")).await.expect("submit");
+    let id = h
+        .spool
+        .submit(&admin(), request("ok:1,a\n2,b\n"))
+        .await
+        .expect("submit");
     let info = wait_for(&h.spool, &admin(), id, PublicStatus::Successful).await;
     assert_eq!(info, "await fetching results");
     assert_eq!(download(&h.spool, &admin(), id).await, b"1,a\n2,b\n");
@@ -114,7 +136,11 @@ async fn a_submitted_query_runs_and_its_result_downloads() {
 async fn bad_sql_fails_with_the_engines_reason_and_has_no_result() {
     let h = harness(1);
     let workers = h.spool.start();
-    let id = h.spool.submit(&admin(), request("fail:no such table: NOPE")).await.expect("submit");
+    let id = h
+        .spool
+        .submit(&admin(), request("fail:no such table: NOPE"))
+        .await
+        .expect("submit");
     let info = wait_for(&h.spool, &admin(), id, PublicStatus::Failed).await;
     assert_eq!(info, "no such table: NOPE");
     assert!(matches!(
@@ -128,10 +154,18 @@ async fn bad_sql_fails_with_the_engines_reason_and_has_no_result() {
 async fn a_panicking_query_fails_and_the_worker_keeps_serving() {
     let h = harness(1);
     let workers = h.spool.start();
-    let bad = h.spool.submit(&admin(), request("panic")).await.expect("submit");
+    let bad = h
+        .spool
+        .submit(&admin(), request("panic"))
+        .await
+        .expect("submit");
     let info = wait_for(&h.spool, &admin(), bad, PublicStatus::Failed).await;
     assert_eq!(info, "internal error while running the query");
-    let good = h.spool.submit(&admin(), request("ok:x\n")).await.expect("submit");
+    let good = h
+        .spool
+        .submit(&admin(), request("ok:x\n"))
+        .await
+        .expect("submit");
     wait_for(&h.spool, &admin(), good, PublicStatus::Successful).await;
     workers.shutdown().await;
 }
@@ -140,20 +174,35 @@ async fn a_panicking_query_fails_and_the_worker_keeps_serving() {
 async fn the_pool_is_bounded_and_a_waiting_query_says_it_is_queued() {
     let h = harness(1);
     let workers = h.spool.start();
-    let blocking = h.spool.submit(&admin(), request("block")).await.expect("submit");
+    let blocking = h
+        .spool
+        .submit(&admin(), request("block"))
+        .await
+        .expect("submit");
     wait_for(&h.spool, &admin(), blocking, PublicStatus::Running).await;
     while h.spool.running_count() == 0 {
         tokio::task::yield_now().await;
     }
-    let waiting = h.spool.submit(&admin(), request("ok:1\n")).await.expect("submit");
+    let waiting = h
+        .spool
+        .submit(&admin(), request("ok:1\n"))
+        .await
+        .expect("submit");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let status = h.spool.status(&admin(), waiting).await.expect("status");
     assert_eq!(status.status, PublicStatus::Running);
     assert!(status.info.contains("queued"), "{}", status.info);
-    assert!(matches!(h.spool.result(&admin(), waiting).await, Err(ServiceError::NotReady(_))));
+    assert!(matches!(
+        h.spool.result(&admin(), waiting).await,
+        Err(ServiceError::NotReady(_))
+    ));
     // Cleaning stops the blocking query; the slot then serves new work.
     h.spool.clean_all(&admin()).await.expect("clean");
-    let next = h.spool.submit(&admin(), request("ok:2\n")).await.expect("submit");
+    let next = h
+        .spool
+        .submit(&admin(), request("ok:2\n"))
+        .await
+        .expect("submit");
     wait_for(&h.spool, &admin(), next, PublicStatus::Successful).await;
     workers.shutdown().await;
 }
@@ -162,9 +211,17 @@ async fn the_pool_is_bounded_and_a_waiting_query_says_it_is_queued() {
 async fn clean_all_removes_every_query_and_result_including_running_ones() {
     let h = harness(2);
     let workers = h.spool.start();
-    let done = h.spool.submit(&admin(), request("ok:1\n")).await.expect("submit");
+    let done = h
+        .spool
+        .submit(&admin(), request("ok:1\n"))
+        .await
+        .expect("submit");
     wait_for(&h.spool, &admin(), done, PublicStatus::Successful).await;
-    let running = h.spool.submit(&admin(), request("block")).await.expect("submit");
+    let running = h
+        .spool
+        .submit(&admin(), request("block"))
+        .await
+        .expect("submit");
     while h.spool.running_count() == 0 {
         tokio::task::yield_now().await;
     }
@@ -176,7 +233,10 @@ async fn clean_all_removes_every_query_and_result_including_running_ones() {
         tokio::task::yield_now().await;
     }
     assert!(h.jobs.list().await.expect("list").is_empty());
-    assert!(h.results.list().await.expect("list").is_empty(), "no result outlives its query");
+    assert!(
+        h.results.list().await.expect("list").is_empty(),
+        "no result outlives its query"
+    );
     workers.shutdown().await;
 }
 
@@ -185,14 +245,30 @@ async fn users_see_only_their_own_queries_and_admins_see_all() {
     let h = harness(1);
     let workers = h.spool.start();
     let alice = user("alice");
-    let id = h.spool.submit(&alice, request("ok:1\n")).await.expect("submit");
+    let id = h
+        .spool
+        .submit(&alice, request("ok:1\n"))
+        .await
+        .expect("submit");
     wait_for(&h.spool, &alice, id, PublicStatus::Successful).await;
     wait_for(&h.spool, &admin(), id, PublicStatus::Successful).await;
     let bob = user("bob");
-    assert_eq!(h.spool.status(&bob, id).await.expect("status").status, PublicStatus::Missing);
-    assert!(matches!(h.spool.result(&bob, id).await, Err(ServiceError::NotFound(_))));
-    assert!(matches!(h.spool.clean_all(&bob).await, Err(ServiceError::Forbidden(_))));
-    assert_eq!(h.spool.status(&alice, id).await.expect("status").status, PublicStatus::Successful);
+    assert_eq!(
+        h.spool.status(&bob, id).await.expect("status").status,
+        PublicStatus::Missing
+    );
+    assert!(matches!(
+        h.spool.result(&bob, id).await,
+        Err(ServiceError::NotFound(_))
+    ));
+    assert!(matches!(
+        h.spool.clean_all(&bob).await,
+        Err(ServiceError::Forbidden(_))
+    ));
+    assert_eq!(
+        h.spool.status(&alice, id).await.expect("status").status,
+        PublicStatus::Successful
+    );
     workers.shutdown().await;
 }
 
@@ -200,22 +276,35 @@ async fn users_see_only_their_own_queries_and_admins_see_all() {
 async fn shutdown_puts_running_queries_back_in_the_queue() {
     let h = harness(1);
     let workers = h.spool.start();
-    let id = h.spool.submit(&admin(), request("block")).await.expect("submit");
+    let id = h
+        .spool
+        .submit(&admin(), request("block"))
+        .await
+        .expect("submit");
     while h.spool.running_count() == 0 {
         tokio::task::yield_now().await;
     }
     workers.shutdown().await;
     let job = h.jobs.get(id).await.expect("get").expect("kept");
     assert_eq!(job.state, spool_domain::JobState::Queued);
-    assert!(h.results.list().await.expect("list").is_empty(), "the partial result was discarded");
+    assert!(
+        h.results.list().await.expect("list").is_empty(),
+        "the partial result was discarded"
+    );
 }
 
 #[tokio::test]
 async fn an_unknown_id_is_missing() {
     let h = harness(1);
     let id = QueryId::new_random();
-    assert_eq!(h.spool.status(&admin(), id).await.expect("status").status, PublicStatus::Missing);
-    assert!(matches!(h.spool.result(&admin(), id).await, Err(ServiceError::NotFound(_))));
+    assert_eq!(
+        h.spool.status(&admin(), id).await.expect("status").status,
+        PublicStatus::Missing
+    );
+    assert!(matches!(
+        h.spool.result(&admin(), id).await,
+        Err(ServiceError::NotFound(_))
+    ));
 }
 
 mod interactions {
@@ -237,7 +326,10 @@ mod interactions {
             ids: Arc::new(RandomIds),
         };
         let spool = Spool::new(ports, SpoolConfig::with_workers(1));
-        let err = spool.submit(&admin(), request("select 1")).await.expect_err("refused");
+        let err = spool
+            .submit(&admin(), request("select 1"))
+            .await
+            .expect_err("refused");
         assert!(matches!(err, ServiceError::Internal(_)));
     }
 }

@@ -46,7 +46,9 @@ impl FromStr for QueryId {
         if s.len() != 36 {
             return Err(InvalidQueryId);
         }
-        uuid::Uuid::try_parse(s).map(Self).map_err(|_| InvalidQueryId)
+        uuid::Uuid::try_parse(s)
+            .map(Self)
+            .map_err(|_| InvalidQueryId)
     }
 }
 
@@ -89,7 +91,9 @@ mod tests {
 
     #[test]
     fn accepts_uppercase_and_prints_lowercase() {
-        let id: QueryId = "43EEB967-E76A-4214-8932-70594D454013".parse().expect("valid");
+        let id: QueryId = "43EEB967-E76A-4214-8932-70594D454013"
+            .parse()
+            .expect("valid");
         assert_eq!(id.to_string(), "43eeb967-e76a-4214-8932-70594d454013");
     }
 }

@@ -206,7 +206,12 @@ mod tests {
             offset: None,
             limit: None,
         };
-        Job::new(QueryId::new_random(), "ADMIN".into(), req, Timestamp::from_millis(1_000))
+        Job::new(
+            QueryId::new_random(),
+            "ADMIN".into(),
+            req,
+            Timestamp::from_millis(1_000),
+        )
     }
 
     fn lease(token: u64, until: i64) -> Lease {
@@ -234,9 +239,13 @@ mod tests {
     #[test]
     fn claim_then_succeed() {
         let mut j = job();
-        j.claim(lease(1, 5_000), Timestamp::from_millis(2_000)).expect("claim");
+        j.claim(lease(1, 5_000), Timestamp::from_millis(2_000))
+            .expect("claim");
         assert_eq!(j.attempts, 1);
-        assert_eq!(j.public_status(), (PublicStatus::Running, "still running".into()));
+        assert_eq!(
+            j.public_status(),
+            (PublicStatus::Running, "still running".into())
+        );
         j.finish(LeaseToken(1), done()).expect("finish");
         assert_eq!(
             j.public_status(),
@@ -248,23 +257,30 @@ mod tests {
     #[test]
     fn a_live_lease_cannot_be_claimed_but_a_lapsed_one_can() {
         let mut j = job();
-        j.claim(lease(1, 5_000), Timestamp::from_millis(2_000)).expect("claim");
+        j.claim(lease(1, 5_000), Timestamp::from_millis(2_000))
+            .expect("claim");
         assert_eq!(
             j.claim(lease(2, 9_000), Timestamp::from_millis(4_999)),
             Err(TransitionError::NotClaimable(j.id))
         );
-        j.claim(lease(2, 9_000), Timestamp::from_millis(5_000)).expect("lapsed");
+        j.claim(lease(2, 9_000), Timestamp::from_millis(5_000))
+            .expect("lapsed");
         assert_eq!(j.attempts, 2);
         // The first worker lost the job: it may neither renew nor finish it.
-        assert!(j.renew(LeaseToken(1), Timestamp::from_millis(10_000)).is_err());
+        assert!(
+            j.renew(LeaseToken(1), Timestamp::from_millis(10_000))
+                .is_err()
+        );
         assert!(j.finish(LeaseToken(1), done()).is_err());
-        j.finish(LeaseToken(2), done()).expect("current holder finishes");
+        j.finish(LeaseToken(2), done())
+            .expect("current holder finishes");
     }
 
     #[test]
     fn finished_jobs_stay_finished() {
         let mut j = job();
-        j.claim(lease(1, 5_000), Timestamp::from_millis(2_000)).expect("claim");
+        j.claim(lease(1, 5_000), Timestamp::from_millis(2_000))
+            .expect("claim");
         let failed = JobState::Failed {
             finished_at: Timestamp::from_millis(3_000),
             reason: "boom".into(),
@@ -280,15 +296,18 @@ mod tests {
     #[test]
     fn renew_extends_the_lease() {
         let mut j = job();
-        j.claim(lease(7, 5_000), Timestamp::from_millis(2_000)).expect("claim");
-        j.renew(LeaseToken(7), Timestamp::from_millis(8_000)).expect("renew");
+        j.claim(lease(7, 5_000), Timestamp::from_millis(2_000))
+            .expect("claim");
+        j.renew(LeaseToken(7), Timestamp::from_millis(8_000))
+            .expect("renew");
         assert!(!j.is_claimable(Timestamp::from_millis(7_999)));
     }
 
     #[test]
     fn requeue_returns_a_running_job_to_the_queue() {
         let mut j = job();
-        j.claim(lease(1, 5_000), Timestamp::from_millis(2_000)).expect("claim");
+        j.claim(lease(1, 5_000), Timestamp::from_millis(2_000))
+            .expect("claim");
         j.requeue();
         assert_eq!(j.state, JobState::Queued);
     }
@@ -296,7 +315,8 @@ mod tests {
     #[test]
     fn records_survive_serialization() {
         let mut j = job();
-        j.claim(lease(1, 5_000), Timestamp::from_millis(2_000)).expect("claim");
+        j.claim(lease(1, 5_000), Timestamp::from_millis(2_000))
+            .expect("claim");
         let text = serde_json::to_string(&j).expect("serialize");
         assert_eq!(serde_json::from_str::<Job>(&text).expect("parse"), j);
     }

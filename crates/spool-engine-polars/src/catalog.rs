@@ -112,11 +112,15 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
     let mut names = Names::default();
     for (table, source) in &tables {
         let lf = scan(source).map_err(|e| {
-            CatalogError::Broken(format!("table '{table}' of project '{name}' cannot be read: {e}"))
+            CatalogError::Broken(format!(
+                "table '{table}' of project '{name}' cannot be read: {e}"
+            ))
         })?;
         // Schema resolution rewrites the plan in place; keep the registered frame pristine.
         let schema = lf.clone().collect_schema().map_err(|e| {
-            CatalogError::Broken(format!("table '{table}' of project '{name}' cannot be read: {e}"))
+            CatalogError::Broken(format!(
+                "table '{table}' of project '{name}' cannot be read: {e}"
+            ))
         })?;
         names.add_table(table, schema.iter_names().map(|n| n.as_str()));
         context.register(table, lf);

@@ -23,9 +23,7 @@ impl Encoder {
             .with_quote_style(QuoteStyle::Necessary)
             .finish(batch)
             .map_err(|e| match e {
-                PolarsError::IO { error, .. } => {
-                    io::Error::new(error.kind(), error.to_string())
-                }
+                PolarsError::IO { error, .. } => io::Error::new(error.kind(), error.to_string()),
                 other => io::Error::other(other.to_string()),
             })
     }

@@ -34,7 +34,11 @@ impl Rng {
 fn date_key(days: i64) -> i32 {
     let (mut y, mut d) = (1992i32, days);
     loop {
-        let len = if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 { 366 } else { 365 };
+        let len = if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 {
+            366
+        } else {
+            365
+        };
         if d < len {
             break;
         }
@@ -42,7 +46,20 @@ fn date_key(days: i64) -> i32 {
         y += 1;
     }
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let months = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let months = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     let mut m = 0;
     while d >= months[m] {
         d -= months[m];
@@ -107,24 +124,24 @@ pub fn write_sample_project(dir: &Path, orders: usize) -> PolarsResult<()> {
     let mut frame = DataFrame::new(
         n,
         vec![
-        Column::new("LO_ORDERKEY".into(), &cols[0]),
-        Column::new("LO_LINENUMBER".into(), &cols[1]),
-        Column::new("LO_CUSTKEY".into(), custkey),
-        Column::new("LO_PARTKEY".into(), partkey),
-        Column::new("LO_SUPPKEY".into(), suppkey),
-        Column::new("LO_ORDERDATE".into(), orderdate),
-        Column::new("LO_ORDERPRIORITY".into(), priority),
-        Column::new("LO_SHIPPRIORITY".into(), vec![0i32; n]),
-        Column::new("LO_QUANTITY".into(), &cols[2]),
-        Column::new("LO_EXTENDEDPRICE".into(), &cols[3]),
-        Column::new("LO_ORDTOTALPRICE".into(), &cols[4]),
-        Column::new("LO_DISCOUNT".into(), &cols[5]),
-        Column::new("LO_REVENUE".into(), &cols[6]),
-        Column::new("LO_SUPPLYCOST".into(), &cols[7]),
-        Column::new("LO_TAX".into(), &cols[8]),
-        Column::new("LO_COMMITDATE".into(), commitdate),
-        Column::new("LO_SHIPMODE".into(), shipmode),
-    ],
+            Column::new("LO_ORDERKEY".into(), &cols[0]),
+            Column::new("LO_LINENUMBER".into(), &cols[1]),
+            Column::new("LO_CUSTKEY".into(), custkey),
+            Column::new("LO_PARTKEY".into(), partkey),
+            Column::new("LO_SUPPKEY".into(), suppkey),
+            Column::new("LO_ORDERDATE".into(), orderdate),
+            Column::new("LO_ORDERPRIORITY".into(), priority),
+            Column::new("LO_SHIPPRIORITY".into(), vec![0i32; n]),
+            Column::new("LO_QUANTITY".into(), &cols[2]),
+            Column::new("LO_EXTENDEDPRICE".into(), &cols[3]),
+            Column::new("LO_ORDTOTALPRICE".into(), &cols[4]),
+            Column::new("LO_DISCOUNT".into(), &cols[5]),
+            Column::new("LO_REVENUE".into(), &cols[6]),
+            Column::new("LO_SUPPLYCOST".into(), &cols[7]),
+            Column::new("LO_TAX".into(), &cols[8]),
+            Column::new("LO_COMMITDATE".into(), commitdate),
+            Column::new("LO_SHIPMODE".into(), shipmode),
+        ],
     )?;
     let tmp = dir.join(".LINEORDER.parquet.tmp");
     ParquetWriter::new(fs::File::create(&tmp)?).finish(&mut frame)?;

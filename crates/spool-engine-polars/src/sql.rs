@@ -13,8 +13,8 @@ use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, Ident, LimitClause, ObjectName, ObjectNamePart, Offset, OffsetRows, Query,
-    Statement, TableFactor, Value, VisitMut, VisitorMut,
+    Expr, Ident, LimitClause, ObjectName, ObjectNamePart, Offset, OffsetRows, Query, Statement,
+    TableFactor, Value, VisitMut, VisitorMut,
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
@@ -81,7 +81,11 @@ fn prepare_inner(
     let mut statement = match statements.len() {
         1 => statements.remove(0),
         0 => return Err("the SQL text holds no statement".to_owned()),
-        n => return Err(format!("only one statement may be sent at a time; found {n}")),
+        n => {
+            return Err(format!(
+                "only one statement may be sent at a time; found {n}"
+            ));
+        }
     };
     let Statement::Query(query) = &mut statement else {
         return Err(format!(
@@ -131,7 +135,9 @@ fn prepend_views(query: &mut Query, views: &[(String, String)]) -> Result<(), St
 }
 
 fn strip_parser_prefix(message: &str) -> &str {
-    message.strip_prefix("sql parser error: ").unwrap_or(message)
+    message
+        .strip_prefix("sql parser error: ")
+        .unwrap_or(message)
 }
 
 /// Names the kind of a statement for an error message: its leading keywords.
@@ -150,7 +156,11 @@ fn statement_kind(statement: &Statement) -> String {
                 "CREATE" | "DROP" | "ALTER" | "SHOW" | "TRUNCATE"
             ) =>
         {
-            format!("{} {}", first.to_ascii_uppercase(), second.to_ascii_uppercase())
+            format!(
+                "{} {}",
+                first.to_ascii_uppercase(),
+                second.to_ascii_uppercase()
+            )
         }
         [first, ..] => first.to_ascii_uppercase(),
     }
@@ -319,7 +329,10 @@ fn apply_paging(query: &mut Query, offset: Option<u64>, limit: Option<u64>) {
         return;
     }
     // `LIMIT a, b` (MySQL) sets both; nothing to add.
-    if matches!(query.limit_clause, Some(LimitClause::OffsetCommaLimit { .. })) {
+    if matches!(
+        query.limit_clause,
+        Some(LimitClause::OffsetCommaLimit { .. })
+    ) {
         return;
     }
     let (mut sql_limit, mut sql_offset, limit_by) = match query.limit_clause.take() {
@@ -359,7 +372,11 @@ mod tests {
     }
 
     fn check(sql: &str, expected: &str) {
-        assert_eq!(prepare(sql, &names(), "ssb", None, None).as_deref(), Ok(expected), "{sql}");
+        assert_eq!(
+            prepare(sql, &names(), "ssb", None, None).as_deref(),
+            Ok(expected),
+            "{sql}"
+        );
     }
 
     fn refused(sql: &str, expected_fragment: &str) {
@@ -390,15 +407,30 @@ mod tests {
 
     #[test]
     fn quoted_names_stay_exact() {
-        check(r#"select "LO_REVENUE" from "LINEORDER""#, r#"SELECT "LO_REVENUE" FROM "LINEORDER""#);
-        refused(r#"select * from "lineorder""#, "table '\"lineorder\"' not found in project 'ssb'");
+        check(
+            r#"select "LO_REVENUE" from "LINEORDER""#,
+            r#"SELECT "LO_REVENUE" FROM "LINEORDER""#,
+        );
+        refused(
+            r#"select * from "lineorder""#,
+            "table '\"lineorder\"' not found in project 'ssb'",
+        );
     }
 
     #[test]
     fn the_project_name_qualifies_tables() {
-        check("select * from SSB.P_LINEORDER", r#"SELECT * FROM "P_LINEORDER""#);
-        check("select * from ssb.lineorder", r#"SELECT * FROM "LINEORDER""#);
-        refused("select * from other.lineorder", "a query reads only the tables of project 'ssb'");
+        check(
+            "select * from SSB.P_LINEORDER",
+            r#"SELECT * FROM "P_LINEORDER""#,
+        );
+        check(
+            "select * from ssb.lineorder",
+            r#"SELECT * FROM "LINEORDER""#,
+        );
+        refused(
+            "select * from other.lineorder",
+            "a query reads only the tables of project 'ssb'",
+        );
         refused("select * from a.b.lineorder", "not found");
     }
 
@@ -412,14 +444,23 @@ mod tests {
 
     #[test]
     fn unknown_tables_are_named() {
-        refused("select * from nope", "table 'nope' not found in project 'ssb'");
+        refused(
+            "select * from nope",
+            "table 'nope' not found in project 'ssb'",
+        );
     }
 
     #[test]
     fn only_one_read_only_statement_runs() {
-        refused("drop table lineorder", "DROP TABLE statements are not allowed");
+        refused(
+            "drop table lineorder",
+            "DROP TABLE statements are not allowed",
+        );
         refused("delete from lineorder", "DELETE statements are not allowed");
-        refused("create table x as select 1", "CREATE TABLE statements are not allowed");
+        refused(
+            "create table x as select 1",
+            "CREATE TABLE statements are not allowed",
+        );
         refused("select 1; select 2", "only one statement");
         refused("select (1", "SQL syntax error");
     }
@@ -441,10 +482,22 @@ mod tests {
     #[test]
     fn paging_applies_only_where_the_sql_has_none() {
         let p = |sql: &str, offset, limit| prepare(sql, &names(), "ssb", offset, limit).expect(sql);
-        assert_eq!(p("select 1", Some(5), Some(10)), "SELECT 1 LIMIT 10 OFFSET 5");
-        assert_eq!(p("select 1 limit 3", Some(5), Some(10)), "SELECT 1 LIMIT 3 OFFSET 5");
-        assert_eq!(p("select 1 offset 2", None, Some(10)), "SELECT 1 LIMIT 10 OFFSET 2");
-        assert_eq!(p("select 1 limit 3 offset 2", Some(5), Some(10)), "SELECT 1 LIMIT 3 OFFSET 2");
+        assert_eq!(
+            p("select 1", Some(5), Some(10)),
+            "SELECT 1 LIMIT 10 OFFSET 5"
+        );
+        assert_eq!(
+            p("select 1 limit 3", Some(5), Some(10)),
+            "SELECT 1 LIMIT 3 OFFSET 5"
+        );
+        assert_eq!(
+            p("select 1 offset 2", None, Some(10)),
+            "SELECT 1 LIMIT 10 OFFSET 2"
+        );
+        assert_eq!(
+            p("select 1 limit 3 offset 2", Some(5), Some(10)),
+            "SELECT 1 LIMIT 3 OFFSET 2"
+        );
         assert_eq!(p("select 1", None, None), "SELECT 1");
     }
 }

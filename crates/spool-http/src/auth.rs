@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::http::HeaderValue;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -146,8 +146,11 @@ fn parse_basic(header: Option<&HeaderValue>) -> Result<(String, String), ApiErro
     let header = header.ok_or(ApiError::Unauthorized(
         "authentication required: send HTTP Basic credentials",
     ))?;
-    let malformed = ApiError::Unauthorized("malformed Authorization header: expected Basic credentials");
-    let text = header.to_str().map_err(|_| ApiError::Unauthorized("malformed Authorization header"))?;
+    let malformed =
+        ApiError::Unauthorized("malformed Authorization header: expected Basic credentials");
+    let text = header
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("malformed Authorization header"))?;
     let (scheme, encoded) = text.trim().split_once(' ').ok_or(ApiError::Unauthorized(
         "malformed Authorization header: expected Basic credentials",
     ))?;
@@ -159,9 +162,9 @@ fn parse_basic(header: Option<&HeaderValue>) -> Result<(String, String), ApiErro
         .map_err(|_| ApiError::Unauthorized("malformed Authorization header: invalid base64"))?;
     let decoded = String::from_utf8(decoded)
         .map_err(|_| ApiError::Unauthorized("malformed Authorization header: not UTF-8"))?;
-    let (user, password) = decoded
-        .split_once(':')
-        .ok_or(ApiError::Unauthorized("malformed Authorization header: expected user:password"))?;
+    let (user, password) = decoded.split_once(':').ok_or(ApiError::Unauthorized(
+        "malformed Authorization header: expected user:password",
+    ))?;
     Ok((user.to_owned(), password.to_owned()))
 }
 
@@ -184,17 +187,34 @@ mod tests {
     #[tokio::test]
     async fn the_seeds_credentials_work() {
         let a = auth();
-        let p = a.authenticate(Some(&header("Basic QURNSU46S1lMSU4="))).await.expect("valid");
-        assert_eq!(p, Principal { name: "ADMIN".into(), role: Role::Admin });
+        let p = a
+            .authenticate(Some(&header("Basic QURNSU46S1lMSU4=")))
+            .await
+            .expect("valid");
+        assert_eq!(
+            p,
+            Principal {
+                name: "ADMIN".into(),
+                role: Role::Admin
+            }
+        );
         // Cached the second time, same answer.
-        let again = a.authenticate(Some(&header("basic QURNSU46S1lMSU4="))).await.expect("valid");
+        let again = a
+            .authenticate(Some(&header("basic QURNSU46S1lMSU4=")))
+            .await
+            .expect("valid");
         assert_eq!(again.name, "ADMIN");
     }
 
     #[tokio::test]
     async fn wrong_missing_or_malformed_credentials_are_refused() {
         let a = auth();
-        let basic = |s: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s));
+        let basic = |s: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            )
+        };
         for h in [
             Some(header(&basic("ADMIN:kylin"))),
             Some(header(&basic("admin:KYLIN"))),
@@ -205,7 +225,10 @@ mod tests {
             None,
         ] {
             assert!(
-                matches!(a.authenticate(h.as_ref()).await, Err(ApiError::Unauthorized(_))),
+                matches!(
+                    a.authenticate(h.as_ref()).await,
+                    Err(ApiError::Unauthorized(_))
+                ),
                 "{h:?}"
             );
         }
@@ -214,8 +237,14 @@ mod tests {
     #[tokio::test]
     async fn replacing_users_revokes_cached_logins() {
         let a = auth();
-        a.authenticate(Some(&header("Basic QURNSU46S1lMSU4="))).await.expect("valid");
+        a.authenticate(Some(&header("Basic QURNSU46S1lMSU4=")))
+            .await
+            .expect("valid");
         a.replace(vec![]);
-        assert!(a.authenticate(Some(&header("Basic QURNSU46S1lMSU4="))).await.is_err());
+        assert!(
+            a.authenticate(Some(&header("Basic QURNSU46S1lMSU4=")))
+                .await
+                .is_err()
+        );
     }
 }

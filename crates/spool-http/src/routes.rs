@@ -239,7 +239,10 @@ async fn result(
     let stored = state.spool.result(&who, id).await?;
     let mut response = Response::new(Body::from_stream(stored.body));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
     headers.insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_static("attachment; filename=\"result.csv\""),

@@ -12,7 +12,9 @@ use spool_core::{Ports, Spool, SpoolConfig};
 use spool_domain::{QueryRequest, Role};
 use spool_http::{AppState, Authenticator, HttpLimits, UserRecord, hash_password, router};
 use spool_ports::testing::{MemoryJobStore, MemoryResultStore};
-use spool_ports::{CancelToken, EngineError, Execution, QueryEngine, RandomIds, ResultSink, SystemClock};
+use spool_ports::{
+    CancelToken, EngineError, Execution, QueryEngine, RandomIds, ResultSink, SystemClock,
+};
 use tower::ServiceExt;
 
 const ADMIN: &str = "Basic QURNSU46S1lMSU4="; // ADMIN:KYLIN, as in Kylin's docs
@@ -29,7 +31,8 @@ impl QueryEngine for ScriptedEngine {
         cancel: CancelToken,
     ) -> Result<Execution, EngineError> {
         if let Some(csv) = request.sql.strip_prefix("ok:") {
-            sink.write_all(csv.as_bytes()).map_err(|e| EngineError::Internal(e.to_string()))?;
+            sink.write_all(csv.as_bytes())
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
             return Ok(Execution { sink, rows: 1 });
         }
         if let Some(reason) = request.sql.strip_prefix("fail:") {
@@ -57,31 +60,59 @@ fn app() -> (axum::Router, spool_core::Workers) {
         password_hash: hash_password("KYLIN").expect("hash"),
         role: Role::Admin,
     }];
-    let state = AppState { spool, auth: Arc::new(Authenticator::new(users)), limits: HttpLimits { max_body_bytes: 4096 } };
+    let state = AppState {
+        spool,
+        auth: Arc::new(Authenticator::new(users)),
+        limits: HttpLimits {
+            max_body_bytes: 4096,
+        },
+    };
     (router(state), workers)
 }
 
-async fn call(app: &axum::Router, method: &str, uri: &str, auth: Option<&str>, body: Option<&str>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    auth: Option<&str>,
+    body: Option<&str>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(a) = auth {
         req = req.header(header::AUTHORIZATION, a);
     }
     req = req.header(header::CONTENT_TYPE, "application/json");
-    let req = req.body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned()))).expect("request");
+    let req = req
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+        .expect("request");
     let res = app.clone().oneshot(req).await.expect("response");
     let status = res.status();
     let headers = res.headers().clone();
-    let bytes = res.into_body().collect().await.expect("body").to_bytes().to_vec();
+    let bytes = res
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec();
     (status, headers, bytes)
 }
 
 fn json_of(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
 }
 
 async fn submit(app: &axum::Router, sql: &str) -> String {
     let body = json!({ "sql": sql, "project": "ssb" }).to_string();
-    let (status, _, bytes) = call(app, "POST", "/kylin/api/async_query", Some(ADMIN), Some(&body)).await;
+    let (status, _, bytes) = call(
+        app,
+        "POST",
+        "/kylin/api/async_query",
+        Some(ADMIN),
+        Some(&body),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let v = json_of(&bytes);
     assert_eq!(v["code"], "000");
@@ -94,7 +125,14 @@ async fn submit(app: &axum::Router, sql: &str) -> String {
 async fn wait_status(app: &axum::Router, id: &str, want: &str) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let (status, _, bytes) = call(app, "GET", &format!("/kylin/api/async_query/{id}/status"), Some(ADMIN), None).await;
+        let (status, _, bytes) = call(
+            app,
+            "GET",
+            &format!("/kylin/api/async_query/{id}/status"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         let v = json_of(&bytes);
         if v["data"]["status"] == want {
@@ -119,16 +157,35 @@ async fn submit_poll_download_and_clean() {
     let (app, workers) = app();
     let id = submit(&app, "ok:1,\"a,b\"\n2,\n").await;
     let v = wait_status(&app, &id, "SUCCESSFUL").await;
-    assert_eq!(v, json!({"code":"000","data":{"queryID": id, "status":"SUCCESSFUL","info":"await fetching results"},"msg":""}));
+    assert_eq!(
+        v,
+        json!({"code":"000","data":{"queryID": id, "status":"SUCCESSFUL","info":"await fetching results"},"msg":""})
+    );
 
-    let (status, headers, bytes) = call(&app, "GET", &format!("/kylin/api/async_query/{id}/result"), Some(ADMIN), None).await;
+    let (status, headers, bytes) = call(
+        &app,
+        "GET",
+        &format!("/kylin/api/async_query/{id}/result"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(bytes, b"1,\"a,b\"\n2,\n");
-    assert_eq!(headers[header::CONTENT_DISPOSITION], "attachment; filename=\"result.csv\"");
-    assert!(headers[header::CONTENT_TYPE].to_str().expect("ascii").starts_with("text/csv"));
+    assert_eq!(
+        headers[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"result.csv\""
+    );
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/csv")
+    );
     assert_eq!(headers[header::CONTENT_LENGTH], "11");
 
-    let (status, _, bytes) = call(&app, "DELETE", "/kylin/api/async_query", Some(ADMIN), None).await;
+    let (status, _, bytes) =
+        call(&app, "DELETE", "/kylin/api/async_query", Some(ADMIN), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json_of(&bytes), json!({"code":"000","data":true,"msg":""}));
     wait_status(&app, &id, "MISSING").await;
@@ -141,8 +198,20 @@ async fn a_failed_query_reports_why_and_has_no_result() {
     let id = submit(&app, "fail:Project 'XXX' does not exist;").await;
     let v = wait_status(&app, &id, "FAILED").await;
     assert_eq!(v["data"]["info"], "Project 'XXX' does not exist;");
-    let (status, _, bytes) = call(&app, "GET", &format!("/kylin/api/async_query/{id}/result"), Some(ADMIN), None).await;
-    assert_error(status, &bytes, StatusCode::CONFLICT, "Project 'XXX' does not exist;");
+    let (status, _, bytes) = call(
+        &app,
+        "GET",
+        &format!("/kylin/api/async_query/{id}/result"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_error(
+        status,
+        &bytes,
+        StatusCode::CONFLICT,
+        "Project 'XXX' does not exist;",
+    );
     workers.shutdown().await;
 }
 
@@ -150,7 +219,14 @@ async fn a_failed_query_reports_why_and_has_no_result() {
 async fn a_result_asked_for_too_early_is_a_clear_error() {
     let (app, workers) = app();
     let id = submit(&app, "block").await;
-    let (status, _, bytes) = call(&app, "GET", &format!("/kylin/api/async_query/{id}/result"), Some(ADMIN), None).await;
+    let (status, _, bytes) = call(
+        &app,
+        "GET",
+        &format!("/kylin/api/async_query/{id}/result"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
     assert_error(status, &bytes, StatusCode::CONFLICT, "has not finished yet");
     workers.shutdown().await;
 }
@@ -158,11 +234,29 @@ async fn a_result_asked_for_too_early_is_a_clear_error() {
 #[tokio::test]
 async fn unknown_and_malformed_ids_are_missing() {
     let (app, workers) = app();
-    for id in ["43eeb967-e76a-4214-8932-70594d454013", "not-an-id", "..%2F..%2Fetc%2Fpasswd"] {
-        let (status, _, bytes) = call(&app, "GET", &format!("/kylin/api/async_query/{id}/status"), Some(ADMIN), None).await;
+    for id in [
+        "43eeb967-e76a-4214-8932-70594d454013",
+        "not-an-id",
+        "..%2F..%2Fetc%2Fpasswd",
+    ] {
+        let (status, _, bytes) = call(
+            &app,
+            "GET",
+            &format!("/kylin/api/async_query/{id}/status"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(json_of(&bytes)["data"]["status"], "MISSING", "{id}");
-        let (status, _, bytes) = call(&app, "GET", &format!("/kylin/api/async_query/{id}/result"), Some(ADMIN), None).await;
+        let (status, _, bytes) = call(
+            &app,
+            "GET",
+            &format!("/kylin/api/async_query/{id}/result"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
         assert_error(status, &bytes, StatusCode::NOT_FOUND, "not found");
     }
     workers.shutdown().await;
@@ -177,20 +271,55 @@ async fn bad_submissions_say_which_field_is_wrong() {
         ("{}", "field 'sql' is required"),
         (r#"{"sql": 5}"#, "field 'sql' must be a string"),
         (r#"{"sql": "  "}"#, "field 'sql' must not be empty"),
-        (r#"{"sql": "select 1", "limit": -1}"#, "field 'limit' must be a non-negative integer"),
-        (r#"{"sql": "select 1", "offset": "3"}"#, "field 'offset' must be a non-negative integer"),
+        (
+            r#"{"sql": "select 1", "limit": -1}"#,
+            "field 'limit' must be a non-negative integer",
+        ),
+        (
+            r#"{"sql": "select 1", "offset": "3"}"#,
+            "field 'offset' must be a non-negative integer",
+        ),
         (r#"{"sql": "select 1", "limit": 1.5}"#, "field 'limit'"),
-        (r#"{"sql": "select 1", "project": "../etc"}"#, "field 'project'"),
+        (
+            r#"{"sql": "select 1", "project": "../etc"}"#,
+            "field 'project'",
+        ),
     ] {
-        let (status, _, bytes) = call(&app, "POST", "/kylin/api/async_query", Some(ADMIN), Some(body)).await;
+        let (status, _, bytes) = call(
+            &app,
+            "POST",
+            "/kylin/api/async_query",
+            Some(ADMIN),
+            Some(body),
+        )
+        .await;
         assert_error(status, &bytes, StatusCode::BAD_REQUEST, fragment);
     }
     let huge = json!({ "sql": "x".repeat(5000) }).to_string();
-    let (status, _, bytes) = call(&app, "POST", "/kylin/api/async_query", Some(ADMIN), Some(&huge)).await;
-    assert_error(status, &bytes, StatusCode::PAYLOAD_TOO_LARGE, "larger than 4096 bytes");
+    let (status, _, bytes) = call(
+        &app,
+        "POST",
+        "/kylin/api/async_query",
+        Some(ADMIN),
+        Some(&huge),
+    )
+    .await;
+    assert_error(
+        status,
+        &bytes,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "larger than 4096 bytes",
+    );
     // Unknown fields and acceptPartial are accepted.
     let body = r#"{"sql":"ok:1\n","acceptPartial":true,"whatever":[1],"offset":0,"limit":50000}"#;
-    let (status, _, _) = call(&app, "POST", "/kylin/api/async_query", Some(ADMIN), Some(body)).await;
+    let (status, _, _) = call(
+        &app,
+        "POST",
+        "/kylin/api/async_query",
+        Some(ADMIN),
+        Some(body),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     workers.shutdown().await;
 }
@@ -206,13 +335,22 @@ async fn every_endpoint_but_healthz_needs_credentials() {
         ("GET", format!("/kylin/api/async_query/{id}/result")),
     ] {
         for auth in [None, Some("Basic QURNSU46d3Jvbmc=")] {
-            let (status, headers, bytes) = call(&app, method, &uri, auth, Some(r#"{"sql":"ok:1"}"#)).await;
+            let (status, headers, bytes) =
+                call(&app, method, &uri, auth, Some(r#"{"sql":"ok:1"}"#)).await;
             assert_error(status, &bytes, StatusCode::UNAUTHORIZED, "");
-            assert!(headers[header::WWW_AUTHENTICATE].to_str().expect("ascii").starts_with("Basic"));
+            assert!(
+                headers[header::WWW_AUTHENTICATE]
+                    .to_str()
+                    .expect("ascii")
+                    .starts_with("Basic")
+            );
         }
     }
     let (status, _, bytes) = call(&app, "GET", "/healthz", None, None).await;
-    assert_eq!((status, json_of(&bytes)), (StatusCode::OK, json!({"status":"ok"})));
+    assert_eq!(
+        (status, json_of(&bytes)),
+        (StatusCode::OK, json!({"status":"ok"}))
+    );
     workers.shutdown().await;
 }
 
@@ -222,6 +360,11 @@ async fn unknown_routes_and_methods_get_the_envelope() {
     let (status, _, bytes) = call(&app, "GET", "/kylin/api/nothing", Some(ADMIN), None).await;
     assert_error(status, &bytes, StatusCode::NOT_FOUND, "no such endpoint");
     let (status, _, bytes) = call(&app, "PUT", "/kylin/api/async_query", Some(ADMIN), None).await;
-    assert_error(status, &bytes, StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    assert_error(
+        status,
+        &bytes,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed",
+    );
     workers.shutdown().await;
 }

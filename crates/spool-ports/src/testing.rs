@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use spool_domain::{Job, JobState, Lease, LeaseToken, ProjectName, QueryId, QueryRequest, Timestamp};
+use spool_domain::{
+    Job, JobState, Lease, LeaseToken, ProjectName, QueryId, QueryRequest, Timestamp,
+};
 
 use crate::{JobStore, JobStoreError, ResultSink, ResultStore, ResultStoreError, StoredResult};
 
@@ -191,7 +193,13 @@ fn lease(token: u64, until: i64) -> Lease {
 /// Checks the [`JobStore`] contract on an empty store. Panics on the first violation.
 pub async fn job_store_contract(store: &dyn JobStore) {
     let now = Timestamp::from_millis(10_000);
-    assert!(store.claim_next(now, lease(1, 20_000)).await.expect("claim").is_none());
+    assert!(
+        store
+            .claim_next(now, lease(1, 20_000))
+            .await
+            .expect("claim")
+            .is_none()
+    );
 
     let older = sample_job(1_000);
     let newer = sample_job(2_000);
@@ -203,48 +211,104 @@ pub async fn job_store_contract(store: &dyn JobStore) {
     ));
     assert_eq!(store.get(older.id).await.expect("get"), Some(older.clone()));
     assert_eq!(store.get(QueryId::new_random()).await.expect("get"), None);
-    let listed: Vec<QueryId> = store.list().await.expect("list").iter().map(|j| j.id).collect();
+    let listed: Vec<QueryId> = store
+        .list()
+        .await
+        .expect("list")
+        .iter()
+        .map(|j| j.id)
+        .collect();
     assert_eq!(listed, vec![older.id, newer.id], "list is oldest first");
 
     // Claims go oldest first, each job to one claimant.
-    let first = store.claim_next(now, lease(1, 20_000)).await.expect("claim").expect("a job");
+    let first = store
+        .claim_next(now, lease(1, 20_000))
+        .await
+        .expect("claim")
+        .expect("a job");
     assert_eq!(first.id, older.id);
     assert_eq!(first.attempts, 1);
-    let second = store.claim_next(now, lease(2, 20_000)).await.expect("claim").expect("a job");
+    let second = store
+        .claim_next(now, lease(2, 20_000))
+        .await
+        .expect("claim")
+        .expect("a job");
     assert_eq!(second.id, newer.id);
-    assert!(store.claim_next(now, lease(3, 20_000)).await.expect("claim").is_none());
+    assert!(
+        store
+            .claim_next(now, lease(3, 20_000))
+            .await
+            .expect("claim")
+            .is_none()
+    );
 
     // Only the lease holder renews or finishes.
-    store.renew(older.id, LeaseToken(1), Timestamp::from_millis(30_000)).await.expect("renew");
+    store
+        .renew(older.id, LeaseToken(1), Timestamp::from_millis(30_000))
+        .await
+        .expect("renew");
     assert!(matches!(
-        store.renew(older.id, LeaseToken(9), Timestamp::from_millis(30_000)).await,
+        store
+            .renew(older.id, LeaseToken(9), Timestamp::from_millis(30_000))
+            .await,
         Err(JobStoreError::LeaseLost(_))
     ));
-    let done = JobState::Succeeded { finished_at: now, rows: 3, bytes: 12 };
+    let done = JobState::Succeeded {
+        finished_at: now,
+        rows: 3,
+        bytes: 12,
+    };
     assert!(matches!(
         store.finish(older.id, LeaseToken(2), done.clone()).await,
         Err(JobStoreError::LeaseLost(_))
     ));
-    let finished = store.finish(older.id, LeaseToken(1), done.clone()).await.expect("finish");
+    let finished = store
+        .finish(older.id, LeaseToken(1), done.clone())
+        .await
+        .expect("finish");
     assert_eq!(finished.state, done);
-    assert_eq!(store.get(older.id).await.expect("get").expect("job").state, done);
+    assert_eq!(
+        store.get(older.id).await.expect("get").expect("job").state,
+        done
+    );
     assert!(matches!(
         store.finish(older.id, LeaseToken(1), done.clone()).await,
         Err(JobStoreError::LeaseLost(_))
     ));
 
     // Release puts a held job back in the queue; a wrong token changes nothing.
-    store.release(newer.id, LeaseToken(7)).await.expect("release");
-    assert!(store.claim_next(now, lease(3, 20_000)).await.expect("claim").is_none());
-    store.release(newer.id, LeaseToken(2)).await.expect("release");
-    let again = store.claim_next(now, lease(4, 20_000)).await.expect("claim").expect("requeued");
+    store
+        .release(newer.id, LeaseToken(7))
+        .await
+        .expect("release");
+    assert!(
+        store
+            .claim_next(now, lease(3, 20_000))
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    store
+        .release(newer.id, LeaseToken(2))
+        .await
+        .expect("release");
+    let again = store
+        .claim_next(now, lease(4, 20_000))
+        .await
+        .expect("claim")
+        .expect("requeued");
     assert_eq!((again.id, again.attempts), (newer.id, 2));
 
     // Deleting is idempotent, and a deleted job can be neither renewed nor finished.
-    assert_eq!(store.delete(newer.id).await.expect("delete").map(|j| j.id), Some(newer.id));
+    assert_eq!(
+        store.delete(newer.id).await.expect("delete").map(|j| j.id),
+        Some(newer.id)
+    );
     assert_eq!(store.delete(newer.id).await.expect("delete"), None);
     assert!(matches!(
-        store.renew(newer.id, LeaseToken(4), Timestamp::from_millis(30_000)).await,
+        store
+            .renew(newer.id, LeaseToken(4), Timestamp::from_millis(30_000))
+            .await,
         Err(JobStoreError::NotFound(_))
     ));
     assert!(matches!(
@@ -255,7 +319,13 @@ pub async fn job_store_contract(store: &dyn JobStore) {
     let queued = sample_job(3_000);
     store.insert(&queued).await.expect("insert");
     store.delete(queued.id).await.expect("delete");
-    assert!(store.claim_next(now, lease(5, 20_000)).await.expect("claim").is_none());
+    assert!(
+        store
+            .claim_next(now, lease(5, 20_000))
+            .await
+            .expect("claim")
+            .is_none()
+    );
     assert_eq!(store.list().await.expect("list").len(), 1);
 }
 
@@ -276,7 +346,10 @@ pub async fn result_store_contract(store: &dyn ResultStore) {
 
     let mut sink = store.create(id).await.expect("create");
     sink.write_all(b"a,b\n").expect("write");
-    assert!(read(store, id).await.is_none(), "nothing is visible before commit");
+    assert!(
+        read(store, id).await.is_none(),
+        "nothing is visible before commit"
+    );
     sink.write_all(b"1,2\n").expect("write");
     assert_eq!(sink.commit().expect("commit"), 8);
     assert_eq!(read(store, id).await.as_deref(), Some(&b"a,b\n1,2\n"[..]));

@@ -121,7 +121,10 @@ fn not_found_is_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
 impl ResultStore for FsResultStore {
     async fn create(&self, id: QueryId) -> Result<Box<dyn ResultSink>, ResultStoreError> {
         let nonce: u64 = rand::random();
-        let temp = self.root.join(".tmp").join(format!("{id}.{nonce:016x}.part"));
+        let temp = self
+            .root
+            .join(".tmp")
+            .join(format!("{id}.{nonce:016x}.part"));
         let file = tokio::fs::File::create(&temp).await?.into_std().await;
         Ok(Box::new(FsSink {
             file: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
@@ -178,9 +181,15 @@ mod tests {
         sink.flush().expect("flush");
         // A crash: the sink is never dropped or committed.
         std::mem::forget(sink);
-        assert_eq!(fs::read_dir(dir.path().join(".tmp")).expect("tmp").count(), 1);
+        assert_eq!(
+            fs::read_dir(dir.path().join(".tmp")).expect("tmp").count(),
+            1
+        );
         let store = FsResultStore::open(dir.path()).expect("reopen");
-        assert_eq!(fs::read_dir(dir.path().join(".tmp")).expect("tmp").count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join(".tmp")).expect("tmp").count(),
+            0
+        );
         assert!(store.open(id).await.expect("open").is_none());
     }
 }

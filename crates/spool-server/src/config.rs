@@ -17,7 +17,11 @@ pub const DEFAULT_SAMPLE_ORDERS: usize = 10_000;
 
 /// Command line of `spool-server`.
 #[derive(Debug, Parser)]
-#[command(name = "spool-server", version, about = "Asynchronous SQL query and export service speaking Apache Kylin's async query API")]
+#[command(
+    name = "spool-server",
+    version,
+    about = "Asynchronous SQL query and export service speaking Apache Kylin's async query API"
+)]
 pub struct Cli {
     /// Address to listen on (ADDR:PORT) [default: 127.0.0.1:7070]
     #[arg(long, env = "SPOOL_BIND")]
@@ -121,15 +125,26 @@ mod tests {
     use super::*;
 
     fn cli(args: &[&str]) -> Cli {
-        Cli::try_parse_from(std::iter::once("spool-server").chain(args.iter().copied())).expect("args")
+        Cli::try_parse_from(std::iter::once("spool-server").chain(args.iter().copied()))
+            .expect("args")
     }
 
     #[test]
     fn flags_win_over_the_file_which_wins_over_defaults() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("spool.toml");
-        std::fs::write(&path, "bind = \"127.0.0.1:9000\"\nworkers = 3\ndata_dir = \"data\"\n").expect("write");
-        let s = Settings::resolve(&cli(&["--config", path.to_str().expect("utf-8"), "--workers", "5"])).expect("settings");
+        std::fs::write(
+            &path,
+            "bind = \"127.0.0.1:9000\"\nworkers = 3\ndata_dir = \"data\"\n",
+        )
+        .expect("write");
+        let s = Settings::resolve(&cli(&[
+            "--config",
+            path.to_str().expect("utf-8"),
+            "--workers",
+            "5",
+        ]))
+        .expect("settings");
         assert_eq!(s.workers, 5);
         assert_eq!(s.bind.to_string(), "127.0.0.1:9000");
         assert_eq!(s.data_dir, dir.path().join("data"));
@@ -143,7 +158,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("spool.toml");
         std::fs::write(&path, "bnid = \"x\"\n").expect("write");
-        let err = Settings::resolve(&cli(&["--config", path.to_str().expect("utf-8")])).expect_err("typo");
+        let err = Settings::resolve(&cli(&["--config", path.to_str().expect("utf-8")]))
+            .expect_err("typo");
         assert!(format!("{err:#}").contains("bnid"), "{err:#}");
     }
 }

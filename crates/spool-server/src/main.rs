@@ -46,7 +46,10 @@ fn prepare_data_dir(settings: &Settings) -> anyhow::Result<()> {
     if !projects.exists() {
         std::fs::create_dir_all(projects.join("DEFAULT"))?;
         if settings.sample_orders > 0 {
-            info!(orders = settings.sample_orders, "creating the ssb sample project");
+            info!(
+                orders = settings.sample_orders,
+                "creating the ssb sample project"
+            );
             spool_engine_polars::sample::write_sample_project(
                 &projects.join("ssb"),
                 settings.sample_orders,
@@ -66,7 +69,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let (jobs, recovered) = SledJobStore::open(&settings.data_dir.join("jobs"))
         .context("opening the job store (is another spool-server using this data dir?)")?;
     if !recovered.is_empty() {
-        info!(count = recovered.len(), "queries interrupted by the last stop will run again");
+        info!(
+            count = recovered.len(),
+            "queries interrupted by the last stop will run again"
+        );
     }
     let results = FsResultStore::open(&settings.data_dir.join("results"))
         .context("opening the result store")?;
@@ -107,7 +113,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .is_err()
     {
-        warn!("workers did not stop within 30 s; exiting anyway (their queries run again on restart)");
+        warn!(
+            "workers did not stop within 30 s; exiting anyway (their queries run again on restart)"
+        );
     }
     info!("spool stopped");
     Ok(())

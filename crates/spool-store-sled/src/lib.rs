@@ -109,7 +109,10 @@ impl SledJobStore {
         };
         let recovered = store.requeue_orphans()?;
         if !recovered.is_empty() {
-            info!(count = recovered.len(), "requeued queries interrupted by the last shutdown");
+            info!(
+                count = recovered.len(),
+                "requeued queries interrupted by the last shutdown"
+            );
         }
         Ok((store, recovered))
     }

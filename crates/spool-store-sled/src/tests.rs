@@ -20,7 +20,12 @@ fn job(at: i64) -> Job {
         offset: None,
         limit: None,
     };
-    Job::new(QueryId::new_random(), "ADMIN".into(), request, Timestamp::from_millis(at))
+    Job::new(
+        QueryId::new_random(),
+        "ADMIN".into(),
+        request,
+        Timestamp::from_millis(at),
+    )
 }
 
 #[tokio::test]
@@ -32,24 +37,79 @@ async fn jobs_survive_reopening_and_running_ones_are_requeued() {
         for j in [&running, &queued, &done] {
             store.insert(j).await.expect("insert");
         }
-        let lease = |t| Lease { token: LeaseToken(t), expires_at: Timestamp::from_millis(i64::MAX) };
+        let lease = |t| Lease {
+            token: LeaseToken(t),
+            expires_at: Timestamp::from_millis(i64::MAX),
+        };
         let now = Timestamp::from_millis(10);
-        assert_eq!(store.claim_next(now, lease(1)).await.expect("claim").map(|j| j.id), Some(running.id));
-        assert_eq!(store.claim_next(now, lease(2)).await.expect("claim").map(|j| j.id), Some(queued.id));
-        assert_eq!(store.claim_next(now, lease(3)).await.expect("claim").map(|j| j.id), Some(done.id));
-        store.release(queued.id, LeaseToken(2)).await.expect("release");
-        let outcome = JobState::Failed { finished_at: now, reason: "x".into() };
-        store.finish(done.id, LeaseToken(3), outcome).await.expect("finish");
+        assert_eq!(
+            store
+                .claim_next(now, lease(1))
+                .await
+                .expect("claim")
+                .map(|j| j.id),
+            Some(running.id)
+        );
+        assert_eq!(
+            store
+                .claim_next(now, lease(2))
+                .await
+                .expect("claim")
+                .map(|j| j.id),
+            Some(queued.id)
+        );
+        assert_eq!(
+            store
+                .claim_next(now, lease(3))
+                .await
+                .expect("claim")
+                .map(|j| j.id),
+            Some(done.id)
+        );
+        store
+            .release(queued.id, LeaseToken(2))
+            .await
+            .expect("release");
+        let outcome = JobState::Failed {
+            finished_at: now,
+            reason: "x".into(),
+        };
+        store
+            .finish(done.id, LeaseToken(3), outcome)
+            .await
+            .expect("finish");
         // Dropped without shutdown: the lease on `running` is still live in the records.
     }
     let (store, recovered) = SledJobStore::open(dir.path()).expect("reopen");
     assert_eq!(recovered, vec![running.id]);
-    let lease = Lease { token: LeaseToken(9), expires_at: Timestamp::from_millis(100) };
+    let lease = Lease {
+        token: LeaseToken(9),
+        expires_at: Timestamp::from_millis(100),
+    };
     let now = Timestamp::from_millis(20);
-    let first = store.claim_next(now, lease).await.expect("claim").expect("job");
-    let second = store.claim_next(now, lease).await.expect("claim").expect("job");
-    assert_eq!((first.id, second.id), (running.id, queued.id), "oldest first");
+    let first = store
+        .claim_next(now, lease)
+        .await
+        .expect("claim")
+        .expect("job");
+    let second = store
+        .claim_next(now, lease)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert_eq!(
+        (first.id, second.id),
+        (running.id, queued.id),
+        "oldest first"
+    );
     assert_eq!(first.attempts, 2);
     assert!(store.claim_next(now, lease).await.expect("claim").is_none());
-    assert!(store.get(done.id).await.expect("get").expect("kept").is_finished());
+    assert!(
+        store
+            .get(done.id)
+            .await
+            .expect("get")
+            .expect("kept")
+            .is_finished()
+    );
 }
