@@ -71,8 +71,11 @@ fn scan(source: &Source) -> PolarsResult<LazyFrame> {
     }
 }
 
+/// The contents of a project folder: tables with their sources, views with their files.
+type Listing = (Vec<(String, Source)>, Vec<(String, PathBuf)>);
+
 /// Lists the tables and views of a project folder, sorted by name.
-fn list(dir: &Path) -> std::io::Result<(Vec<(String, Source)>, Vec<(String, PathBuf)>)> {
+fn list(dir: &Path) -> std::io::Result<Listing> {
     let mut tables = Vec::new();
     let mut views = Vec::new();
     for entry in fs::read_dir(dir)? {

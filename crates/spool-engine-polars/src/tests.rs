@@ -61,7 +61,10 @@ async fn run(
         bytes.extend_from_slice(&chunk.expect("chunk"));
     }
     let text = String::from_utf8(bytes).expect("utf-8");
-    assert_eq!(text.lines().count() as u64 >= rows, true);
+    assert!(
+        text.lines().count() as u64 >= rows,
+        "{rows} rows reported, fewer written"
+    );
     Ok(text)
 }
 

@@ -103,13 +103,14 @@ impl Authenticator {
         let digest = self.digest(&user, &password);
         if let Some(record) = &record {
             let cache = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((known, at)) = cache.get(&user) {
-                if *known == digest && at.elapsed() < CACHE_TTL {
-                    return Ok(Principal {
-                        name: record.name.clone(),
-                        role: record.role,
-                    });
-                }
+            if let Some((known, at)) = cache.get(&user)
+                && *known == digest
+                && at.elapsed() < CACHE_TTL
+            {
+                return Ok(Principal {
+                    name: record.name.clone(),
+                    role: record.role,
+                });
             }
         }
         let hash = record

@@ -83,10 +83,10 @@ impl JobStore for MemoryJobStore {
     }
 
     async fn release(&self, id: QueryId, token: LeaseToken) -> Result<(), JobStoreError> {
-        if let Some(job) = self.jobs().get_mut(&id) {
-            if matches!(&job.state, JobState::Running { lease, .. } if lease.token == token) {
-                job.requeue();
-            }
+        if let Some(job) = self.jobs().get_mut(&id)
+            && matches!(&job.state, JobState::Running { lease, .. } if lease.token == token)
+        {
+            job.requeue();
         }
         Ok(())
     }

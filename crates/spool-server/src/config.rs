@@ -80,10 +80,10 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
         .with_context(|| format!("reading config file {}", path.display()))?;
     let mut file: FileConfig =
         toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
-    if let (Some(dir), Some(base)) = (&file.data_dir, path.parent()) {
-        if dir.is_relative() {
-            file.data_dir = Some(base.join(dir));
-        }
+    if let (Some(dir), Some(base)) = (&file.data_dir, path.parent())
+        && dir.is_relative()
+    {
+        file.data_dir = Some(base.join(dir));
     }
     Ok(file)
 }
