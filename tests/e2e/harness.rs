@@ -13,24 +13,21 @@ use serde_json::Value;
 /// Kylin's documented credentials, as the seed's curl lines send them.
 pub const ADMIN: &str = "Basic QURNSU46S1lMSU4=";
 
-/// Builds the server binary once per test run and returns its path.
+/// Returns the path of the server binary that `cargo test --workspace` (or `cargo xtask ci`)
+/// built beside this test binary. The e2e tests do not build it themselves: a nested cargo
+/// would see a different environment and rebuild Polars.
 fn server_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(cargo)
-            // The same package and target selection as `cargo test --workspace`, so features
-            // unify the same way and nothing is rebuilt (Polars takes minutes).
-            .args(["build", "--quiet", "--workspace", "--bins", "--tests"])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .status()
-            .expect("running cargo build");
-        assert!(status.success(), "building spool-server failed");
         // This test binary is <target>/debug/deps/e2e-<hash>; the server is <target>/debug/.
         let exe = std::env::current_exe().expect("current exe");
         let dir = exe.parent().and_then(Path::parent).expect("target dir");
         let binary = dir.join(format!("spool-server{}", std::env::consts::EXE_SUFFIX));
-        assert!(binary.exists(), "{} missing", binary.display());
+        assert!(
+            binary.exists(),
+            "{} is missing: run `cargo test --workspace` or `cargo xtask ci`, which build it",
+            binary.display()
+        );
         binary
     })
 }

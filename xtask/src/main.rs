@@ -52,9 +52,8 @@ fn ci() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ])?;
-    // Build everything the tests need in one invocation (the e2e tests start the server binary),
-    // with the same selection as the test run so that no dependency is built twice.
-    cargo(&["build", "--workspace", "--bins", "--tests"])?;
+    // `cargo test --workspace` builds the server binary (spool-server has an integration test)
+    // before it runs any test, so the e2e tests always start a fresh binary.
     cargo(&["test", "--workspace"])?;
     eprintln!("ci: all green");
     Ok(())
