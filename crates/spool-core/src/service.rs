@@ -41,17 +41,26 @@ pub struct SpoolConfig {
     /// A job claimed this many times without finishing (the process died each time) fails
     /// instead of running again.
     pub max_attempts: u32,
+    /// A query running longer is stopped and fails with `query timed out after N s`;
+    /// `None` lets queries run as long as they take.
+    pub query_timeout: Option<Duration>,
+    /// How long a cancelled query's engine gets to stop before the worker abandons it (its
+    /// output is then discarded and the slot serves the next query).
+    pub cancel_grace: Duration,
 }
 
 impl SpoolConfig {
     /// Returns the production settings with `workers` query slots: 30 s leases, a 1 s idle
-    /// poll, and at most 3 attempts per job.
+    /// poll, at most 3 attempts per job, a one-hour query timeout, and 2 s for a cancelled
+    /// engine to stop.
     pub fn with_workers(workers: usize) -> Self {
         Self {
             workers: workers.max(1),
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             max_attempts: 3,
+            query_timeout: Some(Duration::from_secs(3600)),
+            cancel_grace: Duration::from_secs(2),
         }
     }
 }

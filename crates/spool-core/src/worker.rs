@@ -16,6 +16,9 @@ use tracing::{debug, error, info, warn};
 use crate::Spool;
 use crate::service::Inner;
 
+/// How often a running query's deadline and cancellation are checked.
+const CANCEL_POLL: Duration = Duration::from_millis(100);
+
 /// The running worker pool. Dropping it leaves the workers running; call [`Workers::shutdown`].
 #[derive(Debug)]
 pub struct Workers {
@@ -93,6 +96,15 @@ fn new_lease(inner: &Inner) -> Lease {
             .clock
             .now()
             .plus_millis(millis(inner.config.lease)),
+    }
+}
+
+/// Formats a duration in seconds: whole when it is whole, else with one decimal.
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        d.as_secs().to_string()
+    } else {
+        format!("{:.1}", d.as_secs_f64())
     }
 }
 
@@ -182,7 +194,10 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
                 return;
             }
             Some(CancelReason::Stopped) => failed(now, "stopped by user"),
-            Some(CancelReason::TimedOut) => failed(now, "query timed out"),
+            Some(CancelReason::TimedOut) => {
+                let limit = inner.config.query_timeout.unwrap_or_default();
+                failed(now, &format!("query timed out after {} s", seconds(limit)))
+            }
             None => failed(now, "query was cancelled"),
         },
         Err(
@@ -262,6 +277,12 @@ async fn execute_holding_lease(
     let renew_every = inner.config.lease / 3;
     let mut renew =
         tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+    let deadline = inner
+        .config
+        .query_timeout
+        .map(|limit| tokio::time::Instant::now() + limit);
+    let mut watch = tokio::time::interval(CANCEL_POLL);
+    let mut cancelled_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             joined = &mut run => {
@@ -274,6 +295,22 @@ async fn execute_holding_lease(
                     Err(JobStoreError::NotFound(_)) => cancel.cancel(CancelReason::Deleted),
                     Err(JobStoreError::LeaseLost(_)) => cancel.cancel(CancelReason::Deleted),
                     Err(e) => warn!(query_id = %job.id, error = %e, "renewing the lease failed"),
+                }
+            }
+            _ = watch.tick() => {
+                let now = tokio::time::Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    cancel.cancel(CancelReason::TimedOut);
+                }
+                if cancel.is_cancelled() {
+                    let since = *cancelled_at.get_or_insert(now);
+                    if now.duration_since(since) >= inner.config.cancel_grace {
+                        // The engine does not react: abandon it. Its output is discarded when
+                        // it ends (the sink is dropped uncommitted), and the slot is free now.
+                        warn!(query_id = %job.id, "engine did not stop when cancelled; abandoning the run");
+                        run.abort();
+                        return Err(EngineError::Cancelled);
+                    }
                 }
             }
         }

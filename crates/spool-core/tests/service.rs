@@ -39,6 +39,11 @@ impl QueryEngine for ScriptedEngine {
         if sql == "panic" {
             panic!("engine bug");
         }
+        if sql == "deaf" {
+            // An engine stuck in work it cannot interrupt: ignores the token for a long time.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            return Err(EngineError::Internal("woke up".into()));
+        }
         // "block": write a little, then wait to be cancelled.
         sink.write_all(b"partial")
             .map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -56,6 +61,10 @@ struct Harness {
 }
 
 fn harness(workers: usize) -> Harness {
+    harness_with(workers, |_| {})
+}
+
+fn harness_with(workers: usize, tune: impl FnOnce(&mut SpoolConfig)) -> Harness {
     let jobs = MemoryJobStore::default();
     let results = MemoryResultStore::default();
     let ports = Ports {
@@ -67,6 +76,7 @@ fn harness(workers: usize) -> Harness {
     };
     let mut config = SpoolConfig::with_workers(workers);
     config.poll_interval = Duration::from_millis(20);
+    tune(&mut config);
     Harness {
         spool: Spool::new(ports, config),
         jobs,
@@ -332,4 +342,56 @@ mod interactions {
             .expect_err("refused");
         assert!(matches!(err, ServiceError::Internal(_)));
     }
+}
+
+#[tokio::test]
+async fn a_query_past_its_time_limit_fails_and_frees_its_slot() {
+    let h = harness_with(1, |c| c.query_timeout = Some(Duration::from_millis(300)));
+    let workers = h.spool.start();
+    let slow = h
+        .spool
+        .submit(&admin(), request("block"))
+        .await
+        .expect("submit");
+    let info = wait_for(&h.spool, &admin(), slow, PublicStatus::Failed).await;
+    assert_eq!(info, "query timed out after 0.3 s");
+    assert!(
+        h.results.list().await.expect("list").is_empty(),
+        "the partial result was discarded"
+    );
+    let next = h
+        .spool
+        .submit(&admin(), request("ok:1\n"))
+        .await
+        .expect("submit");
+    wait_for(&h.spool, &admin(), next, PublicStatus::Successful).await;
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_engine_that_ignores_cancellation_is_abandoned_after_the_grace_period() {
+    let h = harness_with(1, |c| {
+        c.query_timeout = Some(Duration::from_millis(100));
+        c.cancel_grace = Duration::from_millis(200);
+    });
+    let workers = h.spool.start();
+    let started = std::time::Instant::now();
+    let deaf = h
+        .spool
+        .submit(&admin(), request("deaf"))
+        .await
+        .expect("submit");
+    let info = wait_for(&h.spool, &admin(), deaf, PublicStatus::Failed).await;
+    assert!(info.starts_with("query timed out"), "{info}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "abandoned long before the engine woke up"
+    );
+    let next = h
+        .spool
+        .submit(&admin(), request("ok:1\n"))
+        .await
+        .expect("submit");
+    wait_for(&h.spool, &admin(), next, PublicStatus::Successful).await;
+    workers.shutdown().await;
 }

@@ -73,7 +73,9 @@ pub fn write_sample_project(dir: &Path, orders: usize) -> PolarsResult<()> {
     fs::create_dir_all(dir)?;
     let mut rng = Rng(0x5EED_0001);
     let (customers, parts, suppliers) = (30_000i64, 200_000i64, 2_000i64);
-    let mut cols: [Vec<i64>; 11] = Default::default();
+    // LO_ORDERKEY, LINENUMBER, QUANTITY, EXTENDEDPRICE, ORDTOTALPRICE, DISCOUNT, REVENUE,
+    // SUPPLYCOST, TAX.
+    let mut cols: [Vec<i64>; 9] = Default::default();
     let (mut orderdate, mut commitdate, mut custkey, mut partkey, mut suppkey) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut priority, mut shipmode) = (Vec::new(), Vec::new());
@@ -102,8 +104,6 @@ pub fn write_sample_project(dir: &Path, orders: usize) -> PolarsResult<()> {
                 revenue,
                 6 * price / 10,
                 rng.range(0, 8),
-                0,
-                0,
             ];
             for (c, v) in cols.iter_mut().zip(values) {
                 c.push(v);

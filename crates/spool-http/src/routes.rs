@@ -15,6 +15,7 @@ use spool_core::Spool;
 use spool_domain::{Principal, PublicStatus, QueryId, QueryRequest};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 
 use crate::error::envelope;
 use crate::{ApiError, Authenticator};
@@ -78,8 +79,7 @@ async fn authenticate(
         .await?;
     let span = tracing::info_span!("request", user = %principal.name);
     request.extensions_mut().insert(principal);
-    let _entered = span.enter();
-    Ok(next.run(request).await)
+    Ok(next.run(request).instrument(span).await)
 }
 
 async fn healthz() -> Json<Value> {

@@ -12,6 +12,8 @@ use serde::Deserialize;
 pub const DEFAULT_BIND: &str = "127.0.0.1:7070";
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "./spool-data";
+/// Default limit on a query's running time: one hour.
+pub const DEFAULT_QUERY_TIMEOUT_SECS: u64 = 3600;
 /// Default orders in the generated `ssb` sample (about four lines each).
 pub const DEFAULT_SAMPLE_ORDERS: usize = 10_000;
 
@@ -56,6 +58,8 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     /// Orders in the sample project created on first start (0: no sample).
     pub sample_orders: Option<usize>,
+    /// Seconds a query may run before it is stopped (0: no limit).
+    pub query_timeout_secs: Option<u64>,
 }
 
 /// The settings the server runs with.
@@ -73,6 +77,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Orders in the sample project created on first start.
     pub sample_orders: usize,
+    /// How long a query may run; `None`: no limit.
+    pub query_timeout: Option<std::time::Duration>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -116,6 +122,13 @@ impl Settings {
                 .unwrap_or_else(|| "info".to_owned()),
             max_body_bytes: file.max_body_bytes.unwrap_or(1024 * 1024),
             sample_orders: file.sample_orders.unwrap_or(DEFAULT_SAMPLE_ORDERS),
+            query_timeout: match file
+                .query_timeout_secs
+                .unwrap_or(DEFAULT_QUERY_TIMEOUT_SECS)
+            {
+                0 => None,
+                secs => Some(std::time::Duration::from_secs(secs)),
+            },
         })
     }
 }

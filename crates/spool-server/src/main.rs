@@ -84,7 +84,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         clock: Arc::new(SystemClock),
         ids: Arc::new(RandomIds),
     };
-    let spool = Spool::new(ports, SpoolConfig::with_workers(settings.workers));
+    let mut config = SpoolConfig::with_workers(settings.workers);
+    config.query_timeout = settings.query_timeout;
+    let spool = Spool::new(ports, config);
     let workers = spool.start();
 
     let state = AppState {
