@@ -24,7 +24,7 @@ pub enum ServiceError {
     },
     /// The caller may not do this.
     #[error("{0}")]
-    Forbidden(&'static str),
+    Forbidden(String),
     /// A backend failed; the details are for the log.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -15,11 +15,11 @@
 //! ```no_run
 //! # async fn demo(ports: spool_core::Ports) -> Result<(), spool_core::ServiceError> {
 //! use spool_core::{Spool, SpoolConfig};
-//! use spool_domain::{Principal, QueryRequest, Role};
+//! use spool_domain::{Principal, QueryRequest};
 //!
 //! let spool = Spool::new(ports, SpoolConfig::with_workers(2));
 //! let workers = spool.start();
-//! let me = Principal { name: "ADMIN".into(), role: Role::Admin };
+//! let me = Principal::admin("ADMIN");
 //! let request = QueryRequest::new("select 1".into(), Some("ssb"), None, None)?;
 //! let id = spool.submit(&me, request).await?;
 //! println!("{:?}", spool.status(&me, id).await?);

@@ -116,12 +116,18 @@ impl Spool {
     }
 
     /// Accepts a query for `who` and returns its id once the job is durably stored. The query
-    /// runs later, on the worker pool.
+    /// runs later, on the worker pool. `who` must be granted the request's project.
     pub async fn submit(
         &self,
         who: &Principal,
         request: QueryRequest,
     ) -> Result<QueryId, ServiceError> {
+        if !who.may_query(request.project.as_str()) {
+            return Err(ServiceError::Forbidden(format!(
+                "user '{}' may not query project '{}'",
+                who.name, request.project
+            )));
+        }
         let ports = &self.inner.ports;
         let job = Job::new(
             ports.ids.next_id(),
@@ -178,7 +184,7 @@ impl Spool {
     pub async fn clean_all(&self, who: &Principal) -> Result<usize, ServiceError> {
         if who.role != Role::Admin {
             return Err(ServiceError::Forbidden(
-                "only an admin may clean up all queries",
+                "only an admin may clean up all queries".to_owned(),
             ));
         }
         let ports = &self.inner.ports;

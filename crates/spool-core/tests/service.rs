@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use spool_core::{Ports, ServiceError, Spool, SpoolConfig};
-use spool_domain::{Principal, PublicStatus, QueryId, QueryRequest, Role};
+use spool_domain::{Principal, PublicStatus, QueryId, QueryRequest};
 use spool_ports::testing::{MemoryJobStore, MemoryResultStore};
 use spool_ports::{
     CancelToken, EngineError, Execution, JobStore, QueryEngine, RandomIds, ResultSink, ResultStore,
@@ -85,17 +85,11 @@ fn harness_with(workers: usize, tune: impl FnOnce(&mut SpoolConfig)) -> Harness 
 }
 
 fn admin() -> Principal {
-    Principal {
-        name: "ADMIN".into(),
-        role: Role::Admin,
-    }
+    Principal::admin("ADMIN")
 }
 
 fn user(name: &str) -> Principal {
-    Principal {
-        name: name.into(),
-        role: Role::User,
-    }
+    Principal::user(name, &["ssb"])
 }
 
 fn request(sql: &str) -> QueryRequest {
@@ -394,4 +388,23 @@ async fn an_engine_that_ignores_cancellation_is_abandoned_after_the_grace_period
         .expect("submit");
     wait_for(&h.spool, &admin(), next, PublicStatus::Successful).await;
     workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_user_may_submit_only_to_granted_projects_and_nothing_runs_otherwise() {
+    let h = harness(1);
+    let outsider = Principal::user("carol", &["other"]);
+    let err = h
+        .spool
+        .submit(&outsider, request("ok:1\n"))
+        .await
+        .expect_err("not granted");
+    assert!(
+        matches!(&err, ServiceError::Forbidden(m) if m == "user 'carol' may not query project 'ssb'"),
+        "{err:?}"
+    );
+    assert!(
+        h.jobs.list().await.expect("list").is_empty(),
+        "nothing was stored"
+    );
 }

@@ -9,6 +9,7 @@
 //! user is checked against a dummy hash); passwords and hashes are never logged.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,20 @@ use crate::ApiError;
 
 /// How long a verified password is trusted without running argon2 again.
 const CACHE_TTL: Duration = Duration::from_secs(300);
+/// Failed logins from one client address within [`FAILURE_WINDOW`] before it is refused.
+const MAX_FAILURES: u32 = 10;
+/// The window in which failures are counted, and how long a client is then refused.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Clients tracked at most; beyond it, stale entries are dropped first.
+const MAX_TRACKED_CLIENTS: usize = 10_000;
+
+/// Failed logins of one client address.
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    since: Instant,
+    blocked_until: Option<Instant>,
+}
 
 /// A user as configured: name, argon2 PHC hash string, role.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,6 +48,19 @@ pub struct UserRecord {
     pub password_hash: String,
     /// What the user may do.
     pub role: Role,
+    /// Projects the user may query (`*`: all); ignored for admins.
+    #[serde(default)]
+    pub projects: Vec<String>,
+}
+
+impl UserRecord {
+    fn principal(&self) -> Principal {
+        Principal {
+            name: self.name.clone(),
+            role: self.role,
+            projects: self.projects.clone(),
+        }
+    }
 }
 
 /// Hashes `password` with argon2id and a random salt, in PHC string form.
@@ -47,6 +75,7 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
 pub struct Authenticator {
     users: RwLock<Arc<HashMap<String, UserRecord>>>,
     verified: Mutex<HashMap<String, ([u8; 32], Instant)>>,
+    failures: Mutex<HashMap<IpAddr, Failures>>,
     key: [u8; 32],
     dummy_hash: String,
 }
@@ -64,6 +93,7 @@ impl Authenticator {
         let auth = Self {
             users: RwLock::new(Arc::new(HashMap::new())),
             verified: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
             key: rand::random(),
             dummy_hash,
         };
@@ -91,8 +121,57 @@ impl Authenticator {
         h.finalize().into()
     }
 
-    /// Returns the principal named by a `Basic` Authorization header, or why not.
-    pub async fn authenticate(&self, header: Option<&HeaderValue>) -> Result<Principal, ApiError> {
+    /// Returns how long `client` is still refused, if it is.
+    fn blocked_for(&self, client: IpAddr) -> Option<Duration> {
+        let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let until = failures.get(&client)?.blocked_until?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// Counts a failed login of `client`; refuses it for a while after too many.
+    fn record_failure(&self, client: IpAddr) {
+        let now = Instant::now();
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        if failures.len() >= MAX_TRACKED_CLIENTS {
+            failures.retain(|_, f| now.duration_since(f.since) < FAILURE_WINDOW);
+        }
+        let entry = failures.entry(client).or_insert(Failures {
+            count: 0,
+            since: now,
+            blocked_until: None,
+        });
+        if now.duration_since(entry.since) >= FAILURE_WINDOW {
+            *entry = Failures {
+                count: 0,
+                since: now,
+                blocked_until: None,
+            };
+        }
+        entry.count += 1;
+        if entry.count >= MAX_FAILURES {
+            entry.blocked_until = Some(now + FAILURE_WINDOW);
+            tracing::warn!(%client, failures = entry.count, "too many failed logins; refusing the client for a while");
+        }
+    }
+
+    /// Returns the principal named by a `Basic` Authorization header sent from `client`, or
+    /// why not. A client with too many recent failures is refused without checking.
+    pub async fn authenticate(
+        &self,
+        header: Option<&HeaderValue>,
+        client: Option<IpAddr>,
+    ) -> Result<Principal, ApiError> {
+        if let Some(wait) = client.and_then(|c| self.blocked_for(c)) {
+            return Err(ApiError::TooManyAttempts(wait.as_secs().max(1)));
+        }
+        let result = self.check(header).await;
+        if let (Err(ApiError::Unauthorized(_)), Some(client)) = (&result, client) {
+            self.record_failure(client);
+        }
+        result
+    }
+
+    async fn check(&self, header: Option<&HeaderValue>) -> Result<Principal, ApiError> {
         let (user, password) = parse_basic(header)?;
         let record = self
             .users
@@ -107,10 +186,7 @@ impl Authenticator {
                 && *known == digest
                 && at.elapsed() < CACHE_TTL
             {
-                return Ok(Principal {
-                    name: record.name.clone(),
-                    role: record.role,
-                });
+                return Ok(record.principal());
             }
         }
         let hash = record
@@ -133,10 +209,7 @@ impl Authenticator {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(user, (digest, Instant::now()));
-                Ok(Principal {
-                    name: record.name,
-                    role: record.role,
-                })
+                Ok(record.principal())
             }
             _ => Err(ApiError::Unauthorized("invalid user name or password")),
         }
@@ -178,6 +251,7 @@ mod tests {
             name: "ADMIN".into(),
             password_hash: hash_password("KYLIN").expect("hash"),
             role: Role::Admin,
+            projects: vec![],
         }])
     }
 
@@ -189,19 +263,13 @@ mod tests {
     async fn the_seeds_credentials_work() {
         let a = auth();
         let p = a
-            .authenticate(Some(&header("Basic QURNSU46S1lMSU4=")))
+            .authenticate(Some(&header("Basic QURNSU46S1lMSU4=")), None)
             .await
             .expect("valid");
-        assert_eq!(
-            p,
-            Principal {
-                name: "ADMIN".into(),
-                role: Role::Admin
-            }
-        );
+        assert_eq!(p, Principal::admin("ADMIN"));
         // Cached the second time, same answer.
         let again = a
-            .authenticate(Some(&header("basic QURNSU46S1lMSU4=")))
+            .authenticate(Some(&header("basic QURNSU46S1lMSU4=")), None)
             .await
             .expect("valid");
         assert_eq!(again.name, "ADMIN");
@@ -227,7 +295,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    a.authenticate(h.as_ref()).await,
+                    a.authenticate(h.as_ref(), None).await,
                     Err(ApiError::Unauthorized(_))
                 ),
                 "{h:?}"
@@ -238,14 +306,36 @@ mod tests {
     #[tokio::test]
     async fn replacing_users_revokes_cached_logins() {
         let a = auth();
-        a.authenticate(Some(&header("Basic QURNSU46S1lMSU4=")))
+        a.authenticate(Some(&header("Basic QURNSU46S1lMSU4=")), None)
             .await
             .expect("valid");
         a.replace(vec![]);
         assert!(
-            a.authenticate(Some(&header("Basic QURNSU46S1lMSU4=")))
+            a.authenticate(Some(&header("Basic QURNSU46S1lMSU4=")), None)
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn a_client_with_too_many_failures_is_refused_for_a_while() {
+        let a = auth();
+        let client: IpAddr = "127.0.0.9".parse().expect("ip");
+        let wrong = header("Basic QURNSU46d3Jvbmc=");
+        for _ in 0..MAX_FAILURES {
+            assert!(matches!(
+                a.authenticate(Some(&wrong), Some(client)).await,
+                Err(ApiError::Unauthorized(_))
+            ));
+        }
+        // Now even the right password is refused, with a hint when to retry.
+        let right = header("Basic QURNSU46S1lMSU4=");
+        assert!(matches!(
+            a.authenticate(Some(&right), Some(client)).await,
+            Err(ApiError::TooManyAttempts(s)) if s >= 1 && s <= 60
+        ));
+        // Other clients are not affected.
+        let other: IpAddr = "127.0.0.10".parse().expect("ip");
+        assert!(a.authenticate(Some(&right), Some(other)).await.is_ok());
     }
 }

@@ -50,7 +50,7 @@ impl From<ServiceError> for ApiError {
             e @ (ServiceError::NotReady(_) | ServiceError::QueryFailed { .. }) => {
                 Self::Conflict(e.to_string())
             }
-            ServiceError::Forbidden(message) => Self::Forbidden(message.to_owned()),
+            ServiceError::Forbidden(message) => Self::Forbidden(message),
             ServiceError::Internal(source) => Self::Internal(source),
         }
     }

@@ -1,9 +1,10 @@
 //! The routes of Kylin's async query API, their request parsing and their response shapes.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -73,9 +74,13 @@ async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
     let principal = state
         .auth
-        .authenticate(request.headers().get(header::AUTHORIZATION))
+        .authenticate(request.headers().get(header::AUTHORIZATION), client)
         .await?;
     let span = tracing::info_span!("request", user = %principal.name);
     request.extensions_mut().insert(principal);

@@ -55,11 +55,17 @@ fn app() -> (axum::Router, spool_core::Workers) {
     };
     let spool = Spool::new(ports, SpoolConfig::with_workers(1));
     let workers = spool.start();
-    let users = vec![UserRecord {
-        name: "ADMIN".into(),
-        password_hash: hash_password("KYLIN").expect("hash"),
-        role: Role::Admin,
-    }];
+    let user = |name: &str, password: &str, role, projects: &[&str]| UserRecord {
+        name: name.into(),
+        password_hash: hash_password(password).expect("hash"),
+        role,
+        projects: projects.iter().map(|p| (*p).to_owned()).collect(),
+    };
+    let users = vec![
+        user("ADMIN", "KYLIN", Role::Admin, &[]),
+        user("bob", "pw-bob", Role::User, &["ssb"]),
+        user("carol", "pw-carol", Role::User, &["other"]),
+    ];
     let state = AppState {
         spool,
         auth: Arc::new(Authenticator::new(users)),
@@ -365,6 +371,99 @@ async fn unknown_routes_and_methods_get_the_envelope() {
         &bytes,
         StatusCode::METHOD_NOT_ALLOWED,
         "method not allowed",
+    );
+    workers.shutdown().await;
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+#[tokio::test]
+async fn users_are_isolated_and_only_admins_clean_up() {
+    let (app, workers) = app();
+    let bob = basic("bob", "pw-bob");
+    let carol = basic("carol", "pw-carol");
+    let body = json!({ "sql": "ok:1\n", "project": "ssb" }).to_string();
+    let (status, _, bytes) = call(
+        &app,
+        "POST",
+        "/kylin/api/async_query",
+        Some(&bob),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let id = json_of(&bytes)["data"]["queryID"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_status(&app, &id, "SUCCESSFUL").await; // as ADMIN, who sees all
+
+    // Carol cannot see, download or probe Bob's query: it answers as an unknown id would.
+    let (_, _, bytes) = call(
+        &app,
+        "GET",
+        &format!("/kylin/api/async_query/{id}/status"),
+        Some(&carol),
+        None,
+    )
+    .await;
+    assert_eq!(json_of(&bytes)["data"]["status"], "MISSING");
+    let (status, _, bytes) = call(
+        &app,
+        "GET",
+        &format!("/kylin/api/async_query/{id}/result"),
+        Some(&carol),
+        None,
+    )
+    .await;
+    assert_error(status, &bytes, StatusCode::NOT_FOUND, "not found");
+    let (status, _, _) = call(
+        &app,
+        "GET",
+        &format!("/kylin/api/async_query/{id}/result"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Carol may not query ssb; nothing runs.
+    let (status, _, bytes) = call(
+        &app,
+        "POST",
+        "/kylin/api/async_query",
+        Some(&carol),
+        Some(&body),
+    )
+    .await;
+    assert_error(
+        status,
+        &bytes,
+        StatusCode::FORBIDDEN,
+        "user 'carol' may not query project 'ssb'",
+    );
+
+    // Only an admin cleans everything.
+    let (status, _, bytes) = call(&app, "DELETE", "/kylin/api/async_query", Some(&bob), None).await;
+    assert_error(status, &bytes, StatusCode::FORBIDDEN, "only an admin");
+    let (_, _, bytes) = call(
+        &app,
+        "GET",
+        &format!("/kylin/api/async_query/{id}/status"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(
+        json_of(&bytes)["data"]["status"],
+        "SUCCESSFUL",
+        "the refused clean-up deleted nothing"
     );
     workers.shutdown().await;
 }

@@ -7,6 +7,7 @@
 mod config;
 mod users;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,7 +108,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         "try: curl -X POST -H \"Authorization: Basic QURNSU46S1lMSU4=\" -H \"Content-Type: application/json\" -d '{{ \"sql\":\"select * from p_lineorder limit 100\", \"project\":\"ssb\" }}' http://{addr}/kylin/api/async_query"
     );
 
-    axum::serve(listener, spool_http::router(state))
+    let app = spool_http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     info!("http server stopped; stopping workers");

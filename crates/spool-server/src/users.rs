@@ -22,6 +22,7 @@ pub fn load_or_init(path: &Path) -> anyhow::Result<Vec<UserRecord>> {
             password_hash: hash_password("KYLIN")
                 .map_err(|e| anyhow::anyhow!("hashing the default password failed: {e}"))?,
             role: Role::Admin,
+            projects: Vec::new(),
         };
         let file = UsersFile { users: vec![admin] };
         let text = toml::to_string_pretty(&file)?;
