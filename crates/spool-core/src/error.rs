@@ -22,6 +22,14 @@ pub enum ServiceError {
         /// Why it failed.
         reason: String,
     },
+    /// The caller already has as many queries queued or running as allowed.
+    #[error(
+        "too many queries in flight: at most {limit} queued or running per user; retry when one has finished"
+    )]
+    TooManyQueries {
+        /// The per-user cap.
+        limit: usize,
+    },
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),

@@ -47,12 +47,20 @@ pub struct SpoolConfig {
     /// How long a cancelled query's engine gets to stop before the worker abandons it (its
     /// output is then discarded and the slot serves the next query).
     pub cancel_grace: Duration,
+    /// A result with more rows fails the query; `None`: no limit.
+    pub max_result_rows: Option<u64>,
+    /// A result with more bytes fails the query as soon as it crosses the limit; `None`: no
+    /// limit.
+    pub max_result_bytes: Option<u64>,
+    /// Queries one user may have queued or running at once; past it a submission is refused.
+    /// `None`: no limit.
+    pub max_in_flight_per_user: Option<usize>,
 }
 
 impl SpoolConfig {
     /// Returns the production settings with `workers` query slots: 30 s leases, a 1 s idle
-    /// poll, at most 3 attempts per job, a one-hour query timeout, and 2 s for a cancelled
-    /// engine to stop.
+    /// poll, at most 3 attempts per job, a one-hour query timeout, 2 s for a cancelled engine
+    /// to stop, and no caps on result size or queries in flight.
     pub fn with_workers(workers: usize) -> Self {
         Self {
             workers: workers.max(1),
@@ -61,6 +69,9 @@ impl SpoolConfig {
             max_attempts: 3,
             query_timeout: Some(Duration::from_secs(3600)),
             cancel_grace: Duration::from_secs(2),
+            max_result_rows: None,
+            max_result_bytes: None,
+            max_in_flight_per_user: None,
         }
     }
 }
@@ -89,11 +100,42 @@ pub(crate) struct Inner {
     pub(crate) running: Mutex<HashMap<QueryId, CancelToken>>,
     /// Wakes an idle worker when a job is submitted.
     pub(crate) wake: Notify,
+    /// Unfinished jobs per owner, for the per-user cap: loaded from the job store on the first
+    /// submission when a cap is set, then kept up to date; never loaded without a cap.
+    pub(crate) in_flight: tokio::sync::OnceCell<Mutex<HashMap<String, usize>>>,
 }
 
 impl Inner {
     pub(crate) fn running(&self) -> std::sync::MutexGuard<'_, HashMap<QueryId, CancelToken>> {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Returns the per-owner counts of unfinished jobs, counting the store on first use.
+    async fn in_flight(&self) -> Result<&Mutex<HashMap<String, usize>>, ServiceError> {
+        self.in_flight
+            .get_or_try_init(|| async {
+                let mut counts = HashMap::new();
+                for job in self.ports.jobs.list().await? {
+                    if !job.is_finished() {
+                        *counts.entry(job.owner).or_insert(0) += 1;
+                    }
+                }
+                Ok::<_, ServiceError>(Mutex::new(counts))
+            })
+            .await
+    }
+
+    /// Notes that one of `owner`'s jobs ended (finished or deleted unfinished).
+    pub(crate) fn job_ended(&self, owner: &str) {
+        if let Some(counts) = self.in_flight.get() {
+            let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = counts.get_mut(owner) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    counts.remove(owner);
+                }
+            }
+        }
     }
 }
 
@@ -106,6 +148,7 @@ impl Spool {
                 config,
                 running: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
+                in_flight: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -128,6 +171,16 @@ impl Spool {
                 who.name, request.project
             )));
         }
+        if let Some(limit) = self.inner.config.max_in_flight_per_user {
+            let counts = self.inner.in_flight().await?;
+            let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
+            let mine = counts.entry(who.name.clone()).or_insert(0);
+            if *mine >= limit {
+                return Err(ServiceError::TooManyQueries { limit });
+            }
+            // Reserve the slot now, so concurrent submissions cannot overshoot the cap.
+            *mine += 1;
+        }
         let ports = &self.inner.ports;
         let job = Job::new(
             ports.ids.next_id(),
@@ -135,7 +188,10 @@ impl Spool {
             request,
             ports.clock.now(),
         );
-        ports.jobs.insert(&job).await?;
+        if let Err(e) = ports.jobs.insert(&job).await {
+            self.inner.job_ended(&who.name);
+            return Err(e.into());
+        }
         info!(query_id = %job.id, user = %who.name, project = %job.request.project, "query submitted");
         self.inner.wake.notify_one();
         Ok(job.id)
@@ -191,8 +247,11 @@ impl Spool {
         let jobs = ports.jobs.list().await?;
         let mut deleted = 0;
         for job in jobs {
-            if ports.jobs.delete(job.id).await?.is_some() {
+            if let Some(gone) = ports.jobs.delete(job.id).await? {
                 deleted += 1;
+                if !gone.is_finished() {
+                    self.inner.job_ended(&gone.owner);
+                }
             }
             if let Some(token) = self.inner.running().get(&job.id) {
                 token.cancel(CancelReason::Deleted);

@@ -4,11 +4,15 @@
 //! blocking work off the async reactor; a worker only awaits it, renewing the job's lease
 //! meanwhile, and records the outcome under that lease.
 
+use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use spool_domain::{Job, JobState, Lease, LeaseToken, QueryId};
-use spool_ports::{CancelReason, CancelToken, EngineError, Execution, JobStoreError};
+use spool_ports::{
+    CancelReason, CancelToken, EngineError, Execution, JobStoreError, ResultSink, ResultStoreError,
+};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
@@ -134,7 +138,9 @@ async fn claim(inner: &Inner) -> Result<Option<(Job, Lease)>, JobStoreError> {
                 finished_at: inner.ports.clock.now(),
                 reason,
             };
-            finish(inner, job.id, lease.token, failed).await;
+            if finish(inner, job.id, lease.token, failed).await {
+                inner.job_ended(&job.owner);
+            }
             continue;
         }
         return Ok(Some((job, lease)));
@@ -160,9 +166,29 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
     let _guard = RunningGuard { inner, id };
     info!(query_id = %id, user = %job.owner, attempt = job.attempts, "query started");
 
-    let outcome = execute_holding_lease(inner, &job, lease.token, &cancel).await;
+    let oversize = Arc::new(AtomicBool::new(false));
+    let outcome = execute_holding_lease(inner, &job, lease.token, &cancel, &oversize).await;
     let now = inner.ports.clock.now();
+    let too_many_rows = match (&outcome, inner.config.max_result_rows) {
+        (Ok(execution), Some(limit)) => execution.rows > limit,
+        _ => false,
+    };
     let state = match outcome {
+        _ if oversize.load(Ordering::Acquire) => failed(
+            now,
+            &format!(
+                "result is larger than the limit of {} bytes",
+                inner.config.max_result_bytes.unwrap_or_default()
+            ),
+        ),
+        // Dropping the execution discards the uncommitted result.
+        Ok(_) if too_many_rows => failed(
+            now,
+            &format!(
+                "result has more than the limit of {} rows",
+                inner.config.max_result_rows.unwrap_or_default()
+            ),
+        ),
         Ok(execution) => {
             let rows = execution.rows;
             match tokio::task::spawn_blocking(move || execution.sink.commit()).await {
@@ -215,6 +241,9 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
     };
     let succeeded = matches!(state, JobState::Succeeded { .. });
     let recorded = finish(inner, id, lease.token, state).await;
+    if recorded {
+        inner.job_ended(&job.owner);
+    }
     if succeeded && !recorded {
         // The job was deleted or taken over while it ran: its result must not outlive it.
         if let Err(e) = inner.ports.results.delete(id).await {
@@ -261,13 +290,22 @@ async fn execute_holding_lease(
     job: &Job,
     token: LeaseToken,
     cancel: &CancelToken,
+    oversize: &Arc<AtomicBool>,
 ) -> Result<Execution, EngineError> {
-    let sink = inner
+    let mut sink = inner
         .ports
         .results
         .create(job.id)
         .await
         .map_err(EngineError::Sink)?;
+    if let Some(limit) = inner.config.max_result_bytes {
+        sink = Box::new(CappedSink {
+            inner: sink,
+            written: 0,
+            limit,
+            oversize: Arc::clone(oversize),
+        });
+    }
     // A separate task, so that a panic in the engine becomes an error rather than a dead worker.
     let engine = Arc::clone(&inner.ports.engine);
     let request = job.request.clone();
@@ -314,5 +352,38 @@ async fn execute_holding_lease(
                 }
             }
         }
+    }
+}
+
+/// A sink that refuses to grow past `limit` bytes and says so through `oversize`.
+struct CappedSink {
+    inner: Box<dyn ResultSink>,
+    written: u64,
+    limit: u64,
+    oversize: Arc<AtomicBool>,
+}
+
+impl io::Write for CappedSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.written + buf.len() as u64 > self.limit {
+            self.oversize.store(true, Ordering::Release);
+            return Err(io::Error::other(format!(
+                "result is larger than the limit of {} bytes",
+                self.limit
+            )));
+        }
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl ResultSink for CappedSink {
+    fn commit(self: Box<Self>) -> Result<u64, ResultStoreError> {
+        self.inner.commit()
     }
 }

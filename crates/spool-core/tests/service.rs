@@ -408,3 +408,87 @@ async fn a_user_may_submit_only_to_granted_projects_and_nothing_runs_otherwise()
         "nothing was stored"
     );
 }
+
+#[tokio::test]
+async fn a_result_past_the_byte_cap_fails_and_leaves_no_file() {
+    let h = harness_with(1, |c| c.max_result_bytes = Some(5));
+    let workers = h.spool.start();
+    let big = h
+        .spool
+        .submit(&admin(), request("ok:1234567890\n"))
+        .await
+        .expect("submit");
+    let info = wait_for(&h.spool, &admin(), big, PublicStatus::Failed).await;
+    assert_eq!(info, "result is larger than the limit of 5 bytes");
+    let small = h
+        .spool
+        .submit(&admin(), request("ok:123\n"))
+        .await
+        .expect("submit");
+    wait_for(&h.spool, &admin(), small, PublicStatus::Successful).await;
+    assert_eq!(h.results.list().await.expect("list"), vec![small]);
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_result_past_the_row_cap_fails_and_leaves_no_file() {
+    let h = harness_with(1, |c| c.max_result_rows = Some(2));
+    let workers = h.spool.start();
+    let big = h
+        .spool
+        .submit(&admin(), request("ok:1\n2\n3\n"))
+        .await
+        .expect("submit");
+    let info = wait_for(&h.spool, &admin(), big, PublicStatus::Failed).await;
+    assert_eq!(info, "result has more than the limit of 2 rows");
+    assert!(h.results.list().await.expect("list").is_empty());
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_user_past_the_in_flight_cap_is_refused_and_nothing_is_queued() {
+    let h = harness_with(1, |c| c.max_in_flight_per_user = Some(1));
+    let workers = h.spool.start();
+    let alice = user("alice");
+    let first = h
+        .spool
+        .submit(&alice, request("block"))
+        .await
+        .expect("submit");
+    let err = h
+        .spool
+        .submit(&alice, request("ok:1\n"))
+        .await
+        .expect_err("over the cap");
+    assert!(
+        matches!(err, ServiceError::TooManyQueries { limit: 1 }),
+        "{err:?}"
+    );
+    assert_eq!(
+        h.jobs.list().await.expect("list").len(),
+        1,
+        "nothing was queued"
+    );
+    // Other users are not affected.
+    h.spool
+        .submit(&user("bob"), request("ok:1\n"))
+        .await
+        .expect("bob may submit");
+    // Once Alice's query is gone, she may submit again.
+    h.spool.clean_all(&admin()).await.expect("clean");
+    wait_for(&h.spool, &alice, first, PublicStatus::Missing).await;
+    let again = h
+        .spool
+        .submit(&alice, request("ok:1\n"))
+        .await
+        .expect("submit");
+    wait_for(&h.spool, &alice, again, PublicStatus::Successful).await;
+    // A finished query frees the slot too.
+    let next = h
+        .spool
+        .submit(&alice, request("ok:2\n"))
+        .await
+        .expect("submit");
+    wait_for(&h.spool, &alice, next, PublicStatus::Successful).await;
+    workers.shutdown().await;
+}

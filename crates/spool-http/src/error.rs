@@ -16,6 +16,9 @@ pub enum ApiError {
     /// Missing or wrong credentials.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// The user has too many queries queued or running.
+    #[error("{0}")]
+    TooManyQueries(String),
     /// Too many failed logins from this client.
     #[error("too many failed logins; retry in {0} s")]
     TooManyAttempts(u64),
@@ -51,6 +54,7 @@ impl From<ServiceError> for ApiError {
                 Self::Conflict(e.to_string())
             }
             ServiceError::Forbidden(message) => Self::Forbidden(message),
+            e @ ServiceError::TooManyQueries { .. } => Self::TooManyQueries(e.to_string()),
             ServiceError::Internal(source) => Self::Internal(source),
         }
     }
@@ -60,7 +64,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyAttempts(_) | Self::TooManyQueries(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -101,6 +105,11 @@ impl IntoResponse for ApiError {
                 if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
                     response.headers_mut().insert(header::RETRY_AFTER, v);
                 }
+            }
+            Self::TooManyQueries(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}
         }
