@@ -209,11 +209,24 @@ async fn submit(
     }))
 }
 
+/// The longest query id accepted in a path; Spool's ids have 36 characters.
+const MAX_ID_LEN: usize = 64;
+
+fn check_id_length(id: &str) -> Result<(), ApiError> {
+    if id.len() > MAX_ID_LEN {
+        return Err(ApiError::BadRequest(format!(
+            "query id is longer than {MAX_ID_LEN} characters"
+        )));
+    }
+    Ok(())
+}
+
 async fn status(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    check_id_length(&id)?;
     // An id Spool could not have issued is simply missing; it never reaches a store.
     let data = match id.parse::<QueryId>() {
         Ok(id) => {
@@ -238,6 +251,7 @@ async fn result(
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    check_id_length(&id)?;
     let id: QueryId = id
         .parse()
         .map_err(|_| ApiError::NotFound("query not found".to_owned()))?;

@@ -269,6 +269,25 @@ async fn unknown_and_malformed_ids_are_missing() {
 }
 
 #[tokio::test]
+async fn overlong_ids_are_refused_fast() {
+    let (app, workers) = app();
+    let id = "a".repeat(65);
+    for path in [
+        format!("/kylin/api/async_query/{id}/status"),
+        format!("/kylin/api/async_query/{id}/result"),
+    ] {
+        let (status, _, bytes) = call(&app, "GET", &path, Some(ADMIN), None).await;
+        assert_error(
+            status,
+            &bytes,
+            StatusCode::BAD_REQUEST,
+            "longer than 64 characters",
+        );
+    }
+    workers.shutdown().await;
+}
+
+#[tokio::test]
 async fn bad_submissions_say_which_field_is_wrong() {
     let (app, workers) = app();
     for (body, fragment) in [

@@ -14,6 +14,10 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:7070";
 pub const DEFAULT_DATA_DIR: &str = "./spool-data";
 /// Default limit on a query's running time: one hour.
 pub const DEFAULT_QUERY_TIMEOUT_SECS: u64 = 3600;
+/// Default cap on a result file: 100 GiB, so one query cannot fill the disk unnoticed.
+pub const DEFAULT_MAX_RESULT_BYTES: u64 = 100 * 1024 * 1024 * 1024;
+/// Default cap on one user's queued or running queries.
+pub const DEFAULT_MAX_IN_FLIGHT_PER_USER: usize = 64;
 /// Default orders in the generated `ssb` sample (about four lines each).
 pub const DEFAULT_SAMPLE_ORDERS: usize = 10_000;
 
@@ -60,6 +64,12 @@ pub struct FileConfig {
     pub sample_orders: Option<usize>,
     /// Seconds a query may run before it is stopped (0: no limit).
     pub query_timeout_secs: Option<u64>,
+    /// Rows a result may have (0: no limit).
+    pub max_result_rows: Option<u64>,
+    /// Bytes a result file may have (0: no limit).
+    pub max_result_bytes: Option<u64>,
+    /// Queries one user may have queued or running at once (0: no limit).
+    pub max_in_flight_per_user: Option<usize>,
 }
 
 /// The settings the server runs with.
@@ -79,6 +89,12 @@ pub struct Settings {
     pub sample_orders: usize,
     /// How long a query may run; `None`: no limit.
     pub query_timeout: Option<std::time::Duration>,
+    /// Rows a result may have; `None`: no limit.
+    pub max_result_rows: Option<u64>,
+    /// Bytes a result file may have; `None`: no limit.
+    pub max_result_bytes: Option<u64>,
+    /// Queries one user may have queued or running; `None`: no limit.
+    pub max_in_flight_per_user: Option<usize>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -129,6 +145,14 @@ impl Settings {
                 0 => None,
                 secs => Some(std::time::Duration::from_secs(secs)),
             },
+            max_result_rows: file.max_result_rows.filter(|&n| n > 0),
+            max_result_bytes: Some(file.max_result_bytes.unwrap_or(DEFAULT_MAX_RESULT_BYTES))
+                .filter(|&n| n > 0),
+            max_in_flight_per_user: Some(
+                file.max_in_flight_per_user
+                    .unwrap_or(DEFAULT_MAX_IN_FLIGHT_PER_USER),
+            )
+            .filter(|&n| n > 0),
         })
     }
 }

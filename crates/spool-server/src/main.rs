@@ -87,6 +87,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     };
     let mut config = SpoolConfig::with_workers(settings.workers);
     config.query_timeout = settings.query_timeout;
+    config.max_result_rows = settings.max_result_rows;
+    config.max_result_bytes = settings.max_result_bytes;
+    config.max_in_flight_per_user = settings.max_in_flight_per_user;
     let spool = Spool::new(ports, config);
     let workers = spool.start();
 
