@@ -211,6 +211,11 @@ impl Server {
         String::from_utf8(self.result(&id)).expect("utf-8")
     }
 
+    /// Returns the path of the server binary, to run its subcommands.
+    pub fn binary(&self) -> &'static Path {
+        server_binary()
+    }
+
     /// Returns the server's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()

@@ -255,3 +255,130 @@ fn full_export_of_the_default_sample() {
         peak_rss_kib(server.pid())
     );
 }
+
+fn basic(user: &str, password: &str) -> String {
+    // Tiny base64 encoder, to keep this crate free of product dependencies.
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let raw = format!("{user}:{password}").into_bytes();
+    let mut out = String::new();
+    for chunk in raw.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    format!("Basic {out}")
+}
+
+#[test]
+fn users_added_while_the_server_runs_can_log_in_and_are_isolated() {
+    let server = Server::start(SMALL);
+    assert_eq!(basic("ADMIN", "KYLIN"), ADMIN);
+    let status = Command::new(server.binary())
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .args(["user", "add", "alice", "--project", "ssb"])
+        .env("SPOOL_PASSWORD", "wonderland")
+        .status()
+        .expect("user add");
+    assert!(status.success());
+    let alice = basic("alice", "wonderland");
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    let body = json!({"sql": "select count(*) from lineorder", "project": "ssb"}).to_string();
+    let id = loop {
+        let res = server.send("POST", "/kylin/api/async_query", Some(&alice), Some(&body));
+        if res.status().as_u16() == 200 {
+            let v: Value = res.json().expect("json");
+            break v["data"]["queryID"].as_str().expect("id").to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alice never got in: {}",
+            res.status()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    // Alice may not query DEFAULT, nor clean up; ADMIN sees her query, nobody else does.
+    let other = json!({"sql": "select 1", "project": "DEFAULT"}).to_string();
+    let res = server.send("POST", "/kylin/api/async_query", Some(&alice), Some(&other));
+    assert_eq!(res.status().as_u16(), 403);
+    let res = server.send("DELETE", "/kylin/api/async_query", Some(&alice), None);
+    assert_eq!(res.status().as_u16(), 403);
+    assert_eq!(server.wait(&id)["data"]["status"], "SUCCESSFUL");
+    let res = server.send(
+        "GET",
+        &format!("/kylin/api/async_query/{id}/result"),
+        Some(&alice),
+        None,
+    );
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(
+        res.text()
+            .expect("body")
+            .trim()
+            .parse::<u64>()
+            .map(|n| n > 0),
+        Ok(true)
+    );
+
+    // Removing her takes effect on the running server.
+    let status = Command::new(server.binary())
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .args(["user", "remove", "alice"])
+        .status()
+        .expect("user remove");
+    assert!(status.success());
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let res = server.send(
+            "GET",
+            &format!("/kylin/api/async_query/{id}/status"),
+            Some(&alice),
+            None,
+        );
+        if res.status().as_u16() == 401 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "alice still gets in");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn file_reading_sql_is_refused_and_nothing_is_read() {
+    let server = Server::start(SMALL);
+    let secret = server.data_dir.join("users.toml");
+    let secret = secret.to_str().expect("utf-8");
+    for sql in [
+        format!("select * from read_csv('{secret}')"),
+        format!("select * from READ_PARQUET('{secret}')"),
+        format!("select * from \"read_json\"('{secret}')"),
+        format!("select * from read_ipc('{secret}')"),
+        format!("select * from '{secret}'"),
+        format!("select * from \"{secret}\""),
+        format!(
+            "select * from lineorder where lo_orderkey in (select 1 from read_csv('{secret}'))"
+        ),
+        format!("with x as (select * from read_csv('{secret}')) select * from x"),
+        "select * from ssb.lineorder, other.lineorder".to_owned(),
+        "copy lineorder to '/tmp/x.csv'".to_owned(),
+        "create table t as select 1".to_owned(),
+        "set x = 1".to_owned(),
+    ] {
+        let id = server.submit(&sql, "ssb");
+        let v = server.wait(&id);
+        assert_eq!(v["data"]["status"], "FAILED", "{sql}: {v}");
+        let info = v["data"]["info"].as_str().expect("info");
+        assert!(!info.contains("argon2"), "{sql}: {info}");
+    }
+}

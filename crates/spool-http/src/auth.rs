@@ -71,6 +71,17 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
         .to_string())
 }
 
+/// Returns whether `password` matches the argon2 PHC string `hash`.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
 /// Checks Basic credentials against the configured users.
 pub struct Authenticator {
     users: RwLock<Arc<HashMap<String, UserRecord>>>,
@@ -192,17 +203,9 @@ impl Authenticator {
         let hash = record
             .as_ref()
             .map_or_else(|| self.dummy_hash.clone(), |r| r.password_hash.clone());
-        let valid = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .map(|parsed| {
-                    Argon2::default()
-                        .verify_password(password.as_bytes(), &parsed)
-                        .is_ok()
-                })
-                .unwrap_or(false)
-        })
-        .await
-        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+        let valid = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .map_err(|e| ApiError::Internal(Box::new(e)))?;
         match record {
             Some(record) if valid => {
                 self.verified

@@ -13,6 +13,6 @@ mod auth;
 mod error;
 mod routes;
 
-pub use auth::{Authenticator, UserRecord, hash_password};
+pub use auth::{Authenticator, UserRecord, hash_password, verify_password};
 pub use error::ApiError;
 pub use routes::{AppState, HttpLimits, router};

@@ -44,6 +44,17 @@ pub struct Cli {
     /// Log filter, as RUST_LOG (which wins if set) [default: info]
     #[arg(long, env = "SPOOL_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Manage users instead of serving
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands of `spool-server`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Manage the users in <data dir>/users.toml (a running server picks changes up by itself)
+    #[command(subcommand)]
+    User(crate::users::UserCommand),
 }
 
 /// The configuration file's fields; all optional.
@@ -70,6 +81,8 @@ pub struct FileConfig {
     pub max_result_bytes: Option<u64>,
     /// Queries one user may have queued or running at once (0: no limit).
     pub max_in_flight_per_user: Option<usize>,
+    /// Whether the first start creates Kylin's default user ADMIN / KYLIN.
+    pub default_admin: Option<bool>,
 }
 
 /// The settings the server runs with.
@@ -95,6 +108,8 @@ pub struct Settings {
     pub max_result_bytes: Option<u64>,
     /// Queries one user may have queued or running; `None`: no limit.
     pub max_in_flight_per_user: Option<usize>,
+    /// Whether the first start creates ADMIN / KYLIN.
+    pub default_admin: bool,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -153,6 +168,7 @@ impl Settings {
                     .unwrap_or(DEFAULT_MAX_IN_FLIGHT_PER_USER),
             )
             .filter(|&n| n > 0),
+            default_admin: file.default_admin.unwrap_or(true),
         })
     }
 }

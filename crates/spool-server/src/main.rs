@@ -22,11 +22,16 @@ use spool_store_sled::SledJobStore;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Cli, Settings};
+use crate::config::{Cli, Command, Settings};
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     let settings = Settings::resolve(&cli)?;
+    if let Some(Command::User(command)) = cli.command.take() {
+        let message = users::run(command, &settings.data_dir, settings.default_admin)?;
+        println!("{message}");
+        return Ok(());
+    }
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.log_level))
         .context("invalid log filter")?;
@@ -65,7 +70,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
     prepare_data_dir(&settings)?;
-    let users = users::load_or_init(&settings.data_dir.join("users.toml"))?;
+    let users_file = users::path_in(&settings.data_dir);
+    let users = users::load_or_init(&users_file, settings.default_admin)?;
 
     let (jobs, recovered) = SledJobStore::open(&settings.data_dir.join("jobs"))
         .context("opening the job store (is another spool-server using this data dir?)")?;
@@ -93,9 +99,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let spool = Spool::new(ports, config);
     let workers = spool.start();
 
+    let auth = Arc::new(Authenticator::new(users));
+    tokio::spawn(users::watch(users_file, Arc::clone(&auth)));
     let state = AppState {
         spool,
-        auth: Arc::new(Authenticator::new(users)),
+        auth,
         limits: HttpLimits {
             max_body_bytes: settings.max_body_bytes,
         },

@@ -36,3 +36,64 @@ fn a_broken_config_file_is_a_clear_startup_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("parsing config file"), "{err}");
 }
+
+fn user_cmd(
+    data_dir: &std::path::Path,
+    args: &[&str],
+    password: Option<&str>,
+) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--data-dir").arg(data_dir).arg("user").args(args);
+    match password {
+        Some(p) => cmd.env("SPOOL_PASSWORD", p),
+        None => cmd.env_remove("SPOOL_PASSWORD"),
+    };
+    cmd.output().expect("run")
+}
+
+#[test]
+fn users_are_managed_without_editing_hashes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    ok(user_cmd(
+        &data,
+        &["add", "alice", "--project", "ssb", "--project", "DEFAULT"],
+        Some("s3cret"),
+    ));
+    ok(user_cmd(&data, &["add", "ops", "--admin"], Some("pw")));
+    let list = ok(user_cmd(&data, &["list"], None));
+    assert_eq!(
+        list,
+        "ADMIN\tadmin\t\nalice\tuser\tssb,DEFAULT\nops\tadmin\t\n"
+    );
+    let file = std::fs::read_to_string(data.join("users.toml")).expect("users file");
+    assert!(!file.contains("s3cret"), "passwords are never stored");
+    assert!(file.contains("$argon2id$"));
+
+    ok(user_cmd(&data, &["passwd", "alice"], Some("n3w")));
+    assert_ne!(
+        std::fs::read_to_string(data.join("users.toml")).expect("users file"),
+        file
+    );
+    ok(user_cmd(&data, &["remove", "ops"], None));
+    assert_eq!(
+        ok(user_cmd(&data, &["list"], None)),
+        "ADMIN\tadmin\t\nalice\tuser\tssb,DEFAULT\n"
+    );
+
+    let dup = user_cmd(&data, &["add", "alice"], Some("x"));
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+    let missing = user_cmd(&data, &["remove", "nobody"], None);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no user nobody"));
+    let empty = user_cmd(&data, &["add", "bob"], Some(""));
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("must not be empty"));
+}
