@@ -335,7 +335,7 @@ mod tests {
         let right = header("Basic QURNSU46S1lMSU4=");
         assert!(matches!(
             a.authenticate(Some(&right), Some(client)).await,
-            Err(ApiError::TooManyAttempts(s)) if s >= 1 && s <= 60
+            Err(ApiError::TooManyAttempts(s)) if (1..=60).contains(&s)
         ));
         // Other clients are not affected.
         let other: IpAddr = "127.0.0.10".parse().expect("ip");
