@@ -10,10 +10,14 @@ use serde_json::Value;
 /// For each workspace package, the workspace packages it may depend on (normal or dev).
 const ALLOWED: &[(&str, &[&str])] = &[
     ("spool-domain", &[]),
+    ("spool-ssb", &[]),
     ("spool-ports", &["spool-domain"]),
     ("spool-core", &["spool-domain", "spool-ports"]),
     ("spool-store-sled", &["spool-domain", "spool-ports"]),
-    ("spool-engine-polars", &["spool-domain", "spool-ports"]),
+    (
+        "spool-engine-polars",
+        &["spool-domain", "spool-ports", "spool-ssb"],
+    ),
     ("spool-results-fs", &["spool-domain", "spool-ports"]),
     ("spool-http", &["spool-core", "spool-domain", "spool-ports"]),
     (
@@ -26,9 +30,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "spool-store-sled",
             "spool-engine-polars",
             "spool-results-fs",
+            "spool-ssb",
         ],
     ),
-    ("spool-e2e", &[]),
+    ("spool-e2e", &["spool-ssb"]),
     ("xtask", &[]),
 ];
 

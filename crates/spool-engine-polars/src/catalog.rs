@@ -71,6 +71,25 @@ fn scan(source: &Source) -> PolarsResult<LazyFrame> {
     }
 }
 
+/// Estimates a table's rows for join planning: exact for Parquet (from the footer), a guess
+/// from the file size for CSV.
+fn estimate_rows(source: &Source) -> Option<u64> {
+    let parquet_rows = |path: &Path| -> Option<u64> {
+        let file = fs::File::open(path).ok()?;
+        ParquetReader::new(file).num_rows().ok().map(|n| n as u64)
+    };
+    match source {
+        Source::Parquet(path) => parquet_rows(path),
+        Source::ParquetDir(dir) => fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+            .map(|e| parquet_rows(&e.path()))
+            .sum(),
+        Source::Csv(path) => fs::metadata(path).ok().map(|m| m.len() / 32),
+    }
+}
+
 /// The contents of a project folder: tables with their sources, views with their files.
 type Listing = (Vec<(String, Source)>, Vec<(String, PathBuf)>);
 
@@ -126,6 +145,9 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
             ))
         })?;
         names.add_table(table, schema.iter_names().map(|n| n.as_str()));
+        if let Some(rows) = estimate_rows(source) {
+            names.rows.insert(table.to_lowercase(), rows);
+        }
         context.register(table, lf);
     }
     // Views may build on views: define them in passes until none is left or a pass makes no
@@ -146,6 +168,10 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
             match define_view(&context, &names, &name, &text) {
                 Ok((prepared, columns)) => {
                     names.add_table(&view, columns.iter().map(String::as_str));
+                    // A view may read anything in the project; assume the largest.
+                    if let Some(&largest) = names.rows.values().max() {
+                        names.rows.insert(view.to_lowercase(), largest);
+                    }
                     names.views.push((view, prepared));
                     progress = true;
                 }

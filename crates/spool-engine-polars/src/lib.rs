@@ -10,6 +10,8 @@
 
 mod catalog;
 mod csv;
+mod joins;
+mod rewrite;
 pub mod sample;
 mod sql;
 

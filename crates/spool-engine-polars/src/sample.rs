@@ -1,156 +1,265 @@
-//! A small deterministic sample project shaped like Kylin's SSB sample, so a fresh install can
-//! run the seed's `select * from p_lineorder` at once.
+//! Writes the SSB sample project (rows from `spool-ssb`) as Parquet files the catalog serves.
 //!
-//! Writes `LINEORDER.parquet` (SSB's columns and value domains, generated from a fixed seed) and
-//! the view `P_LINEORDER.sql` (every LINEORDER column plus `V_REVENUE`).
+//! Layout: `LINEORDER.parquet`, `CUSTOMER.parquet`, `SUPPLIER.parquet`, `PART.parquet`,
+//! `DATES.parquet` and the view `P_LINEORDER.sql` (every LINEORDER column plus `V_REVENUE`).
+//!
+//! Invariants:
+//! - Output is byte-identical for the same scale factor and seed, whatever the thread count:
+//!   LINEORDER is cut into fixed chunks of orders, generated on any thread, and written in chunk
+//!   order, one row group per chunk.
+//! - Memory stays bounded: at most a few chunks are in flight; SF 10 never holds the whole table.
+//! - The project appears whole or not at all: it is written into a hidden folder beside `dir`
+//!   and renamed into place at the end.
 
+use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use polars::prelude::*;
+use spool_ssb::{Lineorders, Ssb};
 
-const PRIORITIES: [&str; 5] = ["1-URGENT", "2-HIGH", "3-MEDIUM", "4-NOT SPECIFIED", "5-LOW"];
-const SHIP_MODES: [&str; 7] = ["REG AIR", "AIR", "RAIL", "SHIP", "TRUCK", "MAIL", "FOB"];
-
-/// A small, fast, deterministic generator (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i64
-    }
+/// What was written, per table: (name, rows, bytes).
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    /// One entry per table file, in writing order.
+    pub tables: Vec<(String, u64, u64)>,
 }
 
-/// Returns the yyyymmdd of the day `days` after 1992-01-01.
-fn date_key(days: i64) -> i32 {
-    let (mut y, mut d) = (1992i32, days);
-    loop {
-        let len = if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 {
-            366
-        } else {
-            365
-        };
-        if d < len {
-            break;
+/// The SQL of the `P_LINEORDER` view.
+pub const P_LINEORDER_SQL: &str =
+    "SELECT *, LO_EXTENDEDPRICE * LO_DISCOUNT AS V_REVENUE FROM LINEORDER\n";
+
+/// Writes the SSB project for `ssb` into `dir` (which must not exist yet) using `threads`
+/// generator threads.
+pub fn write_ssb_project(dir: &Path, ssb: &Ssb, threads: usize) -> PolarsResult<Written> {
+    if dir.exists() {
+        polars_bail!(ComputeError: "{} already exists", dir.display());
+    }
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "ssb".to_owned());
+    let staging = dir.with_file_name(format!(".{name}.partial"));
+    if staging.exists() {
+        fs::remove_dir_all(&staging)?;
+    }
+    fs::create_dir_all(&staging)?;
+    let mut written = Written::default();
+    let mut record = |table: &str, rows: u64, path: &Path| -> PolarsResult<()> {
+        written
+            .tables
+            .push((table.to_owned(), rows, fs::metadata(path)?.len()));
+        Ok(())
+    };
+    let (rows, path) = write_lineorder(&staging, ssb, threads.max(1))?;
+    record("LINEORDER", rows, &path)?;
+    for (table, mut frame) in [
+        ("CUSTOMER", customer_frame(ssb)?),
+        ("SUPPLIER", supplier_frame(ssb)?),
+        ("PART", part_frame(ssb)?),
+        ("DATES", dates_frame()?),
+    ] {
+        let path = staging.join(format!("{table}.parquet"));
+        writer(fs::File::create(&path)?).finish(&mut frame)?;
+        record(table, frame.height() as u64, &path)?;
+    }
+    fs::write(staging.join("P_LINEORDER.sql"), P_LINEORDER_SQL)?;
+    fs::rename(&staging, dir)?;
+    Ok(written)
+}
+
+fn writer(file: fs::File) -> ParquetWriter<fs::File> {
+    ParquetWriter::new(file).with_compression(ParquetCompression::Snappy)
+}
+
+/// Generates LINEORDER chunks on `threads` threads and writes them in order.
+fn write_lineorder(dir: &Path, ssb: &Ssb, threads: usize) -> PolarsResult<(u64, PathBuf)> {
+    let path = dir.join("LINEORDER.parquet");
+    let chunks = ssb.chunks();
+    // Chunk numbers are handed out through a bounded channel that the writer refills as it
+    // writes, so no more than `window` chunks are ever generated but not yet written.
+    let window = (threads * 2) as u64;
+    let (ticket_tx, ticket_rx) = mpsc::channel::<u64>();
+    let ticket_rx = Arc::new(Mutex::new(ticket_rx));
+    let (frame_tx, frame_rx) =
+        mpsc::sync_channel::<(u64, PolarsResult<DataFrame>)>(window as usize);
+    for chunk in 0..window.min(chunks) {
+        let _ = ticket_tx.send(chunk);
+    }
+    let mut next_ticket = window.min(chunks);
+    std::thread::scope(|scope| -> PolarsResult<(u64, PathBuf)> {
+        for _ in 0..threads {
+            let tickets = Arc::clone(&ticket_rx);
+            let frames = frame_tx.clone();
+            scope.spawn(move || {
+                loop {
+                    let next = tickets
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .recv();
+                    let Ok(chunk) = next else { return };
+                    let frame = lineorder_frame(ssb.lineorders(ssb.chunk_orders(chunk)));
+                    if frames.send((chunk, frame)).is_err() {
+                        return;
+                    }
+                }
+            });
         }
-        d -= len;
-        y += 1;
-    }
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let months = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    let mut m = 0;
-    while d >= months[m] {
-        d -= months[m];
-        m += 1;
-    }
-    y * 10_000 + (m as i32 + 1) * 100 + d as i32 + 1
-}
-
-/// Writes the sample project into `dir` with about `orders` orders (1 to 7 lines each).
-pub fn write_sample_project(dir: &Path, orders: usize) -> PolarsResult<()> {
-    fs::create_dir_all(dir)?;
-    let mut rng = Rng(0x5EED_0001);
-    let (customers, parts, suppliers) = (30_000i64, 200_000i64, 2_000i64);
-    // LO_ORDERKEY, LINENUMBER, QUANTITY, EXTENDEDPRICE, ORDTOTALPRICE, DISCOUNT, REVENUE,
-    // SUPPLYCOST, TAX.
-    let mut cols: [Vec<i64>; 9] = Default::default();
-    let (mut orderdate, mut commitdate, mut custkey, mut partkey, mut suppkey) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut priority, mut shipmode) = (Vec::new(), Vec::new());
-    for order in 1..=orders as i64 {
-        let lines = rng.range(1, 7);
-        let day = rng.range(0, 2_405);
-        let cust = rng.range(1, customers) as i32;
-        let prio = PRIORITIES[rng.range(0, 4) as usize];
-        let mut total = 0;
-        let start = cols[0].len();
-        for line in 1..=lines {
-            let part = rng.range(1, parts);
-            let quantity = rng.range(1, 50);
-            let price = 90_000 + (part / 10) % 20_001 + 100 * (part % 1_000);
-            let extended = quantity * price;
-            let discount = rng.range(0, 10);
-            let revenue = extended * (100 - discount) / 100;
-            total += extended;
-            let values = [
-                order,
-                line,
-                quantity,
-                extended,
-                0,
-                discount,
-                revenue,
-                6 * price / 10,
-                rng.range(0, 8),
-            ];
-            for (c, v) in cols.iter_mut().zip(values) {
-                c.push(v);
+        drop(frame_tx);
+        let outcome = (|| {
+            let mut batched = None;
+            let mut pending = BTreeMap::new();
+            let mut rows = 0u64;
+            for chunk in 0..chunks {
+                let frame = loop {
+                    if let Some(frame) = pending.remove(&chunk) {
+                        break frame;
+                    }
+                    let Ok((n, frame)) = frame_rx.recv() else {
+                        polars_bail!(ComputeError: "a generator thread stopped");
+                    };
+                    pending.insert(n, frame);
+                };
+                let frame: DataFrame = frame?;
+                if next_ticket < chunks {
+                    let _ = ticket_tx.send(next_ticket);
+                    next_ticket += 1;
+                }
+                if batched.is_none() {
+                    batched = Some(
+                        writer(fs::File::create(&path)?)
+                            .with_row_group_size(Some(frame.height().max(1)))
+                            .batched(frame.schema())?,
+                    );
+                }
+                if let Some(w) = batched.as_mut() {
+                    w.write_batch(&frame)?;
+                }
+                rows += frame.height() as u64;
             }
-            orderdate.push(date_key(day));
-            commitdate.push(date_key(day + rng.range(30, 90)));
-            custkey.push(cust);
-            partkey.push(part as i32);
-            suppkey.push(rng.range(1, suppliers) as i32);
-            priority.push(prio);
-            shipmode.push(SHIP_MODES[rng.range(0, 6) as usize]);
-        }
-        for v in &mut cols[4][start..] {
-            *v = total;
-        }
-    }
-    let n = cols[0].len();
-    let mut frame = DataFrame::new(
+            if let Some(w) = batched {
+                w.finish()?;
+            }
+            Ok((rows, path.clone()))
+        })();
+        // Whatever happened, let the generator threads run out of tickets and stop.
+        drop(ticket_tx);
+        drop(frame_rx);
+        outcome
+    })
+}
+
+fn lineorder_frame(rows: Lineorders) -> PolarsResult<DataFrame> {
+    let n = rows.len();
+    DataFrame::new(
         n,
         vec![
-            Column::new("LO_ORDERKEY".into(), &cols[0]),
-            Column::new("LO_LINENUMBER".into(), &cols[1]),
-            Column::new("LO_CUSTKEY".into(), custkey),
-            Column::new("LO_PARTKEY".into(), partkey),
-            Column::new("LO_SUPPKEY".into(), suppkey),
-            Column::new("LO_ORDERDATE".into(), orderdate),
-            Column::new("LO_ORDERPRIORITY".into(), priority),
-            Column::new("LO_SHIPPRIORITY".into(), vec![0i32; n]),
-            Column::new("LO_QUANTITY".into(), &cols[2]),
-            Column::new("LO_EXTENDEDPRICE".into(), &cols[3]),
-            Column::new("LO_ORDTOTALPRICE".into(), &cols[4]),
-            Column::new("LO_DISCOUNT".into(), &cols[5]),
-            Column::new("LO_REVENUE".into(), &cols[6]),
-            Column::new("LO_SUPPLYCOST".into(), &cols[7]),
-            Column::new("LO_TAX".into(), &cols[8]),
-            Column::new("LO_COMMITDATE".into(), commitdate),
-            Column::new("LO_SHIPMODE".into(), shipmode),
+            Column::new("LO_ORDERKEY".into(), rows.orderkey),
+            Column::new("LO_LINENUMBER".into(), rows.linenumber),
+            Column::new("LO_CUSTKEY".into(), rows.custkey),
+            Column::new("LO_PARTKEY".into(), rows.partkey),
+            Column::new("LO_SUPPKEY".into(), rows.suppkey),
+            Column::new("LO_ORDERDATE".into(), rows.orderdate),
+            Column::new("LO_ORDERPRIORITY".into(), rows.orderpriority),
+            Column::new("LO_SHIPPRIORITY".into(), rows.shippriority),
+            Column::new("LO_QUANTITY".into(), rows.quantity),
+            Column::new("LO_EXTENDEDPRICE".into(), rows.extendedprice),
+            Column::new("LO_ORDTOTALPRICE".into(), rows.ordtotalprice),
+            Column::new("LO_DISCOUNT".into(), rows.discount),
+            Column::new("LO_REVENUE".into(), rows.revenue),
+            Column::new("LO_SUPPLYCOST".into(), rows.supplycost),
+            Column::new("LO_TAX".into(), rows.tax),
+            Column::new("LO_COMMITDATE".into(), rows.commitdate),
+            Column::new("LO_SHIPMODE".into(), rows.shipmode),
         ],
-    )?;
-    let tmp = dir.join(".LINEORDER.parquet.tmp");
-    ParquetWriter::new(fs::File::create(&tmp)?).finish(&mut frame)?;
-    fs::rename(&tmp, dir.join("LINEORDER.parquet"))?;
-    fs::write(
-        dir.join("P_LINEORDER.sql"),
-        "SELECT *, LO_EXTENDEDPRICE * LO_DISCOUNT AS V_REVENUE FROM LINEORDER\n",
-    )?;
-    Ok(())
+    )
+}
+
+/// Builds a column from one field of each row.
+fn col<R, T>(name: &str, rows: &[R], f: impl Fn(&R) -> T) -> Column
+where
+    Series: NamedFrom<Vec<T>, [T]>,
+{
+    Column::new(name.into(), rows.iter().map(f).collect::<Vec<T>>())
+}
+
+fn customer_frame(ssb: &Ssb) -> PolarsResult<DataFrame> {
+    let rows = ssb.customers();
+    DataFrame::new(
+        rows.len(),
+        vec![
+            col("C_CUSTKEY", &rows, |r| r.key),
+            col("C_NAME", &rows, |r| r.name.clone()),
+            col("C_ADDRESS", &rows, |r| r.address.clone()),
+            col("C_CITY", &rows, |r| r.city.clone()),
+            col("C_NATION", &rows, |r| r.nation),
+            col("C_REGION", &rows, |r| r.region),
+            col("C_PHONE", &rows, |r| r.phone.clone()),
+            col("C_MKTSEGMENT", &rows, |r| r.segment),
+        ],
+    )
+}
+
+fn supplier_frame(ssb: &Ssb) -> PolarsResult<DataFrame> {
+    let rows = ssb.suppliers();
+    DataFrame::new(
+        rows.len(),
+        vec![
+            col("S_SUPPKEY", &rows, |r| r.key),
+            col("S_NAME", &rows, |r| r.name.clone()),
+            col("S_ADDRESS", &rows, |r| r.address.clone()),
+            col("S_CITY", &rows, |r| r.city.clone()),
+            col("S_NATION", &rows, |r| r.nation),
+            col("S_REGION", &rows, |r| r.region),
+            col("S_PHONE", &rows, |r| r.phone.clone()),
+        ],
+    )
+}
+
+fn part_frame(ssb: &Ssb) -> PolarsResult<DataFrame> {
+    let rows = ssb.parts();
+    DataFrame::new(
+        rows.len(),
+        vec![
+            col("P_PARTKEY", &rows, |r| r.key),
+            col("P_NAME", &rows, |r| r.name.clone()),
+            col("P_MFGR", &rows, |r| r.mfgr.clone()),
+            col("P_CATEGORY", &rows, |r| r.category.clone()),
+            col("P_BRAND", &rows, |r| r.brand.clone()),
+            col("P_COLOR", &rows, |r| r.color),
+            col("P_TYPE", &rows, |r| r.kind.clone()),
+            col("P_SIZE", &rows, |r| r.size),
+            col("P_CONTAINER", &rows, |r| r.container.clone()),
+        ],
+    )
+}
+
+fn dates_frame() -> PolarsResult<DataFrame> {
+    let rows = spool_ssb::dates();
+    DataFrame::new(
+        rows.len(),
+        vec![
+            col("D_DATEKEY", &rows, |r| r.datekey),
+            col("D_DATE", &rows, |r| r.date.clone()),
+            col("D_DAYOFWEEK", &rows, |r| r.dayofweek),
+            col("D_MONTH", &rows, |r| r.month),
+            col("D_YEAR", &rows, |r| r.year),
+            col("D_YEARMONTHNUM", &rows, |r| r.yearmonthnum),
+            col("D_YEARMONTH", &rows, |r| r.yearmonth.clone()),
+            col("D_DAYNUMINWEEK", &rows, |r| r.daynuminweek),
+            col("D_DAYNUMINMONTH", &rows, |r| r.daynuminmonth),
+            col("D_DAYNUMINYEAR", &rows, |r| r.daynuminyear),
+            col("D_MONTHNUMINYEAR", &rows, |r| r.monthnuminyear),
+            col("D_WEEKNUMINYEAR", &rows, |r| r.weeknuminyear),
+            col("D_SELLINGSEASON", &rows, |r| r.sellingseason),
+            col("D_LASTDAYINWEEKFL", &rows, |r| r.lastdayinweekfl),
+            col("D_LASTDAYINMONTHFL", &rows, |r| r.lastdayinmonthfl),
+            col("D_HOLIDAYFL", &rows, |r| r.holidayfl),
+            col("D_WEEKDAYFL", &rows, |r| r.weekdayfl),
+        ],
+    )
 }
 
 #[cfg(test)]
@@ -158,20 +267,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates_count_from_1992() {
-        assert_eq!(date_key(0), 19920101);
-        assert_eq!(date_key(59), 19920229);
-        assert_eq!(date_key(366), 19930101);
-        assert_eq!(date_key(2_405), 19980802);
-    }
-
-    #[test]
-    fn the_sample_is_deterministic() {
-        let a = tempfile::tempdir().expect("tempdir");
-        let b = tempfile::tempdir().expect("tempdir");
-        write_sample_project(a.path(), 100).expect("write");
-        write_sample_project(b.path(), 100).expect("write");
-        let read = |d: &Path| fs::read(d.join("LINEORDER.parquet")).expect("read");
-        assert_eq!(read(a.path()), read(b.path()));
+    fn the_project_is_deterministic_whatever_the_thread_count() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let ssb = Ssb::new(0.05).expect("scale");
+        let one = write_ssb_project(&root.path().join("a"), &ssb, 1).expect("write");
+        write_ssb_project(&root.path().join("b"), &ssb, 3).expect("write");
+        for (table, _, _) in &one.tables {
+            let read = |d: &str| fs::read(root.path().join(d).join(format!("{table}.parquet")));
+            assert_eq!(read("a").expect("a"), read("b").expect("b"), "{table}");
+        }
+        let lineorder = &one.tables[0];
+        assert_eq!(lineorder.0, "LINEORDER");
+        let expected: usize = (0..ssb.chunks())
+            .map(|c| ssb.lineorders(ssb.chunk_orders(c)).len())
+            .sum();
+        assert_eq!(lineorder.1, expected as u64);
+        assert!(root.path().join("a/P_LINEORDER.sql").exists());
+        assert!(!root.path().join(".a.partial").exists());
+        assert!(write_ssb_project(&root.path().join("a"), &ssb, 1).is_err());
     }
 }

@@ -19,6 +19,8 @@ use sqlparser::ast::{
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 
+use crate::{joins, rewrite};
+
 /// The names a query may refer to, each keyed by its lowercase form.
 #[derive(Debug, Default)]
 pub(crate) struct Names {
@@ -26,6 +28,10 @@ pub(crate) struct Names {
     pub tables: HashMap<String, String>,
     /// Columns of every table and view; a name spelled two ways is left out (ambiguous).
     pub columns: HashMap<String, Option<String>>,
+    /// Each table's and view's columns, lowercase.
+    pub table_columns: HashMap<String, HashSet<String>>,
+    /// Estimated rows of tables and views, where known (for join planning).
+    pub rows: HashMap<String, u64>,
     /// Views as (name, checked SQL), each after the views it reads. A query that reads a view
     /// gets them all as CTEs in front of its own, so Polars plans the view inline.
     pub views: Vec<(String, String)>,
@@ -35,6 +41,9 @@ impl Names {
     /// Adds a table or view and its columns.
     pub fn add_table<'a>(&mut self, table: &str, columns: impl IntoIterator<Item = &'a str>) {
         self.tables.insert(table.to_lowercase(), table.to_owned());
+        let own = self.table_columns.entry(table.to_lowercase()).or_default();
+        let columns: Vec<&str> = columns.into_iter().collect();
+        own.extend(columns.iter().map(|c| c.to_lowercase()));
         for column in columns {
             self.columns
                 .entry(column.to_lowercase())
@@ -104,8 +113,21 @@ fn prepare_inner(
     if let Some(error) = resolver.error {
         return Err(error);
     }
+    let mut compat = rewrite::Compat::new(names);
+    let _ = query.visit(&mut compat);
+    if let Some(error) = compat.error {
+        return Err(error);
+    }
+    let mut planner = JoinPlanner { names, error: None };
+    let _ = query.visit(&mut planner);
+    if let Some(error) = planner.error {
+        return Err(error);
+    }
     if with_views && resolver.reads_view {
         prepend_views(query, &names.views)?;
+    }
+    if with_views {
+        rewrite::name_computed_columns(query);
     }
     apply_paging(query, offset, limit);
     Ok(statement.to_string())
@@ -319,6 +341,26 @@ impl VisitorMut for Resolver<'_> {
     }
 }
 
+/// Runs [`joins::plan`] on every query and subquery.
+struct JoinPlanner<'a> {
+    names: &'a Names,
+    error: Option<String>,
+}
+
+impl VisitorMut for JoinPlanner<'_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        match joins::plan(query, self.names) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                self.error = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    }
+}
+
 fn number(n: u64) -> Expr {
     Expr::value(Value::Number(n.to_string(), false))
 }
@@ -392,7 +434,7 @@ mod tests {
         );
         check(
             "select l.lo_orderkey, d_year from lineorder l, dates where lo_orderdate = d_datekey",
-            r#"SELECT l."LO_ORDERKEY", "D_YEAR" FROM "LINEORDER" l, "DATES" WHERE "LO_ORDERDATE" = "D_DATEKEY""#,
+            r#"SELECT l."LO_ORDERKEY", "D_YEAR" FROM "LINEORDER" l INNER JOIN "DATES" ON l."LO_ORDERDATE" = "DATES"."D_DATEKEY""#,
         );
         check(
             "select lineorder.lo_revenue from lineorder",
@@ -482,22 +524,88 @@ mod tests {
     #[test]
     fn paging_applies_only_where_the_sql_has_none() {
         let p = |sql: &str, offset, limit| prepare(sql, &names(), "ssb", offset, limit).expect(sql);
+        let p = |sql: &str, offset, limit| {
+            p(&format!("select d_year from dates{sql}"), offset, limit)
+                .replace(r#"SELECT "D_YEAR" FROM "DATES""#, "")
+        };
+        assert_eq!(p("", Some(5), Some(10)), " LIMIT 10 OFFSET 5");
+        assert_eq!(p(" limit 3", Some(5), Some(10)), " LIMIT 3 OFFSET 5");
+        assert_eq!(p(" offset 2", None, Some(10)), " LIMIT 10 OFFSET 2");
         assert_eq!(
-            p("select 1", Some(5), Some(10)),
-            "SELECT 1 LIMIT 10 OFFSET 5"
+            p(" limit 3 offset 2", Some(5), Some(10)),
+            " LIMIT 3 OFFSET 2"
         );
+        assert_eq!(p("", None, None), "");
+    }
+
+    #[test]
+    fn computed_columns_get_kylin_names() {
+        check(
+            "select d_year, count(*), sum(d_year) as s from dates group by d_year order by count(*)",
+            r#"SELECT "D_YEAR", count(*) AS "EXPR$1", sum("D_YEAR") AS s FROM "DATES" GROUP BY "D_YEAR" ORDER BY "EXPR$1""#,
+        );
+    }
+
+    fn ssb_names() -> Names {
+        let mut n = Names::default();
+        for (table, rows, columns) in [
+            (
+                "LINEORDER",
+                6_000_000,
+                &["LO_CUSTKEY", "LO_SUPPKEY", "LO_ORDERDATE", "LO_REVENUE"][..],
+            ),
+            ("CUSTOMER", 30_000, &["C_CUSTKEY", "C_REGION"][..]),
+            ("SUPPLIER", 2_000, &["S_SUPPKEY", "S_REGION"][..]),
+            ("DATES", 2_556, &["D_DATEKEY", "D_YEAR"][..]),
+        ] {
+            n.add_table(table, columns.iter().copied());
+            n.rows.insert(table.to_lowercase(), rows);
+        }
+        n
+    }
+
+    #[test]
+    fn comma_joins_become_a_join_chain_from_the_fact_table() {
+        let sql = "select d_year, sum(lo_revenue) as r from dates, customer, supplier, lineorder \
+                   where lo_custkey = c_custkey and lo_suppkey = s_suppkey \
+                   and lo_orderdate = d_datekey and c_region = 'ASIA' and (d_year = 1997 or d_year = 1998) \
+                   group by d_year";
+        let prepared = prepare(sql, &ssb_names(), "ssb", None, None).expect("prepared");
         assert_eq!(
-            p("select 1 limit 3", Some(5), Some(10)),
-            "SELECT 1 LIMIT 3 OFFSET 5"
+            prepared,
+            r#"SELECT "D_YEAR", sum("LO_REVENUE") AS r FROM "LINEORDER" INNER JOIN "DATES" ON "LINEORDER"."LO_ORDERDATE" = "DATES"."D_DATEKEY" INNER JOIN "CUSTOMER" ON "LINEORDER"."LO_CUSTKEY" = "CUSTOMER"."C_CUSTKEY" INNER JOIN "SUPPLIER" ON "LINEORDER"."LO_SUPPKEY" = "SUPPLIER"."S_SUPPKEY" WHERE "C_REGION" = 'ASIA' AND ("D_YEAR" = 1997 OR "D_YEAR" = 1998) GROUP BY "D_YEAR""#
         );
-        assert_eq!(
-            p("select 1 offset 2", None, Some(10)),
-            "SELECT 1 LIMIT 10 OFFSET 2"
-        );
-        assert_eq!(
-            p("select 1 limit 3 offset 2", Some(5), Some(10)),
-            "SELECT 1 LIMIT 3 OFFSET 2"
-        );
-        assert_eq!(p("select 1", None, None), "SELECT 1");
+    }
+
+    #[test]
+    fn unintended_cross_joins_of_large_tables_are_refused() {
+        let names = ssb_names();
+        let err = prepare(
+            "select count(*) from lineorder, customer where c_region = 'ASIA'",
+            &names,
+            "ssb",
+            None,
+            None,
+        )
+        .expect_err("cross join");
+        assert!(err.contains("no join condition links CUSTOMER"), "{err}");
+        // Small ones run as written.
+        prepare(
+            "select count(*) from dates, supplier",
+            &names,
+            "ssb",
+            None,
+            None,
+        )
+        .expect("small cross join");
+        // An explicit CROSS JOIN is taken at its word.
+        prepare(
+            "select count(*) from lineorder cross join customer",
+            &names,
+            "ssb",
+            None,
+            None,
+        )
+        .expect("explicit");
     }
 }

@@ -32,6 +32,19 @@ fn fixture() -> tempfile::TempDir {
         "C_ID,C_NAME\n10,Ann\n20,Bob\n30,Cy\n",
     )
     .expect("csv");
+    // 2024-01-15, 2024-02-29 and 2025-12-31, as days since 1970-01-01.
+    let days = Series::new("E_DAY".into(), [19_737i32, 19_782, 20_453])
+        .cast(&DataType::Date)
+        .expect("dates");
+    let mut events = DataFrame::new(
+        3,
+        vec![Column::new("E_ID".into(), [1i64, 2, 3]), days.into_column()],
+    )
+    .expect("frame");
+    let file = fs::File::create(dir.join("EVENTS.parquet")).expect("create");
+    ParquetWriter::new(file)
+        .finish(&mut events)
+        .expect("write parquet");
     fs::write(
         dir.join("BIG_ORDERS.sql"),
         "select o_id, o_amount * 2 as O_DOUBLE from orders where o_amount > 6",
@@ -183,4 +196,170 @@ async fn a_cancelled_query_reports_cancelled() {
         .await
         .expect_err("cancelled");
     assert!(matches!(err, EngineError::Cancelled), "{err:?}");
+}
+
+/// Splits CSV without quoted fields (all SSB answers) into rows of values.
+fn rows_of(csv: &str) -> Vec<Vec<String>> {
+    csv.lines()
+        .map(|line| line.split(',').map(str::to_owned).collect())
+        .collect()
+}
+
+/// A generated SSB project, shared by the SSB tests of this module.
+fn ssb_fixture(sf: f64) -> (tempfile::TempDir, spool_ssb::Ssb) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let ssb = spool_ssb::Ssb::new(sf).expect("scale");
+    crate::sample::write_ssb_project(&root.path().join("ssb"), &ssb, 2).expect("generate");
+    (root, ssb)
+}
+
+#[tokio::test]
+async fn the_13_ssb_queries_give_the_answers_computed_without_polars() {
+    let (root, ssb) = ssb_fixture(0.02);
+    for ((name, sql), (answer_name, answer)) in spool_ssb::answers::QUERIES
+        .iter()
+        .zip(spool_ssb::answers::answers(&ssb))
+    {
+        assert_eq!(*name, answer_name);
+        let csv = run(root.path(), "ssb", sql, None, None)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        if let Err(e) = spool_ssb::answers::check(&answer, &rows_of(&csv)) {
+            panic!("{name}: {e}");
+        }
+    }
+}
+
+/// SQL that Kylin users and BI tools send: each case runs with the expected rows, or fails with
+/// a message naming what is not supported.
+#[tokio::test]
+async fn sql_compatibility_table() {
+    let root = fixture();
+    let cases: &[(&str, Result<&str, &str>)] = &[
+        // Joins.
+        (
+            "select o_id, c_name from orders join customers on o_customer = c_id and o_amount > 6 order by o_id",
+            Ok("2,Bob\n4,Cy\n"),
+        ),
+        (
+            "select o_id, c_name from orders inner join customers on o_customer = c_id where c_name <> 'Ann' order by o_id",
+            Ok("2,Bob\n4,Cy\n"),
+        ),
+        (
+            "select c_name, o_id from customers left join orders on c_id = o_customer and o_amount > 6 order by c_name",
+            Ok("Ann,\nBob,2\nCy,4\n"),
+        ),
+        (
+            "select o_id, c_name from orders o, customers c where o.o_customer = c.c_id and c.c_name in ('Ann', 'Cy') order by o_id",
+            Ok("1,Ann\n3,Ann\n4,Cy\n"),
+        ),
+        // Clauses and expressions.
+        (
+            "with t as (select o_customer, sum(o_amount) as s from orders group by o_customer) select c_name, s from t join customers on o_customer = c_id order by c_name",
+            Ok("Ann,5\nBob,7\nCy,11\n"),
+        ),
+        (
+            "select o_id from orders where o_id < 2 union all select c_id from customers where c_id = 10 order by 1",
+            Ok("1\n10\n"),
+        ),
+        (
+            "select o_id, case when o_amount > 6 then 'big' else 'small' end as size from orders order by o_id",
+            Ok("1,small\n2,big\n3,small\n4,big\n"),
+        ),
+        ("select count(distinct o_customer) from orders", Ok("3\n")),
+        (
+            "select o_customer, sum(o_amount) from orders group by o_customer order by sum(o_amount) desc",
+            Ok("30,11\n20,7\n10,5\n"),
+        ),
+        (
+            "select o_customer, count(*) as n from orders group by o_customer having count(*) > 1",
+            Ok("10,2\n"),
+        ),
+        (
+            "select o_id from orders where o_amount between 6 and 11 order by o_id desc",
+            Ok("4\n2\n"),
+        ),
+        (
+            "select o_id from orders where o_customer in (select c_id from customers where c_name = 'Ann') order by o_id",
+            Ok("1\n3\n"),
+        ),
+        (
+            "select o_id from orders where o_amount > (select avg(o_amount) from orders)",
+            Err("subquery comparisons with '>' are not supported"),
+        ),
+        // Dates and strings.
+        (
+            "select year(e_day), month(e_day), day(e_day) from events order by e_id limit 1",
+            Ok("2024,1,15\n"),
+        ),
+        (
+            "select extract(year from e_day) as y, count(*) from events group by y order by y",
+            Ok("2024,2\n2025,1\n"),
+        ),
+        (
+            "select date_trunc('month', e_day) from events order by e_id",
+            Ok("2024-01-01\n2024-02-01\n2025-12-01\n"),
+        ),
+        (
+            "select date_trunc('year', e_day) from events where e_id = 3",
+            Ok("2025-01-01\n"),
+        ),
+        (
+            "select e_id from events where e_day >= date '2024-02-01' order by e_id",
+            Ok("2\n3\n"),
+        ),
+        (
+            "select upper(c_name), lower(c_name), length(c_name), substr(c_name, 1, 2) from customers where c_id = 10",
+            Ok("ANN,ann,3,An\n"),
+        ),
+        (
+            "select concat(c_name, '!') from customers where c_id = 20",
+            Ok("Bob!\n"),
+        ),
+        (
+            "select c_name || '-' || c_id from customers where c_id = 30",
+            Ok("Cy-30\n"),
+        ),
+        (
+            "select coalesce(o_amount, 0) from orders where o_id = 3",
+            Ok("0\n"),
+        ),
+        (
+            "select cast(o_id as varchar) from orders where o_id = 1",
+            Ok("1\n"),
+        ),
+        // Windows.
+        (
+            "select o_id, rank() over (order by o_amount desc) as r from orders where o_amount is not null order by o_id",
+            Ok("1,3\n2,2\n4,1\n"),
+        ),
+        (
+            "select o_id, row_number() over (partition by o_customer order by o_id) as n from orders order by o_id",
+            Ok("1,1\n2,1\n3,2\n4,1\n"),
+        ),
+        (
+            "select o_id, sum(o_amount) over (partition by o_customer) as s from orders order by o_id",
+            Ok("1,5\n2,7\n3,5\n4,11\n"),
+        ),
+        // Not supported: refused with a message naming the construct.
+        (
+            "select date_trunc('week', e_day) from events",
+            Err("DATE_TRUNC"),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (sql, expected) in cases {
+        let got = run(root.path(), "shop", sql, None, None).await;
+        let ok = match (expected, &got) {
+            (Ok(rows), Ok(csv)) => csv == rows,
+            (Err(fragment), Err(e)) => e.to_string().contains(fragment),
+            _ => false,
+        };
+        if !ok {
+            failures.push(format!(
+                "{sql}\n  expected {expected:?}\n  got      {got:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

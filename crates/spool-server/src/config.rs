@@ -18,8 +18,9 @@ pub const DEFAULT_QUERY_TIMEOUT_SECS: u64 = 3600;
 pub const DEFAULT_MAX_RESULT_BYTES: u64 = 100 * 1024 * 1024 * 1024;
 /// Default cap on one user's queued or running queries.
 pub const DEFAULT_MAX_IN_FLIGHT_PER_USER: usize = 64;
-/// Default orders in the generated `ssb` sample (about four lines each).
-pub const DEFAULT_SAMPLE_ORDERS: usize = 10_000;
+/// Default SSB scale factor of the `ssb` sample made on first start: 60,000 LINEORDER rows,
+/// generated in well under a second.
+pub const DEFAULT_SAMPLE_SF: f64 = 0.01;
 
 /// Command line of `spool-server`.
 #[derive(Debug, Parser)]
@@ -44,6 +45,10 @@ pub struct Cli {
     /// Log filter, as RUST_LOG (which wins if set) [default: info]
     #[arg(long, env = "SPOOL_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// SSB scale factor of the `ssb` sample project made on first start; 0: no sample
+    /// [default: 0.01]
+    #[arg(long, env = "SPOOL_SAMPLE_SF")]
+    pub sample_sf: Option<f64>,
     /// Manage users instead of serving
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -55,6 +60,25 @@ pub enum Command {
     /// Manage the users in <data dir>/users.toml (a running server picks changes up by itself)
     #[command(subcommand)]
     User(crate::users::UserCommand),
+    /// Generate Star Schema Benchmark data as a project folder of Parquet files
+    GenSsb(GenSsb),
+}
+
+/// Arguments of `spool-server gen-ssb`.
+#[derive(Debug, clap::Args)]
+pub struct GenSsb {
+    /// Scale factor (1: 6 million LINEORDER rows)
+    #[arg(long)]
+    pub sf: f64,
+    /// The project folder to create; it must not exist yet
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Random seed; the same scale factor and seed give byte-identical files
+    #[arg(long, default_value_t = spool_ssb::DEFAULT_SEED)]
+    pub seed: u64,
+    /// Generator threads [default: number of cores]
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// The configuration file's fields; all optional.
@@ -71,8 +95,8 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: Option<usize>,
-    /// Orders in the sample project created on first start (0: no sample).
-    pub sample_orders: Option<usize>,
+    /// SSB scale factor of the sample project made on first start (0: no sample).
+    pub sample_sf: Option<f64>,
     /// Seconds a query may run before it is stopped (0: no limit).
     pub query_timeout_secs: Option<u64>,
     /// Rows a result may have (0: no limit).
@@ -98,8 +122,8 @@ pub struct Settings {
     pub log_level: String,
     /// The largest request body accepted.
     pub max_body_bytes: usize,
-    /// Orders in the sample project created on first start.
-    pub sample_orders: usize,
+    /// SSB scale factor of the sample project made on first start; `None`: no sample.
+    pub sample_sf: Option<f64>,
     /// How long a query may run; `None`: no limit.
     pub query_timeout: Option<std::time::Duration>,
     /// Rows a result may have; `None`: no limit.
@@ -152,7 +176,12 @@ impl Settings {
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".to_owned()),
             max_body_bytes: file.max_body_bytes.unwrap_or(1024 * 1024),
-            sample_orders: file.sample_orders.unwrap_or(DEFAULT_SAMPLE_ORDERS),
+            sample_sf: Some(
+                cli.sample_sf
+                    .or(file.sample_sf)
+                    .unwrap_or(DEFAULT_SAMPLE_SF),
+            )
+            .filter(|&sf| sf != 0.0),
             query_timeout: match file
                 .query_timeout_secs
                 .unwrap_or(DEFAULT_QUERY_TIMEOUT_SECS)

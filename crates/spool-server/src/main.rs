@@ -27,10 +27,14 @@ use crate::config::{Cli, Command, Settings};
 fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
     let settings = Settings::resolve(&cli)?;
-    if let Some(Command::User(command)) = cli.command.take() {
-        let message = users::run(command, &settings.data_dir, settings.default_admin)?;
-        println!("{message}");
-        return Ok(());
+    match cli.command.take() {
+        Some(Command::User(command)) => {
+            let message = users::run(command, &settings.data_dir, settings.default_admin)?;
+            println!("{message}");
+            return Ok(());
+        }
+        Some(Command::GenSsb(args)) => return gen_ssb(&args),
+        None => {}
     }
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.log_level))
@@ -46,23 +50,49 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(serve(settings))
 }
 
+/// `spool-server gen-ssb`: writes an SSB project folder and reports what it wrote.
+fn gen_ssb(args: &config::GenSsb) -> anyhow::Result<()> {
+    let ssb = spool_ssb::Ssb::with_seed(args.sf, args.seed)?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let started = std::time::Instant::now();
+    let written = spool_engine_polars::sample::write_ssb_project(&args.out, &ssb, threads)
+        .with_context(|| format!("writing SSB data to {}", args.out.display()))?;
+    for (table, rows, bytes) in &written.tables {
+        println!("{table:<10} {rows:>12} rows {bytes:>14} bytes");
+    }
+    println!(
+        "SF {} written to {} in {:.2} s",
+        args.sf,
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// Creates the data layout on first start: the `DEFAULT` project and the `ssb` sample.
+///
+/// The layout is built in a hidden folder and renamed into place, so a start that crashes
+/// half-way leaves nothing that looks finished and the next start simply builds it again.
 fn prepare_data_dir(settings: &Settings) -> anyhow::Result<()> {
     let projects = settings.data_dir.join("projects");
-    if !projects.exists() {
-        std::fs::create_dir_all(projects.join("DEFAULT"))?;
-        if settings.sample_orders > 0 {
-            info!(
-                orders = settings.sample_orders,
-                "creating the ssb sample project"
-            );
-            spool_engine_polars::sample::write_sample_project(
-                &projects.join("ssb"),
-                settings.sample_orders,
-            )
-            .context("creating the ssb sample project")?;
-        }
+    if projects.exists() {
+        return Ok(());
     }
+    let staging = settings.data_dir.join(".projects.partial");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    std::fs::create_dir_all(staging.join("DEFAULT"))?;
+    if let Some(sf) = settings.sample_sf {
+        let ssb = spool_ssb::Ssb::new(sf).context("sample_sf")?;
+        let threads = settings.workers.clamp(1, 4);
+        info!(sf, "creating the ssb sample project");
+        spool_engine_polars::sample::write_ssb_project(&staging.join("ssb"), &ssb, threads)
+            .context("creating the ssb sample project")?;
+    }
+    std::fs::rename(&staging, &projects)?;
     Ok(())
 }
 

@@ -1,0 +1,372 @@
+//! Join planning on the AST, before Polars sees the query.
+//!
+//! Polars plans the tables of a comma-separated FROM list in the order written and falls back to
+//! a CROSS JOIN wherever a WHERE equality does not link a table to the ones before it; SSB's
+//! Q4.x (`from dates, customer, supplier, part, lineorder`) then exhausts memory even at tiny
+//! scale. This module turns such FROM lists into explicit `JOIN ... ON` chains:
+//! - every `a.x = b.y` conjunct of WHERE linking two FROM items becomes a join condition;
+//! - the chain starts at the item with the most links (the fact table; ties go to the larger
+//!   table) and adds next the linked item with the most filters of its own, then the smaller;
+//! - a FROM list that stays disconnected would be a cross join: it is refused when the tables
+//!   involved are large, with a message saying how to write it, and left alone otherwise.
+//!
+//! It also moves the extra conditions of an inner `JOIN ... ON` (anything but `a.x = b.y`) into
+//! WHERE, where Polars accepts them; for inner joins that is the same query.
+
+use std::collections::{BTreeSet, HashSet};
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    BinaryOperator, Expr, Ident, Join, JoinConstraint, JoinOperator, ObjectNamePart, Query, Select,
+    SetExpr, TableFactor, TableWithJoins, visit_expressions,
+};
+
+use crate::sql::Names;
+
+/// Cross joins producing more rows than this are refused rather than attempted.
+pub(crate) const MAX_CROSS_JOIN_ROWS: u64 = 10_000_000;
+
+/// One FROM item, as far as join planning needs to know it.
+struct Rel {
+    /// The name columns are qualified with: the alias, else the table name, lowercase.
+    key: String,
+    /// What to write in front of a column to qualify it.
+    qualifier: Ident,
+    /// Lowercase column names, when known (tables and views of the catalog).
+    columns: Option<HashSet<String>>,
+    /// Estimated rows, when known.
+    rows: Option<u64>,
+}
+
+fn describe(factor: &TableFactor, names: &Names) -> Option<Rel> {
+    let TableFactor::Table { name, alias, .. } = factor else {
+        let TableFactor::Derived {
+            alias: Some(alias), ..
+        } = factor
+        else {
+            return None;
+        };
+        return Some(Rel {
+            key: alias.name.value.to_lowercase(),
+            qualifier: alias.name.clone(),
+            columns: None,
+            rows: None,
+        });
+    };
+    let table = match name.0.last()? {
+        ObjectNamePart::Identifier(ident) => ident,
+        ObjectNamePart::Function(_) => return None,
+    };
+    let lower = table.value.to_lowercase();
+    let qualifier = alias
+        .as_ref()
+        .map_or_else(|| table.clone(), |a| a.name.clone());
+    Some(Rel {
+        key: qualifier.value.to_lowercase(),
+        qualifier,
+        columns: names.table_columns.get(&lower).cloned(),
+        rows: names.rows.get(&lower).copied(),
+    })
+}
+
+/// Finds which FROM item a column reference belongs to.
+fn owner(expr: &Expr, rels: &[Rel]) -> Option<usize> {
+    match expr {
+        Expr::Identifier(column) => {
+            let column = column.value.to_lowercase();
+            let mut found = rels.iter().enumerate().filter(|(_, r)| {
+                r.columns
+                    .as_ref()
+                    .is_some_and(|columns| columns.contains(&column))
+            });
+            let first = found.next()?.0;
+            // Ambiguous, or possibly a column of an item whose columns are unknown.
+            if found.next().is_some() || rels.iter().any(|r| r.columns.is_none()) {
+                return None;
+            }
+            Some(first)
+        }
+        Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
+            let qualifier = parts[0].value.to_lowercase();
+            rels.iter().position(|r| r.key == qualifier)
+        }
+        _ => None,
+    }
+}
+
+/// Returns the FROM items an expression reads, or `None` when that cannot be told.
+fn owners(expr: &Expr, rels: &[Rel]) -> Option<BTreeSet<usize>> {
+    let mut found = BTreeSet::new();
+    let flow = visit_expressions(expr, |e| match e {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => match owner(e, rels) {
+            Some(i) => {
+                found.insert(i);
+                ControlFlow::Continue(())
+            }
+            None => ControlFlow::Break(()),
+        },
+        Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    });
+    flow.is_continue().then_some(found)
+}
+
+fn conjuncts(expr: Expr, out: &mut Vec<Expr>) {
+    match expr {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            conjuncts(*left, out);
+            conjuncts(*right, out);
+        }
+        Expr::Nested(inner)
+            if matches!(
+                *inner,
+                Expr::BinaryOp {
+                    op: BinaryOperator::And,
+                    ..
+                }
+            ) =>
+        {
+            conjuncts(*inner, out)
+        }
+        other => out.push(other),
+    }
+}
+
+fn and_all(exprs: impl IntoIterator<Item = Expr>) -> Option<Expr> {
+    exprs.into_iter().reduce(|left, right| Expr::BinaryOp {
+        left: Box::new(left),
+        op: BinaryOperator::And,
+        right: Box::new(right),
+    })
+}
+
+/// If `expr` is `col = col` between two different FROM items, returns them.
+fn link(expr: &Expr, rels: &[Rel]) -> Option<(usize, usize)> {
+    let Expr::BinaryOp {
+        left,
+        op: BinaryOperator::Eq,
+        right,
+    } = expr
+    else {
+        return None;
+    };
+    let (a, b) = (owner(left, rels)?, owner(right, rels)?);
+    (a != b).then_some((a, b))
+}
+
+/// Writes a column reference qualified with its FROM item, as Polars' join planner wants it.
+fn qualified(expr: &Expr, rel: &Rel) -> Expr {
+    match expr {
+        Expr::Identifier(column) => {
+            Expr::CompoundIdentifier(vec![rel.qualifier.clone(), column.clone()])
+        }
+        other => other.clone(),
+    }
+}
+
+/// Plans the joins of every SELECT of `query` (not of nested queries; the visitor reaches them).
+pub(crate) fn plan(query: &mut Query, names: &Names) -> Result<(), String> {
+    plan_set_expr(&mut query.body, names)
+}
+
+fn plan_set_expr(body: &mut SetExpr, names: &Names) -> Result<(), String> {
+    match body {
+        SetExpr::Select(select) => {
+            move_inner_join_filters(select);
+            plan_select(select, names)
+        }
+        SetExpr::SetOperation { left, right, .. } => {
+            plan_set_expr(left, names)?;
+            plan_set_expr(right, names)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Moves conditions other than `a.x = b.y` out of inner joins' ON into WHERE.
+fn move_inner_join_filters(select: &mut Select) {
+    let mut moved = Vec::new();
+    for from in &mut select.from {
+        for join in &mut from.joins {
+            let (JoinOperator::Join(JoinConstraint::On(on))
+            | JoinOperator::Inner(JoinConstraint::On(on))) = &mut join.join_operator
+            else {
+                continue;
+            };
+            let mut parts = Vec::new();
+            conjuncts(on.clone(), &mut parts);
+            let (keep, extra): (Vec<Expr>, Vec<Expr>) =
+                parts.into_iter().partition(is_column_equality);
+            if extra.is_empty() || keep.is_empty() {
+                continue;
+            }
+            if let Some(kept) = and_all(keep) {
+                *on = kept;
+            }
+            moved.extend(extra);
+        }
+    }
+    if !moved.is_empty() {
+        let mut all = Vec::new();
+        if let Some(selection) = select.selection.take() {
+            all.push(nested(selection));
+        }
+        all.extend(moved.into_iter().map(nested));
+        select.selection = and_all(all);
+    }
+}
+
+fn nested(expr: Expr) -> Expr {
+    match expr {
+        e @ Expr::BinaryOp {
+            op: BinaryOperator::Or,
+            ..
+        } => Expr::Nested(Box::new(e)),
+        other => other,
+    }
+}
+
+fn is_column_equality(expr: &Expr) -> bool {
+    let is_column = |e: &Expr| matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
+    matches!(expr, Expr::BinaryOp { left, op: BinaryOperator::Eq, right }
+        if is_column(left) && is_column(right))
+}
+
+fn plan_select(select: &mut Select, names: &Names) -> Result<(), String> {
+    if select.from.len() < 2 || select.from.iter().any(|f| !f.joins.is_empty()) {
+        return Ok(());
+    }
+    let Some(rels) = select
+        .from
+        .iter()
+        .map(|f| describe(&f.relation, names))
+        .collect::<Option<Vec<Rel>>>()
+    else {
+        return Ok(());
+    };
+    let mut parts = Vec::new();
+    if let Some(selection) = select.selection.take() {
+        conjuncts(selection, &mut parts);
+    }
+    let n = rels.len();
+    let mut edges: Vec<(usize, usize, usize)> = Vec::new(); // (a, b, conjunct index)
+    let mut filters = vec![0usize; n];
+    for (i, part) in parts.iter().enumerate() {
+        if let Some((a, b)) = link(part, &rels) {
+            edges.push((a, b, i));
+        } else if let Some(set) = owners(part, &rels)
+            && set.len() == 1
+            && let Some(&only) = set.first()
+        {
+            filters[only] += 1;
+        }
+    }
+    let degree = |r: usize| edges.iter().filter(|(a, b, _)| *a == r || *b == r).count();
+    let rows = |r: usize| rels[r].rows.unwrap_or(0);
+    let start = (0..n)
+        .max_by(|&x, &y| {
+            (degree(x), rows(x))
+                .cmp(&(degree(y), rows(y)))
+                // On a full tie keep the first written.
+                .then(y.cmp(&x))
+        })
+        .unwrap_or(0);
+    let mut order = vec![start];
+    let mut joined = vec![false; n];
+    joined[start] = true;
+    let linked = |r: usize, joined: &[bool]| {
+        edges
+            .iter()
+            .any(|&(a, b, _)| (a == r && joined[b]) || (b == r && joined[a]))
+    };
+    while let Some(next) = (0..n)
+        .filter(|&r| !joined[r] && linked(r, &joined))
+        .min_by(|&x, &y| {
+            filters[y]
+                .cmp(&filters[x])
+                .then(rows(x).cmp(&rows(y)))
+                .then(x.cmp(&y))
+        })
+    {
+        joined[next] = true;
+        order.push(next);
+    }
+    if order.len() < n {
+        let product = (0..n).filter(|&r| !joined[r]).fold(
+            order.iter().map(|&r| rows(r)).max().unwrap_or(0).max(1),
+            |acc: u64, r| acc.saturating_mul(rows(r).max(1)),
+        );
+        if product > MAX_CROSS_JOIN_ROWS {
+            let lone: Vec<String> = (0..n)
+                .filter(|&r| !joined[r])
+                .map(|r| rels[r].qualifier.value.clone())
+                .collect();
+            return Err(format!(
+                "no join condition links {} to the other tables in FROM; that would be a cross \
+                 join of about {product} rows. Add a condition such as a.key = b.key, or write \
+                 CROSS JOIN if a cross join is really meant",
+                lone.join(", ")
+            ));
+        }
+        select.selection = and_all(parts);
+        return Ok(());
+    }
+
+    // Build the chain: each item joins ON the links to the items before it.
+    let mut used = vec![false; parts.len()];
+    let mut position = vec![usize::MAX; n];
+    for (p, &r) in order.iter().enumerate() {
+        position[r] = p;
+    }
+    let mut items: Vec<Option<TableWithJoins>> = select.from.drain(..).map(Some).collect();
+    let Some(mut chain) = items[start].take() else {
+        return Err("join planning lost a table".to_owned());
+    };
+    for &r in &order[1..] {
+        let mut on = Vec::new();
+        for &(a, b, i) in &edges {
+            let (earlier, this) = if a == r { (b, a) } else { (a, b) };
+            if this != r || position[earlier] > position[r] || used[i] {
+                continue;
+            }
+            let Expr::BinaryOp { left, right, .. } = &parts[i] else {
+                continue;
+            };
+            let (l, rr) = if owner(left, &rels) == Some(earlier) {
+                (left, right)
+            } else {
+                (right, left)
+            };
+            on.push(Expr::BinaryOp {
+                left: Box::new(qualified(l, &rels[earlier])),
+                op: BinaryOperator::Eq,
+                right: Box::new(qualified(rr, &rels[r])),
+            });
+            used[i] = true;
+        }
+        let Some(item) = items[r].take() else {
+            return Err("join planning lost a table".to_owned());
+        };
+        let Some(on) = and_all(on) else {
+            return Err("join planning found no condition".to_owned());
+        };
+        chain.joins.push(Join {
+            relation: item.relation,
+            global: false,
+            join_operator: JoinOperator::Inner(JoinConstraint::On(on)),
+        });
+    }
+    select.from = vec![chain];
+    select.selection = and_all(
+        parts
+            .into_iter()
+            .zip(used)
+            .filter(|(_, used)| !used)
+            .map(|(part, _)| nested(part)),
+    );
+    Ok(())
+}
