@@ -1,6 +1,7 @@
 //! End-to-end: the real `spool-server` binary, driven over loopback HTTP as a user would.
 
 mod harness;
+mod ssb;
 
 use std::process::Command;
 use std::time::Instant;
@@ -9,7 +10,7 @@ use harness::{ADMIN, Server, peak_rss_kib};
 use serde_json::{Value, json};
 
 /// A small sample: fast to generate, still several chunks of output.
-const SMALL: &str = "workers = 2\nsample_orders = 2000\n";
+const SMALL: &str = "workers = 2\nsample_sf = 0.002\n";
 
 /// Runs one of the seed document's curl lines, with `http://master:7070` pointed at `server`.
 fn seed_curl(server: &Server, line: &str) -> Vec<u8> {
@@ -190,7 +191,7 @@ fn offset_and_limit_apply_unless_the_sql_has_its_own() {
 #[test]
 fn queries_survive_kill_9_and_finish_after_restart() {
     // One worker and exports big enough to take a while, so some are running or queued at the kill.
-    let server = Server::start("workers = 1\nsample_orders = 100000\n");
+    let server = Server::start("workers = 1\nsample_sf = 0.07\n");
     let sql = "select * from p_lineorder order by lo_orderkey, lo_linenumber";
     let ids: Vec<String> = (0..3).map(|_| server.submit(sql, "ssb")).collect();
     let deadline = Instant::now() + std::time::Duration::from_secs(60);

@@ -13,12 +13,12 @@
 //! It also moves the extra conditions of an inner `JOIN ... ON` (anything but `a.x = b.y`) into
 //! WHERE, where Polars accepts them; for inner joins that is the same query.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     BinaryOperator, Expr, Ident, Join, JoinConstraint, JoinOperator, ObjectNamePart, Query, Select,
-    SetExpr, TableFactor, TableWithJoins, visit_expressions,
+    SelectItem, SetExpr, TableFactor, TableWithJoins, visit_expressions,
 };
 
 use crate::sql::Names;
@@ -38,7 +38,53 @@ struct Rel {
     rows: Option<u64>,
 }
 
-fn describe(factor: &TableFactor, names: &Names) -> Option<Rel> {
+/// What is known of the CTEs in scope: lowercase name -> (lowercase columns, estimated rows).
+pub(crate) type Ctes = HashMap<String, (Option<HashSet<String>>, Option<u64>)>;
+
+/// Learns the columns of `query`'s CTEs where they can be told from the SQL alone: plain
+/// columns, aliased expressions and `*` over known tables.
+pub(crate) fn learn_ctes(query: &Query, names: &Names, ctes: &mut Ctes) {
+    let Some(with) = &query.with else { return };
+    for cte in &with.cte_tables {
+        let SetExpr::Select(select) = cte.query.body.as_ref() else {
+            ctes.insert(cte.alias.name.value.to_lowercase(), (None, None));
+            continue;
+        };
+        let sources: Vec<(Option<HashSet<String>>, Option<u64>)> = select
+            .from
+            .iter()
+            .flat_map(|f| std::iter::once(&f.relation).chain(f.joins.iter().map(|j| &j.relation)))
+            .map(|factor| match describe(factor, names, ctes) {
+                Some(rel) => (rel.columns, rel.rows),
+                None => (None, None),
+            })
+            .collect();
+        let mut columns = Some(HashSet::new());
+        for item in &select.projection {
+            let learned: Option<Vec<String>> = match item {
+                SelectItem::UnnamedExpr(Expr::Identifier(i)) => Some(vec![i.value.to_lowercase()]),
+                SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
+                    parts.last().map(|i| vec![i.value.to_lowercase()])
+                }
+                SelectItem::ExprWithAlias { alias, .. } => Some(vec![alias.value.to_lowercase()]),
+                SelectItem::Wildcard(_) => sources
+                    .iter()
+                    .map(|(c, _)| c.clone())
+                    .collect::<Option<Vec<_>>>()
+                    .map(|all| all.into_iter().flatten().collect()),
+                _ => None,
+            };
+            match (learned, columns.as_mut()) {
+                (Some(found), Some(known)) => known.extend(found),
+                _ => columns = None,
+            }
+        }
+        let rows = sources.iter().filter_map(|(_, r)| *r).max();
+        ctes.insert(cte.alias.name.value.to_lowercase(), (columns, rows));
+    }
+}
+
+fn describe(factor: &TableFactor, names: &Names, ctes: &Ctes) -> Option<Rel> {
     let TableFactor::Table { name, alias, .. } = factor else {
         let TableFactor::Derived {
             alias: Some(alias), ..
@@ -61,11 +107,23 @@ fn describe(factor: &TableFactor, names: &Names) -> Option<Rel> {
     let qualifier = alias
         .as_ref()
         .map_or_else(|| table.clone(), |a| a.name.clone());
+    let (columns, rows) = match ctes.get(&lower) {
+        // A CTE shadows a table of the same name.
+        Some((columns, rows))
+            if table.quote_style.is_none() || !names.tables.contains_key(&lower) =>
+        {
+            (columns.clone(), *rows)
+        }
+        _ => (
+            names.table_columns.get(&lower).cloned(),
+            names.rows.get(&lower).copied(),
+        ),
+    };
     Some(Rel {
         key: qualifier.value.to_lowercase(),
         qualifier,
-        columns: names.table_columns.get(&lower).cloned(),
-        rows: names.rows.get(&lower).copied(),
+        columns,
+        rows,
     })
 }
 
@@ -169,19 +227,20 @@ fn qualified(expr: &Expr, rel: &Rel) -> Expr {
 }
 
 /// Plans the joins of every SELECT of `query` (not of nested queries; the visitor reaches them).
-pub(crate) fn plan(query: &mut Query, names: &Names) -> Result<(), String> {
-    plan_set_expr(&mut query.body, names)
+pub(crate) fn plan(query: &mut Query, names: &Names, ctes: &mut Ctes) -> Result<(), String> {
+    learn_ctes(query, names, ctes);
+    plan_set_expr(&mut query.body, names, ctes)
 }
 
-fn plan_set_expr(body: &mut SetExpr, names: &Names) -> Result<(), String> {
+fn plan_set_expr(body: &mut SetExpr, names: &Names, ctes: &Ctes) -> Result<(), String> {
     match body {
         SetExpr::Select(select) => {
             move_inner_join_filters(select);
-            plan_select(select, names)
+            plan_select(select, names, ctes)
         }
         SetExpr::SetOperation { left, right, .. } => {
-            plan_set_expr(left, names)?;
-            plan_set_expr(right, names)
+            plan_set_expr(left, names, ctes)?;
+            plan_set_expr(right, names, ctes)
         }
         _ => Ok(()),
     }
@@ -236,14 +295,14 @@ fn is_column_equality(expr: &Expr) -> bool {
         if is_column(left) && is_column(right))
 }
 
-fn plan_select(select: &mut Select, names: &Names) -> Result<(), String> {
+fn plan_select(select: &mut Select, names: &Names, ctes: &Ctes) -> Result<(), String> {
     if select.from.len() < 2 || select.from.iter().any(|f| !f.joins.is_empty()) {
         return Ok(());
     }
     let Some(rels) = select
         .from
         .iter()
-        .map(|f| describe(&f.relation, names))
+        .map(|f| describe(&f.relation, names, ctes))
         .collect::<Option<Vec<Rel>>>()
     else {
         return Ok(());
@@ -300,7 +359,8 @@ fn plan_select(select: &mut Select, names: &Names) -> Result<(), String> {
             order.iter().map(|&r| rows(r)).max().unwrap_or(0).max(1),
             |acc: u64, r| acc.saturating_mul(rows(r).max(1)),
         );
-        if product > MAX_CROSS_JOIN_ROWS {
+        // Refuse only when every item's columns are known, so no link can have been missed.
+        if product > MAX_CROSS_JOIN_ROWS && rels.iter().all(|r| r.columns.is_some()) {
             let lone: Vec<String> = (0..n)
                 .filter(|&r| !joined[r])
                 .map(|r| rels[r].qualifier.value.clone())

@@ -118,7 +118,11 @@ fn prepare_inner(
     if let Some(error) = compat.error {
         return Err(error);
     }
-    let mut planner = JoinPlanner { names, error: None };
+    let mut planner = JoinPlanner {
+        names,
+        ctes: joins::Ctes::new(),
+        error: None,
+    };
     let _ = query.visit(&mut planner);
     if let Some(error) = planner.error {
         return Err(error);
@@ -344,6 +348,7 @@ impl VisitorMut for Resolver<'_> {
 /// Runs [`joins::plan`] on every query and subquery.
 struct JoinPlanner<'a> {
     names: &'a Names,
+    ctes: joins::Ctes,
     error: Option<String>,
 }
 
@@ -351,7 +356,7 @@ impl VisitorMut for JoinPlanner<'_> {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
-        match joins::plan(query, self.names) {
+        match joins::plan(query, self.names, &mut self.ctes) {
             Ok(()) => ControlFlow::Continue(()),
             Err(e) => {
                 self.error = Some(e);
