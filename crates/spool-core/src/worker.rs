@@ -191,11 +191,13 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
         ),
         Ok(execution) => {
             let rows = execution.rows;
+            let columns = execution.columns;
             match tokio::task::spawn_blocking(move || execution.sink.commit()).await {
                 Ok(Ok(bytes)) => JobState::Succeeded {
                     finished_at: now,
                     rows,
                     bytes,
+                    columns,
                 },
                 Ok(Err(e)) => {
                     error!(query_id = %id, error = %e, "committing the result failed");

@@ -31,6 +31,7 @@ impl QueryEngine for ScriptedEngine {
             return Ok(Execution {
                 sink,
                 rows: csv.lines().count() as u64,
+                columns: Vec::new(),
             });
         }
         if let Some(reason) = sql.strip_prefix("fail:") {

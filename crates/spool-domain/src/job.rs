@@ -28,6 +28,16 @@ pub struct Lease {
     pub expires_at: Timestamp,
 }
 
+/// A result column: its name and its SQL type name as Kylin reports it (`BIGINT`, `VARCHAR`,
+/// `DECIMAL(15,2)`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultColumn {
+    /// The column name as the result carries it.
+    pub name: String,
+    /// The SQL type name.
+    pub sql_type: String,
+}
+
 /// Where a job is in its life.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -49,6 +59,9 @@ pub enum JobState {
         rows: u64,
         /// Bytes in the stored result file.
         bytes: u64,
+        /// The result's columns with their SQL types (absent in records from before 0.1).
+        #[serde(default)]
+        columns: Vec<ResultColumn>,
     },
     /// The query ended without a result.
     Failed {
@@ -226,6 +239,7 @@ mod tests {
             finished_at: Timestamp::from_millis(3_000),
             rows: 1,
             bytes: 2,
+            columns: Vec::new(),
         }
     }
 

@@ -10,7 +10,7 @@ mod time;
 mod user;
 
 pub use id::{InvalidQueryId, QueryId};
-pub use job::{Job, JobState, Lease, LeaseToken, PublicStatus, TransitionError};
+pub use job::{Job, JobState, Lease, LeaseToken, PublicStatus, ResultColumn, TransitionError};
 pub use request::{InvalidRequest, ProjectName, QueryRequest};
 pub use time::Timestamp;
 pub use user::{Principal, Role};

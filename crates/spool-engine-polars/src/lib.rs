@@ -14,13 +14,14 @@ mod joins;
 mod rewrite;
 pub mod sample;
 mod sql;
+mod types;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use polars::prelude::{DataFrame, Engine, PlanCallback, PolarsError};
-use spool_domain::QueryRequest;
+use spool_domain::{QueryRequest, ResultColumn};
 use spool_ports::{CancelToken, EngineError, Execution, QueryEngine, ResultSink};
 use tracing::debug;
 
@@ -145,7 +146,16 @@ fn run(
     .map_err(EngineError::InvalidQuery)?;
     debug!(sql = %prepared, "running on polars");
     let mut context = project.context;
-    let frame = context.execute(&prepared).map_err(planning_error)?;
+    let mut frame = context.execute(&prepared).map_err(planning_error)?;
+    let columns = frame
+        .collect_schema()
+        .map_err(planning_error)?
+        .iter()
+        .map(|(name, dtype)| ResultColumn {
+            name: name.to_string(),
+            sql_type: types::sql_type(dtype),
+        })
+        .collect();
 
     let output = Arc::new(Mutex::new(Output {
         sink: Some(sink),
@@ -198,6 +208,7 @@ fn run(
     Ok(Execution {
         sink,
         rows: out.rows,
+        columns,
     })
 }
 

@@ -363,3 +363,37 @@ async fn sql_compatibility_table() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[tokio::test]
+async fn result_columns_carry_kylin_type_names() {
+    let root = fixture();
+    let engine = PolarsEngine::new(root.path());
+    let store = MemoryResultStore::default();
+    let sql = "select o_id, o_note as \"note, with comma\", count(*), avg(o_amount), e_day \
+               from orders, events where o_id = e_id group by o_id, o_note, e_day";
+    let request = QueryRequest::new(sql.into(), Some("shop"), None, None).expect("request");
+    let sink = store.create(QueryId::new_random()).await.expect("sink");
+    let execution = engine
+        .execute(&request, sink, CancelToken::new())
+        .await
+        .expect("runs");
+    let columns: Vec<(String, String)> = execution
+        .columns
+        .into_iter()
+        .map(|c| (c.name, c.sql_type))
+        .collect();
+    let expected = [
+        ("O_ID", "BIGINT"),
+        ("note, with comma", "VARCHAR"),
+        ("EXPR$2", "BIGINT"),
+        ("EXPR$3", "DOUBLE"),
+        ("E_DAY", "DATE"),
+    ];
+    assert_eq!(
+        columns,
+        expected
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect::<Vec<_>>()
+    );
+}

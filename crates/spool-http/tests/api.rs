@@ -33,7 +33,11 @@ impl QueryEngine for ScriptedEngine {
         if let Some(csv) = request.sql.strip_prefix("ok:") {
             sink.write_all(csv.as_bytes())
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
-            return Ok(Execution { sink, rows: 1 });
+            return Ok(Execution {
+                sink,
+                rows: 1,
+                columns: Vec::new(),
+            });
         }
         if let Some(reason) = request.sql.strip_prefix("fail:") {
             return Err(EngineError::InvalidQuery(reason.into()));

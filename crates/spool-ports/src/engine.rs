@@ -1,7 +1,7 @@
 //! The query engine port: runs one query and writes its encoded result into a sink.
 
 use async_trait::async_trait;
-use spool_domain::{ProjectName, QueryRequest};
+use spool_domain::{ProjectName, QueryRequest, ResultColumn};
 
 use crate::{CancelToken, ResultSink, ResultStoreError};
 
@@ -35,6 +35,8 @@ pub struct Execution {
     pub sink: Box<dyn ResultSink>,
     /// Rows written.
     pub rows: u64,
+    /// The result's columns and their SQL types.
+    pub columns: Vec<ResultColumn>,
 }
 
 impl std::fmt::Debug for Execution {

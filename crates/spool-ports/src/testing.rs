@@ -257,6 +257,10 @@ pub async fn job_store_contract(store: &dyn JobStore) {
         finished_at: now,
         rows: 3,
         bytes: 12,
+        columns: vec![spool_domain::ResultColumn {
+            name: "N".into(),
+            sql_type: "BIGINT".into(),
+        }],
     };
     assert!(matches!(
         store.finish(older.id, LeaseToken(2), done.clone()).await,
