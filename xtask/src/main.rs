@@ -2,6 +2,8 @@
 //!
 //! - `ci`: what CI runs: format check, clippy with warnings denied, every test, tidy.
 //! - `tidy`: the dependency-direction check (also a plain `#[test]`, so `cargo test` runs it).
+//! - `gen-ssb --sf N --out DIR [--seed S] [--threads T]`: SSB data as a project folder, made by
+//!   the release server binary's `gen-ssb` (xtask itself stays free of product crates).
 
 mod tidy;
 
@@ -18,10 +20,25 @@ fn main() -> anyhow::Result<()> {
             println!("tidy: dependency graph follows the allow-list");
             Ok(())
         }
+        Some("gen-ssb") => {
+            let rest: Vec<String> = std::env::args().skip(2).collect();
+            let mut args = vec![
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "spool-server",
+                "--",
+                "gen-ssb",
+            ];
+            args.extend(rest.iter().map(String::as_str));
+            cargo(&args)
+        }
         _ => {
-            eprintln!("usage: cargo xtask <ci|tidy>");
-            eprintln!("  ci    fmt check, clippy -D warnings, all tests, tidy");
-            eprintln!("  tidy  check that crate dependencies point inward only");
+            eprintln!("usage: cargo xtask <ci|tidy|gen-ssb>");
+            eprintln!("  ci       fmt check, clippy -D warnings, all tests, tidy");
+            eprintln!("  tidy     check that crate dependencies point inward only");
+            eprintln!("  gen-ssb  --sf N --out DIR [--seed S] [--threads T]: SSB Parquet data");
             bail!("unknown or missing task");
         }
     }
