@@ -211,6 +211,21 @@ impl Server {
         String::from_utf8(self.result(&id)).expect("utf-8")
     }
 
+    /// Adds a user with `spool-server user add ARGS...` (the password from `SPOOL_PASSWORD`),
+    /// as an operator would on the running server.
+    pub fn add_user(&self, args: &[&str], password: &str) {
+        let status = std::process::Command::new(self.binary())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("user")
+            .arg("add")
+            .args(args)
+            .env("SPOOL_PASSWORD", password)
+            .status()
+            .expect("user add");
+        assert!(status.success(), "user add {args:?}");
+    }
+
     /// Returns the path of the server binary, to run its subcommands.
     pub fn binary(&self) -> &'static Path {
         server_binary()
@@ -238,4 +253,28 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Returns the Basic Authorization header value for a user.
+pub fn basic(user: &str, password: &str) -> String {
+    // Tiny base64 encoder, to keep this crate free of product dependencies.
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let raw = format!("{user}:{password}").into_bytes();
+    let mut out = String::new();
+    for chunk in raw.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    format!("Basic {out}")
 }

@@ -1,12 +1,13 @@
 //! End-to-end: the real `spool-server` binary, driven over loopback HTTP as a user would.
 
 mod harness;
+mod limits;
 mod ssb;
 
 use std::process::Command;
 use std::time::Instant;
 
-use harness::{ADMIN, Server, peak_rss_kib};
+use harness::{ADMIN, Server, basic, peak_rss_kib};
 use serde_json::{Value, json};
 
 /// A small sample: fast to generate, still several chunks of output.
@@ -257,41 +258,11 @@ fn full_export_of_the_default_sample() {
     );
 }
 
-fn basic(user: &str, password: &str) -> String {
-    // Tiny base64 encoder, to keep this crate free of product dependencies.
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let raw = format!("{user}:{password}").into_bytes();
-    let mut out = String::new();
-    for chunk in raw.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    format!("Basic {out}")
-}
-
 #[test]
 fn users_added_while_the_server_runs_can_log_in_and_are_isolated() {
     let server = Server::start(SMALL);
     assert_eq!(basic("ADMIN", "KYLIN"), ADMIN);
-    let status = Command::new(server.binary())
-        .arg("--data-dir")
-        .arg(&server.data_dir)
-        .args(["user", "add", "alice", "--project", "ssb"])
-        .env("SPOOL_PASSWORD", "wonderland")
-        .status()
-        .expect("user add");
-    assert!(status.success());
+    server.add_user(&["alice", "--project", "ssb"], "wonderland");
     let alice = basic("alice", "wonderland");
     let deadline = Instant::now() + std::time::Duration::from_secs(20);
     let body = json!({"sql": "select count(*) from lineorder", "project": "ssb"}).to_string();

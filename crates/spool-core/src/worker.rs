@@ -166,15 +166,17 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
     let _guard = RunningGuard { inner, id };
     info!(query_id = %id, user = %job.owner, attempt = job.attempts, "query started");
 
-    let oversize = Arc::new(AtomicBool::new(false));
+    let oversize = Arc::new(Oversize::default());
     let outcome = execute_holding_lease(inner, &job, lease.token, &cancel, &oversize).await;
     let now = inner.ports.clock.now();
-    let too_many_rows = match (&outcome, inner.config.max_result_rows) {
-        (Ok(execution), Some(limit)) => execution.rows > limit,
-        _ => false,
-    };
+    // The sink stops the engine at a cap; an engine that does not report rows is checked here.
+    let too_many_rows = oversize.rows.load(Ordering::Acquire)
+        || match (&outcome, inner.config.max_result_rows) {
+            (Ok(execution), Some(limit)) => execution.rows > limit,
+            _ => false,
+        };
     let state = match outcome {
-        _ if oversize.load(Ordering::Acquire) => failed(
+        _ if oversize.bytes.load(Ordering::Acquire) => failed(
             now,
             &format!(
                 "result is larger than the limit of {} bytes",
@@ -182,7 +184,7 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
             ),
         ),
         // Dropping the execution discards the uncommitted result.
-        Ok(_) if too_many_rows => failed(
+        _ if too_many_rows => failed(
             now,
             &format!(
                 "result has more than the limit of {} rows",
@@ -292,7 +294,7 @@ async fn execute_holding_lease(
     job: &Job,
     token: LeaseToken,
     cancel: &CancelToken,
-    oversize: &Arc<AtomicBool>,
+    oversize: &Arc<Oversize>,
 ) -> Result<Execution, EngineError> {
     let mut sink = inner
         .ports
@@ -300,11 +302,13 @@ async fn execute_holding_lease(
         .create(job.id)
         .await
         .map_err(EngineError::Sink)?;
-    if let Some(limit) = inner.config.max_result_bytes {
+    if inner.config.max_result_bytes.is_some() || inner.config.max_result_rows.is_some() {
         sink = Box::new(CappedSink {
             inner: sink,
             written: 0,
-            limit,
+            rows: 0,
+            max_bytes: inner.config.max_result_bytes,
+            max_rows: inner.config.max_result_rows,
             oversize: Arc::clone(oversize),
         });
     }
@@ -361,17 +365,20 @@ async fn execute_holding_lease(
 struct CappedSink {
     inner: Box<dyn ResultSink>,
     written: u64,
-    limit: u64,
-    oversize: Arc<AtomicBool>,
+    rows: u64,
+    max_bytes: Option<u64>,
+    max_rows: Option<u64>,
+    oversize: Arc<Oversize>,
 }
 
 impl io::Write for CappedSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.written + buf.len() as u64 > self.limit {
-            self.oversize.store(true, Ordering::Release);
+        if let Some(limit) = self.max_bytes
+            && self.written + buf.len() as u64 > limit
+        {
+            self.oversize.bytes.store(true, Ordering::Release);
             return Err(io::Error::other(format!(
-                "result is larger than the limit of {} bytes",
-                self.limit
+                "result is larger than the limit of {limit} bytes"
             )));
         }
         let n = self.inner.write(buf)?;
@@ -388,4 +395,24 @@ impl ResultSink for CappedSink {
     fn commit(self: Box<Self>) -> Result<u64, ResultStoreError> {
         self.inner.commit()
     }
+
+    fn add_rows(&mut self, rows: u64) -> io::Result<()> {
+        self.rows += rows;
+        if let Some(limit) = self.max_rows
+            && self.rows > limit
+        {
+            self.oversize.rows.store(true, Ordering::Release);
+            return Err(io::Error::other(format!(
+                "result has more than the limit of {limit} rows"
+            )));
+        }
+        self.inner.add_rows(rows)
+    }
+}
+
+/// Which result cap a run went over, set by [`CappedSink`] as the engine writes.
+#[derive(Debug, Default)]
+struct Oversize {
+    bytes: AtomicBool,
+    rows: AtomicBool,
 }

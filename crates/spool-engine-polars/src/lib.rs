@@ -176,7 +176,11 @@ fn run(
         let Some(sink) = out.sink.as_mut() else {
             return Ok(true);
         };
-        match out.encoder.write(&mut batch, sink) {
+        let written = out
+            .encoder
+            .write(&mut batch, sink)
+            .and_then(|()| sink.add_rows(batch.height() as u64));
+        match written {
             Ok(()) => {
                 out.rows += batch.height() as u64;
                 Ok(false)

@@ -24,8 +24,12 @@ use crate::ApiError;
 
 /// How long a verified password is trusted without running argon2 again.
 const CACHE_TTL: Duration = Duration::from_secs(300);
-/// Failed logins from one client address within [`FAILURE_WINDOW`] before it is refused.
+/// Failed logins for one user name from one client address within [`FAILURE_WINDOW`] before
+/// that pair is refused. Other users behind the same address (a proxy, a NAT) are not.
 const MAX_FAILURES: u32 = 10;
+/// Failed logins from one client address, whatever the user names, before the address is
+/// refused (so guessing across many user names is slowed down too).
+const MAX_FAILURES_PER_ADDRESS: u32 = 100;
 /// The window in which failures are counted, and how long a client is then refused.
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Clients tracked at most; beyond it, stale entries are dropped first.
@@ -86,7 +90,8 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 pub struct Authenticator {
     users: RwLock<Arc<HashMap<String, UserRecord>>>,
     verified: Mutex<HashMap<String, ([u8; 32], Instant)>>,
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    /// Keyed by client address and user name; the empty name counts the whole address.
+    failures: Mutex<HashMap<(IpAddr, String), Failures>>,
     key: [u8; 32],
     dummy_hash: String,
 }
@@ -132,36 +137,51 @@ impl Authenticator {
         h.finalize().into()
     }
 
-    /// Returns how long `client` is still refused, if it is.
-    fn blocked_for(&self, client: IpAddr) -> Option<Duration> {
+    /// Returns how long `user` from `client` is still refused, if it is.
+    fn blocked_for(&self, client: IpAddr, user: &str) -> Option<Duration> {
         let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        let until = failures.get(&client)?.blocked_until?;
-        until.checked_duration_since(Instant::now())
+        let now = Instant::now();
+        [(client, user.to_owned()), (client, String::new())]
+            .iter()
+            .filter_map(|key| {
+                failures
+                    .get(key)?
+                    .blocked_until?
+                    .checked_duration_since(now)
+            })
+            .max()
     }
 
-    /// Counts a failed login of `client`; refuses it for a while after too many.
-    fn record_failure(&self, client: IpAddr) {
+    /// Counts a failed login of `user` from `client`; refuses the pair (or the whole address)
+    /// for a while after too many.
+    fn record_failure(&self, client: IpAddr, user: &str) {
         let now = Instant::now();
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         if failures.len() >= MAX_TRACKED_CLIENTS {
             failures.retain(|_, f| now.duration_since(f.since) < FAILURE_WINDOW);
         }
-        let entry = failures.entry(client).or_insert(Failures {
-            count: 0,
-            since: now,
-            blocked_until: None,
-        });
-        if now.duration_since(entry.since) >= FAILURE_WINDOW {
-            *entry = Failures {
+        let mut keys = vec![((client, String::new()), MAX_FAILURES_PER_ADDRESS)];
+        if !user.is_empty() {
+            keys.push(((client, user.to_owned()), MAX_FAILURES));
+        }
+        for (key, limit) in keys {
+            let entry = failures.entry(key).or_insert(Failures {
                 count: 0,
                 since: now,
                 blocked_until: None,
-            };
-        }
-        entry.count += 1;
-        if entry.count >= MAX_FAILURES {
-            entry.blocked_until = Some(now + FAILURE_WINDOW);
-            tracing::warn!(%client, failures = entry.count, "too many failed logins; refusing the client for a while");
+            });
+            if now.duration_since(entry.since) >= FAILURE_WINDOW {
+                *entry = Failures {
+                    count: 0,
+                    since: now,
+                    blocked_until: None,
+                };
+            }
+            entry.count += 1;
+            if entry.count >= limit && entry.blocked_until.is_none() {
+                entry.blocked_until = Some(now + FAILURE_WINDOW);
+                tracing::warn!(%client, failures = entry.count, "too many failed logins; refusing for a while");
+            }
         }
     }
 
@@ -172,12 +192,16 @@ impl Authenticator {
         header: Option<&HeaderValue>,
         client: Option<IpAddr>,
     ) -> Result<Principal, ApiError> {
-        if let Some(wait) = client.and_then(|c| self.blocked_for(c)) {
+        let user = parse_basic(header)
+            .map(|(user, _)| user)
+            .unwrap_or_default();
+        if let Some(wait) = client.and_then(|c| self.blocked_for(c, &user)) {
             return Err(ApiError::TooManyAttempts(wait.as_secs().max(1)));
         }
         let result = self.check(header).await;
-        if let (Err(ApiError::Unauthorized(_)), Some(client)) = (&result, client) {
-            self.record_failure(client);
+        // A request without credentials at all is a client asking what to send, not a guess.
+        if let (Err(ApiError::Unauthorized(_)), Some(client), Some(_)) = (&result, client, header) {
+            self.record_failure(client, &user);
         }
         result
     }
@@ -337,8 +361,30 @@ mod tests {
             a.authenticate(Some(&right), Some(client)).await,
             Err(ApiError::TooManyAttempts(s)) if (1..=60).contains(&s)
         ));
-        // Other clients are not affected.
+        // Other clients are not affected, nor other users of the same client.
         let other: IpAddr = "127.0.0.10".parse().expect("ip");
         assert!(a.authenticate(Some(&right), Some(other)).await.is_ok());
+        let bob = header("Basic Ym9iOmJvYg==");
+        assert!(matches!(
+            a.authenticate(Some(&bob), Some(client)).await,
+            Err(ApiError::Unauthorized(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn guessing_across_user_names_blocks_the_whole_address() {
+        let a = auth();
+        let client: IpAddr = "127.0.0.11".parse().expect("ip");
+        for i in 0..MAX_FAILURES_PER_ADDRESS {
+            let credentials = base64::engine::general_purpose::STANDARD.encode(format!("u{i}:x"));
+            let _ = a
+                .authenticate(Some(&header(&format!("Basic {credentials}"))), Some(client))
+                .await;
+        }
+        let right = header("Basic QURNSU46S1lMSU4=");
+        assert!(matches!(
+            a.authenticate(Some(&right), Some(client)).await,
+            Err(ApiError::TooManyAttempts(_))
+        ));
     }
 }

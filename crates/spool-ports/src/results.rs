@@ -24,6 +24,14 @@ pub trait ResultSink: io::Write + Send {
     /// that id, and returns its size in bytes. Atomic: readers see the old result or none, then
     /// the complete new one, never a prefix.
     fn commit(self: Box<Self>) -> Result<u64, ResultStoreError>;
+
+    /// Tells the sink that `rows` more result rows were written; engines call it after each
+    /// batch. A sink may refuse more rows with an error, which the engine treats like a failed
+    /// write: it stops the query. The default accepts everything.
+    fn add_rows(&mut self, rows: u64) -> io::Result<()> {
+        let _ = rows;
+        Ok(())
+    }
 }
 
 /// A stored result opened for reading.

@@ -79,7 +79,7 @@ fn warn_about(users: &[UserRecord]) {
     for user in users {
         if user.name == "ADMIN" && verify_password(DEFAULT_PASSWORD, &user.password_hash) {
             warn!(
-                "user ADMIN still has the default password KYLIN; change it with `spool-server user passwd ADMIN`"
+                "user ADMIN still has the default password; change it with `spool-server user passwd ADMIN`"
             );
         }
     }
