@@ -4,7 +4,9 @@
 //! - `tidy`: the dependency-direction check (also a plain `#[test]`, so `cargo test` runs it).
 //! - `gen-ssb --sf N --out DIR [--seed S] [--threads T]`: SSB data as a project folder, made by
 //!   the release server binary's `gen-ssb` (xtask itself stays free of product crates).
+//! - `bench [--sf N] [--runs N]`: the release server measured; see `bench.rs`.
 
+mod bench;
 mod tidy;
 
 use std::process::Command;
@@ -19,6 +21,10 @@ fn main() -> anyhow::Result<()> {
             tidy::check_dependencies(&tidy::metadata()?)?;
             println!("tidy: dependency graph follows the allow-list");
             Ok(())
+        }
+        Some("bench") => {
+            let rest: Vec<String> = std::env::args().skip(2).collect();
+            bench::run(&rest)
         }
         Some("gen-ssb") => {
             let rest: Vec<String> = std::env::args().skip(2).collect();
@@ -35,16 +41,17 @@ fn main() -> anyhow::Result<()> {
             cargo(&args)
         }
         _ => {
-            eprintln!("usage: cargo xtask <ci|tidy|gen-ssb>");
+            eprintln!("usage: cargo xtask <ci|tidy|gen-ssb|bench>");
             eprintln!("  ci       fmt check, clippy -D warnings, all tests, tidy");
             eprintln!("  tidy     check that crate dependencies point inward only");
             eprintln!("  gen-ssb  --sf N --out DIR [--seed S] [--threads T]: SSB Parquet data");
+            eprintln!("  bench    [--sf N] [--runs N]: SSB through the API vs in-process");
             bail!("unknown or missing task");
         }
     }
 }
 
-fn cargo(args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("$ cargo {}", args.join(" "));
     let status = Command::new(cargo)

@@ -79,10 +79,10 @@ impl VisitorMut for Compat<'_> {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
-        if let SetExpr::Select(select) = query.body.as_mut() {
-            if let Err(e) = filter_before_left_join(select, self.names) {
-                return self.fail(e);
-            }
+        if let SetExpr::Select(select) = query.body.as_mut()
+            && let Err(e) = filter_before_left_join(select, self.names)
+        {
+            return self.fail(e);
         }
         ControlFlow::Continue(())
     }

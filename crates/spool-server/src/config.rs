@@ -62,6 +62,25 @@ pub enum Command {
     User(crate::users::UserCommand),
     /// Generate Star Schema Benchmark data as a project folder of Parquet files
     GenSsb(GenSsb),
+    /// Run one query in this process on the data dir's projects (no HTTP, no job store) and
+    /// report its time: for scripts, debugging and measuring the service's own overhead
+    Query(QueryArgs),
+}
+
+/// Arguments of `spool-server query`.
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    /// The project to query
+    #[arg(long)]
+    pub project: String,
+    /// How many times to run it; each run's time goes to stderr
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// Where to write the CSV of the last run (`-`: stdout) [default: nowhere]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The SQL
+    pub sql: String,
 }
 
 /// Arguments of `spool-server gen-ssb`.

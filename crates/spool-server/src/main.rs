@@ -34,6 +34,12 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Command::GenSsb(args)) => return gen_ssb(&args),
+        Some(Command::Query(args)) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            return runtime.block_on(query(&args, &settings));
+        }
         None => {}
     }
     let filter = EnvFilter::try_from_default_env()
@@ -68,6 +74,49 @@ fn gen_ssb(args: &config::GenSsb) -> anyhow::Result<()> {
         args.out.display(),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// `spool-server query`: runs SQL in this process through the same engine and result store
+/// as the server, without HTTP or the job store, and reports each run's time on stderr.
+async fn query(args: &config::QueryArgs, settings: &Settings) -> anyhow::Result<()> {
+    use spool_ports::{CancelToken, QueryEngine, ResultStore};
+    let engine = PolarsEngine::new(settings.data_dir.join("projects"));
+    let scratch = std::env::temp_dir().join(format!("spool-query-{}", std::process::id()));
+    let store = FsResultStore::open(&scratch).context("opening a scratch result store")?;
+    let request =
+        spool_domain::QueryRequest::new(args.sql.clone(), Some(&args.project), None, None)?;
+    let mut last = None;
+    for run in 1..=args.repeat.max(1) {
+        let id = spool_domain::QueryId::new_random();
+        let started = std::time::Instant::now();
+        let sink = store.create(id).await?;
+        let execution = engine
+            .execute(&request, sink, CancelToken::new())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let rows = execution.rows;
+        let bytes = tokio::task::spawn_blocking(move || execution.sink.commit()).await??;
+        eprintln!(
+            "run {run}: {rows} rows, {bytes} bytes, {:.1} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        if let Some(previous) = last.replace(id) {
+            store.delete(previous).await?;
+        }
+    }
+    if let (Some(out), Some(id)) = (&args.out, last) {
+        let from = scratch.join(id.to_string());
+        if out.as_os_str() == "-" {
+            std::io::copy(
+                &mut std::fs::File::open(&from)?,
+                &mut std::io::stdout().lock(),
+            )?;
+        } else {
+            std::fs::copy(&from, out).with_context(|| format!("writing {}", out.display()))?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }
 
