@@ -152,6 +152,35 @@ impl Server {
         req.send().expect("request")
     }
 
+    /// Sends a request as ADMIN with extra headers.
+    pub fn http_send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Response {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .header("Authorization", ADMIN);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("Content-Type", "application/json")
+                .body(b.to_owned());
+        }
+        req.send().expect("request")
+    }
+
+    /// GETs `path` as ADMIN with extra headers.
+    pub fn http_get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.http_send("GET", path, headers, None)
+    }
+
     pub fn json(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
         let res = self.send(method, path, Some(ADMIN), body);
         let status = res.status().as_u16();

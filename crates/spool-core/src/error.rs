@@ -33,6 +33,22 @@ pub enum ServiceError {
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// The request names a project that is not the query's.
+    #[error("query {id} does not belong to project '{project}'")]
+    WrongProject {
+        /// The query.
+        id: QueryId,
+        /// The project the request named.
+        project: String,
+    },
+    /// The query has already finished, so it cannot be stopped.
+    #[error("query {id} has already finished ({status}); only a running query can be stopped")]
+    AlreadyFinished {
+        /// The query.
+        id: QueryId,
+        /// Its status, `SUCCESSFUL` or `FAILED`.
+        status: &'static str,
+    },
     /// A backend failed; the details are for the log.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),

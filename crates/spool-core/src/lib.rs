@@ -28,9 +28,11 @@
 //! ```
 
 mod error;
+mod manage;
 mod service;
 mod worker;
 
 pub use error::ServiceError;
+pub use manage::{DownloadInfo, Sweep};
 pub use service::{Ports, QueryStatus, Spool, SpoolConfig};
 pub use worker::Workers;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use spool_domain::{Job, JobState, Principal, PublicStatus, QueryId, QueryRequest, Role};
+use spool_domain::{Job, Principal, PublicStatus, QueryId, QueryRequest, Role};
 use spool_ports::{
     CancelReason, CancelToken, Clock, IdGenerator, JobStore, QueryEngine, ResultStore, StoredResult,
 };
@@ -55,12 +55,18 @@ pub struct SpoolConfig {
     /// Queries one user may have queued or running at once; past it a submission is refused.
     /// `None`: no limit.
     pub max_in_flight_per_user: Option<usize>,
+    /// Finished queries older than this are deleted with their results by the retention sweep;
+    /// `None` keeps them until deleted.
+    pub result_retention: Option<Duration>,
+    /// How often the retention sweep runs (it also runs when the workers start).
+    pub retention_sweep_every: Duration,
 }
 
 impl SpoolConfig {
     /// Returns the production settings with `workers` query slots: 30 s leases, a 1 s idle
     /// poll, at most 3 attempts per job, a one-hour query timeout, 2 s for a cancelled engine
-    /// to stop, and no caps on result size or queries in flight.
+    /// to stop, no caps on result size or queries in flight, and results kept 7 days (as
+    /// Kylin), swept hourly.
     pub fn with_workers(workers: usize) -> Self {
         Self {
             workers: workers.max(1),
@@ -72,6 +78,8 @@ impl SpoolConfig {
             max_result_rows: None,
             max_result_bytes: None,
             max_in_flight_per_user: None,
+            result_retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            retention_sweep_every: Duration::from_secs(3600),
         }
     }
 }
@@ -198,7 +206,11 @@ impl Spool {
     }
 
     /// Returns the job if it exists and `who` may see it.
-    async fn visible_job(&self, who: &Principal, id: QueryId) -> Result<Option<Job>, ServiceError> {
+    pub(crate) async fn visible_job(
+        &self,
+        who: &Principal,
+        id: QueryId,
+    ) -> Result<Option<Job>, ServiceError> {
         let job = self.inner.ports.jobs.get(id).await?;
         Ok(job.filter(|j| who.can_see(&j.owner)))
     }
@@ -221,18 +233,8 @@ impl Spool {
 
     /// Opens the result of a successful query for streaming.
     pub async fn result(&self, who: &Principal, id: QueryId) -> Result<StoredResult, ServiceError> {
-        let job = self.job(who, id).await?;
-        match job.state {
-            JobState::Queued | JobState::Running { .. } => Err(ServiceError::NotReady(id)),
-            JobState::Failed { reason, .. } => Err(ServiceError::QueryFailed { id, reason }),
-            JobState::Succeeded { .. } => match self.inner.ports.results.open(id).await? {
-                Some(result) => Ok(result),
-                None => Err(ServiceError::Internal(
-                    format!("result of successful query {id} is missing from the result store")
-                        .into(),
-                )),
-            },
-        }
+        let info = self.download_info(who, id, None).await?;
+        self.open_result_range(&info, 0..info.bytes).await
     }
 
     /// Deletes every query and result, stopping those still running (admins only). Returns how

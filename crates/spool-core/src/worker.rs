@@ -40,7 +40,7 @@ impl std::fmt::Debug for Spool {
 }
 
 impl Spool {
-    /// Starts the worker pool on the current Tokio runtime.
+    /// Starts the worker pool, and the retention sweep, on the current Tokio runtime.
     pub fn start(&self) -> Workers {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -49,6 +49,7 @@ impl Spool {
             let stopped = stopped.clone();
             tasks.spawn(async move { worker_loop(worker, inner, stopped).await });
         }
+        tasks.spawn(self.clone().sweep_loop(stopped));
         Workers {
             stop,
             tasks,

@@ -3,57 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use futures::StreamExt;
 use spool_core::{Ports, ServiceError, Spool, SpoolConfig};
 use spool_domain::{Principal, PublicStatus, QueryId, QueryRequest};
-use spool_ports::testing::{MemoryJobStore, MemoryResultStore};
-use spool_ports::{
-    CancelToken, EngineError, Execution, JobStore, QueryEngine, RandomIds, ResultSink, ResultStore,
-    SystemClock,
-};
-
-/// An engine driven by the SQL text: `ok:<csv>`, `fail:<reason>`, `panic`, `block`.
-struct ScriptedEngine;
-
-#[async_trait]
-impl QueryEngine for ScriptedEngine {
-    async fn execute(
-        &self,
-        request: &QueryRequest,
-        mut sink: Box<dyn ResultSink>,
-        cancel: CancelToken,
-    ) -> Result<Execution, EngineError> {
-        let sql = request.sql.as_str();
-        if let Some(csv) = sql.strip_prefix("ok:") {
-            sink.write_all(csv.as_bytes())
-                .map_err(|e| EngineError::Internal(e.to_string()))?;
-            return Ok(Execution {
-                sink,
-                rows: csv.lines().count() as u64,
-                columns: Vec::new(),
-            });
-        }
-        if let Some(reason) = sql.strip_prefix("fail:") {
-            return Err(EngineError::InvalidQuery(reason.to_owned()));
-        }
-        if sql == "panic" {
-            panic!("engine bug");
-        }
-        if sql == "deaf" {
-            // An engine stuck in work it cannot interrupt: ignores the token for a long time.
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            return Err(EngineError::Internal("woke up".into()));
-        }
-        // "block": write a little, then wait to be cancelled.
-        sink.write_all(b"partial")
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        while !cancel.is_cancelled() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Err(EngineError::Cancelled)
-    }
-}
+use spool_ports::testing::{MemoryJobStore, MemoryResultStore, ScriptedEngine};
+use spool_ports::{Clock, JobStore, RandomIds, ResultStore, SystemClock};
 
 struct Harness {
     spool: Spool,
@@ -66,13 +20,21 @@ fn harness(workers: usize) -> Harness {
 }
 
 fn harness_with(workers: usize, tune: impl FnOnce(&mut SpoolConfig)) -> Harness {
+    harness_on(Arc::new(SystemClock), workers, tune)
+}
+
+fn harness_on(
+    clock: Arc<dyn spool_ports::Clock>,
+    workers: usize,
+    tune: impl FnOnce(&mut SpoolConfig),
+) -> Harness {
     let jobs = MemoryJobStore::default();
     let results = MemoryResultStore::default();
     let ports = Ports {
         jobs: Arc::new(jobs.clone()),
         results: Arc::new(results.clone()),
         engine: Arc::new(ScriptedEngine),
-        clock: Arc::new(SystemClock),
+        clock,
         ids: Arc::new(RandomIds),
     };
     let mut config = SpoolConfig::with_workers(workers);
@@ -491,5 +453,202 @@ async fn a_user_past_the_in_flight_cap_is_refused_and_nothing_is_queued() {
         .await
         .expect("submit");
     wait_for(&h.spool, &alice, next, PublicStatus::Successful).await;
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn stopping_a_running_query_fails_it_and_frees_its_slot() {
+    let h = harness(1);
+    let workers = h.spool.start();
+    let bob = user("bob");
+    let long = h
+        .spool
+        .submit(&bob, request("block"))
+        .await
+        .expect("submit");
+    while h.spool.running_count() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Queued behind it: stopped without ever running.
+    let queued = h
+        .spool
+        .submit(&bob, request("ok:1\n"))
+        .await
+        .expect("submit");
+    // Someone else cannot stop it: to them it does not exist.
+    assert!(matches!(
+        h.spool.stop(&user("eve"), long, None).await,
+        Err(ServiceError::NotFound(_))
+    ));
+    let other = spool_domain::ProjectName::parse("other").expect("name");
+    assert!(matches!(
+        h.spool.stop(&bob, long, Some(&other)).await,
+        Err(ServiceError::WrongProject { .. })
+    ));
+    h.spool.stop(&bob, queued, None).await.expect("stop queued");
+    h.spool.stop(&bob, long, None).await.expect("stop running");
+    // `stop` returns once the run has ended.
+    assert_eq!(h.spool.running_count(), 0);
+    for id in [long, queued] {
+        let info = wait_for(&h.spool, &bob, id, PublicStatus::Failed).await;
+        assert_eq!(info, "stopped by user");
+        assert!(h.results.list().await.expect("list").is_empty());
+    }
+    assert!(matches!(
+        h.spool.stop(&bob, long, None).await,
+        Err(ServiceError::AlreadyFinished {
+            status: "FAILED",
+            ..
+        })
+    ));
+    // The slot serves the next query.
+    let next = h
+        .spool
+        .submit(&bob, request("ok:2\n"))
+        .await
+        .expect("submit");
+    wait_for(&h.spool, &bob, next, PublicStatus::Successful).await;
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn deleting_one_query_removes_it_and_its_result_for_its_owner_only() {
+    let h = harness(1);
+    let workers = h.spool.start();
+    let bob = user("bob");
+    let id = h
+        .spool
+        .submit(&bob, request("ok:1\n"))
+        .await
+        .expect("submit");
+    wait_for(&h.spool, &bob, id, PublicStatus::Successful).await;
+    assert!(matches!(
+        h.spool.delete(&user("eve"), id, None).await,
+        Err(ServiceError::NotFound(_))
+    ));
+    h.spool.delete(&bob, id, None).await.expect("delete");
+    assert_eq!(
+        h.spool.status(&bob, id).await.expect("status").status,
+        PublicStatus::Missing
+    );
+    assert!(h.results.list().await.expect("list").is_empty());
+    assert!(h.jobs.list().await.expect("list").is_empty());
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn deleting_by_project_and_age_is_for_admins_and_spares_the_rest() {
+    let clock = spool_ports::testing::ManualClock::at(1_000_000);
+    let h = harness_on(Arc::new(clock.clone()), 1, |_| {});
+    let workers = h.spool.start();
+    let old = h
+        .spool
+        .submit(&admin(), request("ok:1\n"))
+        .await
+        .expect("submit");
+    wait_for(&h.spool, &admin(), old, PublicStatus::Successful).await;
+    clock.advance(Duration::from_secs(60));
+    let cutoff = clock.now();
+    let other_project =
+        QueryRequest::new("ok:2\n".into(), Some("other"), None, None).expect("valid");
+    let old_other = h
+        .spool
+        .submit(&admin(), other_project)
+        .await
+        .expect("submit");
+    clock.advance(Duration::from_secs(60));
+    let new = h
+        .spool
+        .submit(&admin(), request("ok:3\n"))
+        .await
+        .expect("submit");
+    for id in [old_other, new] {
+        wait_for(&h.spool, &admin(), id, PublicStatus::Successful).await;
+    }
+    let ssb = spool_domain::ProjectName::parse("ssb").expect("name");
+    assert!(matches!(
+        h.spool
+            .delete_matching(&user("bob"), Some(&ssb), Some(cutoff))
+            .await,
+        Err(ServiceError::Forbidden(_))
+    ));
+    let deleted = h
+        .spool
+        .delete_matching(&admin(), Some(&ssb), Some(cutoff.plus_millis(1)))
+        .await
+        .expect("delete");
+    assert_eq!(deleted, 1);
+    let boss = admin();
+    let status = |id| h.spool.status(&boss, id);
+    assert_eq!(
+        status(old).await.expect("status").status,
+        PublicStatus::Missing
+    );
+    assert_eq!(
+        status(old_other).await.expect("status").status,
+        PublicStatus::Successful
+    );
+    assert_eq!(
+        status(new).await.expect("status").status,
+        PublicStatus::Successful
+    );
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_retention_sweep_removes_expired_queries_and_orphaned_results() {
+    let clock = spool_ports::testing::ManualClock::at(1_000_000);
+    let h = harness_on(Arc::new(clock.clone()), 1, |c| {
+        c.result_retention = Some(Duration::from_secs(7 * 24 * 3600));
+    });
+    let workers = h.spool.start();
+    let old = h
+        .spool
+        .submit(&admin(), request("ok:1\n"))
+        .await
+        .expect("submit");
+    wait_for(&h.spool, &admin(), old, PublicStatus::Successful).await;
+    clock.advance(Duration::from_secs(6 * 24 * 3600));
+    let young = h
+        .spool
+        .submit(&admin(), request("ok:2\n"))
+        .await
+        .expect("submit");
+    wait_for(&h.spool, &admin(), young, PublicStatus::Successful).await;
+    // A crash in an earlier sweep, between deleting a record and its result, left an orphan.
+    let orphan = h
+        .spool
+        .submit(&admin(), request("ok:3\n"))
+        .await
+        .expect("submit");
+    wait_for(&h.spool, &admin(), orphan, PublicStatus::Successful).await;
+    h.jobs.delete(orphan).await.expect("delete record only");
+
+    assert_eq!(
+        h.spool.sweep_expired().await.expect("sweep"),
+        spool_core::Sweep {
+            expired: 0,
+            orphans: 1
+        }
+    );
+    clock.advance(Duration::from_secs(24 * 3600 + 1));
+    assert_eq!(
+        h.spool.sweep_expired().await.expect("sweep"),
+        spool_core::Sweep {
+            expired: 1,
+            orphans: 0
+        }
+    );
+    let boss = admin();
+    let status = |id| h.spool.status(&boss, id);
+    assert_eq!(
+        status(old).await.expect("status").status,
+        PublicStatus::Missing
+    );
+    assert_eq!(
+        status(young).await.expect("status").status,
+        PublicStatus::Successful
+    );
+    assert_eq!(h.results.list().await.expect("list"), vec![young]);
     workers.shutdown().await;
 }

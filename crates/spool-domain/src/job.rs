@@ -187,6 +187,30 @@ impl Job {
         }
     }
 
+    /// Ends a job that no worker holds (queued, or running on a lease lapsed at `now`) with
+    /// `outcome`, as when a user stops a query before a worker picked it up.
+    pub fn end_unclaimed(
+        &mut self,
+        now: Timestamp,
+        outcome: JobState,
+    ) -> Result<(), TransitionError> {
+        if !self.is_claimable(now) {
+            return Err(TransitionError::LeaseLost(self.id));
+        }
+        self.state = outcome;
+        Ok(())
+    }
+
+    /// Returns when the job finished, if it has.
+    pub fn finished_at(&self) -> Option<Timestamp> {
+        match &self.state {
+            JobState::Succeeded { finished_at, .. } | JobState::Failed { finished_at, .. } => {
+                Some(*finished_at)
+            }
+            _ => None,
+        }
+    }
+
     /// Puts a running job back in the queue (its worker is gone); other states are unchanged.
     pub fn requeue(&mut self) {
         if matches!(self.state, JobState::Running { .. }) {
@@ -218,6 +242,7 @@ mod tests {
             project: ProjectName::default_project(),
             offset: None,
             limit: None,
+            output: Default::default(),
         };
         Job::new(
             QueryId::new_random(),

@@ -5,12 +5,14 @@
 
 mod id;
 mod job;
+mod output;
 mod request;
 mod time;
 mod user;
 
 pub use id::{InvalidQueryId, QueryId};
 pub use job::{Job, JobState, Lease, LeaseToken, PublicStatus, ResultColumn, TransitionError};
+pub use output::{InvalidOutput, OutputFormat, OutputSpec, TextEncoding};
 pub use request::{InvalidRequest, ProjectName, QueryRequest};
 pub use time::Timestamp;
 pub use user::{Principal, Role};

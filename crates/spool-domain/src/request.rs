@@ -72,6 +72,9 @@ pub struct QueryRequest {
     pub offset: Option<u64>,
     /// Rows to return at most, unless the SQL has its own LIMIT; `None` means all rows.
     pub limit: Option<u64>,
+    /// How the result is written (absent in records from before 0.2: the seed's CSV).
+    #[serde(default)]
+    pub output: crate::OutputSpec,
 }
 
 /// Why a submission was refused before anything ran.
@@ -109,7 +112,14 @@ impl QueryRequest {
             project,
             offset: offset.filter(|&o| o > 0),
             limit: limit.filter(|&l| l > 0),
+            output: crate::OutputSpec::default(),
         })
+    }
+
+    /// Sets how the result is written.
+    pub fn with_output(mut self, output: crate::OutputSpec) -> Self {
+        self.output = output;
+        self
     }
 }
 

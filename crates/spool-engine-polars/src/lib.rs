@@ -9,7 +9,7 @@
 //! - SQL reaches Polars only after [`sql::prepare`] accepted it (see that module's rules).
 
 mod catalog;
-mod csv;
+mod formats;
 mod joins;
 mod rewrite;
 pub mod sample;
@@ -34,12 +34,24 @@ const MAX_MESSAGE: usize = 1_000;
 #[derive(Debug, Clone)]
 pub struct PolarsEngine {
     root: PathBuf,
+    scratch: PathBuf,
 }
 
 impl PolarsEngine {
-    /// Serves the projects found under `root` (one folder per project).
+    /// Serves the projects found under `root` (one folder per project). Temporary files (XLSX
+    /// sheets being written) go to the system's temporary directory until
+    /// [`PolarsEngine::with_scratch`] says otherwise.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            scratch: std::env::temp_dir().join("spool-scratch"),
+        }
+    }
+
+    /// Puts temporary files under `dir`.
+    pub fn with_scratch(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.scratch = dir.into();
+        self
     }
 
     /// Returns the folder projects live in.
@@ -57,10 +69,11 @@ impl QueryEngine for PolarsEngine {
         cancel: CancelToken,
     ) -> Result<Execution, EngineError> {
         let root = self.root.clone();
+        let scratch = self.scratch.clone();
         let request = request.clone();
         let joined = tokio::task::spawn_blocking(move || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run(&root, &request, sink, &cancel)
+                run(&root, &scratch, &request, sink, &cancel)
             }))
         })
         .await;
@@ -117,10 +130,19 @@ fn execution_error(e: PolarsError) -> EngineError {
     }
 }
 
+/// A write into the result failed: for a reason the user can act on (the format or encoding
+/// cannot hold the result), or because the store broke.
+fn sink_error(e: std::io::Error) -> EngineError {
+    match formats::user_reason(&e) {
+        Some(reason) => EngineError::Execution(reason),
+        None => EngineError::Sink(e.into()),
+    }
+}
+
 /// What the batch callback shares with the code that started the query.
 struct Output {
     sink: Option<Box<dyn ResultSink>>,
-    encoder: csv::Encoder,
+    encoder: Box<dyn formats::Encoder>,
     rows: u64,
     error: Option<std::io::Error>,
 }
@@ -128,6 +150,7 @@ struct Output {
 /// Runs one query to completion on the calling (blocking) thread.
 fn run(
     root: &Path,
+    scratch: &Path,
     request: &QueryRequest,
     sink: Box<dyn ResultSink>,
     cancel: &CancelToken,
@@ -147,9 +170,8 @@ fn run(
     debug!(sql = %prepared, "running on polars");
     let mut context = project.context;
     let mut frame = context.execute(&prepared).map_err(planning_error)?;
-    let columns = frame
-        .collect_schema()
-        .map_err(planning_error)?
+    let schema = frame.collect_schema().map_err(planning_error)?;
+    let columns = schema
         .iter()
         .map(|(name, dtype)| ResultColumn {
             name: name.to_string(),
@@ -157,9 +179,12 @@ fn run(
         })
         .collect();
 
+    let mut sink = formats::transcode(&request.output, sink);
+    let mut encoder = formats::encoder(&request.output, &schema, scratch.to_path_buf());
+    encoder.begin(sink.as_mut()).map_err(sink_error)?;
     let output = Arc::new(Mutex::new(Output {
         sink: Some(sink),
-        encoder: csv::Encoder::new(),
+        encoder,
         rows: 0,
         error: None,
     }));
@@ -178,7 +203,7 @@ fn run(
         };
         let written = out
             .encoder
-            .write(&mut batch, sink)
+            .write(&mut batch, sink.as_mut())
             .and_then(|()| sink.add_rows(batch.height() as u64));
         match written {
             Ok(()) => {
@@ -199,7 +224,7 @@ fn run(
 
     let mut out = output.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(e) = out.error.take() {
-        return Err(EngineError::Sink(e.into()));
+        return Err(sink_error(e));
     }
     if cancel.is_cancelled() {
         return Err(EngineError::Cancelled);
@@ -208,7 +233,8 @@ fn run(
         .sink
         .take()
         .ok_or_else(|| EngineError::Internal("result sink vanished".to_owned()))?;
-    sink.flush().map_err(|e| EngineError::Sink(e.into()))?;
+    out.encoder.finish(sink.as_mut()).map_err(sink_error)?;
+    sink.flush().map_err(sink_error)?;
     Ok(Execution {
         sink,
         rows: out.rows,

@@ -37,6 +37,10 @@ pub enum ApiError {
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// The requested byte range lies outside the result (the result's length rides along for
+    /// the `Content-Range` header).
+    #[error("requested range is outside the result of {0} bytes")]
+    RangeNotSatisfiable(u64),
     /// The request body is larger than allowed.
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -54,6 +58,8 @@ impl From<ServiceError> for ApiError {
                 Self::Conflict(e.to_string())
             }
             ServiceError::Forbidden(message) => Self::Forbidden(message),
+            e @ ServiceError::WrongProject { .. } => Self::BadRequest(e.to_string()),
+            e @ ServiceError::AlreadyFinished { .. } => Self::Conflict(e.to_string()),
             e @ ServiceError::TooManyQueries { .. } => Self::TooManyQueries(e.to_string()),
             ServiceError::Internal(source) => Self::Internal(source),
         }
@@ -71,6 +77,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,6 +111,11 @@ impl IntoResponse for ApiError {
             Self::TooManyAttempts(seconds) => {
                 if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
                     response.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+            }
+            Self::RangeNotSatisfiable(len) => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, v);
                 }
             }
             Self::TooManyQueries(_) => {

@@ -10,6 +10,7 @@
 //! - This crate depends on the core and the ports, never on an adapter.
 
 mod auth;
+mod download;
 mod error;
 mod routes;
 

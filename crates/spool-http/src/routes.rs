@@ -3,21 +3,25 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use spool_core::Spool;
-use spool_domain::{Principal, PublicStatus, QueryId, QueryRequest};
+use spool_domain::{
+    OutputFormat, OutputSpec, Principal, ProjectName, PublicStatus, QueryId, QueryRequest,
+    TextEncoding, Timestamp,
+};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Instrument;
 
+use crate::download;
 use crate::error::envelope;
 use crate::{ApiError, Authenticator};
 
@@ -52,9 +56,15 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let max_body = state.limits.max_body_bytes;
     let api = Router::new()
-        .route("/kylin/api/async_query", post(submit).delete(clean_all))
+        .route("/kylin/api/async_query", post(submit).delete(delete_many))
+        .route("/kylin/api/async_query/{id}", delete(delete_one))
+        .route("/kylin/api/async_query/stop/{id}", delete(stop))
         .route("/kylin/api/async_query/{id}/status", get(status))
-        .route("/kylin/api/async_query/{id}/result", get(result))
+        .route("/kylin/api/async_query/{id}/file_status", get(file_status))
+        .route("/kylin/api/async_query/{id}/metadata", get(metadata))
+        .route("/kylin/api/async_query/{id}/result", get(download))
+        .route("/kylin/api/async_query/{id}/result_download", get(download))
+        .route("/kylin/api/async_query/{id}/result_path", get(result_path))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(max_body));
     Router::new()
@@ -115,12 +125,40 @@ fn ok<T: Serialize>(data: T) -> Json<Envelope<T>> {
     })
 }
 
-#[derive(Serialize)]
-struct StatusData {
-    #[serde(rename = "queryID")]
-    query_id: String,
-    status: PublicStatus,
-    info: String,
+/// The response shapes a client asked for with `Accept`: Kylin 4's (`queryID`, the seed's) or
+/// Kylin 5's (`query_id`). Anything but a Kylin v4 media type gets the seed's shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    V2,
+    V4,
+}
+
+impl Shape {
+    fn of(headers: &HeaderMap) -> Self {
+        let v4 = headers.get_all(header::ACCEPT).iter().any(|value| {
+            value.to_str().is_ok_and(|v| {
+                v.to_ascii_lowercase()
+                    .contains("application/vnd.apache.kylin-v4")
+            })
+        });
+        if v4 { Self::V4 } else { Self::V2 }
+    }
+
+    /// The status object of a query in this shape.
+    fn status(self, id: &str, status: PublicStatus, info: &str) -> Value {
+        let key = match self {
+            Self::V2 => "queryID",
+            Self::V4 => "query_id",
+        };
+        let mut data = Map::new();
+        data.insert(key.to_owned(), Value::String(id.to_owned()));
+        data.insert(
+            "status".to_owned(),
+            serde_json::to_value(status).unwrap_or(Value::Null),
+        );
+        data.insert("info".to_owned(), Value::String(info.to_owned()));
+        Value::Object(data)
+    }
 }
 
 /// Reads an optional non-negative integer field.
@@ -139,6 +177,32 @@ fn non_negative(body: &Map<String, Value>, field: &str) -> Result<Option<u64>, A
     }
 }
 
+/// Reads an optional string field.
+fn string<'a>(body: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "field '{field}' must be a string, got {}",
+            type_name(other)
+        ))),
+    }
+}
+
+/// Reads an optional boolean field (`true`/`false`, or those words as strings).
+fn boolean(body: &Map<String, Value>, field: &str) -> Result<Option<bool>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "field '{field}' must be true or false, got {}",
+            type_name(other)
+        ))),
+    }
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -150,46 +214,62 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// Parses the submit body: `sql` (required), `project`, `offset`, `limit`; `acceptPartial` and
-/// unknown fields are ignored.
-fn parse_submit(body: &[u8]) -> Result<QueryRequest, ApiError> {
+fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
-    let Value::Object(body) = value else {
-        return Err(ApiError::BadRequest(
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(ApiError::BadRequest(
+            "request body must be a JSON object".to_owned(),
+        )),
+    }
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest(e.to_string())
+}
+
+/// Parses the submit body: `sql` (required), `project`, `offset`, `limit`, and Kylin 5's
+/// `format`, `separator`, `encode`, `include_header`, `file_name`; `acceptPartial` and unknown
+/// fields are ignored.
+fn parse_submit(body: &[u8]) -> Result<QueryRequest, ApiError> {
+    let body = json_object(body).map_err(|e| match e {
+        ApiError::BadRequest(m) if m.ends_with("JSON object") => ApiError::BadRequest(
             "request body must be a JSON object with at least the field 'sql'".to_owned(),
-        ));
-    };
-    let sql = match body.get("sql") {
-        Some(Value::String(s)) => s.clone(),
-        None | Some(Value::Null) => {
-            return Err(ApiError::BadRequest("field 'sql' is required".to_owned()));
-        }
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "field 'sql' must be a string, got {}",
-                type_name(other)
-            )));
-        }
-    };
-    let project = match body.get("project") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.as_str()),
-        Some(other) => {
-            return Err(ApiError::BadRequest(format!(
-                "field 'project' must be a string, got {}",
-                type_name(other)
-            )));
-        }
-    };
+        ),
+        other => other,
+    })?;
+    let sql = string(&body, "sql")?
+        .ok_or_else(|| ApiError::BadRequest("field 'sql' is required".to_owned()))?
+        .to_owned();
+    let project = string(&body, "project")?;
     let offset = non_negative(&body, "offset")?;
     let limit = non_negative(&body, "limit")?;
-    QueryRequest::new(sql, project, offset, limit).map_err(|e| ApiError::BadRequest(e.to_string()))
+    let mut output = OutputSpec::default();
+    if let Some(format) = string(&body, "format")? {
+        output.format = OutputFormat::parse(format).map_err(bad)?;
+    }
+    if let Some(separator) = string(&body, "separator")? {
+        output = output.with_separator(separator).map_err(bad)?;
+    }
+    if let Some(encode) = string(&body, "encode")? {
+        output.encoding = TextEncoding::parse(encode).map_err(bad)?;
+    }
+    if let Some(header) = boolean(&body, "include_header")? {
+        output.include_header = header;
+    }
+    if let Some(name) = string(&body, "file_name")? {
+        output = output.with_file_name(name);
+    }
+    Ok(QueryRequest::new(sql, project, offset, limit)
+        .map_err(bad)?
+        .with_output(output))
 }
 
 async fn submit(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let body = body.map_err(|e| match e {
@@ -202,11 +282,11 @@ async fn submit(
     })?;
     let request = parse_submit(&body)?;
     let id = state.spool.submit(&who, request).await?;
-    Ok(ok(StatusData {
-        query_id: id.to_string(),
-        status: PublicStatus::Running,
-        info: "still running".to_owned(),
-    }))
+    Ok(ok(Shape::of(&headers).status(
+        &id.to_string(),
+        PublicStatus::Running,
+        "still running",
+    )))
 }
 
 /// The longest query id accepted in a path; Spool's ids have 36 characters.
@@ -221,59 +301,237 @@ fn check_id_length(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Parses a query id from a path; an id Spool could not have issued is simply not found.
+fn query_id(id: &str) -> Result<QueryId, ApiError> {
+    check_id_length(id)?;
+    id.parse()
+        .map_err(|_| ApiError::NotFound("query not found".to_owned()))
+}
+
+/// The `project` of a call on one query: a query parameter, or a field of a JSON body. When
+/// given, it must be the query's project.
+fn project_param(
+    params: &std::collections::HashMap<String, String>,
+    body: &[u8],
+) -> Result<Option<ProjectName>, ApiError> {
+    let from_body = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        string(&json_object(body)?, "project")?.map(str::to_owned)
+    };
+    match params.get("project").cloned().or(from_body) {
+        None => Ok(None),
+        Some(p) => ProjectName::parse(&p).map(Some).map_err(bad),
+    }
+}
+
+type Params = Query<std::collections::HashMap<String, String>>;
+
 async fn status(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_id_length(&id)?;
-    // An id Spool could not have issued is simply missing; it never reaches a store.
+    let shape = Shape::of(&headers);
     let data = match id.parse::<QueryId>() {
         Ok(id) => {
             let s = state.spool.status(&who, id).await?;
-            StatusData {
-                query_id: s.id.to_string(),
-                status: s.status,
-                info: s.info,
-            }
+            shape.status(&s.id.to_string(), s.status, &s.info)
         }
-        Err(_) => StatusData {
-            query_id: id.chars().take(64).collect(),
-            status: PublicStatus::Missing,
-            info: "query not found".to_owned(),
-        },
+        Err(_) => shape.status(
+            &id.chars().take(64).collect::<String>(),
+            PublicStatus::Missing,
+            "query not found",
+        ),
     };
     Ok(ok(data))
 }
 
-async fn result(
+async fn file_status(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    check_id_length(&id)?;
-    let id: QueryId = id
-        .parse()
-        .map_err(|_| ApiError::NotFound("query not found".to_owned()))?;
-    let stored = state.spool.result(&who, id).await?;
-    let mut response = Response::new(Body::from_stream(stored.body));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/csv; charset=utf-8"),
-    );
-    headers.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"result.csv\""),
-    );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(stored.len));
-    Ok(response)
+    Query(params): Params,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = query_id(&id)?;
+    let project = project_param(&params, &body)?;
+    let info = state
+        .spool
+        .download_info(&who, id, project.as_ref())
+        .await?;
+    Ok(ok(info.bytes))
 }
 
-async fn clean_all(
+async fn metadata(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(params): Params,
+    body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    state.spool.clean_all(&who).await?;
+    let id = query_id(&id)?;
+    let project = project_param(&params, &body)?;
+    let info = state
+        .spool
+        .download_info(&who, id, project.as_ref())
+        .await?;
+    let columns = match &info.job.state {
+        spool_domain::JobState::Succeeded { columns, .. } => columns.clone(),
+        _ => Vec::new(),
+    };
+    let (names, types): (Vec<String>, Vec<String>) =
+        columns.into_iter().map(|c| (c.name, c.sql_type)).unzip();
+    Ok(ok((names, types)))
+}
+
+async fn result_path(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(params): Params,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = query_id(&id)?;
+    let project = project_param(&params, &body)?;
+    let info = state
+        .spool
+        .download_info(&who, id, project.as_ref())
+        .await?;
+    Ok(ok(state.spool.result_location(&info)))
+}
+
+async fn download(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(params): Params,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let id = query_id(&id)?;
+    let project = project_param(&params, &body)?;
+    let info = state
+        .spool
+        .download_info(&who, id, project.as_ref())
+        .await?;
+    download::respond(&state.spool, &info, &headers).await
+}
+
+async fn delete_one(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(params): Params,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = query_id(&id)?;
+    let project = project_param(&params, &body)?;
+    state.spool.delete(&who, id, project.as_ref()).await?;
     Ok(ok(true))
+}
+
+async fn stop(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(params): Params,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = query_id(&id)?;
+    let project = project_param(&params, &body)?;
+    state.spool.stop(&who, id, project.as_ref()).await?;
+    Ok(ok(true))
+}
+
+/// The format of `older_than`, as Kylin documents it.
+const OLDER_THAN_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+/// Parses `older_than` (`yyyy-MM-dd HH:mm:ss`, UTC).
+fn parse_older_than(text: &str) -> Result<Timestamp, ApiError> {
+    chrono::NaiveDateTime::parse_from_str(text.trim(), OLDER_THAN_FORMAT)
+        .map(|t| Timestamp::from_millis(t.and_utc().timestamp_millis()))
+        .map_err(|_| {
+            ApiError::BadRequest(format!(
+                "older_than must be a time as yyyy-MM-dd HH:mm:ss (UTC), for example 2024-01-31 23:59:59; got {:?}",
+                text.chars().take(40).collect::<String>()
+            ))
+        })
+}
+
+/// `DELETE /kylin/api/async_query`: with neither `project` nor `older_than`, every query (as
+/// in the seed); with either, the matching ones. Admins only.
+async fn delete_many(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Query(params): Params,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let project = project_param(&params, &body)?;
+    let older_than = match params.get("older_than") {
+        Some(text) => Some(parse_older_than(text)?),
+        None if body.iter().all(u8::is_ascii_whitespace) => None,
+        None => match string(&json_object(&body)?, "older_than")? {
+            Some(text) => Some(parse_older_than(text)?),
+            None => None,
+        },
+    };
+    if project.is_none() && older_than.is_none() {
+        state.spool.clean_all(&who).await?;
+    } else {
+        state
+            .spool
+            .delete_matching(&who, project.as_ref(), older_than)
+            .await?;
+    }
+    Ok(ok(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn older_than_reads_kylins_format_and_explains_it_otherwise() {
+        assert_eq!(
+            parse_older_than("1970-01-01 00:00:01").expect("valid"),
+            Timestamp::from_millis(1000)
+        );
+        let e = parse_older_than("2024-01-31").expect_err("no time");
+        assert!(e.to_string().contains("yyyy-MM-dd HH:mm:ss"), "{e}");
+    }
+
+    #[test]
+    fn kylin5_fields_are_parsed_and_checked() {
+        let r = parse_submit(
+            br#"{"sql":"select 1","format":"JSON","separator":"||","encode":"GBK","include_header":true,"file_name":"a/b"}"#,
+        )
+        .expect("valid");
+        assert_eq!(r.output.format, OutputFormat::Json);
+        assert_eq!(r.output.separator, "||");
+        assert_eq!(r.output.encoding, TextEncoding::Gbk);
+        assert!(r.output.include_header);
+        assert_eq!(r.output.file_name, "a_b");
+        let e = parse_submit(br#"{"sql":"select 1","format":"xls"}"#).expect_err("unknown");
+        assert!(e.to_string().contains("csv, json, xlsx, parquet"), "{e}");
+        let e = parse_submit(br#"{"sql":"select 1","include_header":1}"#).expect_err("type");
+        assert!(e.to_string().contains("include_header"), "{e}");
+    }
+
+    #[test]
+    fn accept_chooses_the_shape() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(Shape::of(&headers), Shape::V2);
+        headers.insert(
+            header::ACCEPT,
+            "application/vnd.apache.kylin-v4-public+json"
+                .parse()
+                .expect("header"),
+        );
+        assert_eq!(Shape::of(&headers), Shape::V4);
+        let v = Shape::V4.status("x", PublicStatus::Running, "still running");
+        assert_eq!(v["query_id"], "x");
+    }
 }

@@ -3,52 +3,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use spool_core::{Ports, Spool, SpoolConfig};
-use spool_domain::{QueryRequest, Role};
+use spool_domain::Role;
 use spool_http::{AppState, Authenticator, HttpLimits, UserRecord, hash_password, router};
-use spool_ports::testing::{MemoryJobStore, MemoryResultStore};
-use spool_ports::{
-    CancelToken, EngineError, Execution, QueryEngine, RandomIds, ResultSink, SystemClock,
-};
+use spool_ports::testing::{MemoryJobStore, MemoryResultStore, ScriptedEngine};
+use spool_ports::{RandomIds, SystemClock};
 use tower::ServiceExt;
 
 const ADMIN: &str = "Basic QURNSU46S1lMSU4="; // ADMIN:KYLIN, as in Kylin's docs
 
 /// Answers `ok:<csv>` with the CSV and `fail:<reason>` with an invalid-query error.
-struct ScriptedEngine;
-
-#[async_trait]
-impl QueryEngine for ScriptedEngine {
-    async fn execute(
-        &self,
-        request: &QueryRequest,
-        mut sink: Box<dyn ResultSink>,
-        cancel: CancelToken,
-    ) -> Result<Execution, EngineError> {
-        if let Some(csv) = request.sql.strip_prefix("ok:") {
-            sink.write_all(csv.as_bytes())
-                .map_err(|e| EngineError::Internal(e.to_string()))?;
-            return Ok(Execution {
-                sink,
-                rows: 1,
-                columns: Vec::new(),
-            });
-        }
-        if let Some(reason) = request.sql.strip_prefix("fail:") {
-            return Err(EngineError::InvalidQuery(reason.into()));
-        }
-        while !cancel.is_cancelled() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        Err(EngineError::Cancelled)
-    }
-}
-
 fn app() -> (axum::Router, spool_core::Workers) {
     let ports = Ports {
         jobs: Arc::new(MemoryJobStore::default()),
@@ -375,6 +343,21 @@ async fn every_endpoint_but_healthz_needs_credentials() {
             );
         }
     }
+    // The Kylin 5 endpoints too (without credentials only: wrong passwords are counted).
+    for (method, uri) in [
+        ("DELETE", format!("/kylin/api/async_query/{id}")),
+        ("DELETE", format!("/kylin/api/async_query/stop/{id}")),
+        ("GET", format!("/kylin/api/async_query/{id}/file_status")),
+        ("GET", format!("/kylin/api/async_query/{id}/metadata")),
+        (
+            "GET",
+            format!("/kylin/api/async_query/{id}/result_download"),
+        ),
+        ("GET", format!("/kylin/api/async_query/{id}/result_path")),
+    ] {
+        let (status, _, bytes) = call(&app, method, &uri, None, None).await;
+        assert_error(status, &bytes, StatusCode::UNAUTHORIZED, "");
+    }
     let (status, _, bytes) = call(&app, "GET", "/healthz", None, None).await;
     assert_eq!(
         (status, json_of(&bytes)),
@@ -487,6 +470,97 @@ async fn users_are_isolated_and_only_admins_clean_up() {
         json_of(&bytes)["data"]["status"],
         "SUCCESSFUL",
         "the refused clean-up deleted nothing"
+    );
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn kylin5_calls_on_one_query() {
+    let (app, workers) = app();
+    let id = submit(&app, "ok:a\nb\n").await;
+    wait_status(&app, &id, "SUCCESSFUL").await;
+    let get = |path: String| {
+        let app = app.clone();
+        async move { call(&app, "GET", &path, Some(ADMIN), None).await }
+    };
+    let (status, _, bytes) = get(format!("/kylin/api/async_query/{id}/file_status")).await;
+    assert_eq!(
+        (status, json_of(&bytes)["data"].clone()),
+        (StatusCode::OK, json!(4))
+    );
+    let (_, _, bytes) = get(format!("/kylin/api/async_query/{id}/metadata")).await;
+    assert_eq!(json_of(&bytes)["data"], json!([["C"], ["VARCHAR"]]));
+    let (_, _, bytes) = get(format!("/kylin/api/async_query/{id}/result_path")).await;
+    assert_eq!(
+        json_of(&bytes)["data"],
+        Value::Null,
+        "the memory store has no path"
+    );
+    let (status, _, bytes) = get(format!(
+        "/kylin/api/async_query/{id}/metadata?project=other"
+    ))
+    .await;
+    assert_error(
+        status,
+        &bytes,
+        StatusCode::BAD_REQUEST,
+        "does not belong to project 'other'",
+    );
+    let (status, _, bytes) = call(
+        &app,
+        "GET",
+        &format!("/kylin/api/async_query/{id}/file_status"),
+        Some(ADMIN),
+        Some(r#"{"project":"other"}"#),
+    )
+    .await;
+    assert_error(status, &bytes, StatusCode::BAD_REQUEST, "does not belong");
+
+    // Ranges come from the store's default (skip and take) implementation here.
+    let req = Request::builder()
+        .uri(format!("/kylin/api/async_query/{id}/result_download"))
+        .header(header::AUTHORIZATION, ADMIN)
+        .header(header::RANGE, "bytes=1-2")
+        .body(Body::empty())
+        .expect("request");
+    let res = app.clone().oneshot(req).await.expect("response");
+    assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(res.headers()[header::CONTENT_RANGE], "bytes 1-2/4");
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&body[..], b"\nb");
+
+    let (status, _, bytes) = call(
+        &app,
+        "DELETE",
+        &format!("/kylin/api/async_query/stop/{id}"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_error(status, &bytes, StatusCode::CONFLICT, "already finished");
+    let (status, _, _) = call(
+        &app,
+        "DELETE",
+        &format!("/kylin/api/async_query/{id}"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    wait_status(&app, &id, "MISSING").await;
+    let (status, _, bytes) = call(
+        &app,
+        "DELETE",
+        "/kylin/api/async_query?older_than=2024-13-01%2000:00:00",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_error(
+        status,
+        &bytes,
+        StatusCode::BAD_REQUEST,
+        "yyyy-MM-dd HH:mm:ss",
     );
     workers.shutdown().await;
 }

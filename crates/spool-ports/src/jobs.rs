@@ -67,6 +67,16 @@ pub trait JobStore: Send + Sync {
     /// job back, for instance at shutdown). Ok and no change if the lease was lost.
     async fn release(&self, id: QueryId, token: LeaseToken) -> Result<(), JobStoreError>;
 
+    /// Ends a job that no worker holds (queued, or running on a lease lapsed at `now`) with
+    /// `outcome` and returns the stored job. `LeaseLost` if a worker holds it or it has
+    /// finished, `NotFound` if there is no such job.
+    async fn end_unclaimed(
+        &self,
+        id: QueryId,
+        now: Timestamp,
+        outcome: JobState,
+    ) -> Result<Job, JobStoreError>;
+
     /// Removes a job; returns it, or `None` if it did not exist (deleting is idempotent).
     async fn delete(&self, id: QueryId) -> Result<Option<Job>, JobStoreError>;
 

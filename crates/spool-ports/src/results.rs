@@ -1,9 +1,11 @@
 //! The result store port: where finished results live until they are downloaded or cleaned.
 
 use std::io;
+use std::ops::Range;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use spool_domain::QueryId;
 
@@ -71,4 +73,49 @@ pub trait ResultStore: Send + Sync {
 
     /// Returns the ids of every committed result, for sweeping orphans.
     async fn list(&self) -> Result<Vec<QueryId>, ResultStoreError>;
+
+    /// Opens the bytes `range` (offsets, end exclusive; the caller keeps it within the result)
+    /// of the committed result of `id`, or returns `None` if there is none. For resumed
+    /// downloads. The default reads from the start and skips; stores that can seek do better.
+    async fn open_range(
+        &self,
+        id: QueryId,
+        range: Range<u64>,
+    ) -> Result<Option<StoredResult>, ResultStoreError> {
+        let Some(whole) = self.open(id).await? else {
+            return Ok(None);
+        };
+        let len = range.end.saturating_sub(range.start);
+        let body = whole
+            .body
+            .scan((range.start, len), |(skip, take), chunk| {
+                let next = match chunk {
+                    Err(e) => Some(Err(e)),
+                    Ok(_) if *take == 0 => None,
+                    Ok(mut bytes) => {
+                        let n = bytes.len() as u64;
+                        if *skip >= n {
+                            *skip -= n;
+                            Some(Ok(Bytes::new()))
+                        } else {
+                            let mut part = bytes.split_off(usize::try_from(*skip).unwrap_or(0));
+                            *skip = 0;
+                            part.truncate(usize::try_from(*take).unwrap_or(usize::MAX));
+                            *take -= part.len() as u64;
+                            Some(Ok(part))
+                        }
+                    }
+                };
+                futures::future::ready(next)
+            })
+            .boxed();
+        Ok(Some(StoredResult { len, body }))
+    }
+
+    /// Where the store keeps the result of `id` (a path or URL), for operators; `None` if the
+    /// store cannot say.
+    fn location(&self, id: QueryId) -> Option<String> {
+        let _ = id;
+        None
+    }
 }

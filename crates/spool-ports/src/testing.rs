@@ -14,7 +14,83 @@ use spool_domain::{
     Job, JobState, Lease, LeaseToken, ProjectName, QueryId, QueryRequest, Timestamp,
 };
 
-use crate::{JobStore, JobStoreError, ResultSink, ResultStore, ResultStoreError, StoredResult};
+use crate::{
+    CancelToken, Clock, EngineError, Execution, JobStore, JobStoreError, QueryEngine, ResultSink,
+    ResultStore, ResultStoreError, StoredResult,
+};
+
+/// A clock that stands still until moved, for tests of time-based behaviour (retention).
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<std::sync::atomic::AtomicI64>);
+
+impl ManualClock {
+    /// A clock showing `millis` since the epoch.
+    pub fn at(millis: i64) -> Self {
+        Self(Arc::new(std::sync::atomic::AtomicI64::new(millis)))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        let millis = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.0
+            .fetch_add(millis, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// An engine driven by the SQL text, for tests of everything around the engine:
+/// - `ok:<csv>`: writes `<csv>` as the result, one row per line;
+/// - `fail:<reason>`: fails with `<reason>` as an invalid query;
+/// - `panic`: panics;
+/// - `deaf`: ignores cancellation for 30 s (an engine stuck in work it cannot interrupt);
+/// - anything else: writes a little, then waits to be cancelled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScriptedEngine;
+
+#[async_trait]
+impl QueryEngine for ScriptedEngine {
+    async fn execute(
+        &self,
+        request: &QueryRequest,
+        mut sink: Box<dyn ResultSink>,
+        cancel: CancelToken,
+    ) -> Result<Execution, EngineError> {
+        let sql = request.sql.as_str();
+        if let Some(csv) = sql.strip_prefix("ok:") {
+            sink.write_all(csv.as_bytes())
+                .map_err(|e| EngineError::Internal(e.to_string()))?;
+            return Ok(Execution {
+                sink,
+                rows: csv.lines().count() as u64,
+                columns: vec![spool_domain::ResultColumn {
+                    name: "C".into(),
+                    sql_type: "VARCHAR".into(),
+                }],
+            });
+        }
+        if let Some(reason) = sql.strip_prefix("fail:") {
+            return Err(EngineError::InvalidQuery(reason.to_owned()));
+        }
+        if sql == "panic" {
+            panic!("engine bug");
+        }
+        if sql == "deaf" {
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            return Err(EngineError::Internal("woke up".into()));
+        }
+        sink.write_all(b"partial")
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        while !cancel.is_cancelled() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Err(EngineError::Cancelled)
+    }
+}
 
 /// A [`JobStore`] in memory. Not durable; for tests.
 #[derive(Debug, Default, Clone)]
@@ -89,6 +165,19 @@ impl JobStore for MemoryJobStore {
             job.requeue();
         }
         Ok(())
+    }
+
+    async fn end_unclaimed(
+        &self,
+        id: QueryId,
+        now: Timestamp,
+        outcome: JobState,
+    ) -> Result<Job, JobStoreError> {
+        let mut jobs = self.jobs();
+        let job = jobs.get_mut(&id).ok_or(JobStoreError::NotFound(id))?;
+        job.end_unclaimed(now, outcome)
+            .map_err(|_| JobStoreError::LeaseLost(id))?;
+        Ok(job.clone())
     }
 
     async fn delete(&self, id: QueryId) -> Result<Option<Job>, JobStoreError> {
@@ -174,6 +263,7 @@ fn sample_job(submitted_at: i64) -> Job {
         project: ProjectName::default_project(),
         offset: None,
         limit: Some(10),
+        output: Default::default(),
     };
     Job::new(
         QueryId::new_random(),
@@ -303,6 +393,46 @@ pub async fn job_store_contract(store: &dyn JobStore) {
         .expect("requeued");
     assert_eq!((again.id, again.attempts), (newer.id, 2));
 
+    // A job no worker holds can be ended (a stop before it ran); it is then never claimed. A
+    // held or finished job cannot.
+    let waiting = sample_job(2_500);
+    store.insert(&waiting).await.expect("insert");
+    let stopped = JobState::Failed {
+        finished_at: now,
+        reason: "stopped by user".into(),
+    };
+    assert!(matches!(
+        store.end_unclaimed(again.id, now, stopped.clone()).await,
+        Err(JobStoreError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        store.end_unclaimed(older.id, now, stopped.clone()).await,
+        Err(JobStoreError::LeaseLost(_))
+    ));
+    assert_eq!(
+        store
+            .end_unclaimed(waiting.id, now, stopped.clone())
+            .await
+            .expect("end a queued job")
+            .state,
+        stopped
+    );
+    assert!(
+        store
+            .claim_next(now, lease(5, 20_000))
+            .await
+            .expect("claim")
+            .is_none(),
+        "an ended job is not claimed"
+    );
+    assert!(matches!(
+        store
+            .end_unclaimed(QueryId::new_random(), now, stopped)
+            .await,
+        Err(JobStoreError::NotFound(_))
+    ));
+    store.delete(waiting.id).await.expect("delete");
+
     // Deleting is idempotent, and a deleted job can be neither renewed nor finished.
     assert_eq!(
         store.delete(newer.id).await.expect("delete").map(|j| j.id),
@@ -367,10 +497,43 @@ pub async fn result_store_contract(store: &dyn ResultStore) {
 
     // A new commit replaces the old result whole.
     let mut sink = store.create(id).await.expect("create");
-    let big = vec![b'x'; 3 * 1024 * 1024 + 17];
+    // A pattern, so that a range at the wrong offset shows.
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 17).map(|i| (i % 251) as u8).collect();
     sink.write_all(&big).expect("write");
     sink.commit().expect("commit");
-    assert_eq!(read(store, id).await, Some(big));
+    assert_eq!(read(store, id).await, Some(big.clone()));
+
+    // Ranges: any slice, across chunk boundaries, and an empty one.
+    for (start, end) in [
+        (0, 5),
+        (1_000_000, 2_500_000),
+        (big.len() as u64 - 3, big.len() as u64),
+        (7, 7),
+    ] {
+        let part = store
+            .open_range(id, start..end)
+            .await
+            .expect("open_range")
+            .expect("result");
+        assert_eq!(part.len, end - start);
+        let mut out = Vec::new();
+        let mut body = part.body;
+        while let Some(chunk) = body.next().await {
+            out.extend_from_slice(&chunk.expect("chunk"));
+        }
+        assert_eq!(
+            out,
+            big[start as usize..end as usize],
+            "range {start}..{end}"
+        );
+    }
+    assert!(
+        store
+            .open_range(QueryId::new_random(), 0..1)
+            .await
+            .expect("open_range")
+            .is_none()
+    );
 
     store.delete(id).await.expect("delete");
     store.delete(id).await.expect("delete is idempotent");

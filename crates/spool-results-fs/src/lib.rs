@@ -143,6 +143,28 @@ impl ResultStore for FsResultStore {
         Ok(Some(StoredResult { len, body }))
     }
 
+    async fn open_range(
+        &self,
+        id: QueryId,
+        range: std::ops::Range<u64>,
+    ) -> Result<Option<StoredResult>, ResultStoreError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let Some(mut file) = not_found_is_none(tokio::fs::File::open(self.path_of(id)).await)?
+        else {
+            return Ok(None);
+        };
+        let len = range.end.saturating_sub(range.start);
+        file.seek(io::SeekFrom::Start(range.start)).await?;
+        let body = ReaderStream::with_capacity(file.take(len), READ_CHUNK).boxed();
+        Ok(Some(StoredResult { len, body }))
+    }
+
+    fn location(&self, id: QueryId) -> Option<String> {
+        let path = self.path_of(id);
+        let path = std::path::absolute(&path).unwrap_or(path);
+        Some(path.display().to_string())
+    }
+
     async fn delete(&self, id: QueryId) -> Result<(), ResultStoreError> {
         not_found_is_none(tokio::fs::remove_file(self.path_of(id)).await)?;
         Ok(())

@@ -18,6 +18,8 @@ pub const DEFAULT_QUERY_TIMEOUT_SECS: u64 = 3600;
 pub const DEFAULT_MAX_RESULT_BYTES: u64 = 100 * 1024 * 1024 * 1024;
 /// Default cap on one user's queued or running queries.
 pub const DEFAULT_MAX_IN_FLIGHT_PER_USER: usize = 64;
+/// Days finished queries and their results are kept, as in Kylin.
+pub const DEFAULT_RESULT_RETAIN_DAYS: u64 = 7;
 /// Default SSB scale factor of the `ssb` sample made on first start: 60,000 LINEORDER rows,
 /// generated in well under a second.
 pub const DEFAULT_SAMPLE_SF: f64 = 0.01;
@@ -126,6 +128,8 @@ pub struct FileConfig {
     pub max_in_flight_per_user: Option<usize>,
     /// Whether the first start creates Kylin's default user ADMIN / KYLIN.
     pub default_admin: Option<bool>,
+    /// Days a finished query and its result are kept (0: until deleted).
+    pub result_retain_days: Option<u64>,
 }
 
 /// The settings the server runs with.
@@ -153,6 +157,8 @@ pub struct Settings {
     pub max_in_flight_per_user: Option<usize>,
     /// Whether the first start creates ADMIN / KYLIN.
     pub default_admin: bool,
+    /// How long finished queries and results are kept; `None`: until deleted.
+    pub result_retention: Option<std::time::Duration>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -217,6 +223,15 @@ impl Settings {
             )
             .filter(|&n| n > 0),
             default_admin: file.default_admin.unwrap_or(true),
+            result_retention: match file
+                .result_retain_days
+                .unwrap_or(DEFAULT_RESULT_RETAIN_DAYS)
+            {
+                0 => None,
+                days => Some(std::time::Duration::from_secs(
+                    days.saturating_mul(24 * 3600),
+                )),
+            },
         })
     }
 }

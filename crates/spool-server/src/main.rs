@@ -162,7 +162,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     let results = FsResultStore::open(&settings.data_dir.join("results"))
         .context("opening the result store")?;
-    let engine = PolarsEngine::new(settings.data_dir.join("projects"));
+    let engine = PolarsEngine::new(settings.data_dir.join("projects"))
+        .with_scratch(settings.data_dir.join("scratch"));
     let ports = Ports {
         jobs: Arc::new(jobs),
         results: Arc::new(results),
@@ -175,6 +176,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     config.max_result_rows = settings.max_result_rows;
     config.max_result_bytes = settings.max_result_bytes;
     config.max_in_flight_per_user = settings.max_in_flight_per_user;
+    config.result_retention = settings.result_retention;
     let spool = Spool::new(ports, config);
     let workers = spool.start();
 

@@ -290,6 +290,27 @@ impl JobStore for SledJobStore {
         .await
     }
 
+    async fn end_unclaimed(
+        &self,
+        id: QueryId,
+        now: Timestamp,
+        outcome: JobState,
+    ) -> Result<Job, JobStoreError> {
+        self.blocking(move |t| {
+            let r = (&t.jobs, &t.queue).transaction(|(jobs, queue)| {
+                let mut job = tx_get(jobs, id)?;
+                let key = queue_key(&job);
+                job.end_unclaimed(now, outcome.clone())
+                    .map_err(|_| ConflictableTransactionError::Abort(Abort::LeaseLost))?;
+                tx_put(jobs, &job)?;
+                queue.remove(&key[..])?;
+                Ok(job)
+            });
+            map_tx(id, r)
+        })
+        .await
+    }
+
     async fn delete(&self, id: QueryId) -> Result<Option<Job>, JobStoreError> {
         self.blocking(move |t| {
             let r = (&t.jobs, &t.queue).transaction(|(jobs, queue)| {

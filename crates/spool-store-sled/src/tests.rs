@@ -19,6 +19,7 @@ fn job(at: i64) -> Job {
         project: ProjectName::default_project(),
         offset: None,
         limit: None,
+        output: Default::default(),
     };
     Job::new(
         QueryId::new_random(),

@@ -1,0 +1,699 @@
+//! Result encoders: CSV, JSON, XLSX and Parquet, each written batch by batch as the query
+//! streams, and a GBK transcoder for text formats.
+//!
+//! Invariant: no encoder holds more than a bounded amount of the result in memory. CSV and JSON
+//! write each batch straight through; Parquet buffers at most one row group
+//! ([`PARQUET_ROW_GROUP`] rows); XLSX uses the writer's constant-memory mode, which keeps rows in
+//! a temporary file until the workbook is zipped into the sink at the end.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use polars::prelude::{
+    AnyValue, CsvWriter, DataFrame, DataType, ParquetCompression, ParquetWriter, PolarsError,
+    QuoteStyle, Schema, SerWriter,
+};
+use rust_xlsxwriter::{ExcelDateTime, Format, Workbook, XlsxError};
+use spool_domain::{OutputFormat, OutputSpec, TextEncoding};
+use spool_ports::{ResultSink, ResultStoreError};
+
+/// Rows per Parquet row group: large enough for good compression and fast scans, small enough
+/// that buffering one stays cheap.
+pub(crate) const PARQUET_ROW_GROUP: usize = 128 * 1024;
+
+/// The most rows an XLSX sheet holds, header included.
+pub(crate) const XLSX_MAX_ROWS: u64 = 1_048_576;
+
+/// Encodes one result, batch by batch, into a sink.
+pub(crate) trait Encoder: Send {
+    /// Writes what comes before the first row (a header row, an opening bracket).
+    fn begin(&mut self, out: &mut dyn ResultSink) -> io::Result<()>;
+    /// Appends one batch of rows.
+    fn write(&mut self, batch: &mut DataFrame, out: &mut dyn ResultSink) -> io::Result<()>;
+    /// Writes what comes after the last row; the result is then complete.
+    fn finish(&mut self, out: &mut dyn ResultSink) -> io::Result<()>;
+}
+
+/// Returns the encoder for `spec` and a result with `schema`; `scratch` holds temporary files.
+pub(crate) fn encoder(spec: &OutputSpec, schema: &Schema, scratch: PathBuf) -> Box<dyn Encoder> {
+    let names: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
+    match spec.format {
+        OutputFormat::Csv => Box::new(Csv {
+            separator: spec.separator.clone(),
+            header: spec.include_header.then_some(names),
+        }),
+        OutputFormat::Json => Box::new(Json::new(&names)),
+        OutputFormat::Parquet => Box::new(Parquet::new(schema.clone())),
+        OutputFormat::Xlsx => Box::new(Xlsx::new(
+            names,
+            spec.include_header,
+            scratch,
+            XLSX_MAX_ROWS,
+        )),
+    }
+}
+
+/// Wraps `sink` so that text reaches it in `encoding` (a no-op for UTF-8 and binary formats).
+pub(crate) fn transcode(spec: &OutputSpec, sink: Box<dyn ResultSink>) -> Box<dyn ResultSink> {
+    match (spec.format.is_text(), spec.encoding) {
+        (true, TextEncoding::Gbk) => Box::new(GbkSink {
+            inner: sink,
+            encoder: encoding_rs::GBK.new_encoder(),
+            pending: Vec::new(),
+            out: Vec::new(),
+        }),
+        _ => sink,
+    }
+}
+
+/// A reason the result cannot be written that the user can act on (a character the encoding
+/// lacks, too many rows for the format); the engine reports it as the query's failure reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct ResultError(pub String);
+
+fn result_error(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, ResultError(message))
+}
+
+/// Returns the user-facing reason inside `e`, if it carries one.
+pub(crate) fn user_reason(e: &io::Error) -> Option<String> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<ResultError>())
+        .map(|r| r.0.clone())
+}
+
+/// Unwraps Polars' I/O errors so that a [`ResultError`] raised by our sink survives the trip.
+fn polars_io(e: PolarsError) -> io::Error {
+    match e {
+        PolarsError::IO { error, .. } => Arc::try_unwrap(error)
+            .unwrap_or_else(|shared| io::Error::new(shared.kind(), shared.to_string())),
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+fn xlsx_io(e: XlsxError) -> io::Error {
+    match e {
+        XlsxError::IoError(e) => e,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV
+
+/// RFC 4180 CSV: fields quoted only where needed, quotes doubled, NULL as an empty field, `\n`
+/// line ends. A one-byte separator goes through Polars' writer; a longer one through our own.
+struct Csv {
+    separator: String,
+    header: Option<Vec<String>>,
+}
+
+/// Writes `field` quoted if it holds the separator, a quote or a line break.
+fn csv_field(out: &mut Vec<u8>, field: &str, separator: &str) {
+    if field.contains(separator) || field.contains(['"', '\n', '\r']) {
+        out.push(b'"');
+        out.extend_from_slice(field.replace('"', "\"\"").as_bytes());
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(field.as_bytes());
+    }
+}
+
+impl Encoder for Csv {
+    fn begin(&mut self, out: &mut dyn ResultSink) -> io::Result<()> {
+        if let Some(names) = &self.header {
+            let mut line = Vec::new();
+            for (i, name) in names.iter().enumerate() {
+                if i > 0 {
+                    line.extend_from_slice(self.separator.as_bytes());
+                }
+                csv_field(&mut line, name, &self.separator);
+            }
+            line.push(b'\n');
+            out.write_all(&line)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, batch: &mut DataFrame, out: &mut dyn ResultSink) -> io::Result<()> {
+        if batch.height() == 0 {
+            return Ok(());
+        }
+        if let [byte] = self.separator.as_bytes() {
+            return CsvWriter::new(out)
+                .include_header(false)
+                .with_separator(*byte)
+                .with_quote_style(QuoteStyle::Necessary)
+                .finish(batch)
+                .map_err(polars_io);
+        }
+        // A multi-character separator: each column as text, then rows joined by hand.
+        let columns = batch
+            .columns()
+            .iter()
+            .map(|c| c.cast(&DataType::String))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(polars_io)?;
+        let texts = columns
+            .iter()
+            .map(|c| c.str().map(|s| s.iter()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(polars_io)?;
+        let mut iters = texts;
+        let mut buf = Vec::with_capacity(64 * 1024);
+        for _ in 0..batch.height() {
+            for (i, it) in iters.iter_mut().enumerate() {
+                if i > 0 {
+                    buf.extend_from_slice(self.separator.as_bytes());
+                }
+                if let Some(Some(field)) = it.next() {
+                    csv_field(&mut buf, field, &self.separator);
+                }
+            }
+            buf.push(b'\n');
+            if buf.len() >= 60 * 1024 {
+                out.write_all(&buf)?;
+                buf.clear();
+            }
+        }
+        out.write_all(&buf)
+    }
+
+    fn finish(&mut self, _out: &mut dyn ResultSink) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON
+
+/// One JSON array of objects, keys in column order: `[{"A":1,"B":"x"},...]`. Numbers stay
+/// numbers (decimals keep their exact digits), dates and times are strings, NaN and infinities
+/// are `null`.
+struct Json {
+    /// Each column name as a JSON string followed by `:`.
+    keys: Vec<Vec<u8>>,
+    first: bool,
+}
+
+impl Json {
+    fn new(names: &[String]) -> Self {
+        let keys = names
+            .iter()
+            .map(|n| {
+                let mut key = serde_json::to_vec(n).unwrap_or_else(|_| b"\"\"".to_vec());
+                key.push(b':');
+                key
+            })
+            .collect();
+        Self { keys, first: true }
+    }
+}
+
+fn json_value(out: &mut Vec<u8>, value: &AnyValue<'_>) {
+    let mut text = |s: &str| {
+        // Writing a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    };
+    match value {
+        AnyValue::Null => out.extend_from_slice(b"null"),
+        AnyValue::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        AnyValue::String(s) => text(s),
+        AnyValue::StringOwned(s) => text(s),
+        AnyValue::Int8(_)
+        | AnyValue::Int16(_)
+        | AnyValue::Int32(_)
+        | AnyValue::Int64(_)
+        | AnyValue::Int128(_)
+        | AnyValue::UInt8(_)
+        | AnyValue::UInt16(_)
+        | AnyValue::UInt32(_)
+        | AnyValue::UInt64(_)
+        | AnyValue::UInt128(_)
+        | AnyValue::Decimal(..) => {
+            let _ = write!(out, "{value}");
+        }
+        AnyValue::Float32(f) => float(out, f64::from(*f)),
+        AnyValue::Float64(f) => float(out, *f),
+        other => text(&other.to_string()),
+    }
+}
+
+fn float(out: &mut Vec<u8>, f: f64) {
+    if f.is_finite() {
+        let _ = serde_json::to_writer(&mut *out, &f);
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+impl Encoder for Json {
+    fn begin(&mut self, out: &mut dyn ResultSink) -> io::Result<()> {
+        out.write_all(b"[")
+    }
+
+    fn write(&mut self, batch: &mut DataFrame, out: &mut dyn ResultSink) -> io::Result<()> {
+        let series: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| c.as_materialized_series().clone())
+            .collect();
+        let mut iters: Vec<_> = series.iter().map(|s| s.iter()).collect();
+        let mut buf = Vec::with_capacity(64 * 1024);
+        for _ in 0..batch.height() {
+            if !std::mem::take(&mut self.first) {
+                buf.push(b',');
+            }
+            buf.push(b'{');
+            for (i, it) in iters.iter_mut().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                buf.extend_from_slice(&self.keys[i]);
+                json_value(&mut buf, &it.next().unwrap_or(AnyValue::Null));
+            }
+            buf.push(b'}');
+            if buf.len() >= 60 * 1024 {
+                out.write_all(&buf)?;
+                buf.clear();
+            }
+        }
+        out.write_all(&buf)
+    }
+
+    fn finish(&mut self, out: &mut dyn ResultSink) -> io::Result<()> {
+        out.write_all(b"]\n")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parquet
+
+/// A `Write` into a buffer shared with the encoder, which drains it into the sink after each
+/// row group: Polars' batched writer wants to own its writer.
+#[derive(Clone, Default)]
+struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl SharedBuf {
+    fn drain_into(&self, out: &mut dyn ResultSink) -> io::Result<()> {
+        let mut buf = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        out.write_all(&buf)?;
+        buf.clear();
+        Ok(())
+    }
+}
+
+impl Write for SharedBuf {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One Parquet file (Snappy), a row group per [`PARQUET_ROW_GROUP`] rows.
+struct Parquet {
+    schema: Schema,
+    buf: SharedBuf,
+    writer: Option<polars::io::parquet::write::BatchedWriter<SharedBuf>>,
+    pending: Vec<DataFrame>,
+    pending_rows: usize,
+}
+
+impl Parquet {
+    fn new(schema: Schema) -> Self {
+        Self {
+            schema,
+            buf: SharedBuf::default(),
+            writer: None,
+            pending: Vec::new(),
+            pending_rows: 0,
+        }
+    }
+
+    fn writer(&mut self) -> io::Result<&mut polars::io::parquet::write::BatchedWriter<SharedBuf>> {
+        if self.writer.is_none() {
+            let writer = ParquetWriter::new(self.buf.clone())
+                .with_compression(ParquetCompression::Snappy)
+                .batched(&self.schema)
+                .map_err(polars_io)?;
+            self.writer = Some(writer);
+        }
+        self.writer
+            .as_mut()
+            .ok_or_else(|| io::Error::other("parquet writer vanished"))
+    }
+
+    /// Writes the pending batches as one row group.
+    fn flush_group(&mut self, out: &mut dyn ResultSink) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut batches = std::mem::take(&mut self.pending).into_iter();
+        let mut group = batches.next().unwrap_or_default();
+        for batch in batches {
+            group.vstack_mut_owned(batch).map_err(polars_io)?;
+        }
+        self.pending_rows = 0;
+        group.rechunk_mut();
+        self.writer()?.write_batch(&group).map_err(polars_io)?;
+        self.buf.drain_into(out)
+    }
+}
+
+impl Encoder for Parquet {
+    fn begin(&mut self, _out: &mut dyn ResultSink) -> io::Result<()> {
+        self.writer().map(|_| ())
+    }
+
+    fn write(&mut self, batch: &mut DataFrame, out: &mut dyn ResultSink) -> io::Result<()> {
+        if batch.height() == 0 {
+            return Ok(());
+        }
+        self.pending_rows += batch.height();
+        self.pending.push(std::mem::take(batch));
+        if self.pending_rows >= PARQUET_ROW_GROUP {
+            self.flush_group(out)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut dyn ResultSink) -> io::Result<()> {
+        self.flush_group(out)?;
+        self.writer()?;
+        if let Some(writer) = self.writer.take() {
+            writer.finish().map_err(polars_io)?;
+        }
+        self.buf.drain_into(out)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// XLSX
+
+/// One worksheet in constant-memory mode. Numbers are numbers (integers beyond 2^53, which a
+/// spreadsheet cannot hold exactly, are text), dates and timestamps are dates.
+struct Xlsx {
+    workbook: Workbook,
+    names: Vec<String>,
+    header: bool,
+    scratch: PathBuf,
+    row: u32,
+    max_rows: u64,
+    started: bool,
+    date: Format,
+    datetime: Format,
+}
+
+impl Xlsx {
+    fn new(names: Vec<String>, header: bool, scratch: PathBuf, max_rows: u64) -> Self {
+        Self {
+            workbook: Workbook::new(),
+            names,
+            header,
+            scratch,
+            row: 0,
+            max_rows,
+            started: false,
+            date: Format::new().set_num_format("yyyy-mm-dd"),
+            datetime: Format::new().set_num_format("yyyy-mm-dd hh:mm:ss"),
+        }
+    }
+}
+
+/// The largest integer an IEEE double holds exactly.
+const EXACT_IN_DOUBLE: i128 = 1 << 53;
+
+fn too_many_rows(max: u64) -> io::Error {
+    result_error(format!(
+        "result has more rows than an XLSX sheet holds ({max} including the header); use csv or parquet"
+    ))
+}
+
+/// Writes one value into a cell.
+fn write_cell(
+    sheet: &mut rust_xlsxwriter::Worksheet,
+    row: u32,
+    col: u16,
+    value: AnyValue<'_>,
+    date: &Format,
+    datetime: &Format,
+) -> Result<(), XlsxError> {
+    let int = |sheet: &mut rust_xlsxwriter::Worksheet, v: i128| {
+        if v.abs() <= EXACT_IN_DOUBLE {
+            sheet.write_number(row, col, v as f64).map(|_| ())
+        } else {
+            sheet.write_string(row, col, v.to_string()).map(|_| ())
+        }
+    };
+    match value {
+        AnyValue::Null => Ok(()),
+        AnyValue::Boolean(b) => sheet.write_boolean(row, col, b).map(|_| ()),
+        AnyValue::String(s) => sheet.write_string(row, col, s).map(|_| ()),
+        AnyValue::StringOwned(s) => sheet.write_string(row, col, s.as_str()).map(|_| ()),
+        AnyValue::Int8(v) => int(sheet, v.into()),
+        AnyValue::Int16(v) => int(sheet, v.into()),
+        AnyValue::Int32(v) => int(sheet, v.into()),
+        AnyValue::Int64(v) => int(sheet, v.into()),
+        AnyValue::UInt8(v) => int(sheet, v.into()),
+        AnyValue::UInt16(v) => int(sheet, v.into()),
+        AnyValue::UInt32(v) => int(sheet, v.into()),
+        AnyValue::UInt64(v) => int(sheet, v.into()),
+        AnyValue::Float32(v) => sheet.write_number(row, col, v).map(|_| ()),
+        AnyValue::Float64(v) => sheet.write_number(row, col, v).map(|_| ()),
+        AnyValue::Date(days) => {
+            let d = ExcelDateTime::from_timestamp(i64::from(days) * 86_400)?;
+            sheet
+                .write_datetime_with_format(row, col, d, date)
+                .map(|_| ())
+        }
+        AnyValue::Decimal(..) => match value.to_string().parse::<f64>() {
+            Ok(f) => sheet.write_number(row, col, f).map(|_| ()),
+            Err(_) => sheet.write_string(row, col, value.to_string()).map(|_| ()),
+        },
+        AnyValue::Datetime(..) | AnyValue::DatetimeOwned(..) => {
+            let text = value.to_string();
+            match ExcelDateTime::parse_from_str(&text) {
+                Ok(d) => sheet
+                    .write_datetime_with_format(row, col, d, datetime)
+                    .map(|_| ()),
+                Err(_) => sheet.write_string(row, col, text).map(|_| ()),
+            }
+        }
+        other => sheet.write_string(row, col, other.to_string()).map(|_| ()),
+    }
+}
+
+impl Encoder for Xlsx {
+    fn begin(&mut self, _out: &mut dyn ResultSink) -> io::Result<()> {
+        std::fs::create_dir_all(&self.scratch)?;
+        self.workbook.set_tempdir(&self.scratch).map_err(xlsx_io)?;
+        let sheet = self
+            .workbook
+            .add_worksheet_with_constant_memory()
+            .map_err(xlsx_io)?;
+        self.started = true;
+        if self.header {
+            for (col, name) in self.names.iter().enumerate() {
+                sheet
+                    .write_string(0, col as u16, name.as_str())
+                    .map_err(xlsx_io)?;
+            }
+            self.row = 1;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, batch: &mut DataFrame, _out: &mut dyn ResultSink) -> io::Result<()> {
+        if u64::from(self.row) + batch.height() as u64 > self.max_rows {
+            return Err(too_many_rows(self.max_rows));
+        }
+        let sheet = self.workbook.worksheet_from_index(0).map_err(xlsx_io)?;
+        let series: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| c.as_materialized_series().clone())
+            .collect();
+        for (col, s) in series.iter().enumerate() {
+            let col = u16::try_from(col).map_err(|_| io::Error::other("too many columns"))?;
+            for (i, value) in s.iter().enumerate() {
+                let row = self.row + i as u32;
+                write_cell(sheet, row, col, value, &self.date, &self.datetime).map_err(xlsx_io)?;
+            }
+        }
+        self.row += batch.height() as u32;
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut dyn ResultSink) -> io::Result<()> {
+        if !self.started {
+            self.begin(out)?;
+        }
+        self.workbook.save_to_writer(&mut *out).map_err(xlsx_io)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GBK
+
+/// A sink that turns the UTF-8 written into it into GBK. A character GBK cannot hold fails the
+/// write with a message naming it; a multi-byte character split across writes is carried over.
+struct GbkSink {
+    inner: Box<dyn ResultSink>,
+    encoder: encoding_rs::Encoder,
+    /// The start of a UTF-8 character cut off at the end of the last write.
+    pending: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl GbkSink {
+    fn encode(&mut self, text: &str) -> io::Result<()> {
+        let needed = self
+            .encoder
+            .max_buffer_length_from_utf8_without_replacement(text.len())
+            .unwrap_or(text.len() * 2 + 16);
+        self.out.clear();
+        self.out.resize(needed, 0);
+        let (result, _read, written) =
+            self.encoder
+                .encode_from_utf8_without_replacement(text, &mut self.out, false);
+        match result {
+            encoding_rs::EncoderResult::InputEmpty => self.inner.write_all(&self.out[..written]),
+            encoding_rs::EncoderResult::Unmappable(c) => Err(result_error(format!(
+                "the result holds the character {c:?} (U+{:04X}), which GBK cannot encode; ask for encode utf-8",
+                u32::from(c)
+            ))),
+            encoding_rs::EncoderResult::OutputFull => {
+                Err(io::Error::other("GBK output buffer too small"))
+            }
+        }
+    }
+}
+
+impl Write for GbkSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut bytes = std::mem::take(&mut self.pending);
+        bytes.extend_from_slice(data);
+        let valid = match std::str::from_utf8(&bytes) {
+            Ok(_) => bytes.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(e) => {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        };
+        let (text, rest) = bytes.split_at(valid);
+        self.pending = rest.to_vec();
+        // `text` is valid UTF-8 up to `valid`, checked above.
+        let text =
+            std::str::from_utf8(text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        self.encode(text)?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl ResultSink for GbkSink {
+    fn commit(self: Box<Self>) -> Result<u64, ResultStoreError> {
+        if !self.pending.is_empty() {
+            return Err(ResultStoreError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the result ends inside a UTF-8 character",
+            )));
+        }
+        self.inner.commit()
+    }
+
+    fn add_rows(&mut self, rows: u64) -> io::Result<()> {
+        self.inner.add_rows(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polars::prelude::df;
+
+    /// A sink that keeps the bytes in memory.
+    #[derive(Default)]
+    struct VecSink(Vec<u8>);
+
+    impl Write for VecSink {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            self.0.extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl ResultSink for VecSink {
+        fn commit(self: Box<Self>) -> Result<u64, ResultStoreError> {
+            Ok(self.0.len() as u64)
+        }
+    }
+
+    #[test]
+    fn an_xlsx_result_past_the_sheet_limit_fails_with_a_reason() {
+        let dir = std::env::temp_dir().join("spool-xlsx-test");
+        let mut xlsx = Xlsx::new(vec!["N".into()], true, dir, 10);
+        let mut sink = VecSink::default();
+        xlsx.begin(&mut sink).expect("begin");
+        let mut batch = df!("N" => (0..9i64).collect::<Vec<_>>()).expect("frame");
+        xlsx.write(&mut batch, &mut sink)
+            .expect("9 rows and a header fit in 10");
+        let mut one = df!("N" => [9i64]).expect("frame");
+        let e = xlsx
+            .write(&mut one, &mut sink)
+            .expect_err("the 11th row does not fit");
+        assert_eq!(
+            user_reason(&e).as_deref(),
+            Some(
+                "result has more rows than an XLSX sheet holds (10 including the header); use csv or parquet"
+            )
+        );
+    }
+
+    #[test]
+    fn gbk_survives_characters_split_across_writes_and_names_what_it_cannot_encode() {
+        let spec = OutputSpec {
+            encoding: TextEncoding::Gbk,
+            ..OutputSpec::default()
+        };
+        let mut sink = transcode(&spec, Box::new(VecSink::default()));
+        let text = "中文,x\n".as_bytes();
+        // Split inside the first character.
+        sink.write_all(&text[..1]).expect("write");
+        sink.write_all(&text[1..]).expect("write");
+        assert_eq!(sink.commit().expect("commit"), 7, "D6D0 CEC4 , x \\n");
+        let mut sink = transcode(&spec, Box::new(VecSink::default()));
+        let e = sink.write_all("😀".as_bytes()).expect_err("not in GBK");
+        assert!(
+            user_reason(&e).is_some_and(|r| r.contains("U+1F600")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_needed() {
+        let mut out = Vec::new();
+        for field in ["plain", "a||b", "say \"hi\"", "two\nlines", "a|b"] {
+            csv_field(&mut out, field, "||");
+            out.push(b' ');
+        }
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            "plain \"a||b\" \"say \"\"hi\"\"\" \"two\nlines\" a|b "
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! Serving a result file: content type and RFC 6266 file name from the query's output options,
+//! an `ETag`, conditional requests, and single byte ranges so a broken download resumes.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use spool_core::{DownloadInfo, Spool};
+
+use crate::ApiError;
+
+/// What RFC 5987 lets through unencoded in `filename*` (attr-char); all else is %-encoded.
+const ATTR: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
+/// `attachment; filename="<ASCII fallback>"; filename*=UTF-8''<name>`, or just
+/// `attachment; filename="<name>"` when the name is plain ASCII. The name was cleaned at
+/// submit (no path separators or control characters); the fallback replaces everything outside
+/// printable ASCII, and quotes and backslashes, with `_`.
+pub(crate) fn content_disposition(name: &str) -> String {
+    let fallback: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if fallback == name {
+        // Plain ASCII: the seed's exact header.
+        return format!("attachment; filename=\"{name}\"");
+    }
+    format!(
+        "attachment; filename=\"{fallback}\"; filename*=UTF-8''{}",
+        utf8_percent_encode(name, ATTR)
+    )
+}
+
+/// A strong validator: a result never changes once committed, and a re-run after a crash
+/// commits at a different time.
+fn etag(info: &DownloadInfo) -> String {
+    format!(
+        "\"{}-{}-{}\"",
+        info.job.id,
+        info.finished_at.as_millis(),
+        info.bytes
+    )
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn matches_etag(list: &str, tag: &str) -> bool {
+    list.split(',')
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == "*" || t == tag)
+}
+
+/// Which bytes to send: all of them, one range, or none satisfiable.
+enum Part {
+    Whole,
+    Range(u64, u64),
+}
+
+fn requested_part(headers: &HeaderMap, len: u64, tag: &str) -> Result<Part, ApiError> {
+    let Some(range) = header_str(headers, header::RANGE) else {
+        return Ok(Part::Whole);
+    };
+    // A resumed download whose file changed meanwhile gets the whole new file.
+    if let Some(if_range) = header_str(headers, header::IF_RANGE)
+        && if_range.trim() != tag
+    {
+        return Ok(Part::Whole);
+    }
+    let Ok(parsed) = http_range_header::parse_range_header(range) else {
+        // A malformed Range header is ignored (RFC 9110, 14.2).
+        return Ok(Part::Whole);
+    };
+    match parsed.validate(len).as_deref() {
+        Ok([only]) => Ok(Part::Range(*only.start(), *only.end())),
+        // Several ranges: the whole file is a valid answer and simpler for every client.
+        Ok(_) => Ok(Part::Whole),
+        Err(_) => Err(ApiError::RangeNotSatisfiable(len)),
+    }
+}
+
+fn header_value(text: &str) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(text).map_err(|e| ApiError::Internal(Box::new(e)))
+}
+
+/// Answers a download of a successful query's result.
+pub(crate) async fn respond(
+    spool: &Spool,
+    info: &DownloadInfo,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let tag = etag(info);
+    let len = info.bytes;
+    let output = &info.job.request.output;
+    let mut response = Response::new(Body::empty());
+    let out = response.headers_mut();
+    out.insert(header::ETAG, header_value(&tag)?);
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    out.insert(header::CONTENT_TYPE, header_value(&output.content_type())?);
+    out.insert(
+        header::CONTENT_DISPOSITION,
+        header_value(&content_disposition(&output.download_name()))?,
+    );
+    if header_str(headers, header::IF_NONE_MATCH).is_some_and(|list| matches_etag(list, &tag)) {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(response);
+    }
+    let (range, status) = match requested_part(headers, len, &tag)? {
+        Part::Whole => (0..len, StatusCode::OK),
+        Part::Range(first, last) => {
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                header_value(&format!("bytes {first}-{last}/{len}"))?,
+            );
+            (first..last + 1, StatusCode::PARTIAL_CONTENT)
+        }
+    };
+    let stored = spool.open_result_range(info, range).await?;
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(stored.len));
+    *response.body_mut() = Body::from_stream(stored.body);
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_travel_as_rfc_6266() {
+        assert_eq!(
+            content_disposition("result.csv"),
+            "attachment; filename=\"result.csv\""
+        );
+        assert_eq!(
+            content_disposition("订单 \"q\".json"),
+            "attachment; filename=\"__ _q_.json\"; filename*=UTF-8''%E8%AE%A2%E5%8D%95%20%22q%22.json"
+        );
+    }
+
+    #[test]
+    fn etag_lists_match_exactly_or_by_star() {
+        assert!(matches_etag("\"a\", \"b\"", "\"b\""));
+        assert!(matches_etag("*", "\"b\""));
+        assert!(!matches_etag("\"a\"", "\"b\""));
+    }
+}
