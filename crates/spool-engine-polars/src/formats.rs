@@ -521,11 +521,19 @@ impl Encoder for Xlsx {
             .iter()
             .map(|c| c.as_materialized_series().clone())
             .collect();
-        for (col, s) in series.iter().enumerate() {
-            let col = u16::try_from(col).map_err(|_| io::Error::other("too many columns"))?;
-            for (i, value) in s.iter().enumerate() {
-                let row = self.row + i as u32;
-                write_cell(sheet, row, col, value, &self.date, &self.datetime).map_err(xlsx_io)?;
+        if series.len() > usize::from(u16::MAX) {
+            return Err(result_error(
+                "result has more columns than an XLSX sheet holds".to_owned(),
+            ));
+        }
+        // Row by row: in constant-memory mode a row is flushed once the next one starts.
+        let mut columns: Vec<_> = series.iter().map(|s| s.iter()).collect();
+        for i in 0..batch.height() {
+            let row = self.row + i as u32;
+            for (col, values) in columns.iter_mut().enumerate() {
+                let value = values.next().unwrap_or(AnyValue::Null);
+                write_cell(sheet, row, col as u16, value, &self.date, &self.datetime)
+                    .map_err(xlsx_io)?;
             }
         }
         self.row += batch.height() as u32;
