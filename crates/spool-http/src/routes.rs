@@ -349,37 +349,65 @@ async fn status(
     Ok(ok(data))
 }
 
+/// The query a call on one query is about, read from the path (`{id}`) and the optional
+/// `project` (query parameter or JSON body).
+struct OneQuery {
+    id: QueryId,
+    project: Option<ProjectName>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for OneQuery {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::FromRequestParts;
+        let (mut parts, body) = request.into_parts();
+        let Path(id) = Path::<String>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|_| ApiError::NotFound("query not found".to_owned()))?;
+        let Query(params) = Params::from_request_parts(&mut parts, state)
+            .await
+            .map_err(bad)?;
+        let body = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(bad)?;
+        Ok(Self {
+            id: query_id(&id)?,
+            project: project_param(&params, &body)?,
+        })
+    }
+}
+
+impl OneQuery {
+    /// The download facts of the query, if it succeeded and `who` may see it.
+    async fn succeeded(
+        &self,
+        state: &AppState,
+        who: &Principal,
+    ) -> Result<spool_core::DownloadInfo, ApiError> {
+        Ok(state
+            .spool
+            .download_info(who, self.id, self.project.as_ref())
+            .await?)
+    }
+}
+
 async fn file_status(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
-    Query(params): Params,
-    body: Bytes,
+    query: OneQuery,
 ) -> Result<impl IntoResponse, ApiError> {
-    let id = query_id(&id)?;
-    let project = project_param(&params, &body)?;
-    let info = state
-        .spool
-        .download_info(&who, id, project.as_ref())
-        .await?;
-    Ok(ok(info.bytes))
+    Ok(ok(query.succeeded(&state, &who).await?.bytes))
 }
 
 async fn metadata(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
-    Query(params): Params,
-    body: Bytes,
+    query: OneQuery,
 ) -> Result<impl IntoResponse, ApiError> {
-    let id = query_id(&id)?;
-    let project = project_param(&params, &body)?;
-    let info = state
-        .spool
-        .download_info(&who, id, project.as_ref())
-        .await?;
-    let columns = match &info.job.state {
-        spool_domain::JobState::Succeeded { columns, .. } => columns.clone(),
+    let info = query.succeeded(&state, &who).await?;
+    let columns = match info.job.state {
+        spool_domain::JobState::Succeeded { columns, .. } => columns,
         _ => Vec::new(),
     };
     let (names, types): (Vec<String>, Vec<String>) =
@@ -390,59 +418,43 @@ async fn metadata(
 async fn result_path(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
-    Query(params): Params,
-    body: Bytes,
+    query: OneQuery,
 ) -> Result<impl IntoResponse, ApiError> {
-    let id = query_id(&id)?;
-    let project = project_param(&params, &body)?;
-    let info = state
-        .spool
-        .download_info(&who, id, project.as_ref())
-        .await?;
+    let info = query.succeeded(&state, &who).await?;
     Ok(ok(state.spool.result_location(&info)))
 }
 
 async fn download(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
-    Query(params): Params,
     headers: HeaderMap,
-    body: Bytes,
+    query: OneQuery,
 ) -> Result<Response, ApiError> {
-    let id = query_id(&id)?;
-    let project = project_param(&params, &body)?;
-    let info = state
-        .spool
-        .download_info(&who, id, project.as_ref())
-        .await?;
+    let info = query.succeeded(&state, &who).await?;
     download::respond(&state.spool, &info, &headers).await
 }
 
 async fn delete_one(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
-    Query(params): Params,
-    body: Bytes,
+    query: OneQuery,
 ) -> Result<impl IntoResponse, ApiError> {
-    let id = query_id(&id)?;
-    let project = project_param(&params, &body)?;
-    state.spool.delete(&who, id, project.as_ref()).await?;
+    state
+        .spool
+        .delete(&who, query.id, query.project.as_ref())
+        .await?;
     Ok(ok(true))
 }
 
 async fn stop(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
-    Query(params): Params,
-    body: Bytes,
+    query: OneQuery,
 ) -> Result<impl IntoResponse, ApiError> {
-    let id = query_id(&id)?;
-    let project = project_param(&params, &body)?;
-    state.spool.stop(&who, id, project.as_ref()).await?;
+    state
+        .spool
+        .stop(&who, query.id, query.project.as_ref())
+        .await?;
     Ok(ok(true))
 }
 
