@@ -5,6 +5,7 @@
 //! answers MISSING, so a crash between the two steps leaves at most an orphaned result file
 //! (which the next sweep removes), never a query that answers SUCCESSFUL without its result.
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -152,6 +153,43 @@ impl Spool {
         Ok(())
     }
 
+    /// Deletes every query and result, stopping those still running (admins only). Returns how
+    /// many queries were deleted.
+    pub async fn clean_all(&self, who: &Principal) -> Result<usize, ServiceError> {
+        require_admin(who, "clean up all queries")?;
+        let mut deleted = 0;
+        for job in self.inner.ports.jobs.list().await? {
+            if self.remove(job.id).await? {
+                deleted += 1;
+            }
+        }
+        self.remove_orphans().await?;
+        warn!(user = %who.name, deleted, "all queries cleaned");
+        Ok(deleted)
+    }
+
+    /// Deletes result files whose query record is gone (a crash between the two steps of a
+    /// delete). `known` holds ids with a record; others are checked one by one, since a query
+    /// submitted after `known` was read may have committed its result meanwhile.
+    async fn remove_orphans_besides(
+        &self,
+        known: &HashSet<QueryId>,
+    ) -> Result<usize, ServiceError> {
+        let ports = &self.inner.ports;
+        let mut removed = 0;
+        for id in ports.results.list().await? {
+            if !known.contains(&id) && ports.jobs.get(id).await?.is_none() {
+                ports.results.delete(id).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn remove_orphans(&self) -> Result<usize, ServiceError> {
+        self.remove_orphans_besides(&HashSet::new()).await
+    }
+
     /// Deletes the queries (of `project`, when named) submitted before `older_than` (when
     /// given), with their results; admins only. Returns how many were deleted.
     pub async fn delete_matching(
@@ -251,21 +289,21 @@ impl Spool {
     pub async fn sweep_expired(&self) -> Result<Sweep, ServiceError> {
         let ports = &self.inner.ports;
         let mut sweep = Sweep::default();
-        if let Some(keep) = self.inner.config.result_retention {
+        let jobs = ports.jobs.list().await?;
+        let mut kept = HashSet::with_capacity(jobs.len());
+        let cutoff = self.inner.config.result_retention.map(|keep| {
             let keep = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
-            let cutoff = ports.clock.now().plus_millis(-keep);
-            for job in ports.jobs.list().await? {
-                if job.finished_at().is_some_and(|t| t < cutoff) && self.remove(job.id).await? {
-                    sweep.expired += 1;
-                }
+            ports.clock.now().plus_millis(-keep)
+        });
+        for job in jobs {
+            let expired = cutoff.is_some_and(|c| job.finished_at().is_some_and(|t| t < c));
+            if !expired {
+                kept.insert(job.id);
+            } else if self.remove(job.id).await? {
+                sweep.expired += 1;
             }
         }
-        for id in ports.results.list().await? {
-            if ports.jobs.get(id).await?.is_none() {
-                ports.results.delete(id).await?;
-                sweep.orphans += 1;
-            }
-        }
+        sweep.orphans = self.remove_orphans_besides(&kept).await?;
         if sweep != Sweep::default() {
             info!(
                 expired = sweep.expired,

@@ -4,12 +4,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use spool_domain::{Job, Principal, PublicStatus, QueryId, QueryRequest, Role};
+use spool_domain::{Job, Principal, PublicStatus, QueryId, QueryRequest};
 use spool_ports::{
-    CancelReason, CancelToken, Clock, IdGenerator, JobStore, QueryEngine, ResultStore, StoredResult,
+    CancelToken, Clock, IdGenerator, JobStore, QueryEngine, ResultStore, StoredResult,
 };
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::ServiceError;
 
@@ -235,39 +235,6 @@ impl Spool {
     pub async fn result(&self, who: &Principal, id: QueryId) -> Result<StoredResult, ServiceError> {
         let info = self.download_info(who, id, None).await?;
         self.open_result_range(&info, 0..info.bytes).await
-    }
-
-    /// Deletes every query and result, stopping those still running (admins only). Returns how
-    /// many queries were deleted.
-    pub async fn clean_all(&self, who: &Principal) -> Result<usize, ServiceError> {
-        if who.role != Role::Admin {
-            return Err(ServiceError::Forbidden(
-                "only an admin may clean up all queries".to_owned(),
-            ));
-        }
-        let ports = &self.inner.ports;
-        let jobs = ports.jobs.list().await?;
-        let mut deleted = 0;
-        for job in jobs {
-            if let Some(gone) = ports.jobs.delete(job.id).await? {
-                deleted += 1;
-                if !gone.is_finished() {
-                    self.inner.job_ended(&gone.owner);
-                }
-            }
-            if let Some(token) = self.inner.running().get(&job.id) {
-                token.cancel(CancelReason::Deleted);
-            }
-            ports.results.delete(job.id).await?;
-        }
-        // Results whose job is gone (a crash between commit and record) go too.
-        for id in ports.results.list().await? {
-            if ports.jobs.get(id).await?.is_none() {
-                ports.results.delete(id).await?;
-            }
-        }
-        warn!(user = %who.name, deleted, "all queries cleaned");
-        Ok(deleted)
     }
 
     /// Returns how many queries this process is running now.

@@ -85,6 +85,15 @@ pub(crate) fn user_reason(e: &io::Error) -> Option<String> {
 }
 
 /// Unwraps Polars' I/O errors so that a [`ResultError`] raised by our sink survives the trip.
+/// Iterators over each column's values, to walk a batch row by row.
+fn column_values(batch: &DataFrame) -> Vec<impl Iterator<Item = AnyValue<'_>> + '_> {
+    batch
+        .columns()
+        .iter()
+        .map(|c| c.as_materialized_series().iter())
+        .collect()
+}
+
 fn polars_io(e: PolarsError) -> io::Error {
     match e {
         PolarsError::IO { error, .. } => Arc::try_unwrap(error)
@@ -156,12 +165,11 @@ impl Encoder for Csv {
             .map(|c| c.cast(&DataType::String))
             .collect::<Result<Vec<_>, _>>()
             .map_err(polars_io)?;
-        let texts = columns
+        let mut iters = columns
             .iter()
             .map(|c| c.str().map(|s| s.iter()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(polars_io)?;
-        let mut iters = texts;
         let mut buf = Vec::with_capacity(64 * 1024);
         for _ in 0..batch.height() {
             for (i, it) in iters.iter_mut().enumerate() {
@@ -255,12 +263,7 @@ impl Encoder for Json {
     }
 
     fn write(&mut self, batch: &mut DataFrame, out: &mut dyn ResultSink) -> io::Result<()> {
-        let series: Vec<_> = batch
-            .columns()
-            .iter()
-            .map(|c| c.as_materialized_series().clone())
-            .collect();
-        let mut iters: Vec<_> = series.iter().map(|s| s.iter()).collect();
+        let mut iters = column_values(batch);
         let mut buf = Vec::with_capacity(64 * 1024);
         for _ in 0..batch.height() {
             if !std::mem::take(&mut self.first) {
@@ -387,10 +390,8 @@ impl Encoder for Parquet {
 
     fn finish(&mut self, out: &mut dyn ResultSink) -> io::Result<()> {
         self.flush_group(out)?;
-        self.writer()?;
-        if let Some(writer) = self.writer.take() {
-            writer.finish().map_err(polars_io)?;
-        }
+        self.writer()?.finish().map_err(polars_io)?;
+        self.writer = None;
         self.buf.drain_into(out)
     }
 }
@@ -407,7 +408,6 @@ struct Xlsx {
     scratch: PathBuf,
     row: u32,
     max_rows: u64,
-    started: bool,
     date: Format,
     datetime: Format,
 }
@@ -421,7 +421,6 @@ impl Xlsx {
             scratch,
             row: 0,
             max_rows,
-            started: false,
             date: Format::new().set_num_format("yyyy-mm-dd"),
             datetime: Format::new().set_num_format("yyyy-mm-dd hh:mm:ss"),
         }
@@ -499,7 +498,6 @@ impl Encoder for Xlsx {
             .workbook
             .add_worksheet_with_constant_memory()
             .map_err(xlsx_io)?;
-        self.started = true;
         if self.header {
             for (col, name) in self.names.iter().enumerate() {
                 sheet
@@ -516,18 +514,13 @@ impl Encoder for Xlsx {
             return Err(too_many_rows(self.max_rows));
         }
         let sheet = self.workbook.worksheet_from_index(0).map_err(xlsx_io)?;
-        let series: Vec<_> = batch
-            .columns()
-            .iter()
-            .map(|c| c.as_materialized_series().clone())
-            .collect();
-        if series.len() > usize::from(u16::MAX) {
+        if batch.width() > usize::from(u16::MAX) {
             return Err(result_error(
                 "result has more columns than an XLSX sheet holds".to_owned(),
             ));
         }
         // Row by row: in constant-memory mode a row is flushed once the next one starts.
-        let mut columns: Vec<_> = series.iter().map(|s| s.iter()).collect();
+        let mut columns = column_values(batch);
         for i in 0..batch.height() {
             let row = self.row + i as u32;
             for (col, values) in columns.iter_mut().enumerate() {
@@ -541,9 +534,6 @@ impl Encoder for Xlsx {
     }
 
     fn finish(&mut self, out: &mut dyn ResultSink) -> io::Result<()> {
-        if !self.started {
-            self.begin(out)?;
-        }
         self.workbook.save_to_writer(&mut *out).map_err(xlsx_io)
     }
 }
@@ -567,8 +557,9 @@ impl GbkSink {
             .encoder
             .max_buffer_length_from_utf8_without_replacement(text.len())
             .unwrap_or(text.len() * 2 + 16);
-        self.out.clear();
-        self.out.resize(needed, 0);
+        if self.out.len() < needed {
+            self.out.resize(needed, 0);
+        }
         let (result, _read, written) =
             self.encoder
                 .encode_from_utf8_without_replacement(text, &mut self.out, false);
@@ -585,23 +576,35 @@ impl GbkSink {
     }
 }
 
+impl GbkSink {
+    /// Encodes the complete characters of `bytes` and keeps a cut-off last one for the next
+    /// write.
+    fn encode_utf8(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+        let (text, rest) = match std::str::from_utf8(bytes) {
+            Ok(text) => (text, &[][..]),
+            Err(e) if e.error_len().is_none() => {
+                let (head, tail) = bytes.split_at(e.valid_up_to());
+                (std::str::from_utf8(head).map_err(invalid)?, tail)
+            }
+            Err(e) => return Err(invalid(e)),
+        };
+        self.encode(text)?;
+        self.pending.extend_from_slice(rest);
+        Ok(())
+    }
+}
+
 impl Write for GbkSink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let mut bytes = std::mem::take(&mut self.pending);
-        bytes.extend_from_slice(data);
-        let valid = match std::str::from_utf8(&bytes) {
-            Ok(_) => bytes.len(),
-            Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            Err(e) => {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-            }
-        };
-        let (text, rest) = bytes.split_at(valid);
-        self.pending = rest.to_vec();
-        // `text` is valid UTF-8 up to `valid`, checked above.
-        let text =
-            std::str::from_utf8(text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        self.encode(text)?;
+        if self.pending.is_empty() {
+            self.encode_utf8(data)?;
+        } else {
+            // Rare: the last write ended inside a character.
+            let mut joined = std::mem::take(&mut self.pending);
+            joined.extend_from_slice(data);
+            self.encode_utf8(&joined)?;
+        }
         Ok(data.len())
     }
 

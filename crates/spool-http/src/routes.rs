@@ -308,24 +308,49 @@ fn query_id(id: &str) -> Result<QueryId, ApiError> {
         .map_err(|_| ApiError::NotFound("query not found".to_owned()))
 }
 
-/// The `project` of a call on one query: a query parameter, or a field of a JSON body. When
-/// given, it must be the query's project.
-fn project_param(
-    params: &std::collections::HashMap<String, String>,
-    body: &[u8],
-) -> Result<Option<ProjectName>, ApiError> {
-    let from_body = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        string(&json_object(body)?, "project")?.map(str::to_owned)
-    };
-    match params.get("project").cloned().or(from_body) {
-        None => Ok(None),
-        Some(p) => ProjectName::parse(&p).map(Some).map_err(bad),
+/// The parameters of a call that Kylin lets come either in the query string or as fields of a
+/// JSON body (`project`, `older_than`); the query string wins. The body is parsed once.
+struct CallParams {
+    query: std::collections::HashMap<String, String>,
+    body: Map<String, Value>,
+}
+
+impl CallParams {
+    fn get(&self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.query.get(name) {
+            Some(v) => Ok(Some(v.clone())),
+            None => Ok(string(&self.body, name)?.map(str::to_owned)),
+        }
+    }
+
+    /// The `project`; when given on a call about one query, it must be that query's project.
+    fn project(&self) -> Result<Option<ProjectName>, ApiError> {
+        self.get("project")?
+            .map(|p| ProjectName::parse(&p).map_err(bad))
+            .transpose()
     }
 }
 
-type Params = Query<std::collections::HashMap<String, String>>;
+impl<S: Send + Sync> axum::extract::FromRequest<S> for CallParams {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::FromRequestParts;
+        let (mut parts, body) = request.into_parts();
+        let Query(query) = Query::from_request_parts(&mut parts, state)
+            .await
+            .map_err(bad)?;
+        let body = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(bad)?;
+        let body = if body.iter().all(u8::is_ascii_whitespace) {
+            Map::new()
+        } else {
+            json_object(&body)?
+        };
+        Ok(Self { query, body })
+    }
+}
 
 async fn status(
     State(state): State<AppState>,
@@ -365,15 +390,10 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for OneQuery {
         let Path(id) = Path::<String>::from_request_parts(&mut parts, state)
             .await
             .map_err(|_| ApiError::NotFound("query not found".to_owned()))?;
-        let Query(params) = Params::from_request_parts(&mut parts, state)
-            .await
-            .map_err(bad)?;
-        let body = Bytes::from_request(Request::from_parts(parts, body), state)
-            .await
-            .map_err(bad)?;
+        let params = CallParams::from_request(Request::from_parts(parts, body), state).await?;
         Ok(Self {
             id: query_id(&id)?,
-            project: project_param(&params, &body)?,
+            project: params.project()?,
         })
     }
 }
@@ -478,18 +498,13 @@ fn parse_older_than(text: &str) -> Result<Timestamp, ApiError> {
 async fn delete_many(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    Query(params): Params,
-    body: Bytes,
+    params: CallParams,
 ) -> Result<impl IntoResponse, ApiError> {
-    let project = project_param(&params, &body)?;
-    let older_than = match params.get("older_than") {
-        Some(text) => Some(parse_older_than(text)?),
-        None if body.iter().all(u8::is_ascii_whitespace) => None,
-        None => match string(&json_object(&body)?, "older_than")? {
-            Some(text) => Some(parse_older_than(text)?),
-            None => None,
-        },
-    };
+    let project = params.project()?;
+    let older_than = params
+        .get("older_than")?
+        .map(|text| parse_older_than(&text))
+        .transpose()?;
     if project.is_none() && older_than.is_none() {
         state.spool.clean_all(&who).await?;
     } else {
