@@ -106,7 +106,7 @@ async fn query(args: &config::QueryArgs, settings: &Settings) -> anyhow::Result<
         }
     }
     if let (Some(out), Some(id)) = (&args.out, last) {
-        let from = scratch.join(id.to_string());
+        let from = store.path_of(id);
         if out.as_os_str() == "-" {
             std::io::copy(
                 &mut std::fs::File::open(&from)?,
