@@ -1,9 +1,22 @@
-//! `cargo xtask bench`: builds the release server, makes SSB data if missing, and measures the
-//! 13 SSB queries through the HTTP API (submit to SUCCESSFUL, then the download) next to the same
-//! SQL run in-process (`spool-server query`: same engine and result store, no HTTP, no job
-//! store), so the service's own overhead is visible. Writes `target/bench/report.md`.
+//! `cargo xtask bench`: the release server measured against what a user would pick instead, in
+//! one run on one machine. Writes `target/bench/report.md`.
+//!
+//! Phases (all by default; `--phases ssb,export,download,load` picks some):
+//! - `ssb`: the 13 SSB queries through the HTTP API (submit to SUCCESSFUL, then the download),
+//!   next to the same SQL in-process (`spool-server query`: same engine and result store, no HTTP,
+//!   no job store) with jemalloc and with the system allocator, and on DuckDB (the Python
+//!   package, installed by the bench into `target/bench/venv`).
+//! - `export`: `select * from p_lineorder` as CSV, Parquet and JSON through the API, one fresh
+//!   server per format so its peak RSS (VmHWM) belongs to that export, next to DuckDB's COPY.
+//! - `download`: the finished CSV export fetched over loopback.
+//! - `load`: 64 clients polling status while an export runs, then 64 clients submitting.
+//!
+//! Every figure is a median of `--runs` runs after a warm-up, except the exports and the load
+//! phase, which run once (they take seconds each and their peak RSS needs a fresh process).
 
-use std::io::{BufRead, BufReader};
+mod load;
+
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,29 +26,51 @@ use serde_json::Value;
 
 /// `ADMIN:KYLIN`, the credentials of a fresh data dir.
 const ADMIN: &str = "Basic QURNSU46S1lMSU4=";
+/// The DuckDB release the bench installs (the one issue 6's first figures came from).
+const DUCKDB: &str = "duckdb==2.0.1";
+/// The export every export figure is about.
+const EXPORT_SQL: &str = "select * from p_lineorder";
+const CLIENTS: usize = 64;
 
 struct Options {
     sf: String,
     runs: usize,
+    phases: Vec<String>,
+    load_seconds: u64,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
     let mut options = Options {
         sf: "1".to_owned(),
         runs: 5,
+        phases: ["ssb", "export", "download", "load"]
+            .map(str::to_owned)
+            .to_vec(),
+        load_seconds: 5,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
-            "--sf" => options.sf = it.next().context("--sf needs a value")?.clone(),
-            "--runs" => {
-                options.runs = it
-                    .next()
-                    .context("--runs needs a value")?
-                    .parse()
-                    .context("--runs")?
+            "--sf" => options.sf = value("--sf")?.clone(),
+            "--runs" => options.runs = value("--runs")?.parse().context("--runs")?,
+            "--load-seconds" => {
+                options.load_seconds = value("--load-seconds")?.parse().context("--load-seconds")?
             }
-            other => bail!("unknown bench argument {other}; expected --sf N, --runs N"),
+            "--phases" => {
+                options.phases = value("--phases")?.split(',').map(str::to_owned).collect();
+                if let Some(p) = options
+                    .phases
+                    .iter()
+                    .find(|p| !["ssb", "export", "download", "load"].contains(&p.as_str()))
+                {
+                    bail!("unknown phase {p}; phases are ssb, export, download, load");
+                }
+            }
+            other => bail!(
+                "unknown bench argument {other}; expected --sf N, --runs N, --phases LIST, \
+                 --load-seconds N"
+            ),
         }
     }
     Ok(options)
@@ -49,10 +84,13 @@ fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from)
 }
 
+fn queries_dir() -> PathBuf {
+    workspace().join("crates/spool-ssb/queries")
+}
+
 /// The SSB queries, read from the generator crate that also holds their answers.
 fn queries() -> anyhow::Result<Vec<(String, String)>> {
-    let dir = workspace().join("crates/spool-ssb/queries");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+    let mut files: Vec<PathBuf> = std::fs::read_dir(queries_dir())?
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "sql"))
@@ -80,6 +118,12 @@ struct RunningServer {
     base: String,
 }
 
+impl RunningServer {
+    fn peak_rss_mib(&self) -> f64 {
+        peak_rss_mib(self.child.id()).unwrap_or(0.0)
+    }
+}
+
 impl Drop for RunningServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -87,10 +131,34 @@ impl Drop for RunningServer {
     }
 }
 
-fn start_server(binary: &Path, data_dir: &Path) -> anyhow::Result<RunningServer> {
+/// Starts the server on a fresh data directory `<bench>/runs/<name>` whose `projects/ssb` links
+/// to the generated data, so results and job records of earlier runs never pile up.
+fn start_server(
+    binary: &Path,
+    data: &Data,
+    name: &str,
+    workers: usize,
+) -> anyhow::Result<RunningServer> {
+    let data_dir = data.bench_dir.join("runs").join(name);
+    if data_dir.exists() {
+        std::fs::remove_dir_all(&data_dir)?;
+    }
+    std::fs::create_dir_all(data_dir.join("projects"))?;
+    std::os::unix::fs::symlink(&data.project, data_dir.join("projects/ssb"))?;
+    // The bench's own settings: no sample generation (the data is there), no per-user cap (the
+    // load phase submits from one user), results kept.
+    let config = data_dir.join("bench.toml");
+    std::fs::write(
+        &config,
+        "sample_sf = 0\nmax_in_flight_per_user = 0\nresult_retain_days = 0\n",
+    )?;
     let mut child = Command::new(binary)
-        .args(["--bind", "127.0.0.1:0", "--log-level", "warn", "--data-dir"])
-        .arg(data_dir)
+        .args(["--bind", "127.0.0.1:0", "--log-level", "warn", "--workers"])
+        .arg(workers.to_string())
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--config")
+        .arg(&config)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -115,44 +183,66 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// Submits, polls to SUCCESSFUL and downloads; returns (seconds, bytes downloaded).
-fn through_api(agent: &ureq::Agent, base: &str, sql: &str) -> anyhow::Result<(f64, usize)> {
-    let body = serde_json::json!({ "sql": sql, "project": "ssb" }).to_string();
-    let started = Instant::now();
-    let submitted: Value = serde_json::from_str(
-        &agent
+fn json(response: ureq::Response) -> anyhow::Result<Value> {
+    Ok(serde_json::from_str(&response.into_string()?)?)
+}
+
+fn submit(agent: &ureq::Agent, base: &str, sql: &str, format: &str) -> anyhow::Result<String> {
+    let body = serde_json::json!({ "sql": sql, "project": "ssb", "format": format }).to_string();
+    let submitted = json(
+        agent
             .post(&format!("{base}/kylin/api/async_query"))
             .set("Authorization", ADMIN)
             .set("Content-Type", "application/json")
-            .send_string(&body)?
-            .into_string()?,
+            .send_string(&body)?,
     )?;
-    let id = submitted["data"]["queryID"]
+    Ok(submitted["data"]["queryID"]
         .as_str()
         .with_context(|| format!("no query id in {submitted}"))?
-        .to_owned();
+        .to_owned())
+}
+
+/// Polls until the query ends; fails unless it ended SUCCESSFUL.
+fn wait(agent: &ureq::Agent, base: &str, id: &str, every: Duration) -> anyhow::Result<()> {
     loop {
-        let status: Value = serde_json::from_str(
-            &agent
+        let status = json(
+            agent
                 .get(&format!("{base}/kylin/api/async_query/{id}/status"))
                 .set("Authorization", ADMIN)
-                .call()?
-                .into_string()?,
+                .call()?,
         )?;
         match status["data"]["status"].as_str() {
-            Some("SUCCESSFUL") => break,
-            Some("RUNNING") => std::thread::sleep(Duration::from_millis(2)),
+            Some("SUCCESSFUL") => return Ok(()),
+            Some("RUNNING") => std::thread::sleep(every),
             _ => bail!("query failed: {status}"),
         }
     }
-    let mut bytes = Vec::new();
-    agent
+}
+
+/// Downloads the result into nothing; returns the byte count.
+fn download(agent: &ureq::Agent, base: &str, id: &str) -> anyhow::Result<u64> {
+    let mut reader = agent
         .get(&format!("{base}/kylin/api/async_query/{id}/result"))
         .set("Authorization", ADMIN)
         .call()?
-        .into_reader()
-        .read_to_end(&mut bytes)?;
-    Ok((started.elapsed().as_secs_f64(), bytes.len()))
+        .into_reader();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        match reader.read(&mut buf)? {
+            0 => return Ok(total),
+            n => total += n as u64,
+        }
+    }
+}
+
+/// Submits, polls to SUCCESSFUL and downloads; returns (seconds, bytes downloaded).
+fn through_api(agent: &ureq::Agent, base: &str, sql: &str) -> anyhow::Result<(f64, u64)> {
+    let started = Instant::now();
+    let id = submit(agent, base, sql, "csv")?;
+    wait(agent, base, &id, Duration::from_millis(2))?;
+    let bytes = download(agent, base, &id)?;
+    Ok((started.elapsed().as_secs_f64(), bytes))
 }
 
 /// Runs `spool-server query --repeat N` and returns the median of its reported run times.
@@ -160,7 +250,7 @@ fn in_process(binary: &Path, data_dir: &Path, sql: &str, runs: usize) -> anyhow:
     let out = Command::new(binary)
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["query", "--project", "ssb", "--repeat"])
+        .args(["--sample-sf", "0", "query", "--project", "ssb", "--repeat"])
         .arg((runs + 1).to_string())
         .arg(sql)
         .output()?;
@@ -178,17 +268,103 @@ fn in_process(binary: &Path, data_dir: &Path, sql: &str, runs: usize) -> anyhow:
     Ok(median(times) / 1000.0)
 }
 
+/// The Python interpreter of the bench's virtual environment, with DuckDB installed.
+fn duckdb_python(bench_dir: &Path) -> anyhow::Result<PathBuf> {
+    let venv = bench_dir.join("venv");
+    let python = venv.join("bin/python");
+    let ready = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import duckdb"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ready {
+        eprintln!("bench: installing {DUCKDB} into {}", venv.display());
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .context("python3 -m venv (the bench needs Python 3 with venv)")?;
+        if !status.success() {
+            bail!("python3 -m venv failed");
+        }
+        let status = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", DUCKDB])
+            .status()?;
+        if !status.success() {
+            bail!("pip install {DUCKDB} failed");
+        }
+    }
+    Ok(python)
+}
+
+/// Runs the DuckDB script; returns its JSON lines.
+fn duckdb(python: &Path, args: &[&str]) -> anyhow::Result<Vec<Value>> {
+    let out = Command::new(python)
+        .arg(workspace().join("xtask/scripts/duckdb_bench.py"))
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        bail!("duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| Ok(serde_json::from_str(l)?))
+        .collect()
+}
+
+/// Where the bench keeps its files.
+struct Data {
+    /// `target/bench` under the cargo target directory.
+    bench_dir: PathBuf,
+    /// The generated data as a data directory (`projects/ssb` only), for in-process runs.
+    generated: PathBuf,
+    /// The generated SSB project folder.
+    project: PathBuf,
+}
+
+struct Binaries {
+    jemalloc: PathBuf,
+    system: PathBuf,
+}
+
+/// Builds the release server twice: with jemalloc (the default) and with the system allocator
+/// (kept as `target/bench/spool-server-system-alloc`). Only the server crate differs between
+/// the two, so the second build is a relink.
+fn build(bench_dir: &Path) -> anyhow::Result<Binaries> {
+    let built = target_dir().join("release/spool-server");
+    crate::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "spool-server",
+        "--no-default-features",
+    ])?;
+    let system = bench_dir.join("spool-server-system-alloc");
+    std::fs::copy(&built, &system).context("keeping the system-allocator build")?;
+    crate::cargo(&["build", "--release", "-p", "spool-server"])?;
+    Ok(Binaries {
+        jemalloc: built,
+        system,
+    })
+}
+
+fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
+    bytes as f64 / 1e6 / seconds
+}
+
 /// Runs the bench.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let options = parse(args)?;
-    crate::cargo(&["build", "--release", "-p", "spool-server"])?;
-    let binary = target_dir().join("release/spool-server");
-    let bench_dir = workspace().join("target/bench");
-    let data_dir = bench_dir.join(format!("data-sf{}", options.sf));
-    let project = data_dir.join("projects/ssb");
+    let has = |phase: &str| options.phases.iter().any(|p| p == phase);
+    let bench_dir = target_dir().join("bench");
+    std::fs::create_dir_all(&bench_dir)?;
+    let binaries = build(&bench_dir)?;
+    let generated = bench_dir.join(format!("data-sf{}", options.sf));
+    let project = generated.join("projects/ssb");
     if !project.exists() {
-        std::fs::create_dir_all(data_dir.join("projects"))?;
-        let status = Command::new(&binary)
+        std::fs::create_dir_all(generated.join("projects"))?;
+        let status = Command::new(&binaries.jemalloc)
             .args(["gen-ssb", "--sf", &options.sf, "--out"])
             .arg(&project)
             .status()?;
@@ -196,47 +372,284 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             bail!("gen-ssb failed");
         }
     }
-    let server = start_server(&binary, &data_dir)?;
-    let agent = ureq::AgentBuilder::new().build();
+    let python = duckdb_python(&bench_dir)?;
+    let data = Data {
+        bench_dir: bench_dir.clone(),
+        generated,
+        project,
+    };
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut report = format!(
-        "# Spool bench: SSB SF {} ({} runs after a warm-up, medians)\n\n\
-         | query | API: submit to SUCCESSFUL + download (s) | in-process `spool-server query` (s) | overhead (s) | result bytes |\n\
-         |---|---:|---:|---:|---:|\n",
-        options.sf, options.runs
+        "# Spool bench: SSB SF {}, {cores} cores\n\n\
+         Command: `cargo xtask bench --sf {} --runs {}`. Release build (profile in Cargo.toml), \
+         jemalloc unless marked; DuckDB {} from PyPI.\n\n",
+        options.sf,
+        options.sf,
+        options.runs,
+        DUCKDB.trim_start_matches("duckdb=="),
     );
-    let (mut api_total, mut local_total) = (0.0, 0.0);
+    let mut emit = |text: String| {
+        eprint!("{text}");
+        report.push_str(&text);
+    };
+
+    if has("ssb") {
+        ssb_phase(&options, &binaries, &data, &python, &mut emit)?;
+    }
+    let mut csv_export = None;
+    if has("export") || has("download") {
+        csv_export = Some(export_phase(&binaries, &data, &python, &mut emit)?);
+    }
+    if has("download")
+        && let Some((server, id, bytes)) = &csv_export
+    {
+        download_phase(&options, server, id, *bytes, &mut emit)?;
+    }
+    drop(csv_export);
+    if has("load") {
+        load_phase(&options, &binaries, &data, &mut emit)?;
+    }
+
+    // The report also lands in the checkout's `target/bench`, where the docs point.
+    let mut written = vec![bench_dir.join("report.md")];
+    let local = workspace().join("target/bench/report.md");
+    if !written.contains(&local) {
+        written.push(local);
+    }
+    for path in &written {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, &report)?;
+    }
+    println!("{report}");
+    println!("written to {}", written[written.len() - 1].display());
+    Ok(())
+}
+
+fn ssb_phase(
+    options: &Options,
+    binaries: &Binaries,
+    data: &Data,
+    python: &Path,
+    emit: &mut impl FnMut(String),
+) -> anyhow::Result<()> {
+    let project = &*data.project.to_string_lossy();
+    let queries_dir = queries_dir().to_string_lossy().into_owned();
+    let runs = options.runs.to_string();
+    let duck: Vec<Value> = duckdb(python, &["queries", project, &queries_dir, &runs])?;
+    let duck_time = |name: &str| {
+        duck.iter()
+            .find(|v| v["query"] == name)
+            .and_then(|v| v["seconds"].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    let duck_rss = duck
+        .iter()
+        .find_map(|v| v["peak_rss_mib"].as_f64())
+        .unwrap_or(0.0);
+
+    let server = start_server(&binaries.jemalloc, data, "ssb", cores_or_one())?;
+    let agent = ureq::AgentBuilder::new().build();
+    emit(format!(
+        "## The 13 SSB queries (medians of {} runs after a warm-up, seconds)\n\n\
+         | query | API: submit to SUCCESSFUL + download | in-process, jemalloc | in-process, system malloc | DuckDB | API / DuckDB |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+        options.runs
+    ));
+    let mut sums = [0.0f64; 4];
     for (name, sql) in queries()? {
         let mut times = Vec::new();
-        let mut size = 0;
         for run in 0..=options.runs {
-            let (t, bytes) = through_api(&agent, &server.base, &sql)?;
-            size = bytes;
+            let (t, _bytes) = through_api(&agent, &server.base, &sql)?;
             if run > 0 {
                 times.push(t);
             }
         }
-        let api = median(times);
-        let local = in_process(&binary, &data_dir, &sql, options.runs)?;
-        api_total += api;
-        local_total += local;
-        let line = format!(
-            "| {name} | {api:.3} | {local:.3} | {:.3} | {size} |\n",
-            api - local
-        );
-        eprint!("{line}");
-        report.push_str(&line);
+        let row = [
+            median(times),
+            in_process(&binaries.jemalloc, &data.generated, &sql, options.runs)?,
+            in_process(&binaries.system, &data.generated, &sql, options.runs)?,
+            duck_time(&name),
+        ];
+        for (sum, x) in sums.iter_mut().zip(row) {
+            *sum += x;
+        }
+        emit(format!(
+            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |\n",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[0] / row[3]
+        ));
     }
-    report.push_str(&format!(
-        "| **sum** | **{api_total:.3}** | **{local_total:.3}** | **{:.3}** | |\n\n\
-         Server peak RSS (VmHWM): {:.0} MiB. Machine: {} cores.\n",
-        api_total - local_total,
-        peak_rss_mib(server.child.id()).unwrap_or(0.0),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    emit(format!(
+        "| **sum** | **{:.3}** | **{:.3}** | **{:.3}** | **{:.3}** | **{:.2}** |\n\n\
+         Peak RSS: server {:.0} MiB over all API runs; DuckDB process {duck_rss:.0} MiB.\n\n",
+        sums[0],
+        sums[1],
+        sums[2],
+        sums[3],
+        sums[0] / sums[3],
+        server.peak_rss_mib(),
     ));
-    drop(server);
-    std::fs::create_dir_all(&bench_dir)?;
-    std::fs::write(bench_dir.join("report.md"), &report)?;
-    println!("{report}");
-    println!("written to {}", bench_dir.join("report.md").display());
+    Ok(())
+}
+
+fn cores_or_one() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Runs the three exports, each on a fresh one-worker server; returns the CSV one's server
+/// (still running), query id and size for the download phase.
+fn export_phase(
+    binaries: &Binaries,
+    data: &Data,
+    python: &Path,
+    emit: &mut impl FnMut(String),
+) -> anyhow::Result<(RunningServer, String, u64)> {
+    let project = &*data.project.to_string_lossy();
+    emit(format!(
+        "## Export of `{EXPORT_SQL}` (one run each; a fresh server per format)\n\n\
+         | format | Spool: submit to SUCCESSFUL (s) | bytes | MB/s | server peak RSS (MiB) | DuckDB COPY (s) | DuckDB MB/s | DuckDB peak RSS (MiB) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n"
+    ));
+    let agent = ureq::AgentBuilder::new().build();
+    let mut kept = None;
+    for format in ["csv", "parquet", "json"] {
+        let server = start_server(&binaries.jemalloc, data, &format!("export-{format}"), 1)?;
+        let started = Instant::now();
+        let id = submit(&agent, &server.base, EXPORT_SQL, format)?;
+        wait(&agent, &server.base, &id, Duration::from_millis(20))?;
+        let seconds = started.elapsed().as_secs_f64();
+        let size = json(
+            agent
+                .get(&format!(
+                    "{}/kylin/api/async_query/{id}/file_status",
+                    server.base
+                ))
+                .set("Authorization", ADMIN)
+                .call()?,
+        )?["data"]
+            .as_u64()
+            .context("file_status without a size")?;
+        let rss = server.peak_rss_mib();
+        let out = data.bench_dir.join(format!("duckdb-export.{format}"));
+        let duck = duckdb(python, &["export", project, format, &out.to_string_lossy()])?;
+        let duck = duck.first().context("no DuckDB export figure")?;
+        let duck_seconds = duck["seconds"].as_f64().unwrap_or(f64::NAN);
+        let duck_bytes = duck["bytes"].as_u64().unwrap_or(0);
+        emit(format!(
+            "| {format} | {seconds:.2} | {size} | {:.0} | {rss:.0} | {duck_seconds:.2} | {:.0} | {:.0} |\n",
+            mb_per_s(size, seconds),
+            mb_per_s(duck_bytes, duck_seconds),
+            duck["peak_rss_mib"].as_f64().unwrap_or(0.0),
+        ));
+        if format == "csv" {
+            kept = Some((server, id, size));
+        }
+    }
+    emit("\n".to_owned());
+    kept.context("the CSV export did not run")
+}
+
+fn download_phase(
+    options: &Options,
+    server: &RunningServer,
+    id: &str,
+    bytes: u64,
+    emit: &mut impl FnMut(String),
+) -> anyhow::Result<()> {
+    let agent = ureq::AgentBuilder::new().build();
+    let mut times = Vec::new();
+    for run in 0..=options.runs {
+        let started = Instant::now();
+        let got = download(&agent, &server.base, id)?;
+        if got != bytes {
+            bail!("downloaded {got} bytes of {bytes}");
+        }
+        if run > 0 {
+            times.push(started.elapsed().as_secs_f64());
+        }
+    }
+    let t = median(times);
+    emit(format!(
+        "## Download of the CSV export over loopback\n\n\
+         {bytes} bytes in {t:.3} s (median of {}): {:.2} GB/s.\n\n",
+        options.runs,
+        bytes as f64 / 1e9 / t
+    ));
+    Ok(())
+}
+
+fn load_phase(
+    options: &Options,
+    binaries: &Binaries,
+    data: &Data,
+    emit: &mut impl FnMut(String),
+) -> anyhow::Result<()> {
+    let server = start_server(&binaries.jemalloc, data, "load", cores_or_one())?;
+    let base = server.base.clone();
+    let agent = ureq::AgentBuilder::new().build();
+    let finished = submit(&agent, &base, "select d_year from dates limit 1", "csv")?;
+    wait(&agent, &base, &finished, Duration::from_millis(2))?;
+    // The export that runs while the clients poll: JSON, the slowest encoder.
+    let export = submit(&agent, &base, EXPORT_SQL, "json")?;
+    let duration = Duration::from_secs(options.load_seconds);
+    let status_url = format!("{base}/kylin/api/async_query/{finished}/status");
+    let polls = load::run(CLIENTS, duration, &|agent: &ureq::Agent| {
+        agent
+            .get(&status_url)
+            .set("Authorization", ADMIN)
+            .call()
+            .is_ok_and(|r| r.status() == 200 && r.into_string().is_ok())
+    })?;
+    let export_state = json(
+        agent
+            .get(&format!("{base}/kylin/api/async_query/{export}/status"))
+            .set("Authorization", ADMIN)
+            .call()?,
+    )?["data"]["status"]
+        .as_str()
+        .unwrap_or("?")
+        .to_owned();
+    // Stop the export so the submissions measure the API, not a busy engine.
+    let _ = agent
+        .delete(&format!("{base}/kylin/api/async_query/stop/{export}"))
+        .set("Authorization", ADMIN)
+        .call();
+    let submit_url = format!("{base}/kylin/api/async_query");
+    let body = serde_json::json!({ "sql": "select d_year from dates limit 1", "project": "ssb" })
+        .to_string();
+    let submissions = load::run(CLIENTS, duration, &|agent: &ureq::Agent| {
+        agent
+            .post(&submit_url)
+            .set("Authorization", ADMIN)
+            .set("Content-Type", "application/json")
+            .send_string(&body)
+            .is_ok_and(|r| r.status() == 200 && r.into_string().is_ok())
+    })?;
+    emit(format!(
+        "## HTTP load: {CLIENTS} clients on keep-alive connections, {} s each\n\n\
+         | calls | requests/s | p50 (ms) | p99 (ms) | max (ms) | errors |\n\
+         |---|---:|---:|---:|---:|---:|\n\
+         | status polls while a JSON export of `{EXPORT_SQL}` runs (export state at the end: {export_state}) | {:.0} | {:.2} | {:.2} | {:.1} | {} |\n\
+         | submissions (each flushed to sled before the answer) | {:.0} | {:.2} | {:.2} | {:.1} | {} |\n\n\
+         Server peak RSS during the load phase: {:.0} MiB. Clients and server share the {} cores.\n\n",
+        options.load_seconds,
+        polls.per_second(),
+        polls.p50_ms,
+        polls.p99_ms,
+        polls.max_ms,
+        polls.errors,
+        submissions.per_second(),
+        submissions.p50_ms,
+        submissions.p99_ms,
+        submissions.max_ms,
+        submissions.errors,
+        server.peak_rss_mib(),
+        cores_or_one(),
+    ));
     Ok(())
 }

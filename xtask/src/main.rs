@@ -54,8 +54,28 @@ fn main() -> anyhow::Result<()> {
 pub(crate) fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("$ cargo {}", args.join(" "));
-    let status = Command::new(cargo)
-        .args(args)
+    let mut command = Command::new(cargo);
+    command.args(args);
+    // `cargo run` gives xtask the package variables of xtask itself. Some build scripts (ring's)
+    // track `CARGO_MANIFEST_DIR`, so passing them on would make every nested build look different
+    // from a build started in the shell, and the two would rebuild Polars' dependency chain in
+    // turn. The nested cargo sets these for each package it builds anyway.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || matches!(
+                name.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let status = command
         .status()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
     if !status.success() {

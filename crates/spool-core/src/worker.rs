@@ -176,6 +176,15 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
             (Ok(execution), Some(limit)) => execution.rows > limit,
             _ => false,
         };
+    let over_cap = oversize.bytes.load(Ordering::Acquire) || too_many_rows;
+    let outcome = match outcome {
+        Ok(execution) if over_cap => {
+            // Discarding an uncommitted result removes its file: keep that off the reactor.
+            let _ = tokio::task::spawn_blocking(move || drop(execution)).await;
+            Err(EngineError::Cancelled)
+        }
+        other => other,
+    };
     let state = match outcome {
         _ if oversize.bytes.load(Ordering::Acquire) => failed(
             now,
@@ -184,7 +193,6 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
                 inner.config.max_result_bytes.unwrap_or_default()
             ),
         ),
-        // Dropping the execution discards the uncommitted result.
         _ if too_many_rows => failed(
             now,
             &format!(

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use polars::prelude::{
-    AnyValue, CsvWriter, DataFrame, DataType, ParquetCompression, ParquetWriter, PolarsError,
-    QuoteStyle, Schema, SerWriter,
+    AnyValue, Column, CsvWriter, DataFrame, DataType, ParquetCompression, ParquetWriter,
+    PolarsError, PolarsResult, QuoteStyle, Schema, SerWriter,
 };
 use rust_xlsxwriter::{ExcelDateTime, Format, Workbook, XlsxError};
 use spool_domain::{OutputFormat, OutputSpec, TextEncoding};
@@ -251,9 +251,73 @@ fn json_value(out: &mut Vec<u8>, value: &AnyValue<'_>) {
 
 fn float(out: &mut Vec<u8>, f: f64) {
     if f.is_finite() {
-        let _ = serde_json::to_writer(&mut *out, &f);
+        out.extend_from_slice(ryu::Buffer::new().format_finite(f).as_bytes());
     } else {
         out.extend_from_slice(b"null");
+    }
+}
+
+/// One column of a batch, walked value by value. Integers, floats, booleans and strings are
+/// read from their typed arrays (the bulk of any export); everything else (dates, times,
+/// decimals, nested values) goes through [`AnyValue`] and [`json_value`].
+enum JsonColumn<'a> {
+    Int(Box<dyn Iterator<Item = Option<i64>> + 'a>),
+    UInt(Box<dyn Iterator<Item = Option<u64>> + 'a>),
+    Float(Box<dyn Iterator<Item = Option<f64>> + 'a>),
+    Bool(Box<dyn Iterator<Item = Option<bool>> + 'a>),
+    Text(Box<dyn Iterator<Item = Option<&'a str>> + 'a>),
+    Any(Box<dyn Iterator<Item = AnyValue<'a>> + 'a>),
+}
+
+/// Casts narrow integers and floats to their 64-bit kinds so each kind has one fast path.
+fn json_widened(column: &Column) -> PolarsResult<Column> {
+    use DataType as D;
+    match column.dtype() {
+        D::Int8 | D::Int16 | D::Int32 | D::UInt8 | D::UInt16 | D::UInt32 => column.cast(&D::Int64),
+        D::Float32 => column.cast(&D::Float64),
+        _ => Ok(column.clone()),
+    }
+}
+
+impl<'a> JsonColumn<'a> {
+    fn new(column: &'a Column) -> PolarsResult<Self> {
+        let series = column.as_materialized_series();
+        Ok(match series.dtype() {
+            DataType::Int64 => Self::Int(Box::new(series.i64()?.iter())),
+            DataType::UInt64 => Self::UInt(Box::new(series.u64()?.iter())),
+            DataType::Float64 => Self::Float(Box::new(series.f64()?.iter())),
+            DataType::Boolean => Self::Bool(Box::new(series.bool()?.iter())),
+            DataType::String => Self::Text(Box::new(series.str()?.iter())),
+            _ => Self::Any(Box::new(series.iter())),
+        })
+    }
+
+    fn write_next(&mut self, out: &mut Vec<u8>) {
+        match self {
+            Self::Int(it) => match it.next().flatten() {
+                Some(v) => out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+                None => out.extend_from_slice(b"null"),
+            },
+            Self::UInt(it) => match it.next().flatten() {
+                Some(v) => out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+                None => out.extend_from_slice(b"null"),
+            },
+            Self::Float(it) => match it.next().flatten() {
+                Some(v) => float(out, v),
+                None => out.extend_from_slice(b"null"),
+            },
+            Self::Bool(it) => match it.next().flatten() {
+                Some(true) => out.extend_from_slice(b"true"),
+                Some(false) => out.extend_from_slice(b"false"),
+                None => out.extend_from_slice(b"null"),
+            },
+            Self::Text(it) => match it.next().flatten() {
+                // Writing a &str into a Vec cannot fail.
+                Some(v) => drop(serde_json::to_writer(&mut *out, v)),
+                None => out.extend_from_slice(b"null"),
+            },
+            Self::Any(it) => json_value(out, &it.next().unwrap_or(AnyValue::Null)),
+        }
     }
 }
 
@@ -263,22 +327,32 @@ impl Encoder for Json {
     }
 
     fn write(&mut self, batch: &mut DataFrame, out: &mut dyn ResultSink) -> io::Result<()> {
-        let mut iters = column_values(batch);
-        let mut buf = Vec::with_capacity(64 * 1024);
+        let widened = batch
+            .columns()
+            .iter()
+            .map(json_widened)
+            .collect::<PolarsResult<Vec<_>>>()
+            .map_err(polars_io)?;
+        let mut columns = widened
+            .iter()
+            .map(JsonColumn::new)
+            .collect::<PolarsResult<Vec<_>>>()
+            .map_err(polars_io)?;
+        let mut buf = Vec::with_capacity(256 * 1024);
         for _ in 0..batch.height() {
             if !std::mem::take(&mut self.first) {
                 buf.push(b',');
             }
             buf.push(b'{');
-            for (i, it) in iters.iter_mut().enumerate() {
+            for (i, column) in columns.iter_mut().enumerate() {
                 if i > 0 {
                     buf.push(b',');
                 }
                 buf.extend_from_slice(&self.keys[i]);
-                json_value(&mut buf, &it.next().unwrap_or(AnyValue::Null));
+                column.write_next(&mut buf);
             }
             buf.push(b'}');
-            if buf.len() >= 60 * 1024 {
+            if buf.len() >= 240 * 1024 {
                 out.write_all(&buf)?;
                 buf.clear();
             }
@@ -692,6 +766,52 @@ mod tests {
         assert!(
             user_reason(&e).is_some_and(|r| r.contains("U+1F600")),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn json_keeps_types_escapes_strings_and_writes_nulls_over_batches() {
+        let mut json = Json::new(&[
+            "I".into(),
+            "U".into(),
+            "F".into(),
+            "B".into(),
+            "S".into(),
+            "D".into(),
+        ]);
+        let mut sink = VecSink::default();
+        json.begin(&mut sink).expect("begin");
+        let mut first = df!(
+            "I" => [Some(-7i32), None],
+            "U" => [u64::MAX, 0],
+            "F" => [Some(0.5f32), Some(f32::NAN)],
+            "B" => [Some(true), None],
+            "S" => [Some("say \"hi\"\n"), None],
+            "D" => [Some(1i32), None],
+        )
+        .expect("frame");
+        let dates = first
+            .column("D")
+            .and_then(|c| c.cast(&DataType::Date))
+            .expect("dates");
+        first.replace("D", dates).expect("date column");
+        json.write(&mut first, &mut sink).expect("write");
+        let mut second = first.slice(0, 1);
+        json.write(&mut second, &mut sink).expect("write");
+        json.finish(&mut sink).expect("finish");
+        let text = String::from_utf8(sink.0).expect("utf-8");
+        let parsed: serde_json::Value = serde_json::from_str(&text).expect("one JSON document");
+        assert_eq!(
+            parsed,
+            serde_json::json!([
+                {"I": -7, "U": u64::MAX, "F": 0.5, "B": true, "S": "say \"hi\"\n", "D": "1970-01-02"},
+                {"I": null, "U": 0, "F": null, "B": null, "S": null, "D": null},
+                {"I": -7, "U": u64::MAX, "F": 0.5, "B": true, "S": "say \"hi\"\n", "D": "1970-01-02"},
+            ])
+        );
+        assert!(
+            text.starts_with("[{\"I\":-7,\"U\":18446744073709551615,"),
+            "{text}"
         );
     }
 

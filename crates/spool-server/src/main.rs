@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::Parser;
 use spool_core::{Ports, Spool, SpoolConfig};
 use spool_engine_polars::PolarsEngine;
@@ -23,6 +24,10 @@ use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Cli, Command, Settings};
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
@@ -200,6 +205,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         "try: curl -X POST -H \"Authorization: Basic QURNSU46S1lMSU4=\" -H \"Content-Type: application/json\" -d '{{ \"sql\":\"select * from p_lineorder limit 100\", \"project\":\"ssb\" }}' http://{addr}/kylin/api/async_query"
     );
 
+    // No Nagle: a streamed response goes out as headers, then body chunks, and a small last
+    // write would otherwise wait for the client's delayed ACK (40 ms on Linux) on every
+    // download of a small result.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            warn!(error = %e, "setting TCP_NODELAY failed");
+        }
+    });
     let app = spool_http::router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
