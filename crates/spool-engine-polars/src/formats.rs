@@ -18,6 +18,8 @@ use rust_xlsxwriter::{ExcelDateTime, Format, Workbook, XlsxError};
 use spool_domain::{OutputFormat, OutputSpec, TextEncoding};
 use spool_ports::{ResultSink, ResultStoreError};
 
+use crate::parallel::Parallel;
+
 /// Rows per Parquet row group: large enough for good compression and fast scans, small enough
 /// that buffering one stays cheap.
 pub(crate) const PARQUET_ROW_GROUP: usize = 128 * 1024;
@@ -35,15 +37,41 @@ pub(crate) trait Encoder: Send {
     fn finish(&mut self, out: &mut dyn ResultSink) -> io::Result<()>;
 }
 
+/// Encodes one batch with nothing carried over from earlier batches, so that batches can be
+/// encoded on several threads at once and written in order ([`Parallel`]).
+pub(crate) trait BatchEncoder: Send + Sync + 'static {
+    /// Appends the encoding of `batch` to `out`.
+    fn encode(&self, batch: &DataFrame, out: &mut Vec<u8>) -> io::Result<()>;
+}
+
 /// Returns the encoder for `spec` and a result with `schema`; `scratch` holds temporary files.
-pub(crate) fn encoder(spec: &OutputSpec, schema: &Schema, scratch: PathBuf) -> Box<dyn Encoder> {
+/// CSV and JSON are encoded on `threads` threads.
+pub(crate) fn encoder(
+    spec: &OutputSpec,
+    schema: &Schema,
+    scratch: PathBuf,
+    threads: usize,
+) -> io::Result<Box<dyn Encoder>> {
     let names: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
-    match spec.format {
-        OutputFormat::Csv => Box::new(Csv {
-            separator: spec.separator.clone(),
-            header: spec.include_header.then_some(names),
-        }),
-        OutputFormat::Json => Box::new(Json::new(&names)),
+    Ok(match spec.format {
+        OutputFormat::Csv => {
+            let header = if spec.include_header {
+                csv_header(&names, &spec.separator)
+            } else {
+                Vec::new()
+            };
+            let rows = Arc::new(Csv {
+                separator: spec.separator.clone(),
+            });
+            Box::new(Parallel::new(rows, threads, header, Vec::new(), false)?)
+        }
+        OutputFormat::Json => Box::new(Parallel::new(
+            Arc::new(Json::new(&names)),
+            threads,
+            b"[".to_vec(),
+            b"]\n".to_vec(),
+            true,
+        )?),
         OutputFormat::Parquet => Box::new(Parquet::new(schema.clone())),
         OutputFormat::Xlsx => Box::new(Xlsx::new(
             names,
@@ -51,7 +79,7 @@ pub(crate) fn encoder(spec: &OutputSpec, schema: &Schema, scratch: PathBuf) -> B
             scratch,
             XLSX_MAX_ROWS,
         )),
-    }
+    })
 }
 
 /// Wraps `sink` so that text reaches it in `encoding` (a no-op for UTF-8 and binary formats).
@@ -116,7 +144,6 @@ fn xlsx_io(e: XlsxError) -> io::Error {
 /// line ends. A one-byte separator goes through Polars' writer; a longer one through our own.
 struct Csv {
     separator: String,
-    header: Option<Vec<String>>,
 }
 
 /// Writes `field` quoted if it holds the separator, a quote or a line break.
@@ -130,32 +157,29 @@ fn csv_field(out: &mut Vec<u8>, field: &str, separator: &str) {
     }
 }
 
-impl Encoder for Csv {
-    fn begin(&mut self, out: &mut dyn ResultSink) -> io::Result<()> {
-        if let Some(names) = &self.header {
-            let mut line = Vec::new();
-            for (i, name) in names.iter().enumerate() {
-                if i > 0 {
-                    line.extend_from_slice(self.separator.as_bytes());
-                }
-                csv_field(&mut line, name, &self.separator);
-            }
-            line.push(b'\n');
-            out.write_all(&line)?;
+/// The header line: column names as CSV fields.
+fn csv_header(names: &[String], separator: &str) -> Vec<u8> {
+    let mut line = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            line.extend_from_slice(separator.as_bytes());
         }
-        Ok(())
+        csv_field(&mut line, name, separator);
     }
+    line.push(b'\n');
+    line
+}
 
-    fn write(&mut self, batch: &mut DataFrame, out: &mut dyn ResultSink) -> io::Result<()> {
-        if batch.height() == 0 {
-            return Ok(());
-        }
+impl BatchEncoder for Csv {
+    fn encode(&self, batch: &DataFrame, out: &mut Vec<u8>) -> io::Result<()> {
         if let [byte] = self.separator.as_bytes() {
+            // One thread per batch: batches already run in parallel (see `Parallel`).
             return CsvWriter::new(out)
                 .include_header(false)
                 .with_separator(*byte)
                 .with_quote_style(QuoteStyle::Necessary)
-                .finish(batch)
+                .n_threads(1)
+                .finish(&mut batch.clone())
                 .map_err(polars_io);
         }
         // A multi-character separator: each column as text, then rows joined by hand.
@@ -170,26 +194,17 @@ impl Encoder for Csv {
             .map(|c| c.str().map(|s| s.iter()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(polars_io)?;
-        let mut buf = Vec::with_capacity(64 * 1024);
         for _ in 0..batch.height() {
             for (i, it) in iters.iter_mut().enumerate() {
                 if i > 0 {
-                    buf.extend_from_slice(self.separator.as_bytes());
+                    out.extend_from_slice(self.separator.as_bytes());
                 }
                 if let Some(Some(field)) = it.next() {
-                    csv_field(&mut buf, field, &self.separator);
+                    csv_field(out, field, &self.separator);
                 }
             }
-            buf.push(b'\n');
-            if buf.len() >= 60 * 1024 {
-                out.write_all(&buf)?;
-                buf.clear();
-            }
+            out.push(b'\n');
         }
-        out.write_all(&buf)
-    }
-
-    fn finish(&mut self, _out: &mut dyn ResultSink) -> io::Result<()> {
         Ok(())
     }
 }
@@ -203,7 +218,6 @@ impl Encoder for Csv {
 struct Json {
     /// Each column name as a JSON string followed by `:`.
     keys: Vec<Vec<u8>>,
-    first: bool,
 }
 
 impl Json {
@@ -216,7 +230,7 @@ impl Json {
                 key
             })
             .collect();
-        Self { keys, first: true }
+        Self { keys }
     }
 }
 
@@ -321,12 +335,10 @@ impl<'a> JsonColumn<'a> {
     }
 }
 
-impl Encoder for Json {
-    fn begin(&mut self, out: &mut dyn ResultSink) -> io::Result<()> {
-        out.write_all(b"[")
-    }
-
-    fn write(&mut self, batch: &mut DataFrame, out: &mut dyn ResultSink) -> io::Result<()> {
+/// Each row is written as `,{...}`; [`Parallel`] drops the comma before the first row and adds
+/// the brackets.
+impl BatchEncoder for Json {
+    fn encode(&self, batch: &DataFrame, out: &mut Vec<u8>) -> io::Result<()> {
         let widened = batch
             .columns()
             .iter()
@@ -338,30 +350,18 @@ impl Encoder for Json {
             .map(JsonColumn::new)
             .collect::<PolarsResult<Vec<_>>>()
             .map_err(polars_io)?;
-        let mut buf = Vec::with_capacity(256 * 1024);
         for _ in 0..batch.height() {
-            if !std::mem::take(&mut self.first) {
-                buf.push(b',');
-            }
-            buf.push(b'{');
+            out.extend_from_slice(b",{");
             for (i, column) in columns.iter_mut().enumerate() {
                 if i > 0 {
-                    buf.push(b',');
+                    out.push(b',');
                 }
-                buf.extend_from_slice(&self.keys[i]);
-                column.write_next(&mut buf);
+                out.extend_from_slice(&self.keys[i]);
+                column.write_next(out);
             }
-            buf.push(b'}');
-            if buf.len() >= 240 * 1024 {
-                out.write_all(&buf)?;
-                buf.clear();
-            }
+            out.push(b'}');
         }
-        out.write_all(&buf)
-    }
-
-    fn finish(&mut self, out: &mut dyn ResultSink) -> io::Result<()> {
-        out.write_all(b"]\n")
+        Ok(())
     }
 }
 
@@ -769,18 +769,28 @@ mod tests {
         );
     }
 
+    fn spec(format: OutputFormat) -> OutputSpec {
+        OutputSpec {
+            format,
+            ..OutputSpec::default()
+        }
+    }
+
+    /// Runs `batches` through the encoder for `spec` on `threads` threads; returns the bytes.
+    fn encode_all(spec: &OutputSpec, batches: &[DataFrame], threads: usize) -> Vec<u8> {
+        let schema = batches[0].schema().as_ref().clone();
+        let mut encoder = encoder(spec, &schema, std::env::temp_dir(), threads).expect("encoder");
+        let mut sink = VecSink::default();
+        encoder.begin(&mut sink).expect("begin");
+        for batch in batches {
+            encoder.write(&mut batch.clone(), &mut sink).expect("write");
+        }
+        encoder.finish(&mut sink).expect("finish");
+        sink.0
+    }
+
     #[test]
     fn json_keeps_types_escapes_strings_and_writes_nulls_over_batches() {
-        let mut json = Json::new(&[
-            "I".into(),
-            "U".into(),
-            "F".into(),
-            "B".into(),
-            "S".into(),
-            "D".into(),
-        ]);
-        let mut sink = VecSink::default();
-        json.begin(&mut sink).expect("begin");
         let mut first = df!(
             "I" => [Some(-7i32), None],
             "U" => [u64::MAX, 0],
@@ -795,11 +805,14 @@ mod tests {
             .and_then(|c| c.cast(&DataType::Date))
             .expect("dates");
         first.replace("D", dates).expect("date column");
-        json.write(&mut first, &mut sink).expect("write");
-        let mut second = first.slice(0, 1);
-        json.write(&mut second, &mut sink).expect("write");
-        json.finish(&mut sink).expect("finish");
-        let text = String::from_utf8(sink.0).expect("utf-8");
+        let batches = [
+            first.slice(0, 0),
+            first.clone(),
+            first.slice(0, 0),
+            first.slice(0, 1),
+        ];
+        let text =
+            String::from_utf8(encode_all(&spec(OutputFormat::Json), &batches, 3)).expect("utf-8");
         let parsed: serde_json::Value = serde_json::from_str(&text).expect("one JSON document");
         assert_eq!(
             parsed,
@@ -812,6 +825,42 @@ mod tests {
         assert!(
             text.starts_with("[{\"I\":-7,\"U\":18446744073709551615,"),
             "{text}"
+        );
+        let empty = encode_all(&spec(OutputFormat::Json), &[first.slice(0, 0)], 2);
+        assert_eq!(empty, b"[]\n", "an empty result is an empty array");
+    }
+
+    #[test]
+    fn batches_encoded_on_several_threads_are_written_in_order() {
+        // Batches of very different sizes finish out of order on the threads.
+        let batches: Vec<DataFrame> = (0..60i64)
+            .map(|b| {
+                let rows = if b % 7 == 0 { 20_000 } else { 1 + b % 3 };
+                let start = b * 100_000;
+                df!("N" => (start..start + rows).collect::<Vec<_>>()).expect("frame")
+            })
+            .collect();
+        let expected: String = batches
+            .iter()
+            .flat_map(|df| {
+                df.column("N")
+                    .and_then(|c| c.i64().cloned())
+                    .expect("ints")
+                    .into_no_null_iter()
+                    .collect::<Vec<_>>()
+            })
+            .map(|n| format!("{n}\n"))
+            .collect();
+        let mut csv = spec(OutputFormat::Csv);
+        csv.include_header = true;
+        let got = String::from_utf8(encode_all(&csv, &batches, 3)).expect("utf-8");
+        assert_eq!(got, format!("N\n{expected}"));
+        csv.separator = "||".to_owned();
+        let got = String::from_utf8(encode_all(&csv, &batches, 2)).expect("utf-8");
+        assert_eq!(
+            got,
+            format!("N\n{expected}"),
+            "the multi-character writer too"
         );
     }
 

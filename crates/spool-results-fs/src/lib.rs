@@ -8,6 +8,9 @@
 //! - A committed file is complete: it is written, `fsync`ed, renamed, and the directory is
 //!   `fsync`ed before commit returns. A crash leaves at most stray `.part` files, which
 //!   [`FsResultStore::open`] removes.
+//! - While a result is written, a helper thread flushes it to disk every [`SYNC_EVERY`] bytes
+//!   (`fdatasync` on a second handle), so dirty pages never pile up and the final `fsync` at
+//!   commit has at most that much left to write.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -24,6 +27,56 @@ use tokio_util::io::ReaderStream;
 const READ_CHUNK: usize = 256 * 1024;
 /// Write buffer in front of the file.
 const WRITE_BUFFER: usize = 1024 * 1024;
+/// Bytes written between two background flushes of a result being written.
+const SYNC_EVERY: u64 = 64 * 1024 * 1024;
+
+/// Flushes a file to disk on its own thread whenever asked, while the writer goes on.
+struct Syncer {
+    ask: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl Syncer {
+    fn start(file: &File) -> io::Result<Self> {
+        let handle = file.try_clone()?;
+        let (ask, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("spool-result-sync".to_owned())
+            .spawn(move || {
+                for () in asked {
+                    handle.sync_data()?;
+                }
+                Ok(())
+            })?;
+        Ok(Self {
+            ask: Some(ask),
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks for a flush unless one is already pending.
+    fn request(&self) {
+        if let Some(ask) = &self.ask {
+            let _ = ask.try_send(());
+        }
+    }
+
+    /// Waits for the thread; returns the first error it met.
+    fn stop(&mut self) -> io::Result<()> {
+        self.ask = None;
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("the result sync thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
 
 /// A [`ResultStore`] in a local directory.
 #[derive(Debug, Clone)]
@@ -54,24 +107,41 @@ impl FsResultStore {
 /// A result being written to a temporary file.
 struct FsSink {
     file: Option<BufWriter<File>>,
+    syncer: Syncer,
+    written: u64,
+    synced_at: u64,
     temp: PathBuf,
     target: PathBuf,
     root: PathBuf,
 }
 
+impl FsSink {
+    fn wrote(&mut self, n: usize) {
+        self.written += n as u64;
+        if self.written - self.synced_at >= SYNC_EVERY {
+            self.synced_at = self.written;
+            self.syncer.request();
+        }
+    }
+}
+
 impl Write for FsSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.file {
-            Some(f) => f.write(buf),
-            None => Err(io::Error::other("result sink already committed")),
-        }
+        let n = match &mut self.file {
+            Some(f) => f.write(buf)?,
+            None => return Err(io::Error::other("result sink already committed")),
+        };
+        self.wrote(n);
+        Ok(n)
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match &mut self.file {
-            Some(f) => f.write_all(buf),
-            None => Err(io::Error::other("result sink already committed")),
+            Some(f) => f.write_all(buf)?,
+            None => return Err(io::Error::other("result sink already committed")),
         }
+        self.wrote(buf.len());
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -89,6 +159,7 @@ impl ResultSink for FsSink {
             .take()
             .ok_or_else(|| io::Error::other("result sink already committed"))?;
         let file = writer.into_inner().map_err(|e| e.into_error())?;
+        self.syncer.stop()?;
         file.sync_all()?;
         let len = file.metadata()?.len();
         drop(file);
@@ -127,6 +198,9 @@ impl ResultStore for FsResultStore {
             .join(format!("{id}.{nonce:016x}.part"));
         let file = tokio::fs::File::create(&temp).await?.into_std().await;
         Ok(Box::new(FsSink {
+            syncer: Syncer::start(&file)?,
+            written: 0,
+            synced_at: 0,
             file: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
             temp,
             target: self.path_of(id),
