@@ -393,10 +393,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut report = format!(
         "# Spool bench: SSB SF {}, {cores} cores\n\n\
-         Command: `cargo xtask bench {}`. Release build (profile in Cargo.toml), \
+         Command: `{}`. Release build (profile in Cargo.toml), \
          jemalloc unless marked; DuckDB {} from PyPI.\n\n",
         options.sf,
-        args.join(" "),
+        std::iter::once("cargo xtask bench")
+            .chain(args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
         DUCKDB.trim_start_matches("duckdb=="),
     );
     let mut emit = |text: String| {
