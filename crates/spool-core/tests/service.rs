@@ -15,6 +15,13 @@ struct Harness {
     results: MemoryResultStore,
 }
 
+impl Harness {
+    /// Submits `sql` (a script for the scripted engine) to project `ssb` as `who`.
+    async fn submit(&self, who: &Principal, sql: &str) -> QueryId {
+        self.spool.submit(who, request(sql)).await.expect("submit")
+    }
+}
+
 fn harness(workers: usize) -> Harness {
     harness_with(workers, |_| {})
 }
@@ -88,11 +95,7 @@ async fn download(spool: &Spool, who: &Principal, id: QueryId) -> Vec<u8> {
 async fn a_submitted_query_runs_and_its_result_downloads() {
     let h = harness(2);
     let workers = h.spool.start();
-    let id = h
-        .spool
-        .submit(&admin(), request("ok:1,a\n2,b\n"))
-        .await
-        .expect("submit");
+    let id = h.submit(&admin(), "ok:1,a\n2,b\n").await;
     let info = wait_for(&h.spool, &admin(), id, PublicStatus::Successful).await;
     assert_eq!(info, "await fetching results");
     assert_eq!(download(&h.spool, &admin(), id).await, b"1,a\n2,b\n");
@@ -103,11 +106,7 @@ async fn a_submitted_query_runs_and_its_result_downloads() {
 async fn bad_sql_fails_with_the_engines_reason_and_has_no_result() {
     let h = harness(1);
     let workers = h.spool.start();
-    let id = h
-        .spool
-        .submit(&admin(), request("fail:no such table: NOPE"))
-        .await
-        .expect("submit");
+    let id = h.submit(&admin(), "fail:no such table: NOPE").await;
     let info = wait_for(&h.spool, &admin(), id, PublicStatus::Failed).await;
     assert_eq!(info, "no such table: NOPE");
     assert!(matches!(
@@ -121,18 +120,10 @@ async fn bad_sql_fails_with_the_engines_reason_and_has_no_result() {
 async fn a_panicking_query_fails_and_the_worker_keeps_serving() {
     let h = harness(1);
     let workers = h.spool.start();
-    let bad = h
-        .spool
-        .submit(&admin(), request("panic"))
-        .await
-        .expect("submit");
+    let bad = h.submit(&admin(), "panic").await;
     let info = wait_for(&h.spool, &admin(), bad, PublicStatus::Failed).await;
     assert_eq!(info, "internal error while running the query");
-    let good = h
-        .spool
-        .submit(&admin(), request("ok:x\n"))
-        .await
-        .expect("submit");
+    let good = h.submit(&admin(), "ok:x\n").await;
     wait_for(&h.spool, &admin(), good, PublicStatus::Successful).await;
     workers.shutdown().await;
 }
@@ -141,20 +132,12 @@ async fn a_panicking_query_fails_and_the_worker_keeps_serving() {
 async fn the_pool_is_bounded_and_a_waiting_query_says_it_is_queued() {
     let h = harness(1);
     let workers = h.spool.start();
-    let blocking = h
-        .spool
-        .submit(&admin(), request("block"))
-        .await
-        .expect("submit");
+    let blocking = h.submit(&admin(), "block").await;
     wait_for(&h.spool, &admin(), blocking, PublicStatus::Running).await;
     while h.spool.running_count() == 0 {
         tokio::task::yield_now().await;
     }
-    let waiting = h
-        .spool
-        .submit(&admin(), request("ok:1\n"))
-        .await
-        .expect("submit");
+    let waiting = h.submit(&admin(), "ok:1\n").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let status = h.spool.status(&admin(), waiting).await.expect("status");
     assert_eq!(status.status, PublicStatus::Running);
@@ -165,11 +148,7 @@ async fn the_pool_is_bounded_and_a_waiting_query_says_it_is_queued() {
     ));
     // Cleaning stops the blocking query; the slot then serves new work.
     h.spool.clean_all(&admin()).await.expect("clean");
-    let next = h
-        .spool
-        .submit(&admin(), request("ok:2\n"))
-        .await
-        .expect("submit");
+    let next = h.submit(&admin(), "ok:2\n").await;
     wait_for(&h.spool, &admin(), next, PublicStatus::Successful).await;
     workers.shutdown().await;
 }
@@ -178,17 +157,9 @@ async fn the_pool_is_bounded_and_a_waiting_query_says_it_is_queued() {
 async fn clean_all_removes_every_query_and_result_including_running_ones() {
     let h = harness(2);
     let workers = h.spool.start();
-    let done = h
-        .spool
-        .submit(&admin(), request("ok:1\n"))
-        .await
-        .expect("submit");
+    let done = h.submit(&admin(), "ok:1\n").await;
     wait_for(&h.spool, &admin(), done, PublicStatus::Successful).await;
-    let running = h
-        .spool
-        .submit(&admin(), request("block"))
-        .await
-        .expect("submit");
+    let running = h.submit(&admin(), "block").await;
     while h.spool.running_count() == 0 {
         tokio::task::yield_now().await;
     }
@@ -212,11 +183,7 @@ async fn users_see_only_their_own_queries_and_admins_see_all() {
     let h = harness(1);
     let workers = h.spool.start();
     let alice = user("alice");
-    let id = h
-        .spool
-        .submit(&alice, request("ok:1\n"))
-        .await
-        .expect("submit");
+    let id = h.submit(&alice, "ok:1\n").await;
     wait_for(&h.spool, &alice, id, PublicStatus::Successful).await;
     wait_for(&h.spool, &admin(), id, PublicStatus::Successful).await;
     let bob = user("bob");
@@ -243,11 +210,7 @@ async fn users_see_only_their_own_queries_and_admins_see_all() {
 async fn shutdown_puts_running_queries_back_in_the_queue() {
     let h = harness(1);
     let workers = h.spool.start();
-    let id = h
-        .spool
-        .submit(&admin(), request("block"))
-        .await
-        .expect("submit");
+    let id = h.submit(&admin(), "block").await;
     while h.spool.running_count() == 0 {
         tokio::task::yield_now().await;
     }
@@ -305,22 +268,14 @@ mod interactions {
 async fn a_query_past_its_time_limit_fails_and_frees_its_slot() {
     let h = harness_with(1, |c| c.query_timeout = Some(Duration::from_millis(300)));
     let workers = h.spool.start();
-    let slow = h
-        .spool
-        .submit(&admin(), request("block"))
-        .await
-        .expect("submit");
+    let slow = h.submit(&admin(), "block").await;
     let info = wait_for(&h.spool, &admin(), slow, PublicStatus::Failed).await;
     assert_eq!(info, "query timed out after 0.3 s");
     assert!(
         h.results.list().await.expect("list").is_empty(),
         "the partial result was discarded"
     );
-    let next = h
-        .spool
-        .submit(&admin(), request("ok:1\n"))
-        .await
-        .expect("submit");
+    let next = h.submit(&admin(), "ok:1\n").await;
     wait_for(&h.spool, &admin(), next, PublicStatus::Successful).await;
     workers.shutdown().await;
 }
@@ -333,22 +288,14 @@ async fn an_engine_that_ignores_cancellation_is_abandoned_after_the_grace_period
     });
     let workers = h.spool.start();
     let started = std::time::Instant::now();
-    let deaf = h
-        .spool
-        .submit(&admin(), request("deaf"))
-        .await
-        .expect("submit");
+    let deaf = h.submit(&admin(), "deaf").await;
     let info = wait_for(&h.spool, &admin(), deaf, PublicStatus::Failed).await;
     assert!(info.starts_with("query timed out"), "{info}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "abandoned long before the engine woke up"
     );
-    let next = h
-        .spool
-        .submit(&admin(), request("ok:1\n"))
-        .await
-        .expect("submit");
+    let next = h.submit(&admin(), "ok:1\n").await;
     wait_for(&h.spool, &admin(), next, PublicStatus::Successful).await;
     workers.shutdown().await;
 }
@@ -376,18 +323,10 @@ async fn a_user_may_submit_only_to_granted_projects_and_nothing_runs_otherwise()
 async fn a_result_past_the_byte_cap_fails_and_leaves_no_file() {
     let h = harness_with(1, |c| c.max_result_bytes = Some(5));
     let workers = h.spool.start();
-    let big = h
-        .spool
-        .submit(&admin(), request("ok:1234567890\n"))
-        .await
-        .expect("submit");
+    let big = h.submit(&admin(), "ok:1234567890\n").await;
     let info = wait_for(&h.spool, &admin(), big, PublicStatus::Failed).await;
     assert_eq!(info, "result is larger than the limit of 5 bytes");
-    let small = h
-        .spool
-        .submit(&admin(), request("ok:123\n"))
-        .await
-        .expect("submit");
+    let small = h.submit(&admin(), "ok:123\n").await;
     wait_for(&h.spool, &admin(), small, PublicStatus::Successful).await;
     assert_eq!(h.results.list().await.expect("list"), vec![small]);
     workers.shutdown().await;
@@ -397,11 +336,7 @@ async fn a_result_past_the_byte_cap_fails_and_leaves_no_file() {
 async fn a_result_past_the_row_cap_fails_and_leaves_no_file() {
     let h = harness_with(1, |c| c.max_result_rows = Some(2));
     let workers = h.spool.start();
-    let big = h
-        .spool
-        .submit(&admin(), request("ok:1\n2\n3\n"))
-        .await
-        .expect("submit");
+    let big = h.submit(&admin(), "ok:1\n2\n3\n").await;
     let info = wait_for(&h.spool, &admin(), big, PublicStatus::Failed).await;
     assert_eq!(info, "result has more than the limit of 2 rows");
     assert!(h.results.list().await.expect("list").is_empty());
@@ -413,11 +348,7 @@ async fn a_user_past_the_in_flight_cap_is_refused_and_nothing_is_queued() {
     let h = harness_with(1, |c| c.max_in_flight_per_user = Some(1));
     let workers = h.spool.start();
     let alice = user("alice");
-    let first = h
-        .spool
-        .submit(&alice, request("block"))
-        .await
-        .expect("submit");
+    let first = h.submit(&alice, "block").await;
     let err = h
         .spool
         .submit(&alice, request("ok:1\n"))
@@ -440,18 +371,10 @@ async fn a_user_past_the_in_flight_cap_is_refused_and_nothing_is_queued() {
     // Once Alice's query is gone, she may submit again.
     h.spool.clean_all(&admin()).await.expect("clean");
     wait_for(&h.spool, &alice, first, PublicStatus::Missing).await;
-    let again = h
-        .spool
-        .submit(&alice, request("ok:1\n"))
-        .await
-        .expect("submit");
+    let again = h.submit(&alice, "ok:1\n").await;
     wait_for(&h.spool, &alice, again, PublicStatus::Successful).await;
     // A finished query frees the slot too.
-    let next = h
-        .spool
-        .submit(&alice, request("ok:2\n"))
-        .await
-        .expect("submit");
+    let next = h.submit(&alice, "ok:2\n").await;
     wait_for(&h.spool, &alice, next, PublicStatus::Successful).await;
     workers.shutdown().await;
 }
@@ -461,20 +384,12 @@ async fn stopping_a_running_query_fails_it_and_frees_its_slot() {
     let h = harness(1);
     let workers = h.spool.start();
     let bob = user("bob");
-    let long = h
-        .spool
-        .submit(&bob, request("block"))
-        .await
-        .expect("submit");
+    let long = h.submit(&bob, "block").await;
     while h.spool.running_count() == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Queued behind it: stopped without ever running.
-    let queued = h
-        .spool
-        .submit(&bob, request("ok:1\n"))
-        .await
-        .expect("submit");
+    let queued = h.submit(&bob, "ok:1\n").await;
     // Someone else cannot stop it: to them it does not exist.
     assert!(matches!(
         h.spool.stop(&user("eve"), long, None).await,
@@ -502,11 +417,7 @@ async fn stopping_a_running_query_fails_it_and_frees_its_slot() {
         })
     ));
     // The slot serves the next query.
-    let next = h
-        .spool
-        .submit(&bob, request("ok:2\n"))
-        .await
-        .expect("submit");
+    let next = h.submit(&bob, "ok:2\n").await;
     wait_for(&h.spool, &bob, next, PublicStatus::Successful).await;
     workers.shutdown().await;
 }
@@ -516,11 +427,7 @@ async fn deleting_one_query_removes_it_and_its_result_for_its_owner_only() {
     let h = harness(1);
     let workers = h.spool.start();
     let bob = user("bob");
-    let id = h
-        .spool
-        .submit(&bob, request("ok:1\n"))
-        .await
-        .expect("submit");
+    let id = h.submit(&bob, "ok:1\n").await;
     wait_for(&h.spool, &bob, id, PublicStatus::Successful).await;
     assert!(matches!(
         h.spool.delete(&user("eve"), id, None).await,
@@ -541,11 +448,7 @@ async fn deleting_by_project_and_age_is_for_admins_and_spares_the_rest() {
     let clock = spool_ports::testing::ManualClock::at(1_000_000);
     let h = harness_on(Arc::new(clock.clone()), 1, |_| {});
     let workers = h.spool.start();
-    let old = h
-        .spool
-        .submit(&admin(), request("ok:1\n"))
-        .await
-        .expect("submit");
+    let old = h.submit(&admin(), "ok:1\n").await;
     wait_for(&h.spool, &admin(), old, PublicStatus::Successful).await;
     clock.advance(Duration::from_secs(60));
     let cutoff = clock.now();
@@ -557,11 +460,7 @@ async fn deleting_by_project_and_age_is_for_admins_and_spares_the_rest() {
         .await
         .expect("submit");
     clock.advance(Duration::from_secs(60));
-    let new = h
-        .spool
-        .submit(&admin(), request("ok:3\n"))
-        .await
-        .expect("submit");
+    let new = h.submit(&admin(), "ok:3\n").await;
     for id in [old_other, new] {
         wait_for(&h.spool, &admin(), id, PublicStatus::Successful).await;
     }
@@ -602,25 +501,13 @@ async fn the_retention_sweep_removes_expired_queries_and_orphaned_results() {
         c.result_retention = Some(Duration::from_secs(7 * 24 * 3600));
     });
     let workers = h.spool.start();
-    let old = h
-        .spool
-        .submit(&admin(), request("ok:1\n"))
-        .await
-        .expect("submit");
+    let old = h.submit(&admin(), "ok:1\n").await;
     wait_for(&h.spool, &admin(), old, PublicStatus::Successful).await;
     clock.advance(Duration::from_secs(6 * 24 * 3600));
-    let young = h
-        .spool
-        .submit(&admin(), request("ok:2\n"))
-        .await
-        .expect("submit");
+    let young = h.submit(&admin(), "ok:2\n").await;
     wait_for(&h.spool, &admin(), young, PublicStatus::Successful).await;
     // A crash in an earlier sweep, between deleting a record and its result, left an orphan.
-    let orphan = h
-        .spool
-        .submit(&admin(), request("ok:3\n"))
-        .await
-        .expect("submit");
+    let orphan = h.submit(&admin(), "ok:3\n").await;
     wait_for(&h.spool, &admin(), orphan, PublicStatus::Successful).await;
     h.jobs.delete(orphan).await.expect("delete record only");
 

@@ -48,6 +48,11 @@ fn app() -> (axum::Router, spool_core::Workers) {
     (router(state), workers)
 }
 
+/// A GET as ADMIN.
+async fn get(app: &axum::Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    call(app, "GET", uri, Some(ADMIN), None).await
+}
+
 async fn call(
     app: &axum::Router,
     method: &str,
@@ -140,14 +145,7 @@ async fn submit_poll_download_and_clean() {
         json!({"code":"000","data":{"queryID": id, "status":"SUCCESSFUL","info":"await fetching results"},"msg":""})
     );
 
-    let (status, headers, bytes) = call(
-        &app,
-        "GET",
-        &format!("/kylin/api/async_query/{id}/result"),
-        Some(ADMIN),
-        None,
-    )
-    .await;
+    let (status, headers, bytes) = get(&app, &format!("/kylin/api/async_query/{id}/result")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(bytes, b"1,\"a,b\"\n2,\n");
     assert_eq!(
@@ -176,14 +174,7 @@ async fn a_failed_query_reports_why_and_has_no_result() {
     let id = submit(&app, "fail:Project 'XXX' does not exist;").await;
     let v = wait_status(&app, &id, "FAILED").await;
     assert_eq!(v["data"]["info"], "Project 'XXX' does not exist;");
-    let (status, _, bytes) = call(
-        &app,
-        "GET",
-        &format!("/kylin/api/async_query/{id}/result"),
-        Some(ADMIN),
-        None,
-    )
-    .await;
+    let (status, _, bytes) = get(&app, &format!("/kylin/api/async_query/{id}/result")).await;
     assert_error(
         status,
         &bytes,
@@ -197,14 +188,7 @@ async fn a_failed_query_reports_why_and_has_no_result() {
 async fn a_result_asked_for_too_early_is_a_clear_error() {
     let (app, workers) = app();
     let id = submit(&app, "block").await;
-    let (status, _, bytes) = call(
-        &app,
-        "GET",
-        &format!("/kylin/api/async_query/{id}/result"),
-        Some(ADMIN),
-        None,
-    )
-    .await;
+    let (status, _, bytes) = get(&app, &format!("/kylin/api/async_query/{id}/result")).await;
     assert_error(status, &bytes, StatusCode::CONFLICT, "has not finished yet");
     workers.shutdown().await;
 }
@@ -217,24 +201,10 @@ async fn unknown_and_malformed_ids_are_missing() {
         "not-an-id",
         "..%2F..%2Fetc%2Fpasswd",
     ] {
-        let (status, _, bytes) = call(
-            &app,
-            "GET",
-            &format!("/kylin/api/async_query/{id}/status"),
-            Some(ADMIN),
-            None,
-        )
-        .await;
+        let (status, _, bytes) = get(&app, &format!("/kylin/api/async_query/{id}/status")).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(json_of(&bytes)["data"]["status"], "MISSING", "{id}");
-        let (status, _, bytes) = call(
-            &app,
-            "GET",
-            &format!("/kylin/api/async_query/{id}/result"),
-            Some(ADMIN),
-            None,
-        )
-        .await;
+        let (status, _, bytes) = get(&app, &format!("/kylin/api/async_query/{id}/result")).await;
         assert_error(status, &bytes, StatusCode::NOT_FOUND, "not found");
     }
     workers.shutdown().await;
@@ -248,7 +218,7 @@ async fn overlong_ids_are_refused_fast() {
         format!("/kylin/api/async_query/{id}/status"),
         format!("/kylin/api/async_query/{id}/result"),
     ] {
-        let (status, _, bytes) = call(&app, "GET", &path, Some(ADMIN), None).await;
+        let (status, _, bytes) = get(&app, &path).await;
         assert_error(
             status,
             &bytes,
@@ -369,7 +339,7 @@ async fn every_endpoint_but_healthz_needs_credentials() {
 #[tokio::test]
 async fn unknown_routes_and_methods_get_the_envelope() {
     let (app, workers) = app();
-    let (status, _, bytes) = call(&app, "GET", "/kylin/api/nothing", Some(ADMIN), None).await;
+    let (status, _, bytes) = get(&app, "/kylin/api/nothing").await;
     assert_error(status, &bytes, StatusCode::NOT_FOUND, "no such endpoint");
     let (status, _, bytes) = call(&app, "PUT", "/kylin/api/async_query", Some(ADMIN), None).await;
     assert_error(
@@ -481,7 +451,7 @@ async fn kylin5_calls_on_one_query() {
     wait_status(&app, &id, "SUCCESSFUL").await;
     let get = |path: String| {
         let app = app.clone();
-        async move { call(&app, "GET", &path, Some(ADMIN), None).await }
+        async move { get(&app, &path).await }
     };
     let (status, _, bytes) = get(format!("/kylin/api/async_query/{id}/file_status")).await;
     assert_eq!(
