@@ -268,6 +268,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_result_past_several_background_syncs_commits_whole_and_an_abandoned_one_vanishes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsResultStore::open(dir.path()).expect("open");
+        // Each MiB starts with its own number, so a lost or reordered block shows.
+        let blocks = (2 * SYNC_EVERY / (1 << 20) + 3) as u32;
+        let block = |i: u32| {
+            let mut b = vec![b'x'; 1 << 20];
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            b
+        };
+        let id = QueryId::new_random();
+        let mut sink = store.create(id).await.expect("create");
+        for i in 0..blocks {
+            sink.write_all(&block(i)).expect("write");
+        }
+        let len = tokio::task::spawn_blocking(move || sink.commit())
+            .await
+            .expect("join")
+            .expect("commit");
+        assert_eq!(len, u64::from(blocks) << 20);
+        let file = fs::read(store.path_of(id)).expect("read");
+        assert_eq!(file.len() as u64, len);
+        for (i, chunk) in file.chunks(1 << 20).enumerate() {
+            assert_eq!(chunk, &block(i as u32)[..], "block {i}");
+        }
+        // Dropped before commit, after a background sync ran: nothing is left behind.
+        let mut sink = store.create(QueryId::new_random()).await.expect("create");
+        for i in 0..(SYNC_EVERY / (1 << 20) + 1) as u32 {
+            sink.write_all(&block(i)).expect("write");
+        }
+        drop(sink);
+        assert_eq!(
+            fs::read_dir(dir.path().join(".tmp")).expect("tmp").count(),
+            0
+        );
+        assert_eq!(store.list().await.expect("list"), vec![id]);
+    }
+
+    #[tokio::test]
     async fn reopening_removes_half_written_results() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FsResultStore::open(dir.path()).expect("open");
