@@ -223,13 +223,15 @@ fn run(
         let Some(sink) = out.sink.as_mut() else {
             return Ok(true);
         };
+        // Counted before writing: an encoder may take the batch (Parquet buffers it).
+        let rows = batch.height() as u64;
         let written = out
             .encoder
             .write(&mut batch, sink.as_mut())
-            .and_then(|()| sink.add_rows(batch.height() as u64));
+            .and_then(|()| sink.add_rows(rows));
         match written {
             Ok(()) => {
-                out.rows += batch.height() as u64;
+                out.rows += rows;
                 Ok(false)
             }
             Err(e) => {

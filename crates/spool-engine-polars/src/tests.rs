@@ -397,3 +397,37 @@ async fn result_columns_carry_kylin_type_names() {
             .collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn every_format_reports_the_rows_it_wrote() {
+    use spool_domain::{OutputFormat, OutputSpec};
+    let (root, _) = ssb_fixture(0.01);
+    let engine = PolarsEngine::new(root.path());
+    let store = MemoryResultStore::default();
+    // More rows than one batch and one Parquet row group.
+    let sql = "select lo_orderkey, lo_linenumber from lineorder";
+    let csv = run(root.path(), "ssb", sql, None, None)
+        .await
+        .expect("csv runs");
+    let written = csv.lines().count() as u64;
+    assert!(written > 50_000, "more than one batch: {written}");
+    for format in [
+        OutputFormat::Csv,
+        OutputFormat::Json,
+        OutputFormat::Parquet,
+        OutputFormat::Xlsx,
+    ] {
+        let request = QueryRequest::new(sql.into(), Some("ssb"), None, None)
+            .expect("request")
+            .with_output(OutputSpec {
+                format,
+                ..OutputSpec::default()
+            });
+        let sink = store.create(QueryId::new_random()).await.expect("sink");
+        let execution = engine
+            .execute(&request, sink, CancelToken::new())
+            .await
+            .expect("runs");
+        assert_eq!(execution.rows, written, "{format:?}");
+    }
+}
