@@ -15,6 +15,7 @@ mod catalog;
 mod formats;
 mod joins;
 mod parallel;
+mod priority;
 mod rewrite;
 pub mod sample;
 mod sql;
@@ -55,6 +56,7 @@ const MAX_MESSAGE: usize = 1_000;
 pub struct PolarsEngine {
     root: PathBuf,
     scratch: PathBuf,
+    lower_polars_threads: bool,
 }
 
 impl PolarsEngine {
@@ -65,12 +67,22 @@ impl PolarsEngine {
         Self {
             root: root.into(),
             scratch: std::env::temp_dir().join("spool-scratch"),
+            lower_polars_threads: false,
         }
     }
 
     /// Puts temporary files under `dir`.
     pub fn with_scratch(mut self, dir: impl Into<PathBuf>) -> Self {
         self.scratch = dir.into();
+        self
+    }
+
+    /// Runs Polars' own threads at a lower priority than the rest of the process (Linux), so
+    /// that a process serving requests stays responsive while queries use every core. Threads
+    /// are found by name: only for a process whose own threads do not carry Tokio's default
+    /// name (the Spool server names them `spool`).
+    pub fn with_polars_threads_lowered(mut self) -> Self {
+        self.lower_polars_threads = true;
         self
     }
 
@@ -91,9 +103,10 @@ impl QueryEngine for PolarsEngine {
         let root = self.root.clone();
         let scratch = self.scratch.clone();
         let request = request.clone();
+        let lower = self.lower_polars_threads;
         let joined = tokio::task::spawn_blocking(move || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run(&root, &scratch, &request, sink, &cancel)
+                run(&root, &scratch, &request, sink, &cancel, lower)
             }))
         })
         .await;
@@ -174,6 +187,7 @@ fn run(
     request: &QueryRequest,
     sink: Box<dyn ResultSink>,
     cancel: &CancelToken,
+    lower_polars_threads: bool,
 ) -> Result<Execution, EngineError> {
     let project = catalog::open(root, request.project.as_str()).map_err(|e| match e {
         CatalogError::NotFound => EngineError::ProjectNotFound(request.project.clone()),
@@ -212,9 +226,15 @@ fn run(
     }));
     let callback_output = Arc::clone(&output);
     let callback_cancel = cancel.clone();
+    // Polars starts its threads lazily: once the first batch arrives they all exist. Checked
+    // once per query (a directory listing), which also catches threads started since.
+    let lower_pending = std::sync::atomic::AtomicBool::new(lower_polars_threads);
     let callback = PlanCallback::new(move |mut batch: DataFrame| {
         if callback_cancel.is_cancelled() {
             return Ok(true);
+        }
+        if lower_pending.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            priority::lower_polars_threads();
         }
         let mut out = callback_output
             .lock()

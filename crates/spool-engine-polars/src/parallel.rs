@@ -11,8 +11,8 @@
 //!   to be written): memory stays bounded by a few batches, and a slow sink slows the query
 //!   rather than letting encoded bytes pile up.
 //! - The threads end when the encoder is finished or dropped; a panic in one becomes an error.
-//! - The threads run at a lower priority (nice [`ENCODER_NICE`] on Linux): an export is batch
-//!   work and yields the CPU to the HTTP threads, so status polls stay fast while it runs.
+//! - The threads run at a lower priority (see `priority`): an export is batch work and yields
+//!   the CPU to the HTTP threads, so status polls stay fast while it runs.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -24,22 +24,6 @@ use polars::prelude::DataFrame;
 use spool_ports::ResultSink;
 
 use crate::formats::{BatchEncoder, Encoder};
-
-/// The nice value of encoder threads (0 is normal, 19 the lowest priority).
-pub(crate) const ENCODER_NICE: i32 = 10;
-
-/// Lowers the calling thread's priority to [`ENCODER_NICE`], where the platform allows.
-pub(crate) fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        // On Linux, `setpriority(PRIO_PROCESS, tid)` sets the nice value of that one thread.
-        if let Err(e) =
-            rustix::process::setpriority_process(Some(rustix::thread::gettid()), ENCODER_NICE)
-        {
-            tracing::debug!(error = %e, "lowering an encoder thread's priority failed");
-        }
-    }
-}
 
 /// Encoded bytes of one batch, or why it failed, by batch number.
 type Encoded = (u64, io::Result<Vec<u8>>);
@@ -84,7 +68,7 @@ impl Parallel {
             let handle = std::thread::Builder::new()
                 .name(format!("spool-encode-{i}"))
                 .spawn(move || {
-                    lower_priority();
+                    crate::priority::lower_current_thread();
                     for (seq, batch) in receive {
                         let encoded =
                             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

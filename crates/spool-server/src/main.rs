@@ -181,7 +181,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let results = FsResultStore::open(&settings.data_dir.join("results"))
         .context("opening the result store")?;
     let engine = PolarsEngine::new(settings.data_dir.join("projects"))
-        .with_scratch(settings.data_dir.join("scratch"));
+        .with_scratch(settings.data_dir.join("scratch"))
+        .with_polars_threads_lowered();
     let ports = Ports {
         jobs: Arc::new(jobs),
         results: Arc::new(results),
