@@ -157,15 +157,21 @@ impl Spool {
     /// many queries were deleted.
     pub async fn clean_all(&self, who: &Principal) -> Result<usize, ServiceError> {
         require_admin(who, "clean up all queries")?;
-        let mut deleted = 0;
-        for job in self.inner.ports.jobs.list().await? {
-            if self.remove(job.id).await? {
-                deleted += 1;
-            }
-        }
+        let deleted = self.remove_where(|_| true).await?;
         self.remove_orphans().await?;
         warn!(user = %who.name, deleted, "all queries cleaned");
         Ok(deleted)
+    }
+
+    /// Removes every query `matches` selects, with its result; returns how many were removed.
+    async fn remove_where(&self, matches: impl Fn(&Job) -> bool) -> Result<usize, ServiceError> {
+        let mut removed = 0;
+        for job in self.inner.ports.jobs.list().await? {
+            if matches(&job) && self.remove(job.id).await? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Deletes result files whose query record is gone (a crash between the two steps of a
@@ -199,14 +205,12 @@ impl Spool {
         older_than: Option<Timestamp>,
     ) -> Result<usize, ServiceError> {
         require_admin(who, "delete queries by project or age")?;
-        let mut deleted = 0;
-        for job in self.inner.ports.jobs.list().await? {
-            let in_project = project.is_none_or(|p| *p == job.request.project);
-            let old_enough = older_than.is_none_or(|t| job.submitted_at < t);
-            if in_project && old_enough && self.remove(job.id).await? {
-                deleted += 1;
-            }
-        }
+        let deleted = self
+            .remove_where(|job| {
+                project.is_none_or(|p| *p == job.request.project)
+                    && older_than.is_none_or(|t| job.submitted_at < t)
+            })
+            .await?;
         info!(user = %who.name, deleted, project = ?project.map(ProjectName::as_str), "queries deleted by project or age");
         Ok(deleted)
     }

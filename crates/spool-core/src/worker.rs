@@ -176,80 +176,77 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
             (Ok(execution), Some(limit)) => execution.rows > limit,
             _ => false,
         };
-    let over_cap = oversize.bytes.load(Ordering::Acquire) || too_many_rows;
-    let outcome = match outcome {
-        Ok(execution) if over_cap => {
+    let too_many_bytes = oversize.bytes.load(Ordering::Acquire);
+    let state = if too_many_bytes || too_many_rows {
+        if let Ok(execution) = outcome {
             // Discarding an uncommitted result removes its file: keep that off the reactor.
             let _ = tokio::task::spawn_blocking(move || drop(execution)).await;
-            Err(EngineError::Cancelled)
         }
-        other => other,
-    };
-    let state = match outcome {
-        _ if oversize.bytes.load(Ordering::Acquire) => failed(
-            now,
-            &format!(
+        let reason = if too_many_bytes {
+            format!(
                 "result is larger than the limit of {} bytes",
                 inner.config.max_result_bytes.unwrap_or_default()
-            ),
-        ),
-        _ if too_many_rows => failed(
-            now,
-            &format!(
+            )
+        } else {
+            format!(
                 "result has more than the limit of {} rows",
                 inner.config.max_result_rows.unwrap_or_default()
-            ),
-        ),
-        Ok(execution) => {
-            let rows = execution.rows;
-            let columns = execution.columns;
-            match tokio::task::spawn_blocking(move || execution.sink.commit()).await {
-                Ok(Ok(bytes)) => JobState::Succeeded {
-                    finished_at: now,
-                    rows,
-                    bytes,
-                    columns,
-                },
-                Ok(Err(e)) => {
-                    error!(query_id = %id, error = %e, "committing the result failed");
-                    failed(now, "internal error: storing the result failed")
+            )
+        };
+        failed(now, &reason)
+    } else {
+        match outcome {
+            Ok(execution) => {
+                let rows = execution.rows;
+                let columns = execution.columns;
+                match tokio::task::spawn_blocking(move || execution.sink.commit()).await {
+                    Ok(Ok(bytes)) => JobState::Succeeded {
+                        finished_at: now,
+                        rows,
+                        bytes,
+                        columns,
+                    },
+                    Ok(Err(e)) => {
+                        error!(query_id = %id, error = %e, "committing the result failed");
+                        failed(now, "internal error: storing the result failed")
+                    }
+                    Err(e) => {
+                        error!(query_id = %id, error = %e, "committing the result panicked");
+                        failed(now, "internal error: storing the result failed")
+                    }
                 }
-                Err(e) => {
-                    error!(query_id = %id, error = %e, "committing the result panicked");
-                    failed(now, "internal error: storing the result failed")
+            }
+            Err(EngineError::Cancelled) => match cancel.reason() {
+                Some(CancelReason::Deleted) => {
+                    info!(query_id = %id, "query deleted while running");
+                    return;
                 }
-            }
-        }
-        Err(EngineError::Cancelled) => match cancel.reason() {
-            Some(CancelReason::Deleted) => {
-                info!(query_id = %id, "query deleted while running");
-                return;
-            }
-            Some(CancelReason::Shutdown) => {
-                info!(query_id = %id, "query interrupted by shutdown; it will run again");
-                if let Err(e) = inner.ports.jobs.release(id, lease.token).await {
-                    warn!(query_id = %id, error = %e, "releasing the job failed");
+                Some(CancelReason::Shutdown) => {
+                    info!(query_id = %id, "query interrupted by shutdown; it will run again");
+                    if let Err(e) = inner.ports.jobs.release(id, lease.token).await {
+                        warn!(query_id = %id, error = %e, "releasing the job failed");
+                    }
+                    return;
                 }
-                return;
+                Some(CancelReason::Stopped) => failed(now, "stopped by user"),
+                Some(CancelReason::TimedOut) => {
+                    let limit = inner.config.query_timeout.unwrap_or_default();
+                    failed(now, &format!("query timed out after {} s", seconds(limit)))
+                }
+                None => failed(now, "query was cancelled"),
+            },
+            Err(
+                e @ (EngineError::ProjectNotFound(_)
+                | EngineError::InvalidQuery(_)
+                | EngineError::Execution(_)),
+            ) => JobState::Failed {
+                finished_at: now,
+                reason: e.to_string(),
+            },
+            Err(e @ (EngineError::Sink(_) | EngineError::Internal(_))) => {
+                error!(query_id = %id, error = %e, source = ?std::error::Error::source(&e), "query failed inside the engine");
+                failed(now, "internal error while running the query")
             }
-            Some(CancelReason::Stopped) => failed(now, "stopped by user"),
-            Some(CancelReason::TimedOut) => {
-                let limit = inner.config.query_timeout.unwrap_or_default();
-                failed(now, &format!("query timed out after {} s", seconds(limit)))
-            }
-            None => failed(now, "query was cancelled"),
-        },
-        Err(
-            e @ (EngineError::ProjectNotFound(_)
-            | EngineError::InvalidQuery(_)
-            | EngineError::Execution(_)),
-        ) => JobState::Failed {
-            finished_at: now,
-            reason: e.to_string(),
-        },
-        Err(e @ (EngineError::Sink(_) | EngineError::Internal(_))) => {
-            error!(query_id = %id, error = %e, source = ?std::error::Error::source(&e), "query failed inside the engine");
-            failed(now, "internal error while running the query")
         }
     };
     let succeeded = matches!(state, JobState::Succeeded { .. });

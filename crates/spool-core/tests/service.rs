@@ -16,6 +16,15 @@ struct Harness {
 }
 
 impl Harness {
+    /// The status of `id` as an admin sees it.
+    async fn status(&self, id: QueryId) -> PublicStatus {
+        self.spool
+            .status(&admin(), id)
+            .await
+            .expect("status")
+            .status
+    }
+
     /// Submits `sql` (a script for the scripted engine) to project `ssb` as `who`.
     async fn submit(&self, who: &Principal, sql: &str) -> QueryId {
         self.spool.submit(who, request(sql)).await.expect("submit")
@@ -227,10 +236,7 @@ async fn shutdown_puts_running_queries_back_in_the_queue() {
 async fn an_unknown_id_is_missing() {
     let h = harness(1);
     let id = QueryId::new_random();
-    assert_eq!(
-        h.spool.status(&admin(), id).await.expect("status").status,
-        PublicStatus::Missing
-    );
+    assert_eq!(h.status(id).await, PublicStatus::Missing);
     assert!(matches!(
         h.spool.result(&admin(), id).await,
         Err(ServiceError::NotFound(_))
@@ -477,20 +483,9 @@ async fn deleting_by_project_and_age_is_for_admins_and_spares_the_rest() {
         .await
         .expect("delete");
     assert_eq!(deleted, 1);
-    let boss = admin();
-    let status = |id| h.spool.status(&boss, id);
-    assert_eq!(
-        status(old).await.expect("status").status,
-        PublicStatus::Missing
-    );
-    assert_eq!(
-        status(old_other).await.expect("status").status,
-        PublicStatus::Successful
-    );
-    assert_eq!(
-        status(new).await.expect("status").status,
-        PublicStatus::Successful
-    );
+    assert_eq!(h.status(old).await, PublicStatus::Missing);
+    assert_eq!(h.status(old_other).await, PublicStatus::Successful);
+    assert_eq!(h.status(new).await, PublicStatus::Successful);
     workers.shutdown().await;
 }
 
@@ -526,16 +521,8 @@ async fn the_retention_sweep_removes_expired_queries_and_orphaned_results() {
             orphans: 0
         }
     );
-    let boss = admin();
-    let status = |id| h.spool.status(&boss, id);
-    assert_eq!(
-        status(old).await.expect("status").status,
-        PublicStatus::Missing
-    );
-    assert_eq!(
-        status(young).await.expect("status").status,
-        PublicStatus::Successful
-    );
+    assert_eq!(h.status(old).await, PublicStatus::Missing);
+    assert_eq!(h.status(young).await, PublicStatus::Successful);
     assert_eq!(h.results.list().await.expect("list"), vec![young]);
     workers.shutdown().await;
 }
