@@ -88,16 +88,13 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
     Ok(options)
 }
 
-fn workspace() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from)
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| crate::workspace().join("target"), PathBuf::from)
 }
 
 fn queries_dir() -> PathBuf {
-    workspace().join("crates/spool-ssb/queries")
+    crate::workspace().join("crates/spool-ssb/queries")
 }
 
 /// The SSB queries, read from the generator crate that also holds their answers.
@@ -313,7 +310,7 @@ fn duckdb_python(bench_dir: &Path) -> anyhow::Result<PathBuf> {
 /// Runs the DuckDB script; returns its JSON lines.
 fn duckdb(python: &Path, args: &[&str]) -> anyhow::Result<Vec<Value>> {
     let out = Command::new(python)
-        .arg(workspace().join("xtask/scripts/duckdb_bench.py"))
+        .arg(crate::workspace().join("xtask/scripts/duckdb_bench.py"))
         .args(args)
         .output()?;
     if !out.status.success() {
@@ -426,7 +423,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
     // The report also lands in the checkout's `target/bench`, where the docs point.
     let mut written = vec![bench_dir.join("report.md")];
-    let local = workspace().join("target/bench/report.md");
+    let local = crate::workspace().join("target/bench/report.md");
     if !written.contains(&local) {
         written.push(local);
     }

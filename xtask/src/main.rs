@@ -51,6 +51,19 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The checkout xtask runs in. `cargo run` says where xtask's manifest is at run time; the
+/// compile-time path is only a fallback, because a target directory shared between two clones
+/// (CI's and a developer's) may run a binary built in the other one.
+pub(crate) fn workspace() -> std::path::PathBuf {
+    let xtask = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    xtask
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or(xtask)
+}
+
 pub(crate) fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("$ cargo {}", args.join(" "));

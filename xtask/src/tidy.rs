@@ -42,7 +42,7 @@ pub fn metadata() -> anyhow::Result<Value> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let out = Command::new(cargo)
         .args(["metadata", "--format-version", "1", "--no-deps"])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .current_dir(crate::workspace())
         .output()
         .context("running cargo metadata")?;
     if !out.status.success() {

@@ -9,6 +9,7 @@
 //! request is joined onto a path except the project name, which the domain restricts to
 //! `[A-Za-z0-9_-]`.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -19,7 +20,7 @@ use crate::sql::{self, Names};
 
 /// Where a table's rows live.
 #[derive(Debug, Clone)]
-enum Source {
+pub(crate) enum Source {
     Parquet(PathBuf),
     ParquetDir(PathBuf),
     Csv(PathBuf),
@@ -30,6 +31,8 @@ pub(crate) struct OpenProject {
     pub name: String,
     pub context: SQLContext,
     pub names: Names,
+    /// Each table's source, by the table's name as the catalog spells it.
+    pub sources: HashMap<String, Source>,
 }
 
 /// Why a project could not be opened.
@@ -69,6 +72,64 @@ fn scan(source: &Source) -> PolarsResult<LazyFrame> {
             .with_has_header(true)
             .finish(),
     }
+}
+
+/// A run of consecutive whole row groups of one Parquet file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RowGroups {
+    pub path: PathBuf,
+    /// The first row, counted from the start of the file.
+    pub offset: usize,
+    pub rows: usize,
+}
+
+impl RowGroups {
+    /// The rows of this run as a lazy scan: Polars reads only the row groups the slice covers.
+    pub fn scan(&self) -> PolarsResult<LazyFrame> {
+        let rows = IdxSize::try_from(self.rows)
+            .map_err(|_| polars_err!(ComputeError: "a row group is too large"))?;
+        Ok(scan(&Source::Parquet(self.path.clone()))?.slice(self.offset as i64, rows))
+    }
+}
+
+/// Splits a Parquet table into runs of whole row groups of at least `min_rows` rows each (the
+/// last may be smaller), in the order a scan of the table reads them; `None` for a CSV table.
+pub(crate) fn row_groups(source: &Source, min_rows: usize) -> PolarsResult<Option<Vec<RowGroups>>> {
+    let files = match source {
+        Source::Csv(_) => return Ok(None),
+        Source::Parquet(path) => vec![path.clone()],
+        Source::ParquetDir(dir) => {
+            let mut files: Vec<PathBuf> = fs::read_dir(dir)?
+                .map(|entry| entry.map(|e| e.path()))
+                .collect::<std::io::Result<_>>()?;
+            files.retain(|p| p.extension().is_some_and(|x| x == "parquet"));
+            files.sort();
+            files
+        }
+    };
+    let mut runs = Vec::new();
+    for path in files {
+        let metadata = ParquetReader::new(fs::File::open(&path)?)
+            .get_metadata()?
+            .clone();
+        let mut offset = 0;
+        let mut run: Option<RowGroups> = None;
+        for group in &metadata.row_groups {
+            let rows = group.num_rows();
+            let current = run.get_or_insert_with(|| RowGroups {
+                path: path.clone(),
+                offset,
+                rows: 0,
+            });
+            current.rows += rows;
+            offset += rows;
+            if current.rows >= min_rows {
+                runs.extend(run.take());
+            }
+        }
+        runs.extend(run.filter(|r| r.rows > 0));
+    }
+    Ok(Some(runs))
 }
 
 /// Estimates a table's rows for join planning: exact for Parquet (from the footer), a guess
@@ -190,6 +251,7 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
         name,
         context,
         names,
+        sources: tables.into_iter().collect(),
     })
 }
 

@@ -12,6 +12,7 @@
 //! - SQL reaches Polars only after [`sql::prepare`] accepted it (see that module's rules).
 
 mod catalog;
+mod chunked;
 mod formats;
 mod joins;
 mod parallel;
@@ -180,6 +181,44 @@ struct Output {
     error: Option<std::io::Error>,
 }
 
+impl Output {
+    /// Encodes one batch into the sink; returns `true` when the query should stop (the sink is
+    /// gone or a write failed, the error kept for the caller).
+    fn write(&mut self, batch: &mut DataFrame) -> bool {
+        let Some(sink) = self.sink.as_mut() else {
+            return true;
+        };
+        // Counted before writing: an encoder may take the batch (Parquet buffers it).
+        let rows = batch.height() as u64;
+        let written = self
+            .encoder
+            .write(batch, sink.as_mut())
+            .and_then(|()| sink.add_rows(rows));
+        match written {
+            Ok(()) => {
+                self.rows += rows;
+                false
+            }
+            Err(e) => {
+                self.error = Some(e);
+                true
+            }
+        }
+    }
+}
+
+/// The runs of row groups to read one after the other, if `prepared` is row-local over one
+/// Parquet table (see `chunked`).
+fn chunked_plan(
+    sources: &std::collections::HashMap<String, catalog::Source>,
+    prepared: &str,
+) -> Option<(String, Vec<catalog::RowGroups>)> {
+    let tables = sources.keys().cloned().collect();
+    let table = chunked::row_local_table(prepared, &tables)?;
+    let runs = catalog::row_groups(&sources[&table], chunked::MIN_RUN_ROWS).ok()??;
+    Some((table, runs))
+}
+
 /// Runs one query to completion on the calling (blocking) thread.
 fn run(
     root: &Path,
@@ -202,6 +241,8 @@ fn run(
     )
     .map_err(EngineError::InvalidQuery)?;
     debug!(sql = %prepared, "running on polars");
+    // Executing registers the query's CTEs in the context; the chunked path needs it unused.
+    let pristine = project.context.clone();
     let mut context = project.context;
     let mut frame = context.execute(&prepared).map_err(planning_error)?;
     let schema = frame.collect_schema().map_err(planning_error)?;
@@ -224,47 +265,53 @@ fn run(
         rows: 0,
         error: None,
     }));
-    let callback_output = Arc::clone(&output);
-    let callback_cancel = cancel.clone();
     // Polars starts its threads lazily: once the first batch arrives they all exist. Checked
     // once per query (a directory listing), which also catches threads started since.
     let lower_pending = std::sync::atomic::AtomicBool::new(lower_polars_threads);
-    let callback = PlanCallback::new(move |mut batch: DataFrame| {
-        if callback_cancel.is_cancelled() {
-            return Ok(true);
+    let cancel_seen = cancel.clone();
+    let deliver = move |output: &Mutex<Output>, mut batch: DataFrame| -> bool {
+        if cancel_seen.is_cancelled() {
+            return true;
         }
         if lower_pending.swap(false, std::sync::atomic::Ordering::Relaxed) {
             priority::lower_polars_threads();
         }
-        let mut out = callback_output
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let out = &mut *out;
-        let Some(sink) = out.sink.as_mut() else {
-            return Ok(true);
-        };
-        // Counted before writing: an encoder may take the batch (Parquet buffers it).
-        let rows = batch.height() as u64;
-        let written = out
-            .encoder
-            .write(&mut batch, sink.as_mut())
-            .and_then(|()| sink.add_rows(rows));
-        match written {
-            Ok(()) => {
-                out.rows += rows;
-                Ok(false)
-            }
-            Err(e) => {
-                out.error = Some(e);
-                Ok(true)
-            }
+        let mut out = output.lock().unwrap_or_else(PoisonError::into_inner);
+        out.write(&mut batch)
+    };
+
+    match chunked_plan(&project.sources, &prepared) {
+        Some((table, runs)) => {
+            debug!(
+                table,
+                runs = runs.len(),
+                "row-local scan: one run of row groups at a time"
+            );
+            chunked::run(&pristine, &prepared, &table, &runs, |frame| {
+                // Cut like the streaming engine's batches, so the encoder threads share the work.
+                let mut offset = 0;
+                while offset < frame.height() {
+                    let batch = frame.slice(offset as i64, BATCH_ROWS);
+                    offset += BATCH_ROWS;
+                    if deliver(&*output, batch) {
+                        return true;
+                    }
+                }
+                false
+            })
+            .map_err(execution_error)?;
         }
-    });
-    frame
-        .sink_batches(callback, true, NonZeroUsize::new(BATCH_ROWS))
-        .map_err(planning_error)?
-        .collect_with_engine(Engine::Streaming)
-        .map_err(execution_error)?;
+        None => {
+            let callback_output = Arc::clone(&output);
+            let callback =
+                PlanCallback::new(move |batch: DataFrame| Ok(deliver(&callback_output, batch)));
+            frame
+                .sink_batches(callback, true, NonZeroUsize::new(BATCH_ROWS))
+                .map_err(planning_error)?
+                .collect_with_engine(Engine::Streaming)
+                .map_err(execution_error)?;
+        }
+    }
 
     let mut out = output.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(e) = out.error.take() {
