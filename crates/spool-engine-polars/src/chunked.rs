@@ -314,6 +314,10 @@ fn is_scalar(name: &str) -> bool {
 /// Runs `prepared` on each run of `table` in turn and hands every result to `deliver`, which
 /// returns `true` to stop early. `context` holds the project's tables; it is cloned per run and
 /// `table` registered in the clone as just that run's rows.
+///
+/// The runs are read on a thread of their own, one run ahead of `deliver`: Parquet encoding
+/// (on the calling thread) and decoding the next run overlap, and at most two runs' rows are
+/// held at once.
 pub(crate) fn run(
     context: &SQLContext,
     prepared: &str,
@@ -321,15 +325,48 @@ pub(crate) fn run(
     runs: &[RowGroups],
     mut deliver: impl FnMut(DataFrame) -> bool,
 ) -> PolarsResult<()> {
-    for run in runs {
-        let mut scoped = context.clone();
-        scoped.register(table, run.scan()?);
-        let frame = scoped.execute(prepared)?.collect()?;
-        if deliver(frame) {
-            break;
+    let (send, receive) = std::sync::mpsc::sync_channel::<PolarsResult<DataFrame>>(1);
+    std::thread::scope(|scope| {
+        let reader = std::thread::Builder::new()
+            .name("spool-scan".to_owned())
+            .spawn_scoped(scope, move || {
+                crate::priority::lower_current_thread();
+                for run in runs {
+                    let frame = (|| {
+                        let mut scoped = context.clone();
+                        scoped.register(table, run.scan()?);
+                        scoped.execute(prepared)?.collect()
+                    })();
+                    let failed = frame.is_err();
+                    // The receiver is gone once `deliver` asked to stop.
+                    if send.send(frame).is_err() || failed {
+                        break;
+                    }
+                }
+            })
+            .map_err(
+                |e| polars::prelude::polars_err!(ComputeError: "starting a scan thread: {e}"),
+            )?;
+        let mut outcome = Ok(());
+        for frame in &receive {
+            match frame {
+                Ok(frame) => {
+                    if deliver(frame) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
         }
-    }
-    Ok(())
+        drop(receive);
+        if reader.join().is_err() {
+            return Err(polars::prelude::polars_err!(ComputeError: "the scan thread panicked"));
+        }
+        outcome
+    })
 }
 
 #[cfg(test)]

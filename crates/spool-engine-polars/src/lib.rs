@@ -293,7 +293,7 @@ fn run(
                 while offset < frame.height() {
                     let batch = frame.slice(offset as i64, BATCH_ROWS);
                     offset += BATCH_ROWS;
-                    if deliver(&*output, batch) {
+                    if deliver(&output, batch) {
                         return true;
                     }
                 }

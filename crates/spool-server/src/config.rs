@@ -130,6 +130,8 @@ pub struct FileConfig {
     pub default_admin: Option<bool>,
     /// Days a finished query and its result are kept (0: until deleted).
     pub result_retain_days: Option<u64>,
+    /// Whether result files bypass the page cache where the file system allows it.
+    pub direct_io: Option<bool>,
 }
 
 /// The settings the server runs with.
@@ -159,6 +161,8 @@ pub struct Settings {
     pub default_admin: bool,
     /// How long finished queries and results are kept; `None`: until deleted.
     pub result_retention: Option<std::time::Duration>,
+    /// Whether result files bypass the page cache where the file system allows it.
+    pub direct_io: bool,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -232,6 +236,7 @@ impl Settings {
                     days.saturating_mul(24 * 3600),
                 )),
             },
+            direct_io: file.direct_io.unwrap_or(true),
         })
     }
 }

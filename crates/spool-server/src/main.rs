@@ -101,7 +101,9 @@ async fn query(args: &config::QueryArgs, settings: &Settings) -> anyhow::Result<
     use spool_ports::{CancelToken, QueryEngine, ResultStore};
     let engine = PolarsEngine::new(settings.data_dir.join("projects"));
     let scratch = std::env::temp_dir().join(format!("spool-query-{}", std::process::id()));
-    let store = FsResultStore::open(&scratch).context("opening a scratch result store")?;
+    let store = FsResultStore::open(&scratch)
+        .context("opening a scratch result store")?
+        .with_direct_io(settings.direct_io);
     let request =
         spool_domain::QueryRequest::new(args.sql.clone(), Some(&args.project), None, None)?;
     let mut last = None;
@@ -179,7 +181,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         );
     }
     let results = FsResultStore::open(&settings.data_dir.join("results"))
-        .context("opening the result store")?;
+        .context("opening the result store")?
+        .with_direct_io(settings.direct_io);
     let engine = PolarsEngine::new(settings.data_dir.join("projects"))
         .with_scratch(settings.data_dir.join("scratch"))
         .with_polars_threads_lowered();
