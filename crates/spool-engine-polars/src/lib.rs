@@ -1,14 +1,14 @@
 //! The query engine on Polars: opens the project's catalog, checks and rewrites the SQL, runs it
-//! on Polars' streaming engine and writes the result format batch by batch into the result sink
-//! (CSV and JSON are encoded on several threads, see `parallel`).
-//!
-//! A process that embeds the engine should apply [`PROCESS_DEFAULTS`] before it starts threads.
+//! on Polars' streaming engine (or, for a row-local query over one Parquet table, a run of row
+//! groups at a time, see `chunked`) and writes the result format batch by batch into the result
+//! sink (CSV and JSON are encoded on several threads, see `parallel`).
 //!
 //! Invariants:
 //! - All Polars work runs on Tokio's blocking pool, never on the reactor, and a panic inside it
 //!   becomes [`EngineError::Internal`].
 //! - The result is written as the query produces batches; memory does not grow with the number
-//!   of result rows (beyond what Polars itself holds for the plan).
+//!   of result rows (beyond what Polars itself holds for the plan; for row-local queries, at
+//!   most two runs of row groups).
 //! - SQL reaches Polars only after [`sql::prepare`] accepted it (see that module's rules).
 
 mod catalog;
@@ -33,15 +33,6 @@ use spool_ports::{CancelToken, EngineError, Execution, QueryEngine, ResultSink};
 use tracing::debug;
 
 use crate::catalog::CatalogError;
-
-/// Environment settings Polars reads once per process, with the values Spool runs with; set them
-/// first thing in `main` where the variable is not already set (the operator's value wins).
-///
-/// - `POLARS_FORCE_ASYNC=1`: read Parquet with buffered reads instead of memory-mapping the
-///   files. Mapped pages count in the process's resident memory, so a full export of SF 10's
-///   1.8 GB LINEORDER peaked at 2.26 GB RSS mapped and at 0.66 GB buffered. It costs about 8 %
-///   on the scan-heavy SSB queries (docs/PERFORMANCE.md).
-pub const PROCESS_DEFAULTS: &[(&str, &str)] = &[("POLARS_FORCE_ASYNC", "1")];
 
 /// Rows per batch handed to the result encoders. Polars' morsels (about 100,000 rows, or a whole
 /// row group) are cut to this size so that the encoder threads share the work evenly and a few

@@ -30,7 +30,6 @@ use crate::config::{Cli, Command, Settings};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
-    engine_defaults();
     let mut cli = Cli::parse();
     let settings = Settings::resolve(&cli)?;
     match cli.command.take() {
@@ -63,18 +62,6 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// `spool-server gen-ssb`: writes an SSB project folder and reports what it wrote.
-/// Applies the engine's process-wide settings where the environment does not set them.
-#[allow(unsafe_code)]
-fn engine_defaults() {
-    for (name, value) in spool_engine_polars::PROCESS_DEFAULTS {
-        if std::env::var_os(name).is_none() {
-            // SAFETY: runs first thing in `main`, before any other thread exists, so nothing
-            // reads the environment while it changes.
-            unsafe { std::env::set_var(name, value) };
-        }
-    }
-}
-
 fn gen_ssb(args: &config::GenSsb) -> anyhow::Result<()> {
     let ssb = spool_ssb::Ssb::with_seed(args.sf, args.seed)?;
     let threads = args
