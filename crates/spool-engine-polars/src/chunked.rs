@@ -19,7 +19,7 @@
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
-use polars::prelude::{DataFrame, PolarsResult};
+use polars::prelude::{DataFrame, PolarsResult, Schema, polars_bail};
 use polars::sql::SQLContext;
 use sqlparser::ast::{
     Cte, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, ObjectNamePart, Query,
@@ -33,6 +33,10 @@ use crate::catalog::RowGroups;
 /// Rows per run: row groups are joined until a run holds at least this many. A run is planned
 /// and read on its own, so this trades planning overhead against memory.
 pub(crate) const MIN_RUN_ROWS: usize = 100_000;
+
+/// A table with a row group larger than this is left to the streaming engine, which reads a
+/// row group in morsels; a run holds its row groups whole.
+pub(crate) const MAX_RUN_ROWS: usize = 2_000_000;
 
 /// Scalar functions (lowercase) whose value for a row depends on that row only. Polars decides
 /// whether it knows them; the list only says that a query using nothing else is row-local.
@@ -318,9 +322,13 @@ fn is_scalar(name: &str) -> bool {
 /// The runs are read on a thread of their own, one run ahead of `deliver`: Parquet encoding
 /// (on the calling thread) and decoding the next run overlap, and at most two runs' rows are
 /// held at once.
+///
+/// Every run's result must have the column types of `schema` (the whole table's plan): the
+/// files of a folder table that disagree on a column's type fail as on the streaming engine.
 pub(crate) fn run(
     context: &SQLContext,
     prepared: &str,
+    schema: &Schema,
     table: &str,
     runs: &[RowGroups],
     mut deliver: impl FnMut(DataFrame) -> bool,
@@ -335,7 +343,9 @@ pub(crate) fn run(
                     let frame = (|| {
                         let mut scoped = context.clone();
                         scoped.register(table, run.scan()?);
-                        scoped.execute(prepared)?.collect()
+                        let frame = scoped.execute(prepared)?.collect()?;
+                        check_types(&frame, schema, run)?;
+                        Ok(frame)
                     })();
                     let failed = frame.is_err();
                     // The receiver is gone once `deliver` asked to stop.
@@ -367,6 +377,20 @@ pub(crate) fn run(
         }
         outcome
     })
+}
+
+/// Fails if a column of `frame` does not have the type `schema` gives it.
+fn check_types(frame: &DataFrame, schema: &Schema, run: &RowGroups) -> PolarsResult<()> {
+    for (column, (name, expected)) in frame.columns().iter().zip(schema.iter()) {
+        if column.dtype() != expected {
+            polars_bail!(SchemaMismatch:
+                "data type mismatch for column {name}: {} has {}, the table has {expected}",
+                run.path.file_name().map_or_else(|| run.path.display().to_string(), |f| f.to_string_lossy().into_owned()),
+                column.dtype()
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -207,6 +207,9 @@ fn chunked_plan(
     let tables = sources.keys().cloned().collect();
     let table = chunked::row_local_table(prepared, &tables)?;
     let runs = catalog::row_groups(&sources[&table], chunked::MIN_RUN_ROWS).ok()??;
+    if runs.iter().any(|run| run.rows > chunked::MAX_RUN_ROWS) {
+        return None;
+    }
     Some((table, runs))
 }
 
@@ -278,7 +281,7 @@ fn run(
                 runs = runs.len(),
                 "row-local scan: one run of row groups at a time"
             );
-            chunked::run(&pristine, &prepared, &table, &runs, |frame| {
+            chunked::run(&pristine, &prepared, &schema, &table, &runs, |frame| {
                 // Cut like the streaming engine's batches, so the encoder threads share the work.
                 let mut offset = 0;
                 while offset < frame.height() {

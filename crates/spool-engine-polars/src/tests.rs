@@ -497,3 +497,68 @@ async fn row_local_queries_read_runs_of_row_groups_and_give_the_streaming_engine
         assert_eq!(chunked, streamed, "{sql}");
     }
 }
+
+#[tokio::test]
+async fn a_huge_row_group_goes_to_the_streaming_engine_and_mixed_file_types_fail_either_way() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("odd");
+    fs::create_dir_all(dir.join("MIXED")).expect("mkdir");
+    let rows = super::chunked::MAX_RUN_ROWS as i64 + 1;
+    let mut huge = df!("N" => (0..rows).collect::<Vec<_>>()).expect("frame");
+    ParquetWriter::new(fs::File::create(dir.join("HUGE.parquet")).expect("create"))
+        .with_row_group_size(Some(rows as usize))
+        .finish(&mut huge)
+        .expect("write");
+    let mut wide = df!("N" => [1i64, 2], "S" => ["a", "b"]).expect("frame");
+    let mut narrow = df!("N" => [3i32, 4], "S" => ["c", "d"]).expect("frame");
+    ParquetWriter::new(fs::File::create(dir.join("MIXED/a.parquet")).expect("create"))
+        .finish(&mut wide)
+        .expect("write");
+    ParquetWriter::new(fs::File::create(dir.join("MIXED/b.parquet")).expect("create"))
+        .finish(&mut narrow)
+        .expect("write");
+    let at = root.path().to_owned();
+    let planned = tokio::task::spawn_blocking(move || {
+        let project = crate::catalog::open(&at, "odd").expect("open");
+        ["select * from huge", "select * from mixed"].map(|sql| {
+            let prepared =
+                crate::sql::prepare(sql, &project.names, "odd", None, None).expect("sql");
+            crate::chunked_plan(&project.sources, &prepared).map(|(t, r)| (t, r.len()))
+        })
+    })
+    .await
+    .expect("plan");
+    assert_eq!(
+        planned[0], None,
+        "one row group over the limit: streaming engine"
+    );
+    let huge = run(
+        root.path(),
+        "odd",
+        "select * from huge where n % 1000000 = 7",
+        None,
+        None,
+    )
+    .await
+    .expect("runs");
+    assert_eq!(huge, "7\n1000007\n");
+    let mixed = run(root.path(), "odd", "select * from mixed", None, None).await;
+    let streamed = run(
+        root.path(),
+        "odd",
+        "select * from mixed limit 10",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(planned[1], Some(("MIXED".to_owned(), 2)));
+    // Files that disagree on a column's type fail on either path, with the column named.
+    for outcome in [mixed, streamed] {
+        match outcome {
+            Err(spool_ports::EngineError::InvalidQuery(m)) => {
+                assert!(m.contains("data type mismatch for column N"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

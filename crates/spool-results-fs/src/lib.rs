@@ -366,14 +366,15 @@ impl FsResultStore {
         let path = self.path_of(id);
         let direct_io = self.direct_io;
         let opened = tokio::task::spawn_blocking(move || {
-            open_file(OpenOptions::new().read(true), &path, direct_io)
+            let (file, direct) = open_file(OpenOptions::new().read(true), &path, direct_io)?;
+            let size = file.metadata()?.len();
+            Ok::<_, io::Error>((file, direct, size))
         })
         .await
         .map_err(io::Error::other)?;
-        let Some((file, direct)) = not_found_is_none(opened)? else {
+        let Some((file, direct, size)) = not_found_is_none(opened)? else {
             return Ok(None);
         };
-        let size = file.metadata()?.len();
         let range = range.unwrap_or(0..size);
         let len = range.end.saturating_sub(range.start);
         let body = if direct {
