@@ -457,11 +457,11 @@ impl<'a> JsonColumn<'a> {
     fn write_next(&mut self, out: &mut Vec<u8>) {
         match self {
             Self::Int(it) => match it.next().flatten() {
-                Some(v) => out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+                Some(v) => write_i64(out, v),
                 None => out.extend_from_slice(b"null"),
             },
             Self::UInt(it) => match it.next().flatten() {
-                Some(v) => out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+                Some(v) => write_u64(out, v),
                 None => out.extend_from_slice(b"null"),
             },
             Self::Float(it) => match it.next().flatten() {
