@@ -366,7 +366,20 @@ impl FsResultStore {
         let path = self.path_of(id);
         let direct_io = self.direct_io;
         let opened = tokio::task::spawn_blocking(move || {
-            let (file, direct) = open_file(OpenOptions::new().read(true), &path, direct_io)?;
+            let (mut file, mut direct) =
+                open_file(OpenOptions::new().read(true), &path, direct_io)?;
+            if direct {
+                // A device whose blocks are larger than `BLOCK` refuses our reads; find out on
+                // the first block rather than halfway through a download.
+                let mut probe = Aligned::with_capacity(BLOCK, BLOCK);
+                probe.resize(BLOCK, 0);
+                if let Err(e) = file.read_at(&mut probe, 0) {
+                    if e.kind() != io::ErrorKind::InvalidInput {
+                        return Err(e);
+                    }
+                    (file, direct) = open_file(OpenOptions::new().read(true), &path, false)?;
+                }
+            }
             let size = file.metadata()?.len();
             Ok::<_, io::Error>((file, direct, size))
         })
