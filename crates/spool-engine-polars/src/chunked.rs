@@ -6,8 +6,8 @@
 //! input row only (projection and filter over one table, or over views that are themselves such
 //! queries) gives the same rows, in the same order, when it runs on consecutive slices of the
 //! table one after the other. That is what this module does: the same SQL, planned once per run
-//! of row groups with the table registered as just those rows; memory is bounded by one run plus
-//! the encoders' batches in flight.
+//! of row groups with the table registered as just those rows; memory is bounded by two runs
+//! (the one being encoded and the next, read ahead) plus the encoders' batches in flight.
 //!
 //! Invariant: [`row_local_table`] says yes only for queries it can prove row-local from the AST:
 //! a single `SELECT` (no set operations, `DISTINCT`, `GROUP BY`, `HAVING`, `QUALIFY`, window,
