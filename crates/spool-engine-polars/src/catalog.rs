@@ -95,17 +95,8 @@ impl RowGroups {
 /// Splits a Parquet table into runs of whole row groups of at least `min_rows` rows each (the
 /// last may be smaller), in the order a scan of the table reads them; `None` for a CSV table.
 pub(crate) fn row_groups(source: &Source, min_rows: usize) -> PolarsResult<Option<Vec<RowGroups>>> {
-    let files = match source {
-        Source::Csv(_) => return Ok(None),
-        Source::Parquet(path) => vec![path.clone()],
-        Source::ParquetDir(dir) => {
-            let mut files: Vec<PathBuf> = fs::read_dir(dir)?
-                .map(|entry| entry.map(|e| e.path()))
-                .collect::<std::io::Result<_>>()?;
-            files.retain(|p| p.extension().is_some_and(|x| x == "parquet"));
-            files.sort();
-            files
-        }
+    let Some(files) = parquet_files(source)? else {
+        return Ok(None);
     };
     let mut runs = Vec::new();
     for path in files {
@@ -135,20 +126,33 @@ pub(crate) fn row_groups(source: &Source, min_rows: usize) -> PolarsResult<Optio
 /// Estimates a table's rows for join planning: exact for Parquet (from the footer), a guess
 /// from the file size for CSV.
 fn estimate_rows(source: &Source) -> Option<u64> {
-    let parquet_rows = |path: &Path| -> Option<u64> {
-        let file = fs::File::open(path).ok()?;
-        ParquetReader::new(file).num_rows().ok().map(|n| n as u64)
-    };
-    match source {
-        Source::Parquet(path) => parquet_rows(path),
-        Source::ParquetDir(dir) => fs::read_dir(dir)
-            .ok()?
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
-            .map(|e| parquet_rows(&e.path()))
-            .sum(),
-        Source::Csv(path) => fs::metadata(path).ok().map(|m| m.len() / 32),
+    if let Source::Csv(path) = source {
+        return fs::metadata(path).ok().map(|m| m.len() / 32);
     }
+    parquet_files(source)
+        .ok()??
+        .iter()
+        .map(|path| {
+            let file = fs::File::open(path).ok()?;
+            ParquetReader::new(file).num_rows().ok().map(|n| n as u64)
+        })
+        .sum()
+}
+
+/// The Parquet files of a table, in the order a scan of it reads them; `None` for a CSV table.
+fn parquet_files(source: &Source) -> std::io::Result<Option<Vec<PathBuf>>> {
+    Ok(Some(match source {
+        Source::Csv(_) => return Ok(None),
+        Source::Parquet(path) => vec![path.clone()],
+        Source::ParquetDir(dir) => {
+            let mut files: Vec<PathBuf> = fs::read_dir(dir)?
+                .map(|entry| entry.map(|e| e.path()))
+                .collect::<std::io::Result<_>>()?;
+            files.retain(|p| p.extension().is_some_and(|x| x == "parquet"));
+            files.sort();
+            files
+        }
+    }))
 }
 
 /// The contents of a project folder: tables with their sources, views with their files.

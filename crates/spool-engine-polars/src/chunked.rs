@@ -283,27 +283,30 @@ fn row_local_expr(expr: &Expr) -> bool {
         | Expr::Substring { .. }
         | Expr::Trim { .. } => true,
         Expr::Function(function) => {
-            let FunctionArguments::List(list) = &function.args else {
-                return matches!(function.args, FunctionArguments::None)
-                    && is_scalar(&function.name.to_string());
+            let plain_args = match &function.args {
+                FunctionArguments::None => true,
+                FunctionArguments::List(list) => {
+                    list.duplicate_treatment.is_none()
+                        && list.clauses.is_empty()
+                        && list.args.iter().all(|arg| {
+                            matches!(
+                                arg,
+                                FunctionArg::Unnamed(FunctionArgExpr::Expr(_))
+                                    | FunctionArg::Named {
+                                        arg: FunctionArgExpr::Expr(_),
+                                        ..
+                                    }
+                            )
+                        })
+                }
+                FunctionArguments::Subquery(_) => false,
             };
-            function.over.is_none()
+            plain_args
+                && function.over.is_none()
                 && function.filter.is_none()
                 && function.null_treatment.is_none()
                 && function.within_group.is_empty()
                 && matches!(function.parameters, FunctionArguments::None)
-                && list.duplicate_treatment.is_none()
-                && list.clauses.is_empty()
-                && list.args.iter().all(|arg| {
-                    matches!(
-                        arg,
-                        FunctionArg::Unnamed(FunctionArgExpr::Expr(_))
-                            | FunctionArg::Named {
-                                arg: FunctionArgExpr::Expr(_),
-                                ..
-                            }
-                    )
-                })
                 && is_scalar(&function.name.to_string())
         }
         _ => false,

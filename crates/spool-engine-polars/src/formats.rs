@@ -170,37 +170,57 @@ fn csv_header(names: &[String], separator: &str) -> Vec<u8> {
     line
 }
 
-/// One column of a batch for [`typed_csv`]: integers, booleans and strings, read from their
-/// typed arrays (most exported columns are these).
-enum CsvColumn<'a> {
+/// One column of a batch, walked row by row. Integers, floats, booleans and strings are read
+/// from their typed arrays (the bulk of any export); everything else (dates, times, decimals,
+/// nested values) as [`AnyValue`]s. Built from [`widened`] columns, so each kind has one path.
+enum Values<'a> {
     /// Integers without NULLs in one chunk, read by row number.
     Ints(&'a [i64]),
     Int(Box<dyn Iterator<Item = Option<i64>> + 'a>),
     UInt(Box<dyn Iterator<Item = Option<u64>> + 'a>),
+    Float(Box<dyn Iterator<Item = Option<f64>> + 'a>),
     Bool(Box<dyn Iterator<Item = Option<bool>> + 'a>),
     Text(Box<dyn Iterator<Item = Option<&'a str>> + 'a>),
+    Any(Box<dyn Iterator<Item = AnyValue<'a>> + 'a>),
 }
 
-impl<'a> CsvColumn<'a> {
-    /// The column's typed reader, or `None` for a type left to Polars' writer.
-    fn new(column: &'a Column) -> PolarsResult<Option<Self>> {
+/// Casts narrow integers and floats to their 64-bit kinds.
+fn widened(column: &Column) -> PolarsResult<Column> {
+    use DataType as D;
+    match column.dtype() {
+        D::Int8 | D::Int16 | D::Int32 | D::UInt8 | D::UInt16 | D::UInt32 => column.cast(&D::Int64),
+        D::Float32 => column.cast(&D::Float64),
+        _ => Ok(column.clone()),
+    }
+}
+
+impl<'a> Values<'a> {
+    /// The reader of a [`widened`] column.
+    fn new(column: &'a Column) -> PolarsResult<Self> {
         let series = column.as_materialized_series();
-        Ok(Some(match series.dtype() {
+        Ok(match series.dtype() {
             DataType::Int64 => match series.i64()?.cont_slice() {
                 Ok(values) => Self::Ints(values),
                 Err(_) => Self::Int(Box::new(series.i64()?.iter())),
             },
             DataType::UInt64 => Self::UInt(Box::new(series.u64()?.iter())),
+            DataType::Float64 => Self::Float(Box::new(series.f64()?.iter())),
             DataType::Boolean => Self::Bool(Box::new(series.bool()?.iter())),
             DataType::String => Self::Text(Box::new(series.str()?.iter())),
-            _ => return Ok(None),
-        }))
+            _ => Self::Any(Box::new(series.iter())),
+        })
     }
 
-    /// Writes the next value as Polars' CSV writer does with `QuoteStyle::Necessary`: NULL as
-    /// nothing, an empty string as `""`, a string quoted if it holds the separator, a quote or
-    /// a line break.
-    fn write_next(&mut self, row: usize, out: &mut Vec<u8>, separator: u8) {
+    /// Whether [`Values::write_csv`] writes this column (floats and other types are left to
+    /// Polars' writer, whose text for them the CSV keeps).
+    fn csv_typed(&self) -> bool {
+        !matches!(self, Self::Float(_) | Self::Any(_))
+    }
+
+    /// Writes row `row` (rows are visited in order) as Polars' CSV writer does with
+    /// `QuoteStyle::Necessary`: NULL as nothing, an empty string as `""`, a string quoted if it
+    /// holds the separator, a quote or a line break. Only for [`Values::csv_typed`] columns.
+    fn write_csv(&mut self, row: usize, out: &mut Vec<u8>, separator: u8) {
         match self {
             Self::Ints(values) => write_i64(out, values[row]),
             Self::Int(it) => {
@@ -239,40 +259,65 @@ impl<'a> CsvColumn<'a> {
                     out.push(b'"');
                 }
             }
+            // Never reached: `typed_csv` leaves batches with these to Polars' writer.
+            Self::Float(_) | Self::Any(_) => {}
+        }
+    }
+
+    /// Writes row `row` (rows are visited in order) as a JSON value.
+    fn write_json(&mut self, row: usize, out: &mut Vec<u8>) {
+        match self {
+            Self::Ints(values) => write_i64(out, values[row]),
+            Self::Int(it) => match it.next().flatten() {
+                Some(v) => write_i64(out, v),
+                None => out.extend_from_slice(b"null"),
+            },
+            Self::UInt(it) => match it.next().flatten() {
+                Some(v) => write_u64(out, v),
+                None => out.extend_from_slice(b"null"),
+            },
+            Self::Float(it) => match it.next().flatten() {
+                Some(v) => float(out, v),
+                None => out.extend_from_slice(b"null"),
+            },
+            Self::Bool(it) => match it.next().flatten() {
+                Some(true) => out.extend_from_slice(b"true"),
+                Some(false) => out.extend_from_slice(b"false"),
+                None => out.extend_from_slice(b"null"),
+            },
+            Self::Text(it) => match it.next().flatten() {
+                // Writing a &str into a Vec cannot fail.
+                Some(v) => drop(serde_json::to_writer(&mut *out, v)),
+                None => out.extend_from_slice(b"null"),
+            },
+            Self::Any(it) => json_value(out, &it.next().unwrap_or(AnyValue::Null)),
         }
     }
 }
 
-/// Encodes `batch` as CSV rows if every column is one [`CsvColumn`] handles; returns `false`
-/// (having written nothing) otherwise. Faster than Polars' writer on integer columns: no
-/// per-batch writer set-up, no second copy of the text.
+/// The columns of `batch`, [`widened`].
+fn widened_columns(batch: &DataFrame) -> PolarsResult<Vec<Column>> {
+    batch.columns().iter().map(widened).collect()
+}
+
+/// Encodes `batch` as CSV rows if every column is [`Values::csv_typed`]; returns `false` (having
+/// written nothing) otherwise. Faster than Polars' writer on integer columns: no per-batch
+/// writer set-up, no copy of the text through a second buffer.
 fn typed_csv(batch: &DataFrame, separator: u8, out: &mut Vec<u8>) -> PolarsResult<bool> {
-    let widened = batch
-        .columns()
+    let widened = widened_columns(batch)?;
+    let mut columns = widened
         .iter()
-        .map(|c| {
-            use DataType as D;
-            match c.dtype() {
-                D::Int8 | D::Int16 | D::Int32 | D::UInt8 | D::UInt16 | D::UInt32 => {
-                    c.cast(&D::Int64)
-                }
-                _ => Ok(c.clone()),
-            }
-        })
+        .map(Values::new)
         .collect::<PolarsResult<Vec<_>>>()?;
-    let Some(mut columns) = widened
-        .iter()
-        .map(CsvColumn::new)
-        .collect::<PolarsResult<Option<Vec<_>>>>()?
-    else {
+    if !columns.iter().all(Values::csv_typed) {
         return Ok(false);
-    };
+    }
     for row in 0..batch.height() {
         for (i, column) in columns.iter_mut().enumerate() {
             if i > 0 {
                 out.push(separator);
             }
-            column.write_next(row, out, separator);
+            column.write_csv(row, out, separator);
         }
         out.push(b'\n');
     }
@@ -419,93 +464,24 @@ fn float(out: &mut Vec<u8>, f: f64) {
     }
 }
 
-/// One column of a batch, walked value by value. Integers, floats, booleans and strings are
-/// read from their typed arrays (the bulk of any export); everything else (dates, times,
-/// decimals, nested values) goes through [`AnyValue`] and [`json_value`].
-enum JsonColumn<'a> {
-    Int(Box<dyn Iterator<Item = Option<i64>> + 'a>),
-    UInt(Box<dyn Iterator<Item = Option<u64>> + 'a>),
-    Float(Box<dyn Iterator<Item = Option<f64>> + 'a>),
-    Bool(Box<dyn Iterator<Item = Option<bool>> + 'a>),
-    Text(Box<dyn Iterator<Item = Option<&'a str>> + 'a>),
-    Any(Box<dyn Iterator<Item = AnyValue<'a>> + 'a>),
-}
-
-/// Casts narrow integers and floats to their 64-bit kinds so each kind has one fast path.
-fn json_widened(column: &Column) -> PolarsResult<Column> {
-    use DataType as D;
-    match column.dtype() {
-        D::Int8 | D::Int16 | D::Int32 | D::UInt8 | D::UInt16 | D::UInt32 => column.cast(&D::Int64),
-        D::Float32 => column.cast(&D::Float64),
-        _ => Ok(column.clone()),
-    }
-}
-
-impl<'a> JsonColumn<'a> {
-    fn new(column: &'a Column) -> PolarsResult<Self> {
-        let series = column.as_materialized_series();
-        Ok(match series.dtype() {
-            DataType::Int64 => Self::Int(Box::new(series.i64()?.iter())),
-            DataType::UInt64 => Self::UInt(Box::new(series.u64()?.iter())),
-            DataType::Float64 => Self::Float(Box::new(series.f64()?.iter())),
-            DataType::Boolean => Self::Bool(Box::new(series.bool()?.iter())),
-            DataType::String => Self::Text(Box::new(series.str()?.iter())),
-            _ => Self::Any(Box::new(series.iter())),
-        })
-    }
-
-    fn write_next(&mut self, out: &mut Vec<u8>) {
-        match self {
-            Self::Int(it) => match it.next().flatten() {
-                Some(v) => write_i64(out, v),
-                None => out.extend_from_slice(b"null"),
-            },
-            Self::UInt(it) => match it.next().flatten() {
-                Some(v) => write_u64(out, v),
-                None => out.extend_from_slice(b"null"),
-            },
-            Self::Float(it) => match it.next().flatten() {
-                Some(v) => float(out, v),
-                None => out.extend_from_slice(b"null"),
-            },
-            Self::Bool(it) => match it.next().flatten() {
-                Some(true) => out.extend_from_slice(b"true"),
-                Some(false) => out.extend_from_slice(b"false"),
-                None => out.extend_from_slice(b"null"),
-            },
-            Self::Text(it) => match it.next().flatten() {
-                // Writing a &str into a Vec cannot fail.
-                Some(v) => drop(serde_json::to_writer(&mut *out, v)),
-                None => out.extend_from_slice(b"null"),
-            },
-            Self::Any(it) => json_value(out, &it.next().unwrap_or(AnyValue::Null)),
-        }
-    }
-}
-
 /// Each row is written as `,{...}`; [`Parallel`] drops the comma before the first row and adds
 /// the brackets.
 impl BatchEncoder for Json {
     fn encode(&self, batch: &DataFrame, out: &mut Vec<u8>) -> io::Result<()> {
-        let widened = batch
-            .columns()
-            .iter()
-            .map(json_widened)
-            .collect::<PolarsResult<Vec<_>>>()
-            .map_err(polars_io)?;
+        let widened = widened_columns(batch).map_err(polars_io)?;
         let mut columns = widened
             .iter()
-            .map(JsonColumn::new)
+            .map(Values::new)
             .collect::<PolarsResult<Vec<_>>>()
             .map_err(polars_io)?;
-        for _ in 0..batch.height() {
+        for row in 0..batch.height() {
             out.extend_from_slice(b",{");
             for (i, column) in columns.iter_mut().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
                 out.extend_from_slice(&self.keys[i]);
-                column.write_next(out);
+                column.write_json(row, out);
             }
             out.push(b'}');
         }

@@ -235,8 +235,6 @@ fn run(
     )
     .map_err(EngineError::InvalidQuery)?;
     debug!(sql = %prepared, "running on polars");
-    // Executing registers the query's CTEs in the context; the chunked path needs it unused.
-    let pristine = project.context.clone();
     let mut context = project.context;
     let mut frame = context.execute(&prepared).map_err(planning_error)?;
     let schema = frame.collect_schema().map_err(planning_error)?;
@@ -281,7 +279,7 @@ fn run(
                 runs = runs.len(),
                 "row-local scan: one run of row groups at a time"
             );
-            chunked::run(&pristine, &prepared, &schema, &table, &runs, |frame| {
+            chunked::run(&context, &prepared, &schema, &table, &runs, |frame| {
                 // Cut like the streaming engine's batches, so the encoder threads share the work.
                 let mut offset = 0;
                 while offset < frame.height() {

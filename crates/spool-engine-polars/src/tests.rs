@@ -461,6 +461,20 @@ fn scan_fixture() -> tempfile::TempDir {
     root
 }
 
+/// The table and the number of runs of row groups `sql` would read on the row-group reader, or
+/// `None` if it runs on the streaming engine.
+async fn chunked_plan(root: &Path, project: &str, sql: &str) -> Option<(String, usize)> {
+    let (root, project, sql) = (root.to_owned(), project.to_owned(), sql.to_owned());
+    // Polars reads Parquet footers through its own runtime: off the test's reactor.
+    tokio::task::spawn_blocking(move || {
+        let opened = crate::catalog::open(&root, &project).expect("open");
+        let prepared = crate::sql::prepare(&sql, &opened.names, &project, None, None).expect("sql");
+        crate::chunked_plan(&opened.sources, &prepared).map(|(t, r)| (t, r.len()))
+    })
+    .await
+    .expect("plan")
+}
+
 #[tokio::test]
 async fn row_local_queries_read_runs_of_row_groups_and_give_the_streaming_engines_rows() {
     let root = scan_fixture();
@@ -475,16 +489,7 @@ async fn row_local_queries_read_runs_of_row_groups_and_give_the_streaming_engine
         ("select id, tag from parts where id % 7 = 1", "PARTS", 3),
     ];
     for (sql, table, runs) in cases {
-        // Polars reads Parquet footers through its own runtime: off the test's reactor.
-        let at = root.path().to_owned();
-        let plan = tokio::task::spawn_blocking(move || {
-            let project = crate::catalog::open(&at, "scan").expect("open");
-            let prepared =
-                crate::sql::prepare(sql, &project.names, "scan", None, None).expect("sql");
-            crate::chunked_plan(&project.sources, &prepared).map(|(t, r)| (t, r.len()))
-        })
-        .await
-        .expect("plan");
+        let plan = chunked_plan(root.path(), "scan", sql).await;
         assert_eq!(plan, Some((table.to_owned(), runs)), "{sql}");
 
         let chunked = run(root.path(), "scan", sql, None, None).await.expect(sql);
@@ -517,19 +522,9 @@ async fn a_huge_row_group_goes_to_the_streaming_engine_and_mixed_file_types_fail
     ParquetWriter::new(fs::File::create(dir.join("MIXED/b.parquet")).expect("create"))
         .finish(&mut narrow)
         .expect("write");
-    let at = root.path().to_owned();
-    let planned = tokio::task::spawn_blocking(move || {
-        let project = crate::catalog::open(&at, "odd").expect("open");
-        ["select * from huge", "select * from mixed"].map(|sql| {
-            let prepared =
-                crate::sql::prepare(sql, &project.names, "odd", None, None).expect("sql");
-            crate::chunked_plan(&project.sources, &prepared).map(|(t, r)| (t, r.len()))
-        })
-    })
-    .await
-    .expect("plan");
     assert_eq!(
-        planned[0], None,
+        chunked_plan(root.path(), "odd", "select * from huge").await,
+        None,
         "one row group over the limit: streaming engine"
     );
     let huge = run(
@@ -551,7 +546,10 @@ async fn a_huge_row_group_goes_to_the_streaming_engine_and_mixed_file_types_fail
         None,
     )
     .await;
-    assert_eq!(planned[1], Some(("MIXED".to_owned(), 2)));
+    assert_eq!(
+        chunked_plan(root.path(), "odd", "select * from mixed").await,
+        Some(("MIXED".to_owned(), 2))
+    );
     // Files that disagree on a column's type fail on either path, with the column named.
     for outcome in [mixed, streamed] {
         match outcome {
