@@ -97,3 +97,68 @@ mod tests {
         assert_eq!(id.to_string(), "43eeb967-e76a-4214-8932-70594d454013");
     }
 }
+
+/// Names one attempt's result of a query: the storage key of a result file or object.
+///
+/// Every claim of a job is a new attempt, and each attempt writes under its own key, so a
+/// worker that lost its lease can delete what it wrote without touching the winner's result.
+/// Attempt 0 names results stored before keys had attempts (their text form is the bare id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResultKey {
+    /// The query.
+    pub query: QueryId,
+    /// The attempt that wrote the result (the job's claim count when it ran).
+    pub attempt: u32,
+}
+
+impl ResultKey {
+    /// The key of attempt `attempt` of `query`.
+    pub fn new(query: QueryId, attempt: u32) -> Self {
+        Self { query, attempt }
+    }
+}
+
+impl fmt::Display for ResultKey {
+    /// `<id>` for attempt 0, `<id>.<attempt>` otherwise.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.attempt == 0 {
+            fmt::Display::fmt(&self.query, f)
+        } else {
+            write!(f, "{}.{}", self.query, self.attempt)
+        }
+    }
+}
+
+impl FromStr for ResultKey {
+    type Err = InvalidQueryId;
+
+    /// Accepts exactly what [`ResultKey`]'s `Display` writes.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (id, attempt) = match s.split_once('.') {
+            None => (s, 0),
+            Some((id, n)) => {
+                let canonical = !n.is_empty() && !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit());
+                let attempt = n.parse::<u32>().ok().filter(|_| canonical).ok_or(InvalidQueryId)?;
+                (id, attempt)
+            }
+        };
+        Ok(Self { query: id.parse()?, attempt })
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn result_keys_round_trip_and_reject_other_names() {
+        let id = QueryId::new_random();
+        for key in [ResultKey::new(id, 0), ResultKey::new(id, 1), ResultKey::new(id, 42)] {
+            assert_eq!(key.to_string().parse::<ResultKey>(), Ok(key));
+        }
+        assert_eq!(ResultKey::new(id, 0).to_string(), id.to_string());
+        for bad in [format!("{id}."), format!("{id}.01"), format!("{id}.x"), format!("{id}.1.2"), format!("{id}.0")] {
+            assert_eq!(bad.parse::<ResultKey>(), Err(InvalidQueryId), "{bad}");
+        }
+    }
+}

@@ -2,17 +2,23 @@
 //!
 //! ```text
 //!   submit ──► Queued ──claim──► Running ──succeed──► Succeeded
-//!                ▲                 │  │
-//!                └────requeue──────┘  └──fail──► Failed
+//!                ▲ │               │  │
+//!                │ └───stop──┐     │  └──fail──► Failed
+//!                └──requeue──┼─────┘               ▲
+//!                            └─────────────────────┘
 //! ```
 //!
-//! Invariant: a running job is owned by exactly one lease. Only the holder of the current lease
+//! A stop of a queued job (or of one whose lease lapsed) ends it at once; a stop of a running
+//! job is recorded on it (`stop_requested`) and its lease holder ends it.
+//!
+//! Invariants: a running job is owned by exactly one lease. Only the holder of the current lease
 //! token may renew it or finish the job, so a worker whose lease was taken over (or whose job was
-//! deleted) can never overwrite the outcome.
+//! deleted) can never overwrite the outcome. Each claim is a new attempt with its own result key
+//! ([`ResultKey`]); a succeeded job records which attempt's result it points to.
 
 use serde::{Deserialize, Serialize};
 
-use crate::{QueryId, QueryRequest, Timestamp};
+use crate::{QueryId, QueryRequest, ResultKey, Timestamp};
 
 /// Proof that a worker holds a job; changes on every claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -50,6 +56,9 @@ pub enum JobState {
         lease: Lease,
         /// When this attempt started.
         started_at: Timestamp,
+        /// A user asked for the query to stop; the lease holder ends it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stop_requested: bool,
     },
     /// The result is complete and stored.
     Succeeded {
@@ -62,6 +71,10 @@ pub enum JobState {
         /// The result's columns with their SQL types (absent in records from before 0.1).
         #[serde(default)]
         columns: Vec<ResultColumn>,
+        /// The attempt whose result this is (0 in records from before results were kept per
+        /// attempt).
+        #[serde(default)]
+        attempt: u32,
     },
     /// The query ended without a result.
     Failed {
@@ -95,6 +108,18 @@ pub enum TransitionError {
     /// The job cannot be claimed: it is finished or held under a live lease.
     #[error("job {0} cannot be claimed in its current state")]
     NotClaimable(QueryId),
+    /// The job has already finished.
+    #[error("job {0} has already finished")]
+    Finished(QueryId),
+}
+
+/// What a stop request did to a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopEffect {
+    /// No worker held the job; it has ended with the stop's outcome.
+    Ended,
+    /// A worker holds the job; the request is recorded and that worker ends it.
+    Requested,
 }
 
 /// One submitted query and everything Spool knows about it.
@@ -153,8 +178,50 @@ impl Job {
         self.state = JobState::Running {
             lease,
             started_at: now,
+            stop_requested: false,
         };
         Ok(())
+    }
+
+    /// Returns the key of the current attempt's result: the one a running attempt writes, or
+    /// the one a succeeded job points to. `None` before the first claim and after a failure.
+    pub fn result_key(&self) -> Option<ResultKey> {
+        match &self.state {
+            JobState::Running { .. } => Some(ResultKey::new(self.id, self.attempts)),
+            JobState::Succeeded { attempt, .. } => Some(ResultKey::new(self.id, *attempt)),
+            JobState::Queued | JobState::Failed { .. } => None,
+        }
+    }
+
+    /// Returns whether a user asked for this running job to stop.
+    pub fn stop_requested(&self) -> bool {
+        matches!(
+            self.state,
+            JobState::Running {
+                stop_requested: true,
+                ..
+            }
+        )
+    }
+
+    /// Stops the job at `now`: one that no worker holds ends with `outcome` at once; on one a
+    /// worker holds, the request is recorded for that worker.
+    pub fn request_stop(
+        &mut self,
+        now: Timestamp,
+        outcome: JobState,
+    ) -> Result<StopEffect, TransitionError> {
+        if self.is_finished() {
+            return Err(TransitionError::Finished(self.id));
+        }
+        if self.is_claimable(now) {
+            self.state = outcome;
+            return Ok(StopEffect::Ended);
+        }
+        if let JobState::Running { stop_requested, .. } = &mut self.state {
+            *stop_requested = true;
+        }
+        Ok(StopEffect::Requested)
     }
 
     /// Extends the lease held under `token` until `expires_at`.
@@ -185,20 +252,6 @@ impl Job {
             }
             _ => Err(TransitionError::LeaseLost(self.id)),
         }
-    }
-
-    /// Ends a job that no worker holds (queued, or running on a lease lapsed at `now`) with
-    /// `outcome`, as when a user stops a query before a worker picked it up.
-    pub fn end_unclaimed(
-        &mut self,
-        now: Timestamp,
-        outcome: JobState,
-    ) -> Result<(), TransitionError> {
-        if !self.is_claimable(now) {
-            return Err(TransitionError::LeaseLost(self.id));
-        }
-        self.state = outcome;
-        Ok(())
     }
 
     /// Returns when the job finished, if it has.
@@ -265,6 +318,7 @@ mod tests {
             rows: 1,
             bytes: 2,
             columns: Vec::new(),
+            attempt: 1,
         }
     }
 
@@ -349,6 +403,70 @@ mod tests {
             .expect("claim");
         j.requeue();
         assert_eq!(j.state, JobState::Queued);
+    }
+
+    #[test]
+    fn a_stop_ends_an_unheld_job_and_is_recorded_on_a_held_one() {
+        let stopped = || JobState::Failed {
+            finished_at: Timestamp::from_millis(3_000),
+            reason: "stopped by user".into(),
+        };
+        let mut queued = job();
+        assert_eq!(
+            queued.request_stop(Timestamp::from_millis(2_000), stopped()),
+            Ok(StopEffect::Ended)
+        );
+        assert!(queued.is_finished());
+        assert_eq!(
+            queued.request_stop(Timestamp::from_millis(2_000), stopped()),
+            Err(TransitionError::Finished(queued.id))
+        );
+
+        let mut held = job();
+        held.claim(lease(1, 5_000), Timestamp::from_millis(2_000))
+            .expect("claim");
+        assert_eq!(
+            held.request_stop(Timestamp::from_millis(2_500), stopped()),
+            Ok(StopEffect::Requested)
+        );
+        assert!(held.stop_requested() && !held.is_finished());
+        // The request survives a renewal, and a lapsed lease ends the job at the next stop.
+        held.renew(LeaseToken(1), Timestamp::from_millis(6_000))
+            .expect("renew");
+        assert!(held.stop_requested());
+        assert_eq!(
+            held.request_stop(Timestamp::from_millis(6_000), stopped()),
+            Ok(StopEffect::Ended)
+        );
+    }
+
+    #[test]
+    fn each_attempt_has_its_own_result_key() {
+        let mut j = job();
+        assert_eq!(j.result_key(), None);
+        j.claim(lease(1, 5_000), Timestamp::from_millis(2_000))
+            .expect("claim");
+        assert_eq!(j.result_key(), Some(ResultKey::new(j.id, 1)));
+        j.claim(lease(2, 9_000), Timestamp::from_millis(6_000))
+            .expect("lapsed");
+        assert_eq!(j.result_key(), Some(ResultKey::new(j.id, 2)));
+        let mut done = done();
+        if let JobState::Succeeded { attempt, .. } = &mut done {
+            *attempt = 2;
+        }
+        j.finish(LeaseToken(2), done).expect("finish");
+        assert_eq!(j.result_key(), Some(ResultKey::new(j.id, 2)));
+    }
+
+    #[test]
+    fn records_from_before_attempts_and_stops_still_parse() {
+        let j = job();
+        let mut value = serde_json::to_value(&j).expect("serialize");
+        value["state"] = serde_json::json!({
+            "state": "succeeded", "finished_at": 5, "rows": 1, "bytes": 2
+        });
+        let old: Job = serde_json::from_value(value).expect("old record");
+        assert_eq!(old.result_key(), Some(ResultKey::new(j.id, 0)));
     }
 
     #[test]

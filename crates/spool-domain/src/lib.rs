@@ -10,8 +10,10 @@ mod request;
 mod time;
 mod user;
 
-pub use id::{InvalidQueryId, QueryId};
-pub use job::{Job, JobState, Lease, LeaseToken, PublicStatus, ResultColumn, TransitionError};
+pub use id::{InvalidQueryId, QueryId, ResultKey};
+pub use job::{
+    Job, JobState, Lease, LeaseToken, PublicStatus, ResultColumn, StopEffect, TransitionError,
+};
 pub use output::{InvalidOutput, OutputFormat, OutputSpec, TextEncoding};
 pub use request::{InvalidRequest, ProjectName, QueryRequest};
 pub use time::Timestamp;

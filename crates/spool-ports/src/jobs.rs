@@ -1,7 +1,10 @@
 //! The job store port: durable records of every query and the queue workers claim from.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
-use spool_domain::{Job, JobState, Lease, LeaseToken, QueryId, Timestamp};
+use futures::stream::BoxStream;
+use spool_domain::{Job, JobState, Lease, LeaseToken, ProjectName, QueryId, Timestamp};
 
 /// What can go wrong in a job store.
 #[derive(Debug, thiserror::Error)]
@@ -15,9 +18,78 @@ pub enum JobStoreError {
     /// The caller no longer holds the job's lease: it was finished, requeued or taken over.
     #[error("lease on job {0} was lost")]
     LeaseLost(QueryId),
+    /// The job has already finished, so it cannot be stopped.
+    #[error("job {} has already finished", .0.id)]
+    Finished(Box<Job>),
+    /// The owner already has `limit` jobs queued or running; nothing was stored.
+    #[error("the owner already has {limit} jobs queued or running")]
+    TooManyInFlight {
+        /// The cap that was reached.
+        limit: usize,
+    },
     /// The backend failed; the operation may or may not have taken effect.
     #[error("job store failure")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl JobStoreError {
+    /// Wraps a backend's own error, keeping it as the source.
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Backend(Box::new(e))
+    }
+}
+
+/// Which jobs [`JobStore::list`] returns; every condition given must hold. The default
+/// selects every job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only jobs of this project (compared exactly, as stored).
+    pub project: Option<ProjectName>,
+    /// Only jobs submitted by this user.
+    pub owner: Option<String>,
+    /// Only jobs submitted strictly before this instant.
+    pub submitted_before: Option<Timestamp>,
+    /// Only finished jobs that finished strictly before this instant.
+    pub finished_before: Option<Timestamp>,
+}
+
+impl JobFilter {
+    /// Returns whether `job` passes the filter (what a store's query computes).
+    pub fn matches(&self, job: &Job) -> bool {
+        self.project.as_ref().is_none_or(|p| *p == job.request.project)
+            && self.owner.as_ref().is_none_or(|o| *o == job.owner)
+            && self.submitted_before.is_none_or(|t| job.submitted_at < t)
+            && self
+                .finished_before
+                .is_none_or(|t| job.finished_at().is_some_and(|f| f < t))
+    }
+}
+
+/// What a renewal tells the lease holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewal {
+    /// A user asked for the job to stop: the holder should end it as stopped.
+    pub stop_requested: bool,
+}
+
+/// What [`JobStore::stop`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// No worker held the job; it has ended with the given outcome (the stored job).
+    Ended(Job),
+    /// A worker holds the job; the request is recorded and announced, and that worker ends it.
+    Requested(Job),
+}
+
+/// A change that processes sharing a store are told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEvent {
+    /// A job was queued (submitted, or given back by a worker): an idle worker should claim.
+    Queued,
+    /// A stop was requested for a running job: its lease holder should stop it.
+    StopRequested(QueryId),
+    /// A job reached an end state.
+    Finished(QueryId),
 }
 
 /// Durable storage of jobs, shared by every worker that may run them.
@@ -28,30 +100,39 @@ pub enum JobStoreError {
 /// - A change is durable when the call returns `Ok`: a job that `insert` accepted survives a
 ///   crash of the process that inserted it.
 /// - Several processes may share one store. Workers coordinate only through leases: `claim_next`
-///   hands each claimable job to exactly one caller, and `renew` / `finish` succeed only for the
-///   holder of the current lease token.
+///   hands each claimable job (queued, or running on a lapsed lease) to exactly one caller, and
+///   `renew` / `finish` / `release` succeed only for the holder of the current lease token.
+/// - [`JobStore::events`] announces queued jobs, stop requests and finished jobs to every
+///   subscriber, in this process and in every other process sharing the store, soon after the
+///   change is durable (at most once; a subscriber that falls behind may miss events, so
+///   workers also look for work now and then).
 /// - Methods may block briefly on I/O; adapters keep blocking calls off the async reactor.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait JobStore: Send + Sync {
-    /// Stores a new job. Fails with `AlreadyExists` if the id is taken.
-    async fn insert(&self, job: &Job) -> Result<(), JobStoreError>;
+    /// Stores a new job. Fails with `AlreadyExists` if the id is taken, and with
+    /// `TooManyInFlight` if `max_in_flight` is given and the job's owner already has that many
+    /// unfinished jobs; the count and the insert are one atomic step, across processes.
+    async fn insert(&self, job: &Job, max_in_flight: Option<usize>) -> Result<(), JobStoreError>;
 
     /// Returns the job with this id, or `None`.
     async fn get(&self, id: QueryId) -> Result<Option<Job>, JobStoreError>;
+
+    /// Returns the jobs among `ids` that exist, keyed by id (for sweeping orphaned results).
+    async fn get_many(&self, ids: &[QueryId]) -> Result<HashMap<QueryId, Job>, JobStoreError>;
 
     /// Claims the oldest job that is claimable at `now` (queued, or running on a lapsed lease),
     /// puts it under `lease` and returns it as stored after the claim. `None` if there is none.
     async fn claim_next(&self, now: Timestamp, lease: Lease) -> Result<Option<Job>, JobStoreError>;
 
-    /// Extends the lease held under `token`. `LeaseLost` if the caller no longer holds it,
-    /// `NotFound` if the job was deleted.
+    /// Extends the lease held under `token`, and says whether a stop was requested.
+    /// `LeaseLost` if the caller no longer holds it, `NotFound` if the job was deleted.
     async fn renew(
         &self,
         id: QueryId,
         token: LeaseToken,
         expires_at: Timestamp,
-    ) -> Result<(), JobStoreError>;
+    ) -> Result<Renewal, JobStoreError>;
 
     /// Records the end state of a job held under `token` and returns the stored job.
     /// `LeaseLost` if the caller no longer holds it, `NotFound` if the job was deleted; in
@@ -67,19 +148,23 @@ pub trait JobStore: Send + Sync {
     /// job back, for instance at shutdown). Ok and no change if the lease was lost.
     async fn release(&self, id: QueryId, token: LeaseToken) -> Result<(), JobStoreError>;
 
-    /// Ends a job that no worker holds (queued, or running on a lease lapsed at `now`) with
-    /// `outcome` and returns the stored job. `LeaseLost` if a worker holds it or it has
-    /// finished, `NotFound` if there is no such job.
-    async fn end_unclaimed(
+    /// Stops a job: one no worker holds at `now` (queued, or on a lapsed lease) ends with
+    /// `outcome`; on one a worker holds, the request is recorded and announced. `Finished`
+    /// if it had already ended, `NotFound` if there is no such job.
+    async fn stop(
         &self,
         id: QueryId,
         now: Timestamp,
         outcome: JobState,
-    ) -> Result<Job, JobStoreError>;
+    ) -> Result<Stopped, JobStoreError>;
 
     /// Removes a job; returns it, or `None` if it did not exist (deleting is idempotent).
     async fn delete(&self, id: QueryId) -> Result<Option<Job>, JobStoreError>;
 
-    /// Returns every job, oldest submission first.
-    async fn list(&self) -> Result<Vec<Job>, JobStoreError>;
+    /// Returns the jobs `filter` selects, oldest submission first. The store evaluates the
+    /// filter itself; it does not hand every job to the caller.
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobStoreError>;
+
+    /// Subscribes to the store's [`JobEvent`]s from now on.
+    fn events(&self) -> BoxStream<'static, JobEvent>;
 }

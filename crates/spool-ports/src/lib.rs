@@ -8,6 +8,7 @@
 mod cancel;
 mod clock;
 mod engine;
+mod events;
 mod jobs;
 mod results;
 #[cfg(feature = "testing")]
@@ -16,7 +17,8 @@ pub mod testing;
 pub use cancel::{CancelReason, CancelToken};
 pub use clock::{Clock, IdGenerator, RandomIds, SystemClock};
 pub use engine::{EngineError, Execution, QueryEngine};
-pub use jobs::{JobStore, JobStoreError};
+pub use events::EventHub;
+pub use jobs::{JobEvent, JobFilter, JobStore, JobStoreError, Renewal, Stopped};
 pub use results::{ResultSink, ResultStore, ResultStoreError, StoredResult};
 
 #[cfg(feature = "mock")]

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use spool_domain::QueryId;
+use spool_domain::ResultKey;
 
 /// What can go wrong in a result store.
 #[derive(Debug, thiserror::Error)]
@@ -15,17 +15,34 @@ pub enum ResultStoreError {
     /// Reading or writing the backing storage failed.
     #[error("result store i/o failure")]
     Io(#[from] io::Error),
+    /// The backend (an object store, a service) failed; the source says how.
+    #[error("result store failure")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ResultStoreError {
+    /// Wraps a backend's own error, keeping it as the source.
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Backend(Box::new(e))
+    }
 }
 
 /// A result being written. Bytes written are invisible to readers until [`ResultSink::commit`].
 ///
-/// The sink is a blocking `std::io::Write`: engines write into it from a blocking thread, never
-/// from the async reactor. Dropping a sink without committing discards everything written.
+/// Writing is a blocking `std::io::Write`: engines write from a blocking thread, never from the
+/// async reactor (a sink may wait inside `write` for storage to take earlier bytes, which keeps
+/// its memory bounded). Ending is explicit and asynchronous: `commit` or `abort`. A sink
+/// dropped without either discards what was written as well as it can without waiting (an
+/// object store's upload is aborted in the background).
+#[async_trait]
 pub trait ResultSink: io::Write + Send {
-    /// Makes the result durable and visible under its id, replacing any earlier result with
-    /// that id, and returns its size in bytes. Atomic: readers see the old result or none, then
-    /// the complete new one, never a prefix.
-    fn commit(self: Box<Self>) -> Result<u64, ResultStoreError>;
+    /// Makes the result durable and visible under its key, and returns its size in bytes.
+    /// Atomic: readers see no result, then the complete one, never a prefix. On error nothing
+    /// becomes visible.
+    async fn commit(self: Box<Self>) -> Result<u64, ResultStoreError>;
+
+    /// Discards everything written; nothing becomes visible.
+    async fn abort(self: Box<Self>) -> Result<(), ResultStoreError>;
 
     /// Tells the sink that `rows` more result rows were written; engines call it after each
     /// batch. A sink may refuse more rows with an error, which the engine treats like a failed
@@ -38,7 +55,7 @@ pub trait ResultSink: io::Write + Send {
 
 /// A stored result opened for reading.
 pub struct StoredResult {
-    /// The size in bytes of the whole result.
+    /// The size in bytes of the whole result (of the range, for [`ResultStore::open_range`]).
     pub len: u64,
     /// The bytes, in order, in chunks of bounded size.
     pub body: BoxStream<'static, io::Result<Bytes>>,
@@ -52,70 +69,78 @@ impl std::fmt::Debug for StoredResult {
     }
 }
 
-/// Storage of result files, keyed by query id.
+/// Storage of result files, keyed by query id and attempt ([`ResultKey`]).
 ///
 /// Contract:
 /// - `create` never makes anything visible; only `commit` does, atomically.
+/// - Keys are written once: a query's attempts write under distinct keys, so one attempt never
+///   overwrites or deletes another's result.
 /// - `open` streams the committed bytes without reading them whole into memory.
 /// - `delete` is idempotent: deleting a missing result is `Ok`.
+/// - Several processes may share one store; each only ever deletes keys it was told to.
 /// - Results are opaque bytes; the store knows nothing of their format.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait ResultStore: Send + Sync {
-    /// Starts writing the result of `id`.
-    async fn create(&self, id: QueryId) -> Result<Box<dyn ResultSink>, ResultStoreError>;
+    /// Starts writing the result under `key`.
+    async fn create(&self, key: ResultKey) -> Result<Box<dyn ResultSink>, ResultStoreError>;
 
-    /// Opens the committed result of `id`, or returns `None` if there is none.
-    async fn open(&self, id: QueryId) -> Result<Option<StoredResult>, ResultStoreError>;
+    /// Opens the committed result under `key`, or returns `None` if there is none.
+    async fn open(&self, key: ResultKey) -> Result<Option<StoredResult>, ResultStoreError>;
 
-    /// Deletes the committed result of `id`, if any.
-    async fn delete(&self, id: QueryId) -> Result<(), ResultStoreError>;
+    /// Deletes the committed result under `key`, if any.
+    async fn delete(&self, key: ResultKey) -> Result<(), ResultStoreError>;
 
-    /// Returns the ids of every committed result, for sweeping orphans.
-    async fn list(&self) -> Result<Vec<QueryId>, ResultStoreError>;
+    /// Returns the keys of every committed result, for sweeping orphans.
+    async fn list(&self) -> Result<Vec<ResultKey>, ResultStoreError>;
 
     /// Opens the bytes `range` (offsets, end exclusive; the caller keeps it within the result)
-    /// of the committed result of `id`, or returns `None` if there is none. For resumed
+    /// of the committed result under `key`, or returns `None` if there is none. For resumed
     /// downloads. The default reads from the start and skips; stores that can seek do better.
     async fn open_range(
         &self,
-        id: QueryId,
+        key: ResultKey,
         range: Range<u64>,
     ) -> Result<Option<StoredResult>, ResultStoreError> {
-        let Some(whole) = self.open(id).await? else {
+        let Some(whole) = self.open(key).await? else {
             return Ok(None);
         };
-        let len = range.end.saturating_sub(range.start);
-        let body = whole
-            .body
-            .scan((range.start, len), |(skip, take), chunk| {
-                let next = match chunk {
-                    Err(e) => Some(Err(e)),
-                    Ok(_) if *take == 0 => None,
-                    Ok(mut bytes) => {
-                        let n = bytes.len() as u64;
-                        if *skip >= n {
-                            *skip -= n;
-                            Some(Ok(Bytes::new()))
-                        } else {
-                            let mut part = bytes.split_off(usize::try_from(*skip).unwrap_or(0));
-                            *skip = 0;
-                            part.truncate(usize::try_from(*take).unwrap_or(usize::MAX));
-                            *take -= part.len() as u64;
-                            Some(Ok(part))
-                        }
-                    }
-                };
-                futures::future::ready(next)
-            })
-            .boxed();
-        Ok(Some(StoredResult { len, body }))
+        Ok(Some(skip_to(whole, range)))
     }
 
-    /// Where the store keeps the result of `id` (a path or URL), for operators; `None` if the
-    /// store cannot say.
-    fn location(&self, id: QueryId) -> Option<String> {
-        let _ = id;
+    /// Where the store keeps the result under `key` (a path or URL), for operators; `None` if
+    /// the store cannot say.
+    fn location(&self, key: ResultKey) -> Option<String> {
+        let _ = key;
         None
     }
+}
+
+/// Cuts `range` out of a whole result's stream.
+fn skip_to(whole: StoredResult, range: Range<u64>) -> StoredResult {
+    let len = range.end.saturating_sub(range.start);
+    let body = whole
+        .body
+        .scan((range.start, len), |(skip, take), chunk| {
+            let next = match chunk {
+                Err(e) => Some(Err(e)),
+                Ok(_) if *take == 0 => None,
+                Ok(mut bytes) => {
+                    let n = bytes.len() as u64;
+                    if *skip >= n {
+                        *skip -= n;
+                        Some(Ok(Bytes::new()))
+                    } else {
+                        let mut part = bytes.split_off(usize::try_from(*skip).unwrap_or(0));
+                        *skip = 0;
+                        part.truncate(usize::try_from(*take).unwrap_or(usize::MAX));
+                        *take -= part.len() as u64;
+                        Some(Ok(part))
+                    }
+                }
+            };
+            futures::future::ready(next)
+        })
+        .boxed();
+    StoredResult { len, body }
 }

@@ -10,13 +10,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use spool_domain::{
-    Job, JobState, Lease, LeaseToken, ProjectName, QueryId, QueryRequest, Timestamp,
+    Job, JobState, Lease, LeaseToken, ProjectName, QueryId, QueryRequest, ResultKey, StopEffect,
+    Timestamp,
 };
 
 use crate::{
-    CancelToken, Clock, EngineError, Execution, JobStore, JobStoreError, QueryEngine, ResultSink,
-    ResultStore, ResultStoreError, StoredResult,
+    CancelToken, Clock, EngineError, EventHub, Execution, JobEvent, JobFilter, JobStore,
+    JobStoreError, QueryEngine, Renewal, ResultSink, ResultStore, ResultStoreError, Stopped,
+    StoredResult,
 };
 
 /// A clock that stands still until moved, for tests of time-based behaviour (retention).
@@ -96,6 +99,7 @@ impl QueryEngine for ScriptedEngine {
 #[derive(Debug, Default, Clone)]
 pub struct MemoryJobStore {
     jobs: Arc<Mutex<BTreeMap<QueryId, Job>>>,
+    events: EventHub,
 }
 
 impl MemoryJobStore {
@@ -106,17 +110,37 @@ impl MemoryJobStore {
 
 #[async_trait]
 impl JobStore for MemoryJobStore {
-    async fn insert(&self, job: &Job) -> Result<(), JobStoreError> {
-        let mut jobs = self.jobs();
-        if jobs.contains_key(&job.id) {
-            return Err(JobStoreError::AlreadyExists(job.id));
+    async fn insert(&self, job: &Job, max_in_flight: Option<usize>) -> Result<(), JobStoreError> {
+        {
+            let mut jobs = self.jobs();
+            if jobs.contains_key(&job.id) {
+                return Err(JobStoreError::AlreadyExists(job.id));
+            }
+            if let Some(limit) = max_in_flight {
+                let mine = jobs
+                    .values()
+                    .filter(|j| j.owner == job.owner && !j.is_finished())
+                    .count();
+                if mine >= limit {
+                    return Err(JobStoreError::TooManyInFlight { limit });
+                }
+            }
+            jobs.insert(job.id, job.clone());
         }
-        jobs.insert(job.id, job.clone());
+        self.events.publish(JobEvent::Queued);
         Ok(())
     }
 
     async fn get(&self, id: QueryId) -> Result<Option<Job>, JobStoreError> {
         Ok(self.jobs().get(&id).cloned())
+    }
+
+    async fn get_many(&self, ids: &[QueryId]) -> Result<HashMap<QueryId, Job>, JobStoreError> {
+        let jobs = self.jobs();
+        Ok(ids
+            .iter()
+            .filter_map(|id| jobs.get(id).map(|j| (*id, j.clone())))
+            .collect())
     }
 
     async fn claim_next(&self, now: Timestamp, lease: Lease) -> Result<Option<Job>, JobStoreError> {
@@ -138,11 +162,14 @@ impl JobStore for MemoryJobStore {
         id: QueryId,
         token: LeaseToken,
         expires_at: Timestamp,
-    ) -> Result<(), JobStoreError> {
+    ) -> Result<Renewal, JobStoreError> {
         let mut jobs = self.jobs();
         let job = jobs.get_mut(&id).ok_or(JobStoreError::NotFound(id))?;
         job.renew(token, expires_at)
-            .map_err(|_| JobStoreError::LeaseLost(id))
+            .map_err(|_| JobStoreError::LeaseLost(id))?;
+        Ok(Renewal {
+            stop_requested: job.stop_requested(),
+        })
     }
 
     async fn finish(
@@ -151,62 +178,95 @@ impl JobStore for MemoryJobStore {
         token: LeaseToken,
         outcome: JobState,
     ) -> Result<Job, JobStoreError> {
-        let mut jobs = self.jobs();
-        let job = jobs.get_mut(&id).ok_or(JobStoreError::NotFound(id))?;
-        job.finish(token, outcome)
-            .map_err(|_| JobStoreError::LeaseLost(id))?;
-        Ok(job.clone())
+        let job = {
+            let mut jobs = self.jobs();
+            let job = jobs.get_mut(&id).ok_or(JobStoreError::NotFound(id))?;
+            job.finish(token, outcome)
+                .map_err(|_| JobStoreError::LeaseLost(id))?;
+            job.clone()
+        };
+        self.events.publish(JobEvent::Finished(id));
+        Ok(job)
     }
 
     async fn release(&self, id: QueryId, token: LeaseToken) -> Result<(), JobStoreError> {
-        if let Some(job) = self.jobs().get_mut(&id)
-            && matches!(&job.state, JobState::Running { lease, .. } if lease.token == token)
-        {
-            job.requeue();
+        let released = match self.jobs().get_mut(&id) {
+            Some(job)
+                if matches!(&job.state, JobState::Running { lease, .. } if lease.token == token) =>
+            {
+                job.requeue();
+                true
+            }
+            _ => false,
+        };
+        if released {
+            self.events.publish(JobEvent::Queued);
         }
         Ok(())
     }
 
-    async fn end_unclaimed(
+    async fn stop(
         &self,
         id: QueryId,
         now: Timestamp,
         outcome: JobState,
-    ) -> Result<Job, JobStoreError> {
-        let mut jobs = self.jobs();
-        let job = jobs.get_mut(&id).ok_or(JobStoreError::NotFound(id))?;
-        job.end_unclaimed(now, outcome)
-            .map_err(|_| JobStoreError::LeaseLost(id))?;
-        Ok(job.clone())
+    ) -> Result<Stopped, JobStoreError> {
+        let (effect, job) = {
+            let mut jobs = self.jobs();
+            let job = jobs.get_mut(&id).ok_or(JobStoreError::NotFound(id))?;
+            let effect = job
+                .request_stop(now, outcome)
+                .map_err(|_| JobStoreError::Finished(Box::new(job.clone())))?;
+            (effect, job.clone())
+        };
+        Ok(match effect {
+            StopEffect::Ended => {
+                self.events.publish(JobEvent::Finished(id));
+                Stopped::Ended(job)
+            }
+            StopEffect::Requested => {
+                self.events.publish(JobEvent::StopRequested(id));
+                Stopped::Requested(job)
+            }
+        })
     }
 
     async fn delete(&self, id: QueryId) -> Result<Option<Job>, JobStoreError> {
         Ok(self.jobs().remove(&id))
     }
 
-    async fn list(&self) -> Result<Vec<Job>, JobStoreError> {
-        let mut jobs: Vec<Job> = self.jobs().values().cloned().collect();
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobStoreError> {
+        let mut jobs: Vec<Job> = self
+            .jobs()
+            .values()
+            .filter(|j| filter.matches(j))
+            .cloned()
+            .collect();
         jobs.sort_by_key(|j| (j.submitted_at, j.id));
         Ok(jobs)
+    }
+
+    fn events(&self) -> BoxStream<'static, JobEvent> {
+        self.events.subscribe()
     }
 }
 
 /// A [`ResultStore`] in memory. Not durable; for tests.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryResultStore {
-    files: Arc<Mutex<HashMap<QueryId, Bytes>>>,
+    files: Arc<Mutex<HashMap<ResultKey, Bytes>>>,
 }
 
 impl MemoryResultStore {
-    fn files(&self) -> std::sync::MutexGuard<'_, HashMap<QueryId, Bytes>> {
+    fn files(&self) -> std::sync::MutexGuard<'_, HashMap<ResultKey, Bytes>> {
         self.files.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 struct MemorySink {
-    id: QueryId,
+    key: ResultKey,
     buf: Vec<u8>,
-    files: Arc<Mutex<HashMap<QueryId, Bytes>>>,
+    files: Arc<Mutex<HashMap<ResultKey, Bytes>>>,
 }
 
 impl io::Write for MemorySink {
@@ -219,40 +279,45 @@ impl io::Write for MemorySink {
     }
 }
 
+#[async_trait]
 impl ResultSink for MemorySink {
-    fn commit(self: Box<Self>) -> Result<u64, ResultStoreError> {
+    async fn commit(self: Box<Self>) -> Result<u64, ResultStoreError> {
         let len = self.buf.len() as u64;
         self.files
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(self.id, Bytes::from(self.buf));
+            .insert(self.key, Bytes::from(self.buf));
         Ok(len)
+    }
+
+    async fn abort(self: Box<Self>) -> Result<(), ResultStoreError> {
+        Ok(())
     }
 }
 
 #[async_trait]
 impl ResultStore for MemoryResultStore {
-    async fn create(&self, id: QueryId) -> Result<Box<dyn ResultSink>, ResultStoreError> {
+    async fn create(&self, key: ResultKey) -> Result<Box<dyn ResultSink>, ResultStoreError> {
         Ok(Box::new(MemorySink {
-            id,
+            key,
             buf: Vec::new(),
             files: Arc::clone(&self.files),
         }))
     }
 
-    async fn open(&self, id: QueryId) -> Result<Option<StoredResult>, ResultStoreError> {
-        Ok(self.files().get(&id).cloned().map(|bytes| StoredResult {
+    async fn open(&self, key: ResultKey) -> Result<Option<StoredResult>, ResultStoreError> {
+        Ok(self.files().get(&key).cloned().map(|bytes| StoredResult {
             len: bytes.len() as u64,
             body: futures::stream::iter([Ok(bytes)]).boxed(),
         }))
     }
 
-    async fn delete(&self, id: QueryId) -> Result<(), ResultStoreError> {
-        self.files().remove(&id);
+    async fn delete(&self, key: ResultKey) -> Result<(), ResultStoreError> {
+        self.files().remove(&key);
         Ok(())
     }
 
-    async fn list(&self) -> Result<Vec<QueryId>, ResultStoreError> {
+    async fn list(&self) -> Result<Vec<ResultKey>, ResultStoreError> {
         Ok(self.files().keys().copied().collect())
     }
 }
@@ -280,9 +345,48 @@ fn lease(token: u64, until: i64) -> Lease {
     }
 }
 
+fn succeeded(now: Timestamp, attempt: u32) -> JobState {
+    JobState::Succeeded {
+        finished_at: now,
+        rows: 3,
+        bytes: 12,
+        columns: vec![spool_domain::ResultColumn {
+            name: "N".into(),
+            sql_type: "BIGINT".into(),
+        }],
+        attempt,
+    }
+}
+
+fn stopped_by_user(now: Timestamp) -> JobState {
+    JobState::Failed {
+        finished_at: now,
+        reason: "stopped by user".into(),
+    }
+}
+
+/// Waits a few seconds at most for the next event that is not `Queued` noise, or for `want`.
+async fn expect_event(events: &mut BoxStream<'static, JobEvent>, want: JobEvent) {
+    let deadline = std::time::Duration::from_secs(5);
+    let seen = tokio::time::timeout(deadline, async {
+        while let Some(event) = events.next().await {
+            if event == want {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(seen, Ok(true), "event {want:?} announced within {deadline:?}");
+}
+
 /// Checks the [`JobStore`] contract on an empty store. Panics on the first violation.
-pub async fn job_store_contract(store: &dyn JobStore) {
+///
+/// `other` is a second handle on the same store (another process's view, where the adapter
+/// can have one; the same handle otherwise): claims, stops and events must work across them.
+pub async fn job_store_contract(store: &dyn JobStore, other: &dyn JobStore) {
     let now = Timestamp::from_millis(10_000);
+    let mut events = other.events();
     assert!(
         store
             .claim_next(now, lease(1, 20_000))
@@ -293,32 +397,37 @@ pub async fn job_store_contract(store: &dyn JobStore) {
 
     let older = sample_job(1_000);
     let newer = sample_job(2_000);
-    store.insert(&newer).await.expect("insert");
-    store.insert(&older).await.expect("insert");
+    store.insert(&newer, None).await.expect("insert");
+    expect_event(&mut events, JobEvent::Queued).await;
+    store.insert(&older, None).await.expect("insert");
     assert!(matches!(
-        store.insert(&older).await,
+        store.insert(&older, None).await,
         Err(JobStoreError::AlreadyExists(id)) if id == older.id
     ));
-    assert_eq!(store.get(older.id).await.expect("get"), Some(older.clone()));
+    assert_eq!(other.get(older.id).await.expect("get"), Some(older.clone()));
     assert_eq!(store.get(QueryId::new_random()).await.expect("get"), None);
-    let listed: Vec<QueryId> = store
-        .list()
+    let ids = |jobs: Vec<Job>| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list(&JobFilter::default()).await.expect("list")),
+        vec![older.id, newer.id],
+        "list is oldest first"
+    );
+    let many = store
+        .get_many(&[older.id, QueryId::new_random(), newer.id])
         .await
-        .expect("list")
-        .iter()
-        .map(|j| j.id)
-        .collect();
-    assert_eq!(listed, vec![older.id, newer.id], "list is oldest first");
+        .expect("get_many");
+    assert_eq!(many.len(), 2);
+    assert_eq!(many.get(&newer.id), Some(&newer));
 
-    // Claims go oldest first, each job to one claimant.
+    // Claims go oldest first, each job to one claimant, whichever handle asks.
     let first = store
         .claim_next(now, lease(1, 20_000))
         .await
         .expect("claim")
         .expect("a job");
-    assert_eq!(first.id, older.id);
-    assert_eq!(first.attempts, 1);
-    let second = store
+    assert_eq!((first.id, first.attempts), (older.id, 1));
+    assert_eq!(first.result_key(), Some(ResultKey::new(older.id, 1)));
+    let second = other
         .claim_next(now, lease(2, 20_000))
         .await
         .expect("claim")
@@ -333,25 +442,22 @@ pub async fn job_store_contract(store: &dyn JobStore) {
     );
 
     // Only the lease holder renews or finishes.
-    store
-        .renew(older.id, LeaseToken(1), Timestamp::from_millis(30_000))
-        .await
-        .expect("renew");
+    assert_eq!(
+        store
+            .renew(older.id, LeaseToken(1), Timestamp::from_millis(30_000))
+            .await
+            .expect("renew"),
+        Renewal {
+            stop_requested: false
+        }
+    );
     assert!(matches!(
         store
             .renew(older.id, LeaseToken(9), Timestamp::from_millis(30_000))
             .await,
         Err(JobStoreError::LeaseLost(_))
     ));
-    let done = JobState::Succeeded {
-        finished_at: now,
-        rows: 3,
-        bytes: 12,
-        columns: vec![spool_domain::ResultColumn {
-            name: "N".into(),
-            sql_type: "BIGINT".into(),
-        }],
-    };
+    let done = succeeded(now, 1);
     assert!(matches!(
         store.finish(older.id, LeaseToken(2), done.clone()).await,
         Err(JobStoreError::LeaseLost(_))
@@ -361,8 +467,9 @@ pub async fn job_store_contract(store: &dyn JobStore) {
         .await
         .expect("finish");
     assert_eq!(finished.state, done);
+    expect_event(&mut events, JobEvent::Finished(older.id)).await;
     assert_eq!(
-        store.get(older.id).await.expect("get").expect("job").state,
+        other.get(older.id).await.expect("get").expect("job").state,
         done
     );
     assert!(matches!(
@@ -393,45 +500,151 @@ pub async fn job_store_contract(store: &dyn JobStore) {
         .expect("requeued");
     assert_eq!((again.id, again.attempts), (newer.id, 2));
 
-    // A job no worker holds can be ended (a stop before it ran); it is then never claimed. A
-    // held or finished job cannot.
-    let waiting = sample_job(2_500);
-    store.insert(&waiting).await.expect("insert");
-    let stopped = JobState::Failed {
-        finished_at: now,
-        reason: "stopped by user".into(),
-    };
+    // A lapsed lease is claimable again, by any handle; the old holder has lost it.
+    let later = Timestamp::from_millis(20_000);
+    let taken = other
+        .claim_next(later, lease(5, 40_000))
+        .await
+        .expect("claim")
+        .expect("a lapsed lease is claimable");
+    assert_eq!((taken.id, taken.attempts), (newer.id, 3));
+    assert_eq!(taken.result_key(), Some(ResultKey::new(newer.id, 3)));
     assert!(matches!(
-        store.end_unclaimed(again.id, now, stopped.clone()).await,
-        Err(JobStoreError::LeaseLost(_))
-    ));
-    assert!(matches!(
-        store.end_unclaimed(older.id, now, stopped.clone()).await,
-        Err(JobStoreError::LeaseLost(_))
-    ));
-    assert_eq!(
         store
-            .end_unclaimed(waiting.id, now, stopped.clone())
-            .await
-            .expect("end a queued job")
-            .state,
-        stopped
-    );
+            .renew(newer.id, LeaseToken(4), Timestamp::from_millis(50_000))
+            .await,
+        Err(JobStoreError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        store.finish(newer.id, LeaseToken(4), succeeded(later, 2)).await,
+        Err(JobStoreError::LeaseLost(_))
+    ));
+    // A renewed lease is not claimable before its new expiry.
+    store
+        .renew(newer.id, LeaseToken(5), Timestamp::from_millis(60_000))
+        .await
+        .expect("renew");
     assert!(
         store
-            .claim_next(now, lease(5, 20_000))
+            .claim_next(Timestamp::from_millis(50_000), lease(6, 70_000))
+            .await
+            .expect("claim")
+            .is_none()
+    );
+
+    // A stop of a held job is recorded and announced; renewal tells the holder.
+    match other.stop(newer.id, later, stopped_by_user(later)).await {
+        Ok(Stopped::Requested(job)) => assert!(job.stop_requested()),
+        other => panic!("stop of a held job: {other:?}"),
+    }
+    expect_event(&mut events, JobEvent::StopRequested(newer.id)).await;
+    assert_eq!(
+        store
+            .renew(newer.id, LeaseToken(5), Timestamp::from_millis(60_000))
+            .await
+            .expect("renew"),
+        Renewal {
+            stop_requested: true
+        }
+    );
+    store
+        .finish(newer.id, LeaseToken(5), stopped_by_user(later))
+        .await
+        .expect("the holder ends it");
+
+    // A job no worker holds is ended by a stop and never claimed; a finished one cannot be.
+    let waiting = sample_job(2_500);
+    store.insert(&waiting, None).await.expect("insert");
+    match store.stop(waiting.id, now, stopped_by_user(now)).await {
+        Ok(Stopped::Ended(job)) => assert_eq!(job.state, stopped_by_user(now)),
+        other => panic!("stop of a queued job: {other:?}"),
+    }
+    expect_event(&mut events, JobEvent::Finished(waiting.id)).await;
+    assert!(
+        store
+            .claim_next(now, lease(7, 20_000))
             .await
             .expect("claim")
             .is_none(),
         "an ended job is not claimed"
     );
     assert!(matches!(
+        store.stop(older.id, now, stopped_by_user(now)).await,
+        Err(JobStoreError::Finished(job)) if job.id == older.id
+    ));
+    assert!(matches!(
         store
-            .end_unclaimed(QueryId::new_random(), now, stopped)
+            .stop(QueryId::new_random(), now, stopped_by_user(now))
             .await,
         Err(JobStoreError::NotFound(_))
     ));
-    store.delete(waiting.id).await.expect("delete");
+
+    // Filters are the store's: project, owner, submission and finish times.
+    let mut theirs = sample_job(2_600);
+    theirs.owner = "bob".into();
+    theirs.request.project = ProjectName::parse("ssb").expect("project");
+    store.insert(&theirs, None).await.expect("insert");
+    let by = |filter: JobFilter| async move { ids(store.list(&filter).await.expect("list")) };
+    assert_eq!(
+        by(JobFilter {
+            owner: Some("bob".into()),
+            ..JobFilter::default()
+        })
+        .await,
+        vec![theirs.id]
+    );
+    assert_eq!(
+        by(JobFilter {
+            project: Some(ProjectName::default_project()),
+            ..JobFilter::default()
+        })
+        .await,
+        vec![older.id, newer.id, waiting.id]
+    );
+    assert_eq!(
+        by(JobFilter {
+            submitted_before: Some(Timestamp::from_millis(2_000)),
+            ..JobFilter::default()
+        })
+        .await,
+        vec![older.id]
+    );
+    assert_eq!(
+        by(JobFilter {
+            finished_before: Some(Timestamp::from_millis(10_001)),
+            ..JobFilter::default()
+        })
+        .await,
+        vec![older.id, waiting.id],
+        "finished_before selects only finished jobs"
+    );
+
+    // The per-owner cap counts unfinished jobs, atomically with the insert.
+    let cap = Some(2);
+    let mut bobs = sample_job(2_700);
+    bobs.owner = "bob".into();
+    store.insert(&bobs, cap).await.expect("second of two");
+    let mut third = sample_job(2_800);
+    third.owner = "bob".into();
+    assert!(matches!(
+        other.insert(&third, cap).await,
+        Err(JobStoreError::TooManyInFlight { limit: 2 })
+    ));
+    assert_eq!(store.get(third.id).await.expect("get"), None, "nothing stored");
+    store.insert(&sample_job(2_800), cap).await.expect("others are not capped by bob");
+    store.delete(bobs.id).await.expect("delete");
+    other.insert(&third, cap).await.expect("a slot freed by a delete");
+    store
+        .stop(third.id, now, stopped_by_user(now))
+        .await
+        .expect("stop");
+    let mut fourth = sample_job(2_900);
+    fourth.owner = "bob".into();
+    store.insert(&fourth, cap).await.expect("a slot freed by an end");
+    for job in [&theirs, &fourth] {
+        store.delete(job.id).await.expect("delete");
+    }
+    store.delete(third.id).await.expect("delete");
 
     // Deleting is idempotent, and a deleted job can be neither renewed nor finished.
     assert_eq!(
@@ -441,103 +654,127 @@ pub async fn job_store_contract(store: &dyn JobStore) {
     assert_eq!(store.delete(newer.id).await.expect("delete"), None);
     assert!(matches!(
         store
-            .renew(newer.id, LeaseToken(4), Timestamp::from_millis(30_000))
+            .renew(newer.id, LeaseToken(5), Timestamp::from_millis(30_000))
             .await,
         Err(JobStoreError::NotFound(_))
     ));
     assert!(matches!(
-        store.finish(newer.id, LeaseToken(4), done).await,
+        store.finish(newer.id, LeaseToken(5), done).await,
         Err(JobStoreError::NotFound(_))
     ));
     // A deleted queued job is never claimed.
     let queued = sample_job(3_000);
-    store.insert(&queued).await.expect("insert");
+    store.insert(&queued, None).await.expect("insert");
     store.delete(queued.id).await.expect("delete");
+    let claimed = store
+        .claim_next(Timestamp::from_millis(100_000), lease(8, 200_000))
+        .await
+        .expect("claim");
     assert!(
-        store
-            .claim_next(now, lease(5, 20_000))
-            .await
-            .expect("claim")
-            .is_none()
+        claimed.as_ref().is_none_or(|j| j.id != queued.id),
+        "a deleted job is never claimed"
     );
-    assert_eq!(store.list().await.expect("list").len(), 1);
+}
+
+/// Reads a whole stored result.
+async fn read_all(result: StoredResult) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut body = result.body;
+    while let Some(chunk) = body.next().await {
+        out.extend_from_slice(&chunk.expect("chunk"));
+    }
+    assert_eq!(out.len() as u64, result.len, "len matches the bytes");
+    out
+}
+
+/// Writes `bytes` into a new sink for `key` from a blocking thread, as engines do.
+async fn write(store: &dyn ResultStore, key: ResultKey, bytes: Vec<u8>) -> Box<dyn ResultSink> {
+    let mut sink = store.create(key).await.expect("create");
+    tokio::task::spawn_blocking(move || {
+        for piece in bytes.chunks(777_777) {
+            sink.write_all(piece).expect("write");
+        }
+        sink
+    })
+    .await
+    .expect("writer thread")
 }
 
 /// Checks the [`ResultStore`] contract on an empty store. Panics on the first violation.
 pub async fn result_store_contract(store: &dyn ResultStore) {
-    async fn read(store: &dyn ResultStore, id: QueryId) -> Option<Vec<u8>> {
-        let result = store.open(id).await.expect("open")?;
-        let mut out = Vec::new();
-        let mut body = result.body;
-        while let Some(chunk) = body.next().await {
-            out.extend_from_slice(&chunk.expect("chunk"));
-        }
-        assert_eq!(out.len() as u64, result.len, "len matches the bytes");
-        Some(out)
+    async fn read(store: &dyn ResultStore, key: ResultKey) -> Option<Vec<u8>> {
+        Some(read_all(store.open(key).await.expect("open")?).await)
     }
     let id = QueryId::new_random();
-    assert!(read(store, id).await.is_none());
+    let key = ResultKey::new(id, 1);
+    assert!(read(store, key).await.is_none());
 
-    let mut sink = store.create(id).await.expect("create");
+    let mut sink = store.create(key).await.expect("create");
     sink.write_all(b"a,b\n").expect("write");
     assert!(
-        read(store, id).await.is_none(),
+        read(store, key).await.is_none(),
         "nothing is visible before commit"
     );
     sink.write_all(b"1,2\n").expect("write");
-    assert_eq!(sink.commit().expect("commit"), 8);
-    assert_eq!(read(store, id).await.as_deref(), Some(&b"a,b\n1,2\n"[..]));
-    assert_eq!(store.list().await.expect("list"), vec![id]);
+    assert_eq!(sink.commit().await.expect("commit"), 8);
+    assert_eq!(read(store, key).await.as_deref(), Some(&b"a,b\n1,2\n"[..]));
+    assert_eq!(store.list().await.expect("list"), vec![key]);
 
-    // A dropped sink leaves the committed result alone.
-    let mut abandoned = store.create(id).await.expect("create");
-    abandoned.write_all(b"partial").expect("write");
-    drop(abandoned);
-    assert_eq!(read(store, id).await.as_deref(), Some(&b"a,b\n1,2\n"[..]));
+    // Another attempt of the same query writes beside the first, never over it; aborted or
+    // dropped sinks leave nothing.
+    let second = ResultKey::new(id, 2);
+    let aborted = write(store, second, b"partial".to_vec()).await;
+    aborted.abort().await.expect("abort");
+    assert!(read(store, second).await.is_none(), "an aborted sink leaves nothing");
+    let dropped = write(store, second, b"partial".to_vec()).await;
+    drop(dropped);
+    assert!(read(store, second).await.is_none(), "a dropped sink leaves nothing");
+    assert_eq!(read(store, key).await.as_deref(), Some(&b"a,b\n1,2\n"[..]));
 
-    // A new commit replaces the old result whole.
-    let mut sink = store.create(id).await.expect("create");
+    // A large result, written from a blocking thread in odd pieces.
     // A pattern, so that a range at the wrong offset shows.
-    let big: Vec<u8> = (0..3 * 1024 * 1024 + 17).map(|i| (i % 251) as u8).collect();
-    sink.write_all(&big).expect("write");
-    sink.commit().expect("commit");
-    assert_eq!(read(store, id).await, Some(big.clone()));
+    let big: Vec<u8> = (0..13 * 1024 * 1024 + 17).map(|i| (i % 251) as u8).collect();
+    let sink = write(store, second, big.clone()).await;
+    assert_eq!(sink.commit().await.expect("commit"), big.len() as u64);
+    assert_eq!(read(store, second).await, Some(big.clone()));
+    assert_eq!(read(store, key).await.as_deref(), Some(&b"a,b\n1,2\n"[..]));
+    let mut keys = store.list().await.expect("list");
+    keys.sort();
+    assert_eq!(keys, vec![key, second]);
 
     // Ranges: any slice, across chunk boundaries, and an empty one.
     for (start, end) in [
         (0, 5),
-        (1_000_000, 2_500_000),
+        (1_000_000, 9_500_000),
         (big.len() as u64 - 3, big.len() as u64),
         (7, 7),
     ] {
         let part = store
-            .open_range(id, start..end)
+            .open_range(second, start..end)
             .await
             .expect("open_range")
             .expect("result");
         assert_eq!(part.len, end - start);
-        let mut out = Vec::new();
-        let mut body = part.body;
-        while let Some(chunk) = body.next().await {
-            out.extend_from_slice(&chunk.expect("chunk"));
-        }
         assert_eq!(
-            out,
+            read_all(part).await,
             big[start as usize..end as usize],
             "range {start}..{end}"
         );
     }
     assert!(
         store
-            .open_range(QueryId::new_random(), 0..1)
+            .open_range(ResultKey::new(QueryId::new_random(), 1), 0..1)
             .await
             .expect("open_range")
             .is_none()
     );
 
-    store.delete(id).await.expect("delete");
-    store.delete(id).await.expect("delete is idempotent");
-    assert!(read(store, id).await.is_none());
+    // Deleting one attempt leaves the other.
+    store.delete(key).await.expect("delete");
+    store.delete(key).await.expect("delete is idempotent");
+    assert!(read(store, key).await.is_none());
+    assert_eq!(store.list().await.expect("list"), vec![second]);
+    store.delete(second).await.expect("delete");
     assert!(store.list().await.expect("list").is_empty());
 }
 
@@ -547,7 +784,8 @@ mod tests {
 
     #[tokio::test]
     async fn memory_job_store_keeps_the_contract() {
-        job_store_contract(&MemoryJobStore::default()).await;
+        let store = MemoryJobStore::default();
+        job_store_contract(&store, &store.clone()).await;
     }
 
     #[tokio::test]

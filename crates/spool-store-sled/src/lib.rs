@@ -1,34 +1,52 @@
 //! The job store on sled, an embedded transactional key-value store.
 //!
-//! Layout: tree `jobs` maps the 16 id bytes to the job as JSON; tree `queue` holds one key per
-//! queued job, `submitted_at (8 bytes, big-endian) ++ id`, so claiming takes the oldest first.
+//! Layout, four trees changed together in sled transactions:
+//! - `jobs`: the 16 id bytes → the job as JSON;
+//! - `queue`: `submitted_at (8 bytes, big-endian) ++ id` for each queued job, so claims take
+//!   the oldest first;
+//! - `leases`: `lease expiry (8 bytes, big-endian) ++ id` for each running job, so a claim finds
+//!   a lapsed lease without reading every job;
+//! - `in_flight`: owner → count of that owner's unfinished jobs (8 bytes, big-endian), for the
+//!   per-user cap, checked and changed in the insert's transaction.
 //!
 //! Invariants:
-//! - A job is in `queue` exactly when its state is `Queued`; both trees change in one
-//!   transaction.
+//! - The three indexes always agree with `jobs`: every change goes through [`Tx::write`], which
+//!   derives every index entry from the job before and after the change.
 //! - Every change is flushed to disk before the call returns.
 //! - sled locks its directory, so one process owns the store. Any job found `Running` when the
-//!   store opens was held by a process that died; [`SledJobStore::open`] puts it back in the queue.
+//!   store opens was held by a process that died; [`SledJobStore::open`] puts it back in the
+//!   queue (and rebuilds the indexes from `jobs`, which also upgrades a store written before
+//!   they existed). Events go to subscribers in this process only.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-use spool_domain::{Job, JobState, Lease, LeaseToken, QueryId, Timestamp};
-use spool_ports::{JobStore, JobStoreError};
+use futures::stream::BoxStream;
+use sled::Transactional;
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree,
+};
+use spool_domain::{Job, JobState, Lease, LeaseToken, QueryId, StopEffect, Timestamp};
+use spool_ports::{
+    EventHub, JobEvent, JobFilter, JobStore, JobStoreError, Renewal, Stopped,
+};
 use tracing::info;
 
 /// A [`JobStore`] in a sled database directory.
 #[derive(Clone)]
 pub struct SledJobStore {
     inner: Arc<Trees>,
+    events: EventHub,
 }
 
 struct Trees {
     db: sled::Db,
     jobs: sled::Tree,
     queue: sled::Tree,
+    leases: sled::Tree,
+    in_flight: sled::Tree,
 }
 
 /// Errors local to this adapter, wrapped as [`JobStoreError::Backend`].
@@ -41,16 +59,34 @@ enum SledError {
 }
 
 fn backend(e: impl Into<SledError>) -> JobStoreError {
-    JobStoreError::Backend(Box::new(e.into()))
+    JobStoreError::backend(e.into())
+}
+
+/// An instant as 8 bytes that sort like the instant (negative ones first).
+fn time_bytes(t: Timestamp) -> [u8; 8] {
+    ((t.as_millis() as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn index_key(t: Timestamp, id: QueryId) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..8].copy_from_slice(&time_bytes(t));
+    key[8..].copy_from_slice(id.as_bytes());
+    key
 }
 
 fn queue_key(job: &Job) -> [u8; 24] {
-    let mut key = [0u8; 24];
-    // Offset so that negative timestamps still sort before positive ones.
-    let t = (job.submitted_at.as_millis() as u64) ^ (1 << 63);
-    key[..8].copy_from_slice(&t.to_be_bytes());
-    key[8..].copy_from_slice(job.id.as_bytes());
-    key
+    index_key(job.submitted_at, job.id)
+}
+
+fn lease_key(job: &Job) -> Option<[u8; 24]> {
+    match &job.state {
+        JobState::Running { lease, .. } => Some(index_key(lease.expires_at, job.id)),
+        _ => None,
+    }
+}
+
+fn id_from(bytes: &[u8]) -> Option<QueryId> {
+    <[u8; 16]>::try_from(bytes).ok().map(QueryId::from_bytes)
 }
 
 fn decode(bytes: &[u8]) -> Result<Job, SledError> {
@@ -62,24 +98,95 @@ enum Abort {
     NotFound,
     Exists,
     LeaseLost,
+    Finished(Box<Job>),
+    TooMany(usize),
     Corrupt(serde_json::Error),
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<Abort>>;
 
-fn tx_get(tree: &sled::transaction::TransactionalTree, id: QueryId) -> TxResult<Job> {
-    let bytes = tree
-        .get(id.as_bytes())?
-        .ok_or(ConflictableTransactionError::Abort(Abort::NotFound))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e)))
+fn abort<T>(why: Abort) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(why))
 }
 
-fn tx_put(tree: &sled::transaction::TransactionalTree, job: &Job) -> TxResult<()> {
-    let bytes = serde_json::to_vec(job)
-        .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e)))?;
-    tree.insert(&job.id.as_bytes()[..], bytes)?;
-    Ok(())
+/// The four trees inside one transaction.
+struct Tx<'a> {
+    jobs: &'a TransactionalTree,
+    queue: &'a TransactionalTree,
+    leases: &'a TransactionalTree,
+    in_flight: &'a TransactionalTree,
+}
+
+impl Tx<'_> {
+    fn get(&self, id: QueryId) -> TxResult<Option<Job>> {
+        match self.jobs.get(id.as_bytes())? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e))),
+            None => Ok(None),
+        }
+    }
+
+    fn existing(&self, id: QueryId) -> TxResult<Job> {
+        self.get(id)?
+            .map_or_else(|| abort(Abort::NotFound), Ok)
+    }
+
+    fn in_flight_of(&self, owner: &str) -> TxResult<u64> {
+        Ok(self
+            .in_flight
+            .get(owner.as_bytes())?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    fn add_in_flight(&self, owner: &str, delta: i64) -> TxResult<()> {
+        let n = self.in_flight_of(owner)?.saturating_add_signed(delta);
+        if n == 0 {
+            self.in_flight.remove(owner.as_bytes())?;
+        } else {
+            self.in_flight.insert(owner.as_bytes(), &n.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Replaces `before` (the job as stored, `None` if new) by `after` (`None` to delete), and
+    /// every index entry with it.
+    fn write(&self, before: Option<&Job>, after: Option<&Job>) -> TxResult<()> {
+        if let Some(old) = before {
+            if matches!(old.state, JobState::Queued) {
+                self.queue.remove(&queue_key(old)[..])?;
+            }
+            if let Some(key) = lease_key(old) {
+                self.leases.remove(&key[..])?;
+            }
+            if !old.is_finished() {
+                self.add_in_flight(&old.owner, -1)?;
+            }
+        }
+        match after {
+            Some(new) => {
+                let bytes = serde_json::to_vec(new)
+                    .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e)))?;
+                self.jobs.insert(&new.id.as_bytes()[..], bytes)?;
+                if matches!(new.state, JobState::Queued) {
+                    self.queue.insert(&queue_key(new)[..], &new.id.as_bytes()[..])?;
+                }
+                if let Some(key) = lease_key(new) {
+                    self.leases.insert(&key[..], &new.id.as_bytes()[..])?;
+                }
+                if !new.is_finished() {
+                    self.add_in_flight(&new.owner, 1)?;
+                }
+            }
+            None => {
+                if let Some(old) = before {
+                    self.jobs.remove(&old.id.as_bytes()[..])?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn map_tx<T>(id: QueryId, r: Result<T, TransactionError<Abort>>) -> Result<T, JobStoreError> {
@@ -88,8 +195,48 @@ fn map_tx<T>(id: QueryId, r: Result<T, TransactionError<Abort>>) -> Result<T, Jo
         Err(TransactionError::Abort(Abort::NotFound)) => Err(JobStoreError::NotFound(id)),
         Err(TransactionError::Abort(Abort::Exists)) => Err(JobStoreError::AlreadyExists(id)),
         Err(TransactionError::Abort(Abort::LeaseLost)) => Err(JobStoreError::LeaseLost(id)),
+        Err(TransactionError::Abort(Abort::Finished(job))) => Err(JobStoreError::Finished(job)),
+        Err(TransactionError::Abort(Abort::TooMany(limit))) => {
+            Err(JobStoreError::TooManyInFlight { limit })
+        }
         Err(TransactionError::Abort(Abort::Corrupt(e))) => Err(backend(e)),
         Err(TransactionError::Storage(e)) => Err(backend(e)),
+    }
+}
+
+impl Trees {
+    /// Runs `op` in one transaction over the four trees.
+    fn transact<T>(
+        &self,
+        id: QueryId,
+        op: impl Fn(&Tx<'_>) -> TxResult<T>,
+    ) -> Result<T, JobStoreError> {
+        let r = (&self.jobs, &self.queue, &self.leases, &self.in_flight).transaction(
+            |(jobs, queue, leases, in_flight)| {
+                op(&Tx {
+                    jobs,
+                    queue,
+                    leases,
+                    in_flight,
+                })
+            },
+        );
+        map_tx(id, r)
+    }
+
+    /// Claims the job `id` (found through an index) if it is still claimable.
+    fn try_claim(&self, id: QueryId, now: Timestamp, lease: Lease) -> Result<Option<Job>, JobStoreError> {
+        self.transact(id, |tx| {
+            let Some(before) = tx.get(id)? else {
+                return Ok(None);
+            };
+            let mut job = before.clone();
+            if job.claim(lease, now).is_err() {
+                return Ok(None);
+            }
+            tx.write(Some(&before), Some(&job))?;
+            Ok(Some(job))
+        })
     }
 }
 
@@ -102,12 +249,19 @@ impl SledJobStore {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(backend)?;
-        let jobs = db.open_tree("jobs").map_err(backend)?;
-        let queue = db.open_tree("queue").map_err(backend)?;
-        let store = Self {
-            inner: Arc::new(Trees { db, jobs, queue }),
+        let tree = |name: &str| db.open_tree(name).map_err(backend);
+        let trees = Trees {
+            jobs: tree("jobs")?,
+            queue: tree("queue")?,
+            leases: tree("leases")?,
+            in_flight: tree("in_flight")?,
+            db,
         };
-        let recovered = store.requeue_orphans()?;
+        let store = Self {
+            inner: Arc::new(trees),
+            events: EventHub::new(),
+        };
+        let recovered = store.recover()?;
         if !recovered.is_empty() {
             info!(
                 count = recovered.len(),
@@ -117,41 +271,65 @@ impl SledJobStore {
         Ok((store, recovered))
     }
 
-    fn requeue_orphans(&self) -> Result<Vec<QueryId>, JobStoreError> {
+    /// Requeues the jobs of a dead process and rebuilds the indexes from `jobs`.
+    fn recover(&self) -> Result<Vec<QueryId>, JobStoreError> {
+        let t = &self.inner;
         let mut recovered = Vec::new();
-        for entry in self.inner.jobs.iter() {
+        let mut jobs = Vec::new();
+        for entry in t.jobs.iter() {
             let (_, bytes) = entry.map_err(backend)?;
-            let job = decode(&bytes).map_err(backend)?;
+            let mut job = decode(&bytes).map_err(backend)?;
             if matches!(job.state, JobState::Running { .. }) {
-                let id = job.id;
-                let r = (&self.inner.jobs, &self.inner.queue).transaction(|(jobs, queue)| {
-                    let mut job = tx_get(jobs, id)?;
-                    job.requeue();
-                    tx_put(jobs, &job)?;
-                    queue.insert(&queue_key(&job)[..], &id.as_bytes()[..])?;
-                    Ok(())
-                });
-                map_tx(id, r)?;
-                recovered.push(id);
+                job.requeue();
+                recovered.push(job.id);
+            }
+            jobs.push(job);
+        }
+        for index in [&t.queue, &t.leases, &t.in_flight] {
+            index.clear().map_err(backend)?;
+        }
+        let mut counts: HashMap<&str, u64> = HashMap::new();
+        for job in &jobs {
+            if recovered.contains(&job.id) {
+                let bytes = serde_json::to_vec(job).map_err(backend)?;
+                t.jobs.insert(job.id.as_bytes(), bytes).map_err(backend)?;
+            }
+            if matches!(job.state, JobState::Queued) {
+                t.queue
+                    .insert(queue_key(job), &job.id.as_bytes()[..])
+                    .map_err(backend)?;
+            }
+            if !job.is_finished() {
+                *counts.entry(job.owner.as_str()).or_insert(0) += 1;
             }
         }
-        self.inner.db.flush().map_err(backend)?;
+        for (owner, n) in counts {
+            t.in_flight
+                .insert(owner.as_bytes(), &n.to_be_bytes())
+                .map_err(backend)?;
+        }
+        t.db.flush().map_err(backend)?;
         Ok(recovered)
     }
 
-    /// Runs a blocking sled operation off the reactor, then flushes it to disk.
+    /// Runs a blocking sled operation off the reactor, flushes it to disk, then publishes what
+    /// it announces.
     async fn blocking<T: Send + 'static>(
         &self,
-        op: impl FnOnce(&Trees) -> Result<T, JobStoreError> + Send + 'static,
+        op: impl FnOnce(&Trees) -> Result<(T, Option<JobEvent>), JobStoreError> + Send + 'static,
     ) -> Result<T, JobStoreError> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
+        let (value, event) = tokio::task::spawn_blocking(move || {
             let value = op(&inner)?;
             inner.db.flush().map_err(backend)?;
-            Ok(value)
+            Ok::<_, JobStoreError>(value)
         })
         .await
-        .map_err(|e| JobStoreError::Backend(Box::new(e)))?
+        .map_err(JobStoreError::backend)??;
+        if let Some(event) = event {
+            self.events.publish(event);
+        }
+        Ok(value)
     }
 
     /// Runs a read-only sled operation off the reactor.
@@ -162,27 +340,27 @@ impl SledJobStore {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || op(&inner))
             .await
-            .map_err(|e| JobStoreError::Backend(Box::new(e)))?
+            .map_err(JobStoreError::backend)?
     }
 }
 
 #[async_trait]
 impl JobStore for SledJobStore {
-    async fn insert(&self, job: &Job) -> Result<(), JobStoreError> {
+    async fn insert(&self, job: &Job, max_in_flight: Option<usize>) -> Result<(), JobStoreError> {
         let job = job.clone();
         self.blocking(move |t| {
-            let id = job.id;
-            let r = (&t.jobs, &t.queue).transaction(|(jobs, queue)| {
-                if jobs.get(id.as_bytes())?.is_some() {
-                    return Err(ConflictableTransactionError::Abort(Abort::Exists));
+            t.transact(job.id, |tx| {
+                if tx.get(job.id)?.is_some() {
+                    return abort(Abort::Exists);
                 }
-                tx_put(jobs, &job)?;
-                if matches!(job.state, JobState::Queued) {
-                    queue.insert(&queue_key(&job)[..], &id.as_bytes()[..])?;
+                if let Some(limit) = max_in_flight
+                    && tx.in_flight_of(&job.owner)? >= limit as u64
+                {
+                    return abort(Abort::TooMany(limit));
                 }
-                Ok(())
-            });
-            map_tx(id, r)
+                tx.write(None, Some(&job))
+            })?;
+            Ok(((), Some(JobEvent::Queued)))
         })
         .await
     }
@@ -195,39 +373,43 @@ impl JobStore for SledJobStore {
         .await
     }
 
-    async fn claim_next(&self, now: Timestamp, lease: Lease) -> Result<Option<Job>, JobStoreError> {
-        self.blocking(move |t| {
-            // Another worker may take the head between our read and our transaction; then the
-            // transaction sees the queue entry gone and we move on to the next one.
-            for entry in t.queue.iter() {
-                let (key, id_bytes) = entry.map_err(backend)?;
-                let Ok(bytes) = <[u8; 16]>::try_from(id_bytes.as_ref()) else {
-                    continue;
-                };
-                let id = QueryId::from_bytes(bytes);
-                let r = (&t.jobs, &t.queue).transaction(|(jobs, queue)| {
-                    if queue.remove(&key)?.is_none() {
-                        return Ok(None);
-                    }
-                    let mut job = match tx_get(jobs, id) {
-                        Ok(job) => job,
-                        // A queue entry without a job: drop the entry.
-                        Err(ConflictableTransactionError::Abort(Abort::NotFound)) => {
-                            return Ok(None);
-                        }
-                        Err(e) => return Err(e),
-                    };
-                    if job.claim(lease, now).is_err() {
-                        return Ok(None);
-                    }
-                    tx_put(jobs, &job)?;
-                    Ok(Some(job))
-                });
-                if let Some(job) = map_tx(id, r)? {
-                    return Ok(Some(job));
+    async fn get_many(&self, ids: &[QueryId]) -> Result<HashMap<QueryId, Job>, JobStoreError> {
+        let ids = ids.to_vec();
+        self.read(move |t| {
+            let mut found = HashMap::new();
+            for id in ids {
+                if let Some(bytes) = t.jobs.get(id.as_bytes()).map_err(backend)? {
+                    found.insert(id, decode(&bytes).map_err(backend)?);
                 }
             }
-            Ok(None)
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn claim_next(&self, now: Timestamp, lease: Lease) -> Result<Option<Job>, JobStoreError> {
+        self.blocking(move |t| {
+            // Another worker may take an entry between our read and our transaction; then the
+            // transaction finds the job no longer claimable and we move on to the next one.
+            // Lapsed leases first: their jobs have waited longest.
+            let lapsed_until = index_key(now, QueryId::from_bytes([0xff; 16]));
+            for entry in t.leases.range(..=&lapsed_until[..]) {
+                let (_, id) = entry.map_err(backend)?;
+                if let Some(id) = id_from(&id)
+                    && let Some(job) = t.try_claim(id, now, lease)?
+                {
+                    return Ok((Some(job), None));
+                }
+            }
+            for entry in t.queue.iter() {
+                let (_, id) = entry.map_err(backend)?;
+                if let Some(id) = id_from(&id)
+                    && let Some(job) = t.try_claim(id, now, lease)?
+                {
+                    return Ok((Some(job), None));
+                }
+            }
+            Ok((None, None))
         })
         .await
     }
@@ -237,15 +419,20 @@ impl JobStore for SledJobStore {
         id: QueryId,
         token: LeaseToken,
         expires_at: Timestamp,
-    ) -> Result<(), JobStoreError> {
+    ) -> Result<Renewal, JobStoreError> {
         self.blocking(move |t| {
-            let r = t.jobs.transaction(|jobs| {
-                let mut job = tx_get(jobs, id)?;
-                job.renew(token, expires_at)
-                    .map_err(|_| ConflictableTransactionError::Abort(Abort::LeaseLost))?;
-                tx_put(jobs, &job)
-            });
-            map_tx(id, r)
+            let renewal = t.transact(id, |tx| {
+                let before = tx.existing(id)?;
+                let mut job = before.clone();
+                if job.renew(token, expires_at).is_err() {
+                    return abort(Abort::LeaseLost);
+                }
+                tx.write(Some(&before), Some(&job))?;
+                Ok(Renewal {
+                    stop_requested: job.stop_requested(),
+                })
+            })?;
+            Ok((renewal, None))
         })
         .await
     }
@@ -257,87 +444,100 @@ impl JobStore for SledJobStore {
         outcome: JobState,
     ) -> Result<Job, JobStoreError> {
         self.blocking(move |t| {
-            let r = t.jobs.transaction(|jobs| {
-                let mut job = tx_get(jobs, id)?;
-                job.finish(token, outcome.clone())
-                    .map_err(|_| ConflictableTransactionError::Abort(Abort::LeaseLost))?;
-                tx_put(jobs, &job)?;
+            let job = t.transact(id, |tx| {
+                let before = tx.existing(id)?;
+                let mut job = before.clone();
+                if job.finish(token, outcome.clone()).is_err() {
+                    return abort(Abort::LeaseLost);
+                }
+                tx.write(Some(&before), Some(&job))?;
                 Ok(job)
-            });
-            map_tx(id, r)
+            })?;
+            Ok((job, Some(JobEvent::Finished(id))))
         })
         .await
     }
 
     async fn release(&self, id: QueryId, token: LeaseToken) -> Result<(), JobStoreError> {
         self.blocking(move |t| {
-            let r = (&t.jobs, &t.queue).transaction(|(jobs, queue)| {
-                let mut job = match tx_get(jobs, id) {
-                    Err(ConflictableTransactionError::Abort(Abort::NotFound)) => return Ok(()),
-                    other => other?,
+            let released = t.transact(id, |tx| {
+                let Some(before) = tx.get(id)? else {
+                    return Ok(false);
                 };
-                match &job.state {
+                match &before.state {
                     JobState::Running { lease, .. } if lease.token == token => {}
-                    _ => return Ok(()),
+                    _ => return Ok(false),
                 }
+                let mut job = before.clone();
                 job.requeue();
-                tx_put(jobs, &job)?;
-                queue.insert(&queue_key(&job)[..], &id.as_bytes()[..])?;
-                Ok(())
-            });
-            map_tx(id, r)
+                tx.write(Some(&before), Some(&job))?;
+                Ok(true)
+            })?;
+            Ok(((), released.then_some(JobEvent::Queued)))
         })
         .await
     }
 
-    async fn end_unclaimed(
+    async fn stop(
         &self,
         id: QueryId,
         now: Timestamp,
         outcome: JobState,
-    ) -> Result<Job, JobStoreError> {
+    ) -> Result<Stopped, JobStoreError> {
         self.blocking(move |t| {
-            let r = (&t.jobs, &t.queue).transaction(|(jobs, queue)| {
-                let mut job = tx_get(jobs, id)?;
-                let key = queue_key(&job);
-                job.end_unclaimed(now, outcome.clone())
-                    .map_err(|_| ConflictableTransactionError::Abort(Abort::LeaseLost))?;
-                tx_put(jobs, &job)?;
-                queue.remove(&key[..])?;
-                Ok(job)
-            });
-            map_tx(id, r)
+            let (effect, job) = t.transact(id, |tx| {
+                let before = tx.existing(id)?;
+                let mut job = before.clone();
+                let effect = match job.request_stop(now, outcome.clone()) {
+                    Ok(effect) => effect,
+                    Err(_) => return abort(Abort::Finished(Box::new(before))),
+                };
+                tx.write(Some(&before), Some(&job))?;
+                Ok((effect, job))
+            })?;
+            Ok(match effect {
+                StopEffect::Ended => (Stopped::Ended(job), Some(JobEvent::Finished(id))),
+                StopEffect::Requested => {
+                    (Stopped::Requested(job), Some(JobEvent::StopRequested(id)))
+                }
+            })
         })
         .await
     }
 
     async fn delete(&self, id: QueryId) -> Result<Option<Job>, JobStoreError> {
         self.blocking(move |t| {
-            let r = (&t.jobs, &t.queue).transaction(|(jobs, queue)| {
-                let job = match tx_get(jobs, id) {
-                    Err(ConflictableTransactionError::Abort(Abort::NotFound)) => return Ok(None),
-                    other => other?,
+            let gone = t.transact(id, |tx| {
+                let Some(before) = tx.get(id)? else {
+                    return Ok(None);
                 };
-                jobs.remove(&id.as_bytes()[..])?;
-                queue.remove(&queue_key(&job)[..])?;
-                Ok(Some(job))
-            });
-            map_tx(id, r)
+                tx.write(Some(&before), None)?;
+                Ok(Some(before))
+            })?;
+            Ok((gone, None))
         })
         .await
     }
 
-    async fn list(&self) -> Result<Vec<Job>, JobStoreError> {
-        self.read(|t| {
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobStoreError> {
+        let filter = filter.clone();
+        self.read(move |t| {
             let mut jobs = Vec::new();
             for entry in t.jobs.iter() {
                 let (_, bytes) = entry.map_err(backend)?;
-                jobs.push(decode(&bytes).map_err(backend)?);
+                let job = decode(&bytes).map_err(backend)?;
+                if filter.matches(&job) {
+                    jobs.push(job);
+                }
             }
             jobs.sort_by_key(|j| (j.submitted_at, j.id));
             Ok(jobs)
         })
         .await
+    }
+
+    fn events(&self) -> BoxStream<'static, JobEvent> {
+        self.events.subscribe()
     }
 }
 

@@ -10,7 +10,7 @@ async fn keeps_the_job_store_contract() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, recovered) = SledJobStore::open(dir.path()).expect("open");
     assert!(recovered.is_empty());
-    spool_ports::testing::job_store_contract(&store).await;
+    spool_ports::testing::job_store_contract(&store, &store.clone()).await;
 }
 
 fn job(at: i64) -> Job {
@@ -36,7 +36,7 @@ async fn jobs_survive_reopening_and_running_ones_are_requeued() {
     {
         let (store, _) = SledJobStore::open(dir.path()).expect("open");
         for j in [&running, &queued, &done] {
-            store.insert(j).await.expect("insert");
+            store.insert(j, None).await.expect("insert");
         }
         let lease = |t| Lease {
             token: LeaseToken(t),
@@ -113,4 +113,32 @@ async fn jobs_survive_reopening_and_running_ones_are_requeued() {
             .expect("kept")
             .is_finished()
     );
+}
+
+#[tokio::test]
+async fn the_per_user_cap_counts_survive_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (job(1), job(2));
+    {
+        let (store, _) = SledJobStore::open(dir.path()).expect("open");
+        store.insert(&a, Some(2)).await.expect("insert");
+        store.insert(&b, Some(2)).await.expect("insert");
+        let lease = Lease {
+            token: LeaseToken(1),
+            expires_at: Timestamp::from_millis(i64::MAX),
+        };
+        store
+            .claim_next(Timestamp::from_millis(5), lease)
+            .await
+            .expect("claim")
+            .expect("a job");
+    }
+    let (store, recovered) = SledJobStore::open(dir.path()).expect("reopen");
+    assert_eq!(recovered, vec![a.id]);
+    assert!(matches!(
+        store.insert(&job(3), Some(2)).await,
+        Err(JobStoreError::TooManyInFlight { limit: 2 })
+    ));
+    store.delete(a.id).await.expect("delete");
+    store.insert(&job(3), Some(2)).await.expect("a slot is free");
 }
