@@ -1,16 +1,18 @@
 //! The use cases beyond the seed's four calls: downloads with ranges, delete by id and by age,
 //! stop, and the retention sweep.
 //!
-//! Invariant: a query is removed record first, result second. Once the record is gone the id
-//! answers MISSING, so a crash between the two steps leaves at most an orphaned result file
-//! (which the next sweep removes), never a query that answers SUCCESSFUL without its result.
+//! Invariants: a query is removed record first, result second. Once the record is gone the id
+//! answers MISSING, so a crash between the two steps leaves at most an orphaned result (which
+//! the next sweep removes), never a query that answers SUCCESSFUL without its result. Listing
+//! and sweeping ask the job store for the jobs they concern (filters, ids), never for all of
+//! them, and every step is safe when several processes sweep the same stores at once.
 
-use std::collections::HashSet;
 use std::ops::Range;
 use std::time::Duration;
 
-use spool_domain::{Job, JobState, Principal, ProjectName, QueryId, Role, Timestamp};
-use spool_ports::{CancelReason, JobStoreError, StoredResult};
+use futures::StreamExt;
+use spool_domain::{Job, JobState, Principal, ProjectName, QueryId, ResultKey, Role, Timestamp};
+use spool_ports::{CancelReason, JobEvent, JobFilter, JobStoreError, Stopped, StoredResult};
 use tracing::{info, warn};
 
 use crate::{ServiceError, Spool};
@@ -18,9 +20,9 @@ use crate::{ServiceError, Spool};
 /// The reason a stopped query reports.
 pub const STOPPED_BY_USER: &str = "stopped by user";
 
-/// How long [`Spool::stop`] keeps trying to catch a query that is being claimed right then.
-const STOP_RETRY: Duration = Duration::from_millis(20);
-const STOP_ATTEMPTS: usize = 100;
+/// Result keys whose queries are looked up in one call to the job store by the orphan sweep.
+const ORPHAN_BATCH: usize = 500;
+
 
 /// A successful query's result as a download: what the headers need.
 #[derive(Debug, Clone)]
@@ -31,6 +33,8 @@ pub struct DownloadInfo {
     pub bytes: u64,
     /// When the result was committed.
     pub finished_at: Timestamp,
+    /// Where the result is stored.
+    key: ResultKey,
 }
 
 /// What a retention sweep removed.
@@ -89,10 +93,14 @@ impl Spool {
                 reason: reason.clone(),
             }),
             JobState::Succeeded {
-                bytes, finished_at, ..
+                bytes,
+                finished_at,
+                attempt,
+                ..
             } => Ok(DownloadInfo {
                 bytes: *bytes,
                 finished_at: *finished_at,
+                key: ResultKey::new(id, *attempt),
                 job: job.clone(),
             }),
         }
@@ -108,7 +116,7 @@ impl Spool {
         self.inner
             .ports
             .results
-            .open_range(id, range)
+            .open_range(info.key, range)
             .await?
             .ok_or_else(|| {
                 ServiceError::Internal(
@@ -120,24 +128,24 @@ impl Spool {
 
     /// Where the result store keeps a successful query's result, if it can say.
     pub fn result_location(&self, info: &DownloadInfo) -> Option<String> {
-        self.inner.ports.results.location(info.job.id)
+        self.inner.ports.results.location(info.key)
     }
 
     /// Removes a job record, stops it if it runs here, then removes its result. Returns whether
-    /// the record existed.
+    /// the record existed. A query running in another process sees the record gone at its
+    /// next renewal, stops, and removes what its attempt wrote.
     async fn remove(&self, id: QueryId) -> Result<bool, ServiceError> {
         let ports = &self.inner.ports;
-        let gone = ports.jobs.delete(id).await?;
-        if let Some(job) = &gone
-            && !job.is_finished()
-        {
-            self.inner.job_ended(&job.owner);
-        }
+        let Some(job) = ports.jobs.delete(id).await? else {
+            return Ok(false);
+        };
         if let Some(token) = self.inner.running().get(&id) {
             token.cancel(CancelReason::Deleted);
         }
-        ports.results.delete(id).await?;
-        Ok(gone.is_some())
+        if let (JobState::Succeeded { .. }, Some(key)) = (&job.state, job.result_key()) {
+            ports.results.delete(key).await?;
+        }
+        Ok(true)
     }
 
     /// Deletes one query and its result (its owner or an admin), stopping it if it runs.
@@ -157,43 +165,46 @@ impl Spool {
     /// many queries were deleted.
     pub async fn clean_all(&self, who: &Principal) -> Result<usize, ServiceError> {
         require_admin(who, "clean up all queries")?;
-        let deleted = self.remove_where(|_| true).await?;
+        let deleted = self.remove_where(&JobFilter::default()).await?;
         self.remove_orphans().await?;
         warn!(user = %who.name, deleted, "all queries cleaned");
         Ok(deleted)
     }
 
-    /// Removes every query `matches` selects, with its result; returns how many were removed.
-    async fn remove_where(&self, matches: impl Fn(&Job) -> bool) -> Result<usize, ServiceError> {
+    /// Removes every query `filter` selects, with its result; returns how many were removed.
+    async fn remove_where(&self, filter: &JobFilter) -> Result<usize, ServiceError> {
         let mut removed = 0;
-        for job in self.inner.ports.jobs.list().await? {
-            if matches(&job) && self.remove(job.id).await? {
+        for job in self.inner.ports.jobs.list(filter).await? {
+            if self.remove(job.id).await? {
                 removed += 1;
             }
         }
         Ok(removed)
     }
 
-    /// Deletes result files whose query record is gone (a crash between the two steps of a
-    /// delete). `known` holds ids with a record; others are checked one by one, since a query
-    /// submitted after `known` was read may have committed its result meanwhile.
-    async fn remove_orphans_besides(
-        &self,
-        known: &HashSet<QueryId>,
-    ) -> Result<usize, ServiceError> {
-        let ports = &self.inner.ports;
-        let mut removed = 0;
-        for id in ports.results.list().await? {
-            if !known.contains(&id) && ports.jobs.get(id).await?.is_none() {
-                ports.results.delete(id).await?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
+    /// Deletes results that no query points to: the query's record is gone (a crash between
+    /// the two steps of a delete), or the query finished without this attempt's result (an
+    /// attempt that lost its lease and died before removing what it wrote). Results of
+    /// unfinished queries stay: their attempt may still record them.
     async fn remove_orphans(&self) -> Result<usize, ServiceError> {
-        self.remove_orphans_besides(&HashSet::new()).await
+        let ports = &self.inner.ports;
+        let keys = ports.results.list().await?;
+        let mut removed = 0;
+        for batch in keys.chunks(ORPHAN_BATCH) {
+            let ids: Vec<QueryId> = batch.iter().map(|k| k.query).collect();
+            let jobs = ports.jobs.get_many(&ids).await?;
+            for key in batch {
+                let orphan = match jobs.get(&key.query) {
+                    None => true,
+                    Some(job) => job.is_finished() && job.result_key() != Some(*key),
+                };
+                if orphan {
+                    ports.results.delete(*key).await?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Deletes the queries (of `project`, when named) submitted before `older_than` (when
@@ -205,19 +216,20 @@ impl Spool {
         older_than: Option<Timestamp>,
     ) -> Result<usize, ServiceError> {
         require_admin(who, "delete queries by project or age")?;
-        let deleted = self
-            .remove_where(|job| {
-                project.is_none_or(|p| *p == job.request.project)
-                    && older_than.is_none_or(|t| job.submitted_at < t)
-            })
-            .await?;
+        let filter = JobFilter {
+            project: project.cloned(),
+            submitted_before: older_than,
+            ..JobFilter::default()
+        };
+        let deleted = self.remove_where(&filter).await?;
         info!(user = %who.name, deleted, project = ?project.map(ProjectName::as_str), "queries deleted by project or age");
         Ok(deleted)
     }
 
     /// Stops a queued or running query (its owner or an admin): it becomes FAILED with
-    /// `stopped by user` and its worker slot is freed. Returns once the query has ended, or
-    /// after the engine's grace period if it is being abandoned.
+    /// `stopped by user` and its worker slot is freed, whichever process runs it. Returns once
+    /// the query has ended, or once the stop is recorded and its worker has had the time it
+    /// needs to act on it (its lease and the engine's grace period).
     pub async fn stop(
         &self,
         who: &Principal,
@@ -226,65 +238,69 @@ impl Spool {
     ) -> Result<(), ServiceError> {
         self.own_job(who, id, project).await?;
         let ports = &self.inner.ports;
-        for _ in 0..STOP_ATTEMPTS {
-            let running_here = self.inner.running().get(&id).cloned();
-            if let Some(token) = running_here {
-                token.cancel(CancelReason::Stopped);
-                self.wait_until_ended(id).await;
-                info!(query_id = %id, user = %who.name, "query stopped");
-                return Ok(());
+        // Subscribed before the stop, so that the end cannot slip by unseen.
+        let mut events = ports.jobs.events();
+        let outcome = JobState::Failed {
+            finished_at: ports.clock.now(),
+            reason: STOPPED_BY_USER.to_owned(),
+        };
+        match ports.jobs.stop(id, ports.clock.now(), outcome).await {
+            Ok(Stopped::Ended(_)) => {
+                info!(query_id = %id, user = %who.name, "queued query stopped");
+                Ok(())
             }
-            let outcome = JobState::Failed {
-                finished_at: ports.clock.now(),
-                reason: STOPPED_BY_USER.to_owned(),
-            };
-            match ports
-                .jobs
-                .end_unclaimed(id, ports.clock.now(), outcome)
-                .await
-            {
-                Ok(job) => {
-                    self.inner.job_ended(&job.owner);
-                    info!(query_id = %id, user = %who.name, "queued query stopped");
-                    return Ok(());
-                }
-                Err(JobStoreError::NotFound(_)) => return Err(ServiceError::NotFound(id)),
-                Err(JobStoreError::LeaseLost(_)) => {
-                    // Finished, or a worker is claiming it right now: look again.
-                    match ports.jobs.get(id).await?.map(|j| j.state) {
-                        None => return Err(ServiceError::NotFound(id)),
-                        Some(JobState::Succeeded { .. }) => {
-                            return Err(ServiceError::AlreadyFinished {
-                                id,
-                                status: "SUCCESSFUL",
-                            });
+            Ok(Stopped::Requested(_)) => {
+                // The store announces the request; a worker in this process is told at once.
+                let running_here = self.inner.running().get(&id).cloned();
+                if let Some(token) = running_here {
+                    token.cancel(CancelReason::Stopped);
+                    self.wait_until_ended_here(id).await;
+                } else {
+                    let config = &self.inner.config;
+                    let patience = config.lease + config.cancel_grace + Duration::from_secs(1);
+                    let ended = tokio::time::timeout(patience, async {
+                        while let Some(event) = events.next().await {
+                            if event == JobEvent::Finished(id) {
+                                return;
+                            }
                         }
-                        Some(JobState::Failed { .. }) => {
-                            return Err(ServiceError::AlreadyFinished {
-                                id,
-                                status: "FAILED",
-                            });
-                        }
-                        Some(_) => tokio::time::sleep(STOP_RETRY).await,
+                    })
+                    .await;
+                    if ended.is_err() {
+                        info!(query_id = %id, "stop recorded; the query has not ended yet");
                     }
                 }
-                Err(e) => return Err(e.into()),
+                info!(query_id = %id, user = %who.name, "query stopped");
+                Ok(())
             }
+            Err(JobStoreError::NotFound(_)) => Err(ServiceError::NotFound(id)),
+            Err(JobStoreError::Finished(job)) => Err(ServiceError::AlreadyFinished {
+                id,
+                status: match job.state {
+                    JobState::Succeeded { .. } => "SUCCESSFUL",
+                    _ => "FAILED",
+                },
+            }),
+            Err(e) => Err(e.into()),
         }
-        Err(ServiceError::Internal(
-            format!("query {id} is held by a worker outside this process; it could not be stopped")
-                .into(),
-        ))
     }
 
     /// Waits until the query is no longer running in this process, at most the engine's grace
     /// period and a little more (the worker abandons an engine that ignores cancellation).
-    async fn wait_until_ended(&self, id: QueryId) {
-        let deadline =
-            tokio::time::Instant::now() + self.inner.config.cancel_grace + Duration::from_secs(1);
-        while self.inner.running().contains_key(&id) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(STOP_RETRY).await;
-        }
+    async fn wait_until_ended_here(&self, id: QueryId) {
+        let deadline = self.inner.config.cancel_grace + Duration::from_secs(1);
+        let _ = tokio::time::timeout(deadline, async {
+            loop {
+                let ended = self.inner.ended.notified();
+                tokio::pin!(ended);
+                ended.as_mut().enable();
+                if !self.inner.running().contains_key(&id) {
+                    return;
+                }
+                ended.await;
+            }
+        })
+        .await;
     }
 
     /// Deletes finished queries older than the retention period, with their results, and result
@@ -293,21 +309,15 @@ impl Spool {
     pub async fn sweep_expired(&self) -> Result<Sweep, ServiceError> {
         let ports = &self.inner.ports;
         let mut sweep = Sweep::default();
-        let jobs = ports.jobs.list().await?;
-        let mut kept = HashSet::with_capacity(jobs.len());
-        let cutoff = self.inner.config.result_retention.map(|keep| {
+        if let Some(keep) = self.inner.config.result_retention {
             let keep = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
-            ports.clock.now().plus_millis(-keep)
-        });
-        for job in jobs {
-            let expired = cutoff.is_some_and(|c| job.finished_at().is_some_and(|t| t < c));
-            if !expired {
-                kept.insert(job.id);
-            } else if self.remove(job.id).await? {
-                sweep.expired += 1;
-            }
+            let filter = JobFilter {
+                finished_before: Some(ports.clock.now().plus_millis(-keep)),
+                ..JobFilter::default()
+            };
+            sweep.expired = self.remove_where(&filter).await?;
         }
-        sweep.orphans = self.remove_orphans_besides(&kept).await?;
+        sweep.orphans = self.remove_orphans().await?;
         if sweep != Sweep::default() {
             info!(
                 expired = sweep.expired,

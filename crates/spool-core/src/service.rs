@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use spool_domain::{Job, Principal, PublicStatus, QueryId, QueryRequest};
 use spool_ports::{
-    CancelToken, Clock, IdGenerator, JobStore, QueryEngine, ResultStore, StoredResult,
+    CancelToken, Clock, IdGenerator, JobStore, JobStoreError, QueryEngine, ResultStore,
+    StoredResult,
 };
 use tokio::sync::Notify;
 use tracing::info;
@@ -31,12 +32,13 @@ pub struct Ports {
 /// How the worker pool behaves.
 #[derive(Debug, Clone)]
 pub struct SpoolConfig {
-    /// Queries that run at once.
+    /// Queries that run at once in this process; 0 makes a process that serves the API and
+    /// leaves running queries to other processes sharing the job store.
     pub workers: usize,
     /// How long a claim lasts without renewal; workers renew at a third of it.
     pub lease: Duration,
-    /// How often idle workers look for claimable jobs without being woken (lapsed leases of
-    /// other processes, missed wake-ups).
+    /// How often idle workers look for claimable jobs without being told of one (leases that
+    /// lapsed when their process died, a missed notification).
     pub poll_interval: Duration,
     /// A job claimed this many times without finishing (the process died each time) fails
     /// instead of running again.
@@ -69,7 +71,7 @@ impl SpoolConfig {
     /// Kylin), swept hourly.
     pub fn with_workers(workers: usize) -> Self {
         Self {
-            workers: workers.max(1),
+            workers,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             max_attempts: 3,
@@ -106,11 +108,10 @@ pub(crate) struct Inner {
     pub(crate) config: SpoolConfig,
     /// Cancel tokens of the queries this process is running. Held briefly, never across await.
     pub(crate) running: Mutex<HashMap<QueryId, CancelToken>>,
-    /// Wakes an idle worker when a job is submitted.
+    /// Wakes an idle worker when the job store announces a queued job.
     pub(crate) wake: Notify,
-    /// Unfinished jobs per owner, for the per-user cap: loaded from the job store on the first
-    /// submission when a cap is set, then kept up to date; never loaded without a cap.
-    pub(crate) in_flight: tokio::sync::OnceCell<Mutex<HashMap<String, usize>>>,
+    /// Tells waiters in this process that a query it ran has left the running map.
+    pub(crate) ended: Notify,
 }
 
 impl Inner {
@@ -118,33 +119,6 @@ impl Inner {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Returns the per-owner counts of unfinished jobs, counting the store on first use.
-    async fn in_flight(&self) -> Result<&Mutex<HashMap<String, usize>>, ServiceError> {
-        self.in_flight
-            .get_or_try_init(|| async {
-                let mut counts = HashMap::new();
-                for job in self.ports.jobs.list().await? {
-                    if !job.is_finished() {
-                        *counts.entry(job.owner).or_insert(0) += 1;
-                    }
-                }
-                Ok::<_, ServiceError>(Mutex::new(counts))
-            })
-            .await
-    }
-
-    /// Notes that one of `owner`'s jobs ended (finished or deleted unfinished).
-    pub(crate) fn job_ended(&self, owner: &str) {
-        if let Some(counts) = self.in_flight.get() {
-            let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(n) = counts.get_mut(owner) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    counts.remove(owner);
-                }
-            }
-        }
-    }
 }
 
 impl Spool {
@@ -156,7 +130,7 @@ impl Spool {
                 config,
                 running: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
-                in_flight: tokio::sync::OnceCell::new(),
+                ended: Notify::new(),
             }),
         }
     }
@@ -179,16 +153,6 @@ impl Spool {
                 who.name, request.project
             )));
         }
-        if let Some(limit) = self.inner.config.max_in_flight_per_user {
-            let counts = self.inner.in_flight().await?;
-            let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
-            let mine = counts.entry(who.name.clone()).or_insert(0);
-            if *mine >= limit {
-                return Err(ServiceError::TooManyQueries { limit });
-            }
-            // Reserve the slot now, so concurrent submissions cannot overshoot the cap.
-            *mine += 1;
-        }
         let ports = &self.inner.ports;
         let job = Job::new(
             ports.ids.next_id(),
@@ -196,12 +160,16 @@ impl Spool {
             request,
             ports.clock.now(),
         );
-        if let Err(e) = ports.jobs.insert(&job).await {
-            self.inner.job_ended(&who.name);
-            return Err(e.into());
+        // The store counts and inserts in one step, so the cap holds across processes.
+        let cap = self.inner.config.max_in_flight_per_user;
+        match ports.jobs.insert(&job, cap).await {
+            Ok(()) => {}
+            Err(JobStoreError::TooManyInFlight { limit }) => {
+                return Err(ServiceError::TooManyQueries { limit });
+            }
+            Err(e) => return Err(e.into()),
         }
         info!(query_id = %job.id, user = %who.name, project = %job.request.project, "query submitted");
-        self.inner.wake.notify_one();
         Ok(job.id)
     }
 

@@ -2,16 +2,23 @@
 //!
 //! Invariant: at most `workers` queries run at once in this process. The engine does its
 //! blocking work off the async reactor; a worker only awaits it, renewing the job's lease
-//! meanwhile, and records the outcome under that lease.
+//! meanwhile, and records the outcome under that lease. Each attempt writes under its own
+//! result key; an attempt whose outcome is not recorded deletes what it wrote, and only that.
+//!
+//! Idle workers wake when the job store announces a queued job (in this process or another
+//! sharing the store) and otherwise look for lapsed leases every `poll_interval`. A stop
+//! announced by the store reaches the query's worker through the same events.
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use spool_domain::{Job, JobState, Lease, LeaseToken, QueryId};
+use futures::StreamExt;
+use spool_domain::{Job, JobState, Lease, LeaseToken, QueryId, ResultKey};
 use spool_ports::{
-    CancelReason, CancelToken, EngineError, Execution, JobStoreError, ResultSink, ResultStoreError,
+    CancelReason, CancelToken, EngineError, Execution, JobEvent, JobStoreError, ResultSink,
+    ResultStoreError,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -49,6 +56,7 @@ impl Spool {
             let stopped = stopped.clone();
             tasks.spawn(async move { worker_loop(worker, inner, stopped).await });
         }
+        tasks.spawn(events_loop(Arc::clone(&self.inner), stopped.clone()));
         tasks.spawn(self.clone().sweep_loop(stopped));
         Workers {
             stop,
@@ -67,6 +75,31 @@ impl Workers {
             token.cancel(CancelReason::Shutdown);
         }
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Turns the job store's announcements into wake-ups of idle workers and stops of the queries
+/// this process runs.
+async fn events_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
+    let mut events = inner.ports.jobs.events();
+    loop {
+        let event = tokio::select! {
+            _ = stopped.changed() => return,
+            event = events.next() => event,
+        };
+        match event {
+            Some(JobEvent::Queued) => inner.wake.notify_one(),
+            Some(JobEvent::StopRequested(id)) => {
+                if let Some(token) = inner.running().get(&id) {
+                    token.cancel(CancelReason::Stopped);
+                }
+            }
+            Some(JobEvent::Finished(_)) => {}
+            None => {
+                warn!("the job store's event stream ended; workers fall back to polling");
+                return;
+            }
+        }
     }
 }
 
@@ -139,9 +172,13 @@ async fn claim(inner: &Inner) -> Result<Option<(Job, Lease)>, JobStoreError> {
                 finished_at: inner.ports.clock.now(),
                 reason,
             };
-            if finish(inner, job.id, lease.token, failed).await {
-                inner.job_ended(&job.owner);
-            }
+            finish(inner, job.id, lease.token, failed).await;
+            continue;
+        }
+        if job.stop_requested() {
+            // Stopped while its last holder ran it, and that holder died before ending it.
+            let stopped = failed(inner.ports.clock.now(), crate::manage::STOPPED_BY_USER);
+            finish(inner, job.id, lease.token, stopped).await;
             continue;
         }
         return Ok(Some((job, lease)));
@@ -157,18 +194,20 @@ struct RunningGuard<'a> {
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
         self.inner.running().remove(&self.id);
+        self.inner.ended.notify_waiters();
     }
 }
 
 async fn run_job(inner: &Inner, job: Job, lease: Lease) {
     let id = job.id;
+    let key = ResultKey::new(id, job.attempts);
     let cancel = CancelToken::new();
     inner.running().insert(id, cancel.clone());
     let _guard = RunningGuard { inner, id };
     info!(query_id = %id, user = %job.owner, attempt = job.attempts, "query started");
 
     let oversize = Arc::new(Oversize::default());
-    let outcome = execute_holding_lease(inner, &job, lease.token, &cancel, &oversize).await;
+    let outcome = execute_holding_lease(inner, &job, key, lease.token, &cancel, &oversize).await;
     let now = inner.ports.clock.now();
     // The sink stops the engine at a cap; an engine that does not report rows is checked here.
     let too_many_rows = oversize.rows.load(Ordering::Acquire)
@@ -178,9 +217,10 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
         };
     let too_many_bytes = oversize.bytes.load(Ordering::Acquire);
     let state = if too_many_bytes || too_many_rows {
-        if let Ok(execution) = outcome {
-            // Discarding an uncommitted result removes its file: keep that off the reactor.
-            let _ = tokio::task::spawn_blocking(move || drop(execution)).await;
+        if let Ok(execution) = outcome
+            && let Err(e) = execution.sink.abort().await
+        {
+            warn!(query_id = %id, error = %e, "discarding an over-cap result failed");
         }
         let reason = if too_many_bytes {
             format!(
@@ -199,19 +239,16 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
             Ok(execution) => {
                 let rows = execution.rows;
                 let columns = execution.columns;
-                match tokio::task::spawn_blocking(move || execution.sink.commit()).await {
-                    Ok(Ok(bytes)) => JobState::Succeeded {
-                        finished_at: now,
+                match execution.sink.commit().await {
+                    Ok(bytes) => JobState::Succeeded {
+                        finished_at: inner.ports.clock.now(),
                         rows,
                         bytes,
                         columns,
+                        attempt: key.attempt,
                     },
-                    Ok(Err(e)) => {
-                        error!(query_id = %id, error = %e, "committing the result failed");
-                        failed(now, "internal error: storing the result failed")
-                    }
                     Err(e) => {
-                        error!(query_id = %id, error = %e, "committing the result panicked");
+                        error!(query_id = %id, error = %e, source = ?std::error::Error::source(&e), "committing the result failed");
                         failed(now, "internal error: storing the result failed")
                     }
                 }
@@ -251,13 +288,11 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
     };
     let succeeded = matches!(state, JobState::Succeeded { .. });
     let recorded = finish(inner, id, lease.token, state).await;
-    if recorded {
-        inner.job_ended(&job.owner);
-    }
     if succeeded && !recorded {
-        // The job was deleted or taken over while it ran: its result must not outlive it.
-        if let Err(e) = inner.ports.results.delete(id).await {
-            warn!(query_id = %id, error = %e, "removing the result of a deleted query failed");
+        // The job was deleted or taken over while it ran: this attempt's result must not
+        // outlive it. Only this attempt's key: the winner's result is under another.
+        if let Err(e) = inner.ports.results.delete(key).await {
+            warn!(query_id = %id, attempt = key.attempt, error = %e, "removing the result of a lost attempt failed");
         }
     }
 }
@@ -298,6 +333,7 @@ async fn finish(inner: &Inner, id: QueryId, token: LeaseToken, state: JobState) 
 async fn execute_holding_lease(
     inner: &Inner,
     job: &Job,
+    key: ResultKey,
     token: LeaseToken,
     cancel: &CancelToken,
     oversize: &Arc<Oversize>,
@@ -305,7 +341,7 @@ async fn execute_holding_lease(
     let mut sink = inner
         .ports
         .results
-        .create(job.id)
+        .create(key)
         .await
         .map_err(EngineError::Sink)?;
     if inner.config.max_result_bytes.is_some() || inner.config.max_result_rows.is_some() {
@@ -341,7 +377,11 @@ async fn execute_holding_lease(
             _ = renew.tick() => {
                 let until = inner.ports.clock.now().plus_millis(millis(inner.config.lease));
                 match inner.ports.jobs.renew(job.id, token, until).await {
-                    Ok(()) => {}
+                    Ok(renewal) => {
+                        if renewal.stop_requested {
+                            cancel.cancel(CancelReason::Stopped);
+                        }
+                    }
                     Err(JobStoreError::NotFound(_)) => cancel.cancel(CancelReason::Deleted),
                     Err(JobStoreError::LeaseLost(_)) => cancel.cancel(CancelReason::Deleted),
                     Err(e) => warn!(query_id = %job.id, error = %e, "renewing the lease failed"),
@@ -397,9 +437,14 @@ impl io::Write for CappedSink {
     }
 }
 
+#[async_trait::async_trait]
 impl ResultSink for CappedSink {
-    fn commit(self: Box<Self>) -> Result<u64, ResultStoreError> {
-        self.inner.commit()
+    async fn commit(self: Box<Self>) -> Result<u64, ResultStoreError> {
+        self.inner.commit().await
+    }
+
+    async fn abort(self: Box<Self>) -> Result<(), ResultStoreError> {
+        self.inner.abort().await
     }
 
     fn add_rows(&mut self, rows: u64) -> io::Result<()> {

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use spool_core::{Ports, ServiceError, Spool, SpoolConfig};
-use spool_domain::{Principal, PublicStatus, QueryId, QueryRequest};
+use spool_domain::{Lease, LeaseToken, Principal, PublicStatus, QueryId, QueryRequest, ResultKey};
 use spool_ports::testing::{MemoryJobStore, MemoryResultStore, ScriptedEngine};
-use spool_ports::{Clock, JobStore, RandomIds, ResultStore, SystemClock};
+use spool_ports::{Clock, JobFilter, JobStore, RandomIds, ResultStore, SystemClock};
 
 struct Harness {
     spool: Spool,
@@ -44,8 +44,23 @@ fn harness_on(
     workers: usize,
     tune: impl FnOnce(&mut SpoolConfig),
 ) -> Harness {
-    let jobs = MemoryJobStore::default();
-    let results = MemoryResultStore::default();
+    sharing(
+        MemoryJobStore::default(),
+        MemoryResultStore::default(),
+        clock,
+        workers,
+        tune,
+    )
+}
+
+/// A service on existing stores: another process sharing them.
+fn sharing(
+    jobs: MemoryJobStore,
+    results: MemoryResultStore,
+    clock: Arc<dyn spool_ports::Clock>,
+    workers: usize,
+    tune: impl FnOnce(&mut SpoolConfig),
+) -> Harness {
     let ports = Ports {
         jobs: Arc::new(jobs.clone()),
         results: Arc::new(results.clone()),
@@ -179,7 +194,7 @@ async fn clean_all_removes_every_query_and_result_including_running_ones() {
     while h.spool.running_count() > 0 {
         tokio::task::yield_now().await;
     }
-    assert!(h.jobs.list().await.expect("list").is_empty());
+    assert!(h.jobs.list(&JobFilter::default()).await.expect("list").is_empty());
     assert!(
         h.results.list().await.expect("list").is_empty(),
         "no result outlives its query"
@@ -252,7 +267,7 @@ mod interactions {
         let mut jobs = MockJobStore::new();
         jobs.expect_insert()
             .times(1)
-            .returning(|_| Err(JobStoreError::Backend("disk full".into())));
+            .returning(|_, _| Err(JobStoreError::Backend("disk full".into())));
         // No expectations: any call to the engine or the result store fails the test.
         let ports = Ports {
             jobs: Arc::new(jobs),
@@ -320,7 +335,7 @@ async fn a_user_may_submit_only_to_granted_projects_and_nothing_runs_otherwise()
         "{err:?}"
     );
     assert!(
-        h.jobs.list().await.expect("list").is_empty(),
+        h.jobs.list(&JobFilter::default()).await.expect("list").is_empty(),
         "nothing was stored"
     );
 }
@@ -334,7 +349,7 @@ async fn a_result_past_the_byte_cap_fails_and_leaves_no_file() {
     assert_eq!(info, "result is larger than the limit of 5 bytes");
     let small = h.submit(&admin(), "ok:123\n").await;
     wait_for(&h.spool, &admin(), small, PublicStatus::Successful).await;
-    assert_eq!(h.results.list().await.expect("list"), vec![small]);
+    assert_eq!(h.results.list().await.expect("list"), vec![ResultKey::new(small, 1)]);
     workers.shutdown().await;
 }
 
@@ -365,7 +380,7 @@ async fn a_user_past_the_in_flight_cap_is_refused_and_nothing_is_queued() {
         "{err:?}"
     );
     assert_eq!(
-        h.jobs.list().await.expect("list").len(),
+        h.jobs.list(&JobFilter::default()).await.expect("list").len(),
         1,
         "nothing was queued"
     );
@@ -445,7 +460,7 @@ async fn deleting_one_query_removes_it_and_its_result_for_its_owner_only() {
         PublicStatus::Missing
     );
     assert!(h.results.list().await.expect("list").is_empty());
-    assert!(h.jobs.list().await.expect("list").is_empty());
+    assert!(h.jobs.list(&JobFilter::default()).await.expect("list").is_empty());
     workers.shutdown().await;
 }
 
@@ -523,6 +538,119 @@ async fn the_retention_sweep_removes_expired_queries_and_orphaned_results() {
     );
     assert_eq!(h.status(old).await, PublicStatus::Missing);
     assert_eq!(h.status(young).await, PublicStatus::Successful);
-    assert_eq!(h.results.list().await.expect("list"), vec![young]);
+    assert_eq!(h.results.list().await.expect("list"), vec![ResultKey::new(young, 1)]);
     workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_attempt_that_lost_its_lease_never_harms_the_winners_result() {
+    let clock = spool_ports::testing::ManualClock::at(1_000_000);
+    let h = harness_on(Arc::new(clock.clone()), 1, |_| {});
+    let id = h.submit(&admin(), "ok:winner\n").await;
+    // Attempt 1 (a process that stalls) claims it and writes, then its lease lapses.
+    let lease = Lease {
+        token: LeaseToken(7),
+        expires_at: clock.now().plus_millis(30_000),
+    };
+    let stalled = h
+        .jobs
+        .claim_next(clock.now(), lease)
+        .await
+        .expect("claim")
+        .expect("the job");
+    assert_eq!(stalled.attempts, 1);
+    let mut late = h
+        .results
+        .create(ResultKey::new(id, 1))
+        .await
+        .expect("create");
+    late.write_all(b"loser\n").expect("write");
+    clock.advance(Duration::from_secs(31));
+    // Attempt 2 runs here and wins.
+    let workers = h.spool.start();
+    wait_for(&h.spool, &admin(), id, PublicStatus::Successful).await;
+    // The loser commits late; it cannot record its outcome, and what it wrote is its own.
+    late.commit().await.expect("commit");
+    let lost = h
+        .jobs
+        .finish(
+            id,
+            LeaseToken(7),
+            spool_domain::JobState::Failed {
+                finished_at: clock.now(),
+                reason: "x".into(),
+            },
+        )
+        .await;
+    assert!(matches!(lost, Err(spool_ports::JobStoreError::LeaseLost(_))));
+    assert_eq!(download(&h.spool, &admin(), id).await, b"winner\n");
+    // Had it died before removing it, the sweep removes the loser's result and only that.
+    assert_eq!(
+        h.spool.sweep_expired().await.expect("sweep"),
+        spool_core::Sweep {
+            expired: 0,
+            orphans: 1
+        }
+    );
+    assert_eq!(
+        h.results.list().await.expect("list"),
+        vec![ResultKey::new(id, 2)]
+    );
+    assert_eq!(download(&h.spool, &admin(), id).await, b"winner\n");
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stop_through_one_process_ends_the_query_another_runs() {
+    let runner = harness(1);
+    let api_only = sharing(
+        runner.jobs.clone(),
+        runner.results.clone(),
+        Arc::new(SystemClock),
+        0,
+        |_| {},
+    );
+    let workers = runner.spool.start();
+    let serving = api_only.spool.start();
+    let bob = user("bob");
+    let id = api_only.submit(&bob, "block").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while runner.spool.running_count() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the runner never claimed it");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = std::time::Instant::now();
+    api_only.spool.stop(&bob, id, None).await.expect("stop");
+    let info = wait_for(&api_only.spool, &bob, id, PublicStatus::Failed).await;
+    assert_eq!(info, "stopped by user");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the stop reached the other process's worker by notification: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(runner.spool.running_count(), 0);
+    assert_eq!(api_only.spool.running_count(), 0, "a process without workers runs nothing");
+    serving.shutdown().await;
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_per_user_cap_holds_across_processes() {
+    let a = harness_with(0, |c| c.max_in_flight_per_user = Some(2));
+    let b = sharing(
+        a.jobs.clone(),
+        a.results.clone(),
+        Arc::new(SystemClock),
+        0,
+        |c| c.max_in_flight_per_user = Some(2),
+    );
+    let alice = user("alice");
+    a.submit(&alice, "block").await;
+    b.submit(&alice, "block").await;
+    for spool in [&a.spool, &b.spool] {
+        assert!(matches!(
+            spool.submit(&alice, request("ok:1\n")).await,
+            Err(ServiceError::TooManyQueries { limit: 2 })
+        ));
+    }
 }

@@ -1,7 +1,8 @@
 //! The result store on a local directory.
 //!
-//! Layout: a committed result is the file `<root>/<query id>`; results being written live in
-//! `<root>/.tmp/<query id>.<random>.part` until commit renames them into place.
+//! Layout: a committed result is the file `<root>/<key>` (`<query id>.<attempt>`, or the bare
+//! query id for results stored before attempts had keys); results being written live in
+//! `<root>/.tmp/<key>.<random>.part` until commit renames them into place.
 //!
 //! Results are written and read with direct I/O (`O_DIRECT`, Linux) where the file system
 //! allows it: a result is written once and read once or twice, so passing it through the page
@@ -11,10 +12,12 @@
 //! falls back to buffered I/O on its own; [`FsResultStore::with_direct_io`] turns it off.
 //!
 //! Invariants:
-//! - Only a [`QueryId`] (a parsed UUID) ever becomes a file name, so no request can name a path.
+//! - Only a [`ResultKey`] (a parsed UUID and a number) ever becomes a file name, so no request
+//!   can name a path.
 //! - A committed file is complete: it is written, `fsync`ed, renamed, and the directory is
 //!   `fsync`ed before commit returns. A crash leaves at most stray `.part` files, which
-//!   [`FsResultStore::open`] removes.
+//!   [`FsResultStore::open`] removes (and [`FsResultStore::open_shared`], for a directory that
+//!   several processes write, once they are a day old).
 //! - Direct writes go out in whole blocks from a block-aligned buffer; the last partial block is
 //!   written through the page cache at commit, before the `fsync`.
 //! - With buffered writes, a helper thread flushes the file every [`SYNC_EVERY`] bytes
@@ -31,7 +34,7 @@ use aligned_vec::{AVec, ConstAlign};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use spool_domain::QueryId;
+use spool_domain::ResultKey;
 use spool_ports::{ResultSink, ResultStore, ResultStoreError, StoredResult};
 use tokio_util::io::ReaderStream;
 
@@ -45,6 +48,9 @@ const READ_CHUNK: usize = 1024 * 1024;
 const READS_AHEAD: usize = 4;
 /// Write buffer in front of the file (a multiple of [`BLOCK`]).
 const WRITE_BUFFER: usize = 8 * 1024 * 1024;
+/// How old a half-written result in a shared directory must be before a starting process
+/// removes it.
+const STALE_PART: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// Bytes written between two background flushes of a result written through the page cache.
 const SYNC_EVERY: u64 = 64 * 1024 * 1024;
 
@@ -129,11 +135,30 @@ impl FsResultStore {
     /// Opens (or creates) the store at `root` and removes results left half-written by a crash.
     /// Direct I/O is on (see the module docs).
     pub fn open(root: &Path) -> io::Result<Self> {
+        Self::open_removing_parts(root, std::time::Duration::ZERO)
+    }
+
+    /// Opens (or creates) a store at `root` that other processes may be writing to at the same
+    /// time (a shared file system): only half-written results untouched for a day are removed,
+    /// since a younger one may belong to a query another process is running.
+    pub fn open_shared(root: &Path) -> io::Result<Self> {
+        Self::open_removing_parts(root, STALE_PART)
+    }
+
+    fn open_removing_parts(root: &Path, older_than: std::time::Duration) -> io::Result<Self> {
         let tmp = root.join(".tmp");
         fs::create_dir_all(&tmp)?;
+        let now = std::time::SystemTime::now();
         for entry in fs::read_dir(&tmp)? {
             let entry = entry?;
-            fs::remove_file(entry.path())?;
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|t| now.duration_since(t).unwrap_or_default())
+                .unwrap_or(std::time::Duration::MAX);
+            if age >= older_than {
+                not_found_is_none(fs::remove_file(entry.path()))?;
+            }
         }
         Ok(Self {
             root: root.to_path_buf(),
@@ -147,9 +172,9 @@ impl FsResultStore {
         self
     }
 
-    /// Returns the path of the committed result of `id` (whether or not it exists).
-    pub fn path_of(&self, id: QueryId) -> PathBuf {
-        self.root.join(id.to_string())
+    /// Returns the path of the committed result under `key` (whether or not it exists).
+    pub fn path_of(&self, key: ResultKey) -> PathBuf {
+        self.root.join(key.to_string())
     }
 }
 
@@ -240,8 +265,26 @@ impl Write for FsSink {
     }
 }
 
+#[async_trait]
 impl ResultSink for FsSink {
-    fn commit(mut self: Box<Self>) -> Result<u64, ResultStoreError> {
+    async fn commit(self: Box<Self>) -> Result<u64, ResultStoreError> {
+        tokio::task::spawn_blocking(move || self.commit_blocking())
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    async fn abort(self: Box<Self>) -> Result<(), ResultStoreError> {
+        // Dropping removes the file; keep the unlink off the reactor.
+        tokio::task::spawn_blocking(move || drop(self))
+            .await
+            .map_err(io::Error::other)?;
+        Ok(())
+    }
+}
+
+impl FsSink {
+    /// Writes what is buffered, syncs, renames into place and syncs the directory.
+    fn commit_blocking(mut self: Box<Self>) -> Result<u64, ResultStoreError> {
         let buffer = std::mem::replace(&mut self.buffer, Aligned::new(BLOCK));
         let whole = if self.direct {
             buffer.len() / BLOCK * BLOCK
@@ -359,11 +402,11 @@ impl FsResultStore {
     /// Streams the whole result of `id`, or `range` of it.
     async fn read(
         &self,
-        id: QueryId,
+        key: ResultKey,
         range: Option<std::ops::Range<u64>>,
     ) -> Result<Option<StoredResult>, ResultStoreError> {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
-        let path = self.path_of(id);
+        let path = self.path_of(key);
         let direct_io = self.direct_io;
         let opened = tokio::task::spawn_blocking(move || {
             let (mut file, mut direct) =
@@ -403,12 +446,12 @@ impl FsResultStore {
 
 #[async_trait]
 impl ResultStore for FsResultStore {
-    async fn create(&self, id: QueryId) -> Result<Box<dyn ResultSink>, ResultStoreError> {
+    async fn create(&self, key: ResultKey) -> Result<Box<dyn ResultSink>, ResultStoreError> {
         let nonce: u64 = rand::random();
         let temp = self
             .root
             .join(".tmp")
-            .join(format!("{id}.{nonce:016x}.part"));
+            .join(format!("{key}.{nonce:016x}.part"));
         let direct_io = self.direct_io;
         let path = temp.clone();
         let (file, direct) = tokio::task::spawn_blocking(move || {
@@ -432,35 +475,35 @@ impl ResultStore for FsResultStore {
             synced_at: 0,
             file: Some(file),
             temp,
-            target: self.path_of(id),
+            target: self.path_of(key),
             root: self.root.clone(),
         }))
     }
 
-    async fn open(&self, id: QueryId) -> Result<Option<StoredResult>, ResultStoreError> {
-        self.read(id, None).await
+    async fn open(&self, key: ResultKey) -> Result<Option<StoredResult>, ResultStoreError> {
+        self.read(key, None).await
     }
 
     async fn open_range(
         &self,
-        id: QueryId,
+        key: ResultKey,
         range: std::ops::Range<u64>,
     ) -> Result<Option<StoredResult>, ResultStoreError> {
-        self.read(id, Some(range)).await
+        self.read(key, Some(range)).await
     }
 
-    fn location(&self, id: QueryId) -> Option<String> {
-        let path = self.path_of(id);
+    fn location(&self, key: ResultKey) -> Option<String> {
+        let path = self.path_of(key);
         let path = std::path::absolute(&path).unwrap_or(path);
         Some(path.display().to_string())
     }
 
-    async fn delete(&self, id: QueryId) -> Result<(), ResultStoreError> {
-        not_found_is_none(tokio::fs::remove_file(self.path_of(id)).await)?;
+    async fn delete(&self, key: ResultKey) -> Result<(), ResultStoreError> {
+        not_found_is_none(tokio::fs::remove_file(self.path_of(key)).await)?;
         Ok(())
     }
 
-    async fn list(&self) -> Result<Vec<QueryId>, ResultStoreError> {
+    async fn list(&self) -> Result<Vec<ResultKey>, ResultStoreError> {
         let mut ids = Vec::new();
         let mut entries = tokio::fs::read_dir(&self.root).await?;
         while let Some(entry) = entries.next_entry().await? {
@@ -475,6 +518,7 @@ impl ResultStore for FsResultStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spool_domain::QueryId;
 
     /// The store at `dir` with direct I/O (where the file system allows) and without.
     fn both(dir: &Path) -> [FsResultStore; 2] {
@@ -507,15 +551,12 @@ mod tests {
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
             .collect();
         for store in both(dir.path()) {
-            let id = QueryId::new_random();
+            let id = ResultKey::new(QueryId::new_random(), 1);
             let mut sink = store.create(id).await.expect("create");
             for piece in expected.chunks(777_777) {
                 sink.write_all(piece).expect("write");
             }
-            let len = tokio::task::spawn_blocking(move || sink.commit())
-                .await
-                .expect("join")
-                .expect("commit");
+            let len = sink.commit().await.expect("commit");
             assert_eq!(len, expected.len() as u64);
             let whole = store.open(id).await.expect("open").expect("stored");
             assert!(read_all(whole).await == expected, "whole result");
@@ -557,15 +598,12 @@ mod tests {
             b[..4].copy_from_slice(&i.to_be_bytes());
             b
         };
-        let id = QueryId::new_random();
+        let id = ResultKey::new(QueryId::new_random(), 1);
         let mut sink = store.create(id).await.expect("create");
         for i in 0..blocks {
             sink.write_all(&block(i)).expect("write");
         }
-        let len = tokio::task::spawn_blocking(move || sink.commit())
-            .await
-            .expect("join")
-            .expect("commit");
+        let len = sink.commit().await.expect("commit");
         assert_eq!(len, u64::from(blocks) << 20);
         let file = fs::read(store.path_of(id)).expect("read");
         assert_eq!(file.len() as u64, len);
@@ -573,7 +611,10 @@ mod tests {
             assert_eq!(chunk, &block(i as u32)[..], "block {i}");
         }
         // Dropped before commit, after a background sync ran: nothing is left behind.
-        let mut sink = store.create(QueryId::new_random()).await.expect("create");
+        let mut sink = store
+            .create(ResultKey::new(QueryId::new_random(), 1))
+            .await
+            .expect("create");
         for i in 0..(SYNC_EVERY / (1 << 20) + 1) as u32 {
             sink.write_all(&block(i)).expect("write");
         }
@@ -615,12 +656,18 @@ mod tests {
     async fn reopening_removes_half_written_results() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FsResultStore::open(dir.path()).expect("open");
-        let id = QueryId::new_random();
+        let id = ResultKey::new(QueryId::new_random(), 1);
         let mut sink = store.create(id).await.expect("create");
         sink.write_all(b"half").expect("write");
         sink.flush().expect("flush");
         // A crash: the sink is never dropped or committed.
         std::mem::forget(sink);
+        assert_eq!(
+            fs::read_dir(dir.path().join(".tmp")).expect("tmp").count(),
+            1
+        );
+        // Another process's half-written result in a shared directory is young: kept.
+        FsResultStore::open_shared(dir.path()).expect("open shared");
         assert_eq!(
             fs::read_dir(dir.path().join(".tmp")).expect("tmp").count(),
             1
@@ -631,5 +678,17 @@ mod tests {
             0
         );
         assert!(store.open(id).await.expect("open").is_none());
+    }
+
+    #[tokio::test]
+    async fn results_stored_before_attempts_had_keys_are_read_under_attempt_zero() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FsResultStore::open(dir.path()).expect("open");
+        let id = QueryId::new_random();
+        fs::write(dir.path().join(id.to_string()), b"old").expect("write");
+        let key = ResultKey::new(id, 0);
+        assert_eq!(store.list().await.expect("list"), vec![key]);
+        let stored = store.open(key).await.expect("open").expect("found");
+        assert_eq!(read_all(stored).await, b"old");
     }
 }
