@@ -5,8 +5,11 @@
 //! - `gen-ssb --sf N --out DIR [--seed S] [--threads T]`: SSB data as a project folder, made by
 //!   the release server binary's `gen-ssb` (xtask itself stays free of product crates).
 //! - `bench [--sf N] [--runs N]`: the release server measured; see `bench.rs`.
+//! - `services start|stop`: the PostgreSQL and S3 servers the tests use, for a shell (`ci`
+//!   starts and stops its own); see `services.rs`.
 
 mod bench;
+mod services;
 mod tidy;
 
 use std::process::Command;
@@ -25,6 +28,10 @@ fn main() -> anyhow::Result<()> {
         Some("bench") => {
             let rest: Vec<String> = std::env::args().skip(2).collect();
             bench::run(&rest)
+        }
+        Some("services") => {
+            let rest: Vec<String> = std::env::args().skip(2).collect();
+            services::command(&rest)
         }
         Some("gen-ssb") => {
             let rest: Vec<String> = std::env::args().skip(2).collect();
@@ -46,6 +53,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("  tidy     check that crate dependencies point inward only");
             eprintln!("  gen-ssb  --sf N --out DIR [--seed S] [--threads T]: SSB Parquet data");
             eprintln!("  bench    [--sf N] [--runs N]: SSB through the API vs in-process");
+            eprintln!("  services start|stop: PostgreSQL and S3 test servers on loopback");
             bail!("unknown or missing task");
         }
     }
@@ -65,10 +73,16 @@ pub(crate) fn workspace() -> std::path::PathBuf {
 }
 
 pub(crate) fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    cargo_with(args, &[])
+}
+
+/// Runs cargo with `args` and the extra environment `env`.
+pub(crate) fn cargo_with(args: &[&str], env: &[(&str, String)]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("$ cargo {}", args.join(" "));
     let mut command = Command::new(cargo);
     command.args(args);
+    command.envs(env.iter().map(|(k, v)| (k, v)));
     // `cargo run` gives xtask the package variables of xtask itself. Some build scripts (ring's)
     // track `CARGO_MANIFEST_DIR`, so passing them on would make every nested build look different
     // from a build started in the shell, and the two would rebuild Polars' dependency chain in
@@ -109,9 +123,16 @@ fn ci() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ])?;
+    // Build first, so that the servers below do not wait through a compile.
+    cargo(&["test", "--workspace", "--no-run"])?;
+    // The real servers the PostgreSQL, S3 and multi-process suites run against; stopped by pid
+    // when this value is dropped, whether the tests pass or not.
+    let services = services::Services::start()?;
     // `cargo test --workspace` builds the server binary (spool-server has an integration test)
     // before it runs any test, so the e2e tests always start a fresh binary.
-    cargo(&["test", "--workspace"])?;
+    let tested = cargo_with(&["test", "--workspace"], &services.env());
+    services.stop();
+    tested?;
     eprintln!("ci: all green");
     Ok(())
 }

@@ -17,4 +17,4 @@ pub use job::{
 pub use output::{InvalidOutput, OutputFormat, OutputSpec, TextEncoding};
 pub use request::{InvalidRequest, ProjectName, QueryRequest};
 pub use time::Timestamp;
-pub use user::{Principal, Role};
+pub use user::{Principal, Role, UserRecord};

@@ -12,6 +12,20 @@ pub enum Role {
     User,
 }
 
+/// A user as configured: name, argon2 PHC hash string, role, grants. What user stores keep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The login name, matched exactly.
+    pub name: String,
+    /// The argon2 hash in PHC string form (`$argon2id$...`).
+    pub password_hash: String,
+    /// What the user may do.
+    pub role: Role,
+    /// Projects the user may query (`*`: all); ignored for admins.
+    #[serde(default)]
+    pub projects: Vec<String>,
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {

@@ -811,15 +811,21 @@ impl Write for GbkSink {
     }
 }
 
+#[async_trait::async_trait]
 impl ResultSink for GbkSink {
-    fn commit(self: Box<Self>) -> Result<u64, ResultStoreError> {
+    async fn commit(self: Box<Self>) -> Result<u64, ResultStoreError> {
         if !self.pending.is_empty() {
+            self.inner.abort().await?;
             return Err(ResultStoreError::Io(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "the result ends inside a UTF-8 character",
             )));
         }
-        self.inner.commit()
+        self.inner.commit().await
+    }
+
+    async fn abort(self: Box<Self>) -> Result<(), ResultStoreError> {
+        self.inner.abort().await
     }
 
     fn add_rows(&mut self, rows: u64) -> io::Result<()> {
@@ -846,9 +852,14 @@ mod tests {
         }
     }
 
+    #[async_trait::async_trait]
     impl ResultSink for VecSink {
-        fn commit(self: Box<Self>) -> Result<u64, ResultStoreError> {
+        async fn commit(self: Box<Self>) -> Result<u64, ResultStoreError> {
             Ok(self.0.len() as u64)
+        }
+
+        async fn abort(self: Box<Self>) -> Result<(), ResultStoreError> {
+            Ok(())
         }
     }
 
@@ -976,7 +987,8 @@ mod tests {
         // Split inside the first character.
         sink.write_all(&text[..1]).expect("write");
         sink.write_all(&text[1..]).expect("write");
-        assert_eq!(sink.commit().expect("commit"), 7, "D6D0 CEC4 , x \\n");
+        let committed = futures::executor::block_on(sink.commit()).expect("commit");
+        assert_eq!(committed, 7, "D6D0 CEC4 , x \\n");
         let mut sink = transcode(&spec, Box::new(VecSink::default()));
         let e = sink.write_all("😀".as_bytes()).expect_err("not in GBK");
         assert!(

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use futures::StreamExt;
 use polars::prelude::*;
-use spool_domain::{QueryId, QueryRequest};
+use spool_domain::{QueryId, QueryRequest, ResultKey};
 use spool_ports::testing::MemoryResultStore;
 use spool_ports::{CancelToken, EngineError, QueryEngine, ResultStore};
 
@@ -62,12 +62,12 @@ async fn run(
 ) -> Result<String, EngineError> {
     let engine = PolarsEngine::new(root);
     let store = MemoryResultStore::default();
-    let id = QueryId::new_random();
+    let id = ResultKey::new(QueryId::new_random(), 1);
     let request = QueryRequest::new(sql.into(), Some(project), offset, limit).expect("request");
     let sink = store.create(id).await.expect("sink");
     let execution = engine.execute(&request, sink, CancelToken::new()).await?;
     let rows = execution.rows;
-    execution.sink.commit().expect("commit");
+    execution.sink.commit().await.expect("commit");
     let mut body = store.open(id).await.expect("open").expect("result").body;
     let mut bytes = Vec::new();
     while let Some(chunk) = body.next().await {
@@ -190,7 +190,7 @@ async fn a_cancelled_query_reports_cancelled() {
         .expect("request");
     let cancel = CancelToken::new();
     cancel.cancel(spool_ports::CancelReason::Stopped);
-    let sink = store.create(QueryId::new_random()).await.expect("sink");
+    let sink = store.create(ResultKey::new(QueryId::new_random(), 1)).await.expect("sink");
     let err = engine
         .execute(&request, sink, cancel)
         .await
@@ -372,7 +372,7 @@ async fn result_columns_carry_kylin_type_names() {
     let sql = "select o_id, o_note as \"note, with comma\", count(*), avg(o_amount), e_day \
                from orders, events where o_id = e_id group by o_id, o_note, e_day";
     let request = QueryRequest::new(sql.into(), Some("shop"), None, None).expect("request");
-    let sink = store.create(QueryId::new_random()).await.expect("sink");
+    let sink = store.create(ResultKey::new(QueryId::new_random(), 1)).await.expect("sink");
     let execution = engine
         .execute(&request, sink, CancelToken::new())
         .await
@@ -423,7 +423,7 @@ async fn every_format_reports_the_rows_it_wrote() {
                 format,
                 ..OutputSpec::default()
             });
-        let sink = store.create(QueryId::new_random()).await.expect("sink");
+        let sink = store.create(ResultKey::new(QueryId::new_random(), 1)).await.expect("sink");
         let execution = engine
             .execute(&request, sink, CancelToken::new())
             .await

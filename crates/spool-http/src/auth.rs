@@ -18,7 +18,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use axum::http::HeaderValue;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
-use spool_domain::{Principal, Role};
+use spool_domain::{Principal, Role, UserRecord};
 
 use crate::ApiError;
 
@@ -43,27 +43,11 @@ struct Failures {
     blocked_until: Option<Instant>,
 }
 
-/// A user as configured: name, argon2 PHC hash string, role.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct UserRecord {
-    /// The login name, matched exactly.
-    pub name: String,
-    /// The argon2 hash in PHC string form (`$argon2id$...`).
-    pub password_hash: String,
-    /// What the user may do.
-    pub role: Role,
-    /// Projects the user may query (`*`: all); ignored for admins.
-    #[serde(default)]
-    pub projects: Vec<String>,
-}
-
-impl UserRecord {
-    fn principal(&self) -> Principal {
-        Principal {
-            name: self.name.clone(),
-            role: self.role,
-            projects: self.projects.clone(),
-        }
+fn principal(user: &UserRecord) -> Principal {
+    Principal {
+        name: user.name.clone(),
+        role: user.role,
+        projects: user.projects.clone(),
     }
 }
 
@@ -221,7 +205,7 @@ impl Authenticator {
                 && *known == digest
                 && at.elapsed() < CACHE_TTL
             {
-                return Ok(record.principal());
+                return Ok(principal(record));
             }
         }
         let hash = record
@@ -236,7 +220,7 @@ impl Authenticator {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(user, (digest, Instant::now()));
-                Ok(record.principal())
+                Ok(principal(record))
             }
             _ => Err(ApiError::Unauthorized("invalid user name or password")),
         }

@@ -14,6 +14,7 @@ mod download;
 mod error;
 mod routes;
 
-pub use auth::{Authenticator, UserRecord, hash_password, verify_password};
+pub use auth::{Authenticator, hash_password, verify_password};
+pub use spool_domain::UserRecord;
 pub use error::ApiError;
 pub use routes::{AppState, HttpLimits, router};

@@ -1,5 +1,5 @@
-//! The ports of Spool's hexagon: one trait per I/O edge (jobs, results, the engine) and one per
-//! thing a test must control (time, ids).
+//! The ports of Spool's hexagon: one trait per I/O edge (jobs, results, users, the engine) and
+//! one per thing a test must control (time, ids).
 //!
 //! Invariant: no adapter technology appears in a signature here (no sled, Polars, axum or local
 //! paths), so a PostgreSQL job store, an S3 result store or a remote engine can be plugged in.
@@ -11,6 +11,7 @@ mod engine;
 mod events;
 mod jobs;
 mod results;
+mod users;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -20,6 +21,7 @@ pub use engine::{EngineError, Execution, QueryEngine};
 pub use events::EventHub;
 pub use jobs::{JobEvent, JobFilter, JobStore, JobStoreError, Renewal, Stopped};
 pub use results::{ResultSink, ResultStore, ResultStoreError, StoredResult};
+pub use users::{UserStore, UserStoreError};
 
 #[cfg(feature = "mock")]
 pub use engine::MockQueryEngine;

@@ -778,6 +778,77 @@ pub async fn result_store_contract(store: &dyn ResultStore) {
     assert!(store.list().await.expect("list").is_empty());
 }
 
+fn user_record(name: &str, role: spool_domain::Role, projects: &[&str]) -> spool_domain::UserRecord {
+    spool_domain::UserRecord {
+        name: name.to_owned(),
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${name}"),
+        role,
+        projects: projects.iter().map(|p| (*p).to_owned()).collect(),
+    }
+}
+
+/// Waits a few seconds at most for a change to be announced.
+async fn expect_change(changes: &mut BoxStream<'static, ()>, what: &str) {
+    let deadline = std::time::Duration::from_secs(5);
+    assert_eq!(
+        tokio::time::timeout(deadline, changes.next()).await,
+        Ok(Some(())),
+        "{what}: a change announced within {deadline:?}"
+    );
+}
+
+/// Checks the [`crate::UserStore`] contract on a new store. `other` is a second handle on
+/// the same store (another process's, where the adapter can have one). Panics on the first
+/// violation.
+pub async fn user_store_contract(store: &dyn crate::UserStore, other: &dyn crate::UserStore) {
+    use crate::UserStoreError;
+    use spool_domain::Role;
+    let mut changes = other.changes();
+    assert!(store.list().await.expect("list").is_empty());
+    let admin = user_record("ADMIN", Role::Admin, &[]);
+    assert!(store.initialize(vec![admin.clone()]).await.expect("initialize"));
+    assert!(
+        !other
+            .initialize(vec![user_record("X", Role::Admin, &[])])
+            .await
+            .expect("initialize"),
+        "initialized once"
+    );
+    assert_eq!(other.list().await.expect("list"), vec![admin.clone()]);
+    expect_change(&mut changes, "initialize").await;
+
+    let bob = user_record("bob", Role::User, &["ssb"]);
+    store.add(bob.clone()).await.expect("add");
+    assert!(matches!(
+        other.add(bob.clone()).await,
+        Err(UserStoreError::Exists(name)) if name == "bob"
+    ));
+    expect_change(&mut changes, "add").await;
+    let mut moved = bob.clone();
+    moved.projects = vec!["*".into()];
+    other.replace(moved.clone()).await.expect("replace");
+    assert_eq!(
+        store.list().await.expect("list"),
+        vec![admin.clone(), moved]
+    );
+    assert!(matches!(
+        store.replace(user_record("nobody", Role::User, &[])).await,
+        Err(UserStoreError::NotFound(_))
+    ));
+    store.remove("bob").await.expect("remove");
+    assert!(matches!(
+        store.remove("bob").await,
+        Err(UserStoreError::NotFound(_))
+    ));
+    store.remove("ADMIN").await.expect("remove");
+    assert!(store.list().await.expect("list").is_empty());
+    assert!(
+        !store.initialize(vec![admin]).await.expect("initialize"),
+        "a store emptied on purpose is not filled again"
+    );
+    assert!(other.list().await.expect("list").is_empty());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

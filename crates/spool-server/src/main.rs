@@ -95,7 +95,7 @@ async fn query(args: &config::QueryArgs, settings: &Settings) -> anyhow::Result<
         spool_domain::QueryRequest::new(args.sql.clone(), Some(&args.project), None, None)?;
     let mut last = None;
     for run in 1..=args.repeat.max(1) {
-        let id = spool_domain::QueryId::new_random();
+        let id = spool_domain::ResultKey::new(spool_domain::QueryId::new_random(), 1);
         let started = std::time::Instant::now();
         let sink = store.create(id).await?;
         let execution = engine
@@ -103,7 +103,7 @@ async fn query(args: &config::QueryArgs, settings: &Settings) -> anyhow::Result<
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let rows = execution.rows;
-        let bytes = tokio::task::spawn_blocking(move || execution.sink.commit()).await??;
+        let bytes = execution.sink.commit().await?;
         eprintln!(
             "run {run}: {rows} rows, {bytes} bytes, {:.1} ms",
             started.elapsed().as_secs_f64() * 1000.0

@@ -1,0 +1,702 @@
+//! Spool's job store and user store on PostgreSQL, shared by every process of a service.
+//!
+//! Layout (migrations in `migrations/`, embedded and applied at start in order, each once,
+//! recorded in `spool_schema`): `spool_jobs` holds each job's record as JSON (the domain's
+//! `Job`) beside the columns the queries select and order by (state, owner, project, times,
+//! the lease); `spool_users` the users; `spool_meta` facts about the store.
+//!
+//! Invariants:
+//! - Every change of a job reads the row `FOR UPDATE`, applies the domain's own transition
+//!   (`Job::claim`, `finish`, ...) and writes record and columns together, in one transaction,
+//!   so the columns never disagree with the record and the rules are the domain's, as in
+//!   every other store.
+//! - Claims take the oldest claimable row with `FOR UPDATE SKIP LOCKED`: concurrent claimers
+//!   never wait on each other and never get the same job.
+//! - The per-user cap is counted and the job inserted under a transaction-scoped advisory lock
+//!   on the owner, so two processes cannot both take the last slot.
+//! - Events are `NOTIFY`s on one channel sent inside the transaction that made the change, so
+//!   they are delivered only if it commits; one `LISTEN` connection per process fans them out.
+//! - A schema newer than this build is refused at start, never changed.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{Postgres, Row, Transaction};
+use spool_domain::{
+    Job, JobState, Lease, LeaseToken, QueryId, StopEffect, Timestamp, UserRecord,
+};
+use spool_ports::{
+    EventHub, JobEvent, JobFilter, JobStore, JobStoreError, Renewal, Stopped, UserStore,
+    UserStoreError,
+};
+use tracing::{info, warn};
+
+/// The schema migrations, in order: version, name, SQL.
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "jobs", include_str!("../migrations/0001_jobs.sql")),
+    (2, "users", include_str!("../migrations/0002_users.sql")),
+];
+
+/// The channel job events are sent on; payloads are `queued`, `stop:<id>`, `finished:<id>`.
+const JOBS_CHANNEL: &str = "spool_jobs";
+/// The channel user changes are announced on.
+const USERS_CHANNEL: &str = "spool_users";
+/// Serializes migrations across processes starting at once (an arbitrary constant).
+const MIGRATION_LOCK: i64 = 0x5350_4f4f_4c00_0001;
+/// Connections each process keeps at most.
+const MAX_CONNECTIONS: u32 = 16;
+/// How long a call waits for a free connection (or a new one) before failing.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The server could not be reached or refused the login.
+    #[error("cannot connect to PostgreSQL at {url}: {source}")]
+    Connect {
+        /// The URL with any password hidden.
+        url: String,
+        /// What the driver said.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Applying the schema failed.
+    #[error("applying Spool's schema to PostgreSQL at {url} failed: {source}")]
+    Migrate {
+        /// The URL with any password hidden.
+        url: String,
+        /// What the driver said.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The database was set up by a newer Spool.
+    #[error(
+        "the PostgreSQL database at {url} has Spool schema version {found}, newer than this \
+         spool-server knows ({known}); upgrade spool-server instead of pointing an older one at it"
+    )]
+    TooNew {
+        /// The URL with any password hidden.
+        url: String,
+        /// The version found.
+        found: i32,
+        /// The newest version this build knows.
+        known: i32,
+    },
+}
+
+/// Returns `url` with the password, if any, replaced by `***`, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// A connection pool on one Spool database, with the schema applied and events flowing.
+#[derive(Debug, Clone)]
+pub struct PgDatabase {
+    pool: PgPool,
+    jobs: EventHub,
+    users: EventHub,
+}
+
+/// Connects to the database at `url` (`postgres://user[:password]@host:port/db`), applies
+/// the migrations it lacks and starts listening for other processes' changes. Fails with a
+/// message naming the server when it cannot be reached.
+pub async fn connect(url: &str) -> Result<PgDatabase, OpenError> {
+    let shown = redact(url);
+    let pool = PgPoolOptions::new()
+        .max_connections(MAX_CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect(url)
+        .await
+        .map_err(|source| OpenError::Connect {
+            url: shown.clone(),
+            source,
+        })?;
+    migrate(&pool, &shown).await?;
+    let store = PgDatabase {
+        pool,
+        jobs: EventHub::new(),
+        users: EventHub::new(),
+    };
+    let listener = PgListener::connect_with(&store.pool)
+        .await
+        .map_err(|source| OpenError::Connect {
+            url: shown.clone(),
+            source,
+        })?;
+    tokio::spawn(listen(listener, store.jobs.clone(), store.users.clone()));
+    Ok(store)
+}
+
+async fn migrate(pool: &PgPool, url: &str) -> Result<(), OpenError> {
+    let fail = |source| OpenError::Migrate {
+        url: url.to_owned(),
+        source,
+    };
+    let mut tx = pool.begin().await.map_err(fail)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS spool_schema (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT NOT NULL,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(fail)?;
+    let found: i32 = sqlx::query("SELECT coalesce(max(version), 0) FROM spool_schema")
+        .fetch_one(&mut *tx)
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(fail)?;
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if found > known {
+        return Err(OpenError::TooNew {
+            url: url.to_owned(),
+            found,
+            known,
+        });
+    }
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
+        sqlx::raw_sql(*sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        sqlx::query("INSERT INTO spool_schema (version, name) VALUES ($1, $2)")
+            .bind(*version)
+            .bind(*name)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        info!(version, name, "applied a schema migration");
+    }
+    tx.commit().await.map_err(fail)?;
+    Ok(())
+}
+
+/// Forwards notifications to the event hubs until the process ends. The listener reconnects
+/// by itself after a lost connection; notifications sent meanwhile are lost, so a reconnect
+/// is announced as a queued job (idle workers look) and a user change (users are re-read).
+async fn listen(mut listener: PgListener, jobs: EventHub, users: EventHub) {
+    if let Err(e) = listener.listen_all([JOBS_CHANNEL, USERS_CHANNEL]).await {
+        warn!(error = %e, "cannot LISTEN for job events; workers fall back to polling");
+        return;
+    }
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(note)) => {
+                if note.channel() == USERS_CHANNEL {
+                    users.publish(JobEvent::Queued);
+                } else if let Some(event) = parse_event(note.payload()) {
+                    jobs.publish(event);
+                }
+            }
+            Ok(None) => {
+                warn!("lost the LISTEN connection to PostgreSQL; reconnecting");
+                jobs.publish(JobEvent::Queued);
+                users.publish(JobEvent::Queued);
+            }
+            Err(e) => {
+                warn!(error = %e, "listening for job events failed; retrying in a second");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+fn event_payload(event: JobEvent) -> String {
+    match event {
+        JobEvent::Queued => "queued".to_owned(),
+        JobEvent::StopRequested(id) => format!("stop:{id}"),
+        JobEvent::Finished(id) => format!("finished:{id}"),
+    }
+}
+
+fn parse_event(payload: &str) -> Option<JobEvent> {
+    if payload == "queued" {
+        return Some(JobEvent::Queued);
+    }
+    let (kind, id) = payload.split_once(':')?;
+    let id = id.parse().ok()?;
+    match kind {
+        "stop" => Some(JobEvent::StopRequested(id)),
+        "finished" => Some(JobEvent::Finished(id)),
+        _ => None,
+    }
+}
+
+impl PgDatabase {
+    /// The job store on this database.
+    pub fn job_store(&self) -> PgJobStore {
+        PgJobStore { db: self.clone() }
+    }
+
+    /// The user store on this database.
+    pub fn user_store(&self) -> PgUserStore {
+        PgUserStore { db: self.clone() }
+    }
+}
+
+/// A [`JobStore`] on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgJobStore {
+    db: PgDatabase,
+}
+
+fn backend(e: sqlx::Error) -> JobStoreError {
+    JobStoreError::backend(e)
+}
+
+fn state_name(state: &JobState) -> &'static str {
+    match state {
+        JobState::Queued => "queued",
+        JobState::Running { .. } => "running",
+        JobState::Succeeded { .. } => "succeeded",
+        JobState::Failed { .. } => "failed",
+    }
+}
+
+fn job_of(row: &PgRow) -> Result<Job, JobStoreError> {
+    let Json(job): Json<Job> = row.try_get("job").map_err(backend)?;
+    Ok(job)
+}
+
+/// The lease columns of `job`: token (its bits as a signed integer) and expiry.
+fn lease_columns(job: &Job) -> (Option<i64>, Option<i64>) {
+    match &job.state {
+        JobState::Running { lease, .. } => (
+            Some(i64::from_ne_bytes(lease.token.0.to_ne_bytes())),
+            Some(lease.expires_at.as_millis()),
+        ),
+        _ => (None, None),
+    }
+}
+
+type Tx = Transaction<'static, Postgres>;
+
+async fn notify(tx: &mut Tx, event: JobEvent) -> Result<(), JobStoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(JOBS_CHANNEL)
+        .bind(event_payload(event))
+        .execute(&mut **tx)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// Reads the job `id` and locks its row for the rest of the transaction.
+async fn lock(tx: &mut Tx, id: QueryId) -> Result<Option<Job>, JobStoreError> {
+    let row = sqlx::query("SELECT job FROM spool_jobs WHERE id = $1 FOR UPDATE")
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(backend)?;
+    row.as_ref().map(job_of).transpose()
+}
+
+/// Writes `job` (its row is locked) with its columns.
+async fn update(tx: &mut Tx, job: &Job) -> Result<(), JobStoreError> {
+    let (token, expires) = lease_columns(job);
+    sqlx::query(
+        "UPDATE spool_jobs
+            SET state = $2, lease_token = $3, lease_expires_at = $4, finished_at = $5, job = $6
+          WHERE id = $1",
+    )
+    .bind(job.id.to_string())
+    .bind(state_name(&job.state))
+    .bind(token)
+    .bind(expires)
+    .bind(job.finished_at().map(Timestamp::as_millis))
+    .bind(Json(job))
+    .execute(&mut **tx)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+impl PgJobStore {
+    async fn begin(&self) -> Result<Tx, JobStoreError> {
+        self.db.pool.begin().await.map_err(backend)
+    }
+
+    /// Locks the oldest row `sql` selects (one id, `FOR UPDATE SKIP LOCKED`) and claims it.
+    async fn claim_first(
+        &self,
+        sql: &'static str,
+        now: Timestamp,
+        lease: Lease,
+    ) -> Result<Option<Job>, JobStoreError> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(sql)
+            .bind(now.as_millis())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut job = job_of(&row)?;
+        if job.claim(lease, now).is_err() {
+            return Ok(None);
+        }
+        update(&mut tx, &job).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(job))
+    }
+}
+
+#[async_trait]
+impl JobStore for PgJobStore {
+    async fn insert(&self, job: &Job, max_in_flight: Option<usize>) -> Result<(), JobStoreError> {
+        let mut tx = self.begin().await?;
+        if let Some(limit) = max_in_flight {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(job.owner.clone())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            let mine: i64 = sqlx::query(
+                "SELECT count(*) FROM spool_jobs WHERE owner = $1 AND state IN ('queued', 'running')",
+            )
+            .bind(job.owner.clone())
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(backend)?;
+            if mine >= i64::try_from(limit).unwrap_or(i64::MAX) {
+                return Err(JobStoreError::TooManyInFlight { limit });
+            }
+        }
+        let (token, expires) = lease_columns(job);
+        let inserted = sqlx::query(
+            "INSERT INTO spool_jobs
+                 (id, owner, project, submitted_at, state, lease_token, lease_expires_at,
+                  finished_at, job)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(job.id.to_string())
+        .bind(job.owner.clone())
+        .bind(job.request.project.as_str().to_owned())
+        .bind(job.submitted_at.as_millis())
+        .bind(state_name(&job.state))
+        .bind(token)
+        .bind(expires)
+        .bind(job.finished_at().map(Timestamp::as_millis))
+        .bind(Json(job))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if inserted.rows_affected() == 0 {
+            return Err(JobStoreError::AlreadyExists(job.id));
+        }
+        if matches!(job.state, JobState::Queued) {
+            notify(&mut tx, JobEvent::Queued).await?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn get(&self, id: QueryId) -> Result<Option<Job>, JobStoreError> {
+        let row = sqlx::query("SELECT job FROM spool_jobs WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.db.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(job_of).transpose()
+    }
+
+    async fn get_many(&self, ids: &[QueryId]) -> Result<HashMap<QueryId, Job>, JobStoreError> {
+        let ids: Vec<String> = ids.iter().map(QueryId::to_string).collect();
+        let rows = sqlx::query("SELECT job FROM spool_jobs WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&self.db.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|row| job_of(row).map(|job| (job.id, job)))
+            .collect()
+    }
+
+    async fn claim_next(&self, now: Timestamp, lease: Lease) -> Result<Option<Job>, JobStoreError> {
+        // Lapsed leases first: their jobs have waited longest.
+        let lapsed = self
+            .claim_first(
+                "SELECT job FROM spool_jobs
+                  WHERE state = 'running' AND lease_expires_at <= $1
+                  ORDER BY lease_expires_at
+                  LIMIT 1 FOR UPDATE SKIP LOCKED",
+                now,
+                lease,
+            )
+            .await?;
+        if lapsed.is_some() {
+            return Ok(lapsed);
+        }
+        self.claim_first(
+            "SELECT job FROM spool_jobs
+              WHERE state = 'queued' AND $1::bigint IS NOT NULL
+              ORDER BY submitted_at, id
+              LIMIT 1 FOR UPDATE SKIP LOCKED",
+            now,
+            lease,
+        )
+        .await
+    }
+
+    async fn renew(
+        &self,
+        id: QueryId,
+        token: LeaseToken,
+        expires_at: Timestamp,
+    ) -> Result<Renewal, JobStoreError> {
+        let mut tx = self.begin().await?;
+        let mut job = lock(&mut tx, id).await?.ok_or(JobStoreError::NotFound(id))?;
+        job.renew(token, expires_at)
+            .map_err(|_| JobStoreError::LeaseLost(id))?;
+        update(&mut tx, &job).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Renewal {
+            stop_requested: job.stop_requested(),
+        })
+    }
+
+    async fn finish(
+        &self,
+        id: QueryId,
+        token: LeaseToken,
+        outcome: JobState,
+    ) -> Result<Job, JobStoreError> {
+        let mut tx = self.begin().await?;
+        let mut job = lock(&mut tx, id).await?.ok_or(JobStoreError::NotFound(id))?;
+        job.finish(token, outcome)
+            .map_err(|_| JobStoreError::LeaseLost(id))?;
+        update(&mut tx, &job).await?;
+        notify(&mut tx, JobEvent::Finished(id)).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(job)
+    }
+
+    async fn release(&self, id: QueryId, token: LeaseToken) -> Result<(), JobStoreError> {
+        let mut tx = self.begin().await?;
+        let Some(mut job) = lock(&mut tx, id).await? else {
+            return Ok(());
+        };
+        if !matches!(&job.state, JobState::Running { lease, .. } if lease.token == token) {
+            return Ok(());
+        }
+        job.requeue();
+        update(&mut tx, &job).await?;
+        notify(&mut tx, JobEvent::Queued).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn stop(
+        &self,
+        id: QueryId,
+        now: Timestamp,
+        outcome: JobState,
+    ) -> Result<Stopped, JobStoreError> {
+        let mut tx = self.begin().await?;
+        let mut job = lock(&mut tx, id).await?.ok_or(JobStoreError::NotFound(id))?;
+        let effect = match job.request_stop(now, outcome) {
+            Ok(effect) => effect,
+            Err(_) => return Err(JobStoreError::Finished(Box::new(job))),
+        };
+        update(&mut tx, &job).await?;
+        let stopped = match effect {
+            StopEffect::Ended => {
+                notify(&mut tx, JobEvent::Finished(id)).await?;
+                Stopped::Ended(job)
+            }
+            StopEffect::Requested => {
+                notify(&mut tx, JobEvent::StopRequested(id)).await?;
+                Stopped::Requested(job)
+            }
+        };
+        tx.commit().await.map_err(backend)?;
+        Ok(stopped)
+    }
+
+    async fn delete(&self, id: QueryId) -> Result<Option<Job>, JobStoreError> {
+        let row = sqlx::query("DELETE FROM spool_jobs WHERE id = $1 RETURNING job")
+            .bind(id.to_string())
+            .fetch_optional(&self.db.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(job_of).transpose()
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobStoreError> {
+        let rows = sqlx::query(
+            "SELECT job FROM spool_jobs
+              WHERE ($1::text IS NULL OR project = $1)
+                AND ($2::text IS NULL OR owner = $2)
+                AND ($3::bigint IS NULL OR submitted_at < $3)
+                AND ($4::bigint IS NULL OR finished_at < $4)
+              ORDER BY submitted_at, id",
+        )
+        .bind(filter.project.as_ref().map(|p| p.as_str().to_owned()))
+        .bind(filter.owner.clone())
+        .bind(filter.submitted_before.map(Timestamp::as_millis))
+        .bind(filter.finished_before.map(Timestamp::as_millis))
+        .fetch_all(&self.db.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(job_of).collect()
+    }
+
+    fn events(&self) -> BoxStream<'static, JobEvent> {
+        self.db.jobs.subscribe()
+    }
+}
+
+/// A [`UserStore`] on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgUserStore {
+    db: PgDatabase,
+}
+
+fn user_backend(e: sqlx::Error) -> UserStoreError {
+    UserStoreError::Backend(Box::new(e))
+}
+
+async fn notify_users(tx: &mut Tx) -> Result<(), UserStoreError> {
+    sqlx::query("SELECT pg_notify($1, 'changed')")
+        .bind(USERS_CHANNEL)
+        .execute(&mut **tx)
+        .await
+        .map_err(user_backend)?;
+    Ok(())
+}
+
+impl PgUserStore {
+    /// Runs one change of the users table in a transaction that announces it.
+    async fn change(
+        &self,
+        sql: &'static str,
+        user: Option<UserRecord>,
+        name: String,
+    ) -> Result<u64, UserStoreError> {
+        let mut tx = self.db.pool.begin().await.map_err(user_backend)?;
+        let done = sqlx::query(sql)
+            .bind(name)
+            .bind(user.map(Json))
+            .execute(&mut *tx)
+            .await
+            .map_err(user_backend)?;
+        notify_users(&mut tx).await?;
+        tx.commit().await.map_err(user_backend)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl UserStore for PgUserStore {
+    async fn list(&self) -> Result<Vec<UserRecord>, UserStoreError> {
+        let rows = sqlx::query("SELECT record FROM spool_users ORDER BY name")
+            .fetch_all(&self.db.pool)
+            .await
+            .map_err(user_backend)?;
+        rows.iter()
+            .map(|row| {
+                row.try_get::<Json<UserRecord>, _>("record")
+                    .map(|Json(user)| user)
+                    .map_err(user_backend)
+            })
+            .collect()
+    }
+
+    async fn initialize(&self, first: Vec<UserRecord>) -> Result<bool, UserStoreError> {
+        let mut tx = self.db.pool.begin().await.map_err(user_backend)?;
+        let marked = sqlx::query(
+            "INSERT INTO spool_meta (key, value) VALUES ('users_initialized', 'true')
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(user_backend)?;
+        if marked.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for user in first {
+            sqlx::query("INSERT INTO spool_users (name, record) VALUES ($1, $2)")
+                .bind(user.name.clone())
+                .bind(Json(user))
+                .execute(&mut *tx)
+                .await
+                .map_err(user_backend)?;
+        }
+        notify_users(&mut tx).await?;
+        tx.commit().await.map_err(user_backend)?;
+        Ok(true)
+    }
+
+    async fn add(&self, user: UserRecord) -> Result<(), UserStoreError> {
+        let name = user.name.clone();
+        let added = self
+            .change(
+                "INSERT INTO spool_users (name, record) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                Some(user),
+                name.clone(),
+            )
+            .await?;
+        if added == 0 {
+            return Err(UserStoreError::Exists(name));
+        }
+        Ok(())
+    }
+
+    async fn replace(&self, user: UserRecord) -> Result<(), UserStoreError> {
+        let name = user.name.clone();
+        let replaced = self
+            .change(
+                "UPDATE spool_users SET record = $2 WHERE name = $1",
+                Some(user),
+                name.clone(),
+            )
+            .await?;
+        if replaced == 0 {
+            return Err(UserStoreError::NotFound(name));
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), UserStoreError> {
+        let removed = self
+            .change(
+                "DELETE FROM spool_users WHERE name = $1 AND $2::jsonb IS NULL",
+                None,
+                name.to_owned(),
+            )
+            .await?;
+        if removed == 0 {
+            return Err(UserStoreError::NotFound(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn changes(&self) -> BoxStream<'static, ()> {
+        use futures::StreamExt;
+        self.db.users.subscribe().map(|_| ()).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests;
