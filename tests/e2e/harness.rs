@@ -16,7 +16,7 @@ pub const ADMIN: &str = "Basic QURNSU46S1lMSU4=";
 /// Returns the path of the server binary that `cargo test --workspace` (or `cargo xtask ci`)
 /// built beside this test binary. The e2e tests do not build it themselves: a nested cargo
 /// would see a different environment and rebuild Polars.
-fn server_binary() -> &'static Path {
+pub fn server_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
         // This test binary is <target>/debug/deps/e2e-<hash>; the server is <target>/debug/.
@@ -54,6 +54,19 @@ impl Server {
         server
     }
 
+    /// Starts a server on an existing data dir (shared with other processes) with the config
+    /// file at `config`; its log goes beside the config file.
+    pub fn start_on(data_dir: &Path, config: &Path) -> Self {
+        Self::spawn(data_dir.to_path_buf(), config.to_path_buf())
+    }
+
+    /// Kills the process with SIGKILL (no shutdown) and reaps it.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
+    }
+
     fn spawn(data_dir: PathBuf, config: PathBuf) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -70,6 +83,8 @@ impl Server {
             .env("RUST_LOG", "info")
             .env_remove("SPOOL_BIND")
             .env_remove("SPOOL_DATA_DIR")
+            .env_remove("SPOOL_JOB_STORE")
+            .env_remove("SPOOL_RESULT_STORE")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
@@ -78,7 +93,10 @@ impl Server {
         let mut lines = BufReader::new(stdout).lines();
         let first = lines
             .next()
-            .expect("server printed nothing")
+            .unwrap_or_else(|| {
+                let log = std::fs::read_to_string(config.with_extension("log")).unwrap_or_default();
+                panic!("server printed nothing; its log:\n{log}")
+            })
             .expect("reading stdout");
         let base = first
             .strip_prefix("spool listening on ")
@@ -246,6 +264,8 @@ impl Server {
         let status = std::process::Command::new(self.binary())
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .arg("--config")
+            .arg(&self.config)
             .arg("user")
             .arg("add")
             .args(args)

@@ -3,6 +3,7 @@
 mod harness;
 mod kylin5;
 mod limits;
+mod scaled;
 mod ssb;
 
 use std::process::Command;

@@ -18,7 +18,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use axum::http::HeaderValue;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
-use spool_domain::{Principal, Role, UserRecord};
+use spool_domain::{Principal, UserRecord};
 
 use crate::ApiError;
 
@@ -220,7 +220,7 @@ impl Authenticator {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(user, (digest, Instant::now()));
-                Ok(principal(record))
+                Ok(principal(&record))
             }
             _ => Err(ApiError::Unauthorized("invalid user name or password")),
         }
@@ -256,6 +256,7 @@ fn parse_basic(header: Option<&HeaderValue>) -> Result<(String, String), ApiErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spool_domain::Role;
 
     fn auth() -> Authenticator {
         Authenticator::new(vec![UserRecord {

@@ -23,6 +23,39 @@ pub const DEFAULT_RESULT_RETAIN_DAYS: u64 = 7;
 /// Default SSB scale factor of the `ssb` sample made on first start: 60,000 LINEORDER rows,
 /// generated in well under a second.
 pub const DEFAULT_SAMPLE_SF: f64 = 0.01;
+/// Default lease on a running query: a worker renews it every third of it, and a query whose
+/// process died is taken over by another process once it lapses.
+pub const DEFAULT_LEASE_SECS: u64 = 30;
+
+/// Where jobs (and, with PostgreSQL, users) are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobStoreSetting {
+    /// The embedded sled store in `<data dir>/jobs`, owned by one process.
+    Sled,
+    /// A PostgreSQL database shared by every process of the service (the URL).
+    Postgres(String),
+}
+
+/// Where results are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResultStoreSetting {
+    /// Files in `<data dir>/results`.
+    DataDir,
+    /// An S3 bucket.
+    S3(spool_results_s3::S3Config),
+}
+
+fn parse_job_store(text: &str) -> anyhow::Result<JobStoreSetting> {
+    if text == "sled" {
+        Ok(JobStoreSetting::Sled)
+    } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        Ok(JobStoreSetting::Postgres(text.to_owned()))
+    } else {
+        anyhow::bail!(
+            "job_store must be \"sled\" or a postgres://user@host:port/db URL, not {text:?}"
+        )
+    }
+}
 
 /// Command line of `spool-server`.
 #[derive(Debug, Parser)]
@@ -51,6 +84,26 @@ pub struct Cli {
     /// [default: 0.01]
     #[arg(long, env = "SPOOL_SAMPLE_SF")]
     pub sample_sf: Option<f64>,
+    /// Job store: `sled` (embedded, one process) or postgres://user@host:port/db (shared by
+    /// several processes) [default: sled]
+    #[arg(long, env = "SPOOL_JOB_STORE")]
+    pub job_store: Option<String>,
+    /// Result store: s3://bucket/prefix [default: <data dir>/results]
+    #[arg(long, env = "SPOOL_RESULT_STORE")]
+    pub result_store: Option<String>,
+    /// S3 endpoint URL for stores other than AWS (MinIO, SeaweedFS, ...)
+    #[arg(long, env = "SPOOL_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: the AWS environment's, else us-east-1]
+    #[arg(long, env = "SPOOL_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Allow a plain http:// S3 endpoint [default: false]
+    #[arg(long, env = "SPOOL_S3_ALLOW_HTTP")]
+    pub s3_allow_http: Option<bool>,
+    /// Seconds a running query's lease lasts; another process takes the query over once it
+    /// lapses [default: 30]
+    #[arg(long, env = "SPOOL_LEASE_SECS")]
+    pub lease_secs: Option<u64>,
     /// Manage users instead of serving
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -132,6 +185,22 @@ pub struct FileConfig {
     pub result_retain_days: Option<u64>,
     /// Whether result files bypass the page cache where the file system allows it.
     pub direct_io: Option<bool>,
+    /// `sled` or a postgres:// URL.
+    pub job_store: Option<String>,
+    /// An s3://bucket/prefix URL.
+    pub result_store: Option<String>,
+    /// The S3 endpoint URL.
+    pub s3_endpoint: Option<String>,
+    /// The S3 region.
+    pub s3_region: Option<String>,
+    /// Whether a plain http:// S3 endpoint is allowed.
+    pub s3_allow_http: Option<bool>,
+    /// The S3 access key id (else `AWS_ACCESS_KEY_ID`).
+    pub aws_access_key_id: Option<String>,
+    /// The S3 secret key (else `AWS_SECRET_ACCESS_KEY`).
+    pub aws_secret_access_key: Option<String>,
+    /// Seconds a running query's lease lasts.
+    pub lease_secs: Option<u64>,
 }
 
 /// The settings the server runs with.
@@ -163,6 +232,12 @@ pub struct Settings {
     pub result_retention: Option<std::time::Duration>,
     /// Whether result files bypass the page cache where the file system allows it.
     pub direct_io: bool,
+    /// Where jobs and users are kept.
+    pub job_store: JobStoreSetting,
+    /// Where results are kept.
+    pub result_store: ResultStoreSetting,
+    /// How long a running query's lease lasts.
+    pub lease: std::time::Duration,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -187,8 +262,39 @@ impl Settings {
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let workers = cli.workers.or(file.workers).unwrap_or(cores);
-        anyhow::ensure!(workers >= 1, "workers must be at least 1");
+        let job_store = parse_job_store(
+            cli.job_store
+                .as_deref()
+                .or(file.job_store.as_deref())
+                .unwrap_or("sled"),
+        )?;
+        anyhow::ensure!(
+            workers >= 1 || job_store != JobStoreSetting::Sled,
+            "workers = 0 needs a shared job store (job_store = \"postgres://...\"): with sled \
+             no other process can run this one's queries"
+        );
+        let result_store = match cli.result_store.clone().or(file.result_store) {
+            None => ResultStoreSetting::DataDir,
+            Some(url) => {
+                let mut s3 = spool_results_s3::S3Config::from_url(&url)
+                    .map_err(|e| anyhow::anyhow!("result_store: {e}"))?;
+                s3.endpoint = cli.s3_endpoint.clone().or(file.s3_endpoint);
+                s3.region = cli.s3_region.clone().or(file.s3_region);
+                s3.allow_http = cli.s3_allow_http.or(file.s3_allow_http).unwrap_or(false);
+                s3.access_key_id = file.aws_access_key_id;
+                s3.secret_access_key = file.aws_secret_access_key;
+                ResultStoreSetting::S3(s3)
+            }
+        };
+        let lease_secs = cli
+            .lease_secs
+            .or(file.lease_secs)
+            .unwrap_or(DEFAULT_LEASE_SECS);
+        anyhow::ensure!(lease_secs >= 1, "lease_secs must be at least 1");
         Ok(Self {
+            job_store,
+            result_store,
+            lease: std::time::Duration::from_secs(lease_secs),
             bind: cli
                 .bind
                 .or(file.bind)
@@ -272,6 +378,45 @@ mod tests {
         let d = Settings::resolve(&cli(&[])).expect("defaults");
         assert_eq!(d.bind.to_string(), DEFAULT_BIND);
         assert_eq!(d.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn shared_backends_are_chosen_by_url_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("spool.toml");
+        std::fs::write(
+            &path,
+            "job_store = \"postgres://spool@db:5432/spool\"\nresult_store = \"s3://results/spool\"\n\
+             s3_endpoint = \"http://127.0.0.1:8333\"\ns3_allow_http = true\nlease_secs = 5\n",
+        )
+        .expect("write");
+        let config = path.to_str().expect("utf-8");
+        let s = Settings::resolve(&cli(&["--config", config, "--workers", "0"])).expect("settings");
+        assert_eq!(
+            s.job_store,
+            JobStoreSetting::Postgres("postgres://spool@db:5432/spool".into())
+        );
+        let ResultStoreSetting::S3(s3) = &s.result_store else {
+            panic!("an S3 result store: {:?}", s.result_store);
+        };
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("results", "spool"));
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+        assert!(s3.allow_http);
+        assert_eq!((s.workers, s.lease.as_secs()), (0, 5));
+
+        let d = Settings::resolve(&cli(&[])).expect("defaults");
+        assert_eq!(d.job_store, JobStoreSetting::Sled);
+        assert_eq!(d.result_store, ResultStoreSetting::DataDir);
+        assert_eq!(d.lease.as_secs(), DEFAULT_LEASE_SECS);
+
+        for (args, needle) in [
+            (vec!["--workers", "0"], "workers = 0 needs a shared job store"),
+            (vec!["--job-store", "mysql://x"], "job_store must be"),
+            (vec!["--result-store", "/tmp/results"], "result_store"),
+        ] {
+            let err = Settings::resolve(&cli(&args)).expect_err("refused");
+            assert!(format!("{err:#}").contains(needle), "{err:#}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! `spool-server`: reads the settings, prepares the data directory, wires the sled job store,
-//! the filesystem result store and the Polars engine into the core, and serves the HTTP API
-//! until SIGTERM or Ctrl-C.
+//! `spool-server`: reads the settings, prepares the data directory, wires the job store (sled,
+//! or PostgreSQL shared by several processes), the result store (local files, or an S3
+//! bucket), the user store and the Polars engine into the core, and serves the HTTP API until
+//! SIGTERM or Ctrl-C.
 //!
 //! This is the only crate that names concrete adapters.
 
@@ -17,13 +18,14 @@ use clap::Parser;
 use spool_core::{Ports, Spool, SpoolConfig};
 use spool_engine_polars::PolarsEngine;
 use spool_http::{AppState, Authenticator, HttpLimits};
-use spool_ports::{RandomIds, SystemClock};
+use spool_ports::{JobStore, RandomIds, ResultStore, SystemClock, UserStore};
 use spool_results_fs::FsResultStore;
+use spool_results_s3::S3ResultStore;
 use spool_store_sled::SledJobStore;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Cli, Command, Settings};
+use crate::config::{Cli, Command, JobStoreSetting, ResultStoreSetting, Settings};
 
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
@@ -34,7 +36,13 @@ fn main() -> anyhow::Result<()> {
     let settings = Settings::resolve(&cli)?;
     match cli.command.take() {
         Some(Command::User(command)) => {
-            let message = users::run(command, &settings.data_dir, settings.default_admin)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let message = runtime.block_on(async {
+                let store = open_users(&settings).await?;
+                users::run(command, store.as_ref(), settings.default_admin).await
+            })?;
             println!("{message}");
             return Ok(());
         }
@@ -129,17 +137,21 @@ async fn query(args: &config::QueryArgs, settings: &Settings) -> anyhow::Result<
 
 /// Creates the data layout on first start: the `DEFAULT` project and the `ssb` sample.
 ///
-/// The layout is built in a hidden folder and renamed into place, so a start that crashes
-/// half-way leaves nothing that looks finished and the next start simply builds it again.
+/// The layout is built in a hidden folder of this process's own and renamed into place, so a
+/// start that crashes half-way leaves nothing that looks finished, and processes sharing the
+/// data dir that start together each build one and the first rename wins (the others find
+/// `projects/` there and drop theirs).
 fn prepare_data_dir(settings: &Settings) -> anyhow::Result<()> {
     let projects = settings.data_dir.join("projects");
     if projects.exists() {
         return Ok(());
     }
-    let staging = settings.data_dir.join(".projects.partial");
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)?;
-    }
+    remove_stale_staging(&settings.data_dir);
+    let staging = settings.data_dir.join(format!(
+        ".projects.partial.{}.{:08x}",
+        std::process::id(),
+        rand_u32()
+    ));
     std::fs::create_dir_all(staging.join("DEFAULT"))?;
     if let Some(sf) = settings.sample_sf {
         let ssb = spool_ssb::Ssb::new(sf).context("sample_sf")?;
@@ -148,39 +160,140 @@ fn prepare_data_dir(settings: &Settings) -> anyhow::Result<()> {
         spool_engine_polars::sample::write_ssb_project(&staging.join("ssb"), &ssb, threads)
             .context("creating the ssb sample project")?;
     }
-    std::fs::rename(&staging, &projects)?;
-    Ok(())
+    match std::fs::rename(&staging, &projects) {
+        Ok(()) => Ok(()),
+        // Another process sharing the data dir finished first: its layout is as good.
+        Err(_) if projects.exists() => {
+            std::fs::remove_dir_all(&staging)?;
+            info!("another process created the projects first");
+            Ok(())
+        }
+        Err(e) => Err(e).context("moving the projects into place"),
+    }
+}
+
+/// Removes staging folders a crashed first start left behind (older than an hour, so that a
+/// process building one right now keeps it).
+fn remove_stale_staging(data_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(3600)));
+        if stale && entry.file_name().to_string_lossy().starts_with(".projects.partial") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish() as u32
+}
+
+/// The user store the settings name: PostgreSQL's when the job store is there.
+async fn open_users(settings: &Settings) -> anyhow::Result<Arc<dyn UserStore>> {
+    Ok(match &settings.job_store {
+        JobStoreSetting::Sled => {
+            std::fs::create_dir_all(&settings.data_dir)
+                .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+            Arc::new(users::FileUserStore::in_dir(&settings.data_dir))
+        }
+        JobStoreSetting::Postgres(url) => Arc::new(
+            spool_store_postgres::connect(url)
+                .await
+                .context("opening the job store")?
+                .user_store(),
+        ),
+    })
+}
+
+/// The stores the settings name, each checked to answer before the server starts.
+struct Backends {
+    jobs: Arc<dyn JobStore>,
+    results: Arc<dyn ResultStore>,
+    users: Arc<dyn UserStore>,
+}
+
+async fn open_backends(settings: &Settings) -> anyhow::Result<Backends> {
+    let shared = settings.job_store != JobStoreSetting::Sled;
+    let (jobs, users): (Arc<dyn JobStore>, Arc<dyn UserStore>) = match &settings.job_store {
+        JobStoreSetting::Sled => {
+            let (jobs, recovered) = SledJobStore::open(&settings.data_dir.join("jobs")).context(
+                "opening the job store (is another spool-server using this data dir? several \
+                 processes need a shared job store: job_store = \"postgres://...\")",
+            )?;
+            if !recovered.is_empty() {
+                info!(
+                    count = recovered.len(),
+                    "queries interrupted by the last stop will run again"
+                );
+            }
+            (
+                Arc::new(jobs),
+                Arc::new(users::FileUserStore::in_dir(&settings.data_dir)),
+            )
+        }
+        JobStoreSetting::Postgres(url) => {
+            let db = spool_store_postgres::connect(url)
+                .await
+                .context("opening the job store")?;
+            info!(url = %spool_store_postgres::redact(url), "job store: PostgreSQL");
+            (Arc::new(db.job_store()), Arc::new(db.user_store()))
+        }
+    };
+    let results: Arc<dyn ResultStore> = match &settings.result_store {
+        ResultStoreSetting::DataDir => {
+            let root = settings.data_dir.join("results");
+            let store = if shared {
+                FsResultStore::open_shared(&root)
+            } else {
+                FsResultStore::open(&root)
+            };
+            Arc::new(
+                store
+                    .context("opening the result store")?
+                    .with_direct_io(settings.direct_io),
+            )
+        }
+        ResultStoreSetting::S3(config) => {
+            let store = S3ResultStore::open(config)
+                .await
+                .context("opening the result store")?;
+            info!(url = %config.url(), "result store: S3");
+            Arc::new(store)
+        }
+    };
+    Ok(Backends {
+        jobs,
+        results,
+        users,
+    })
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
     prepare_data_dir(&settings)?;
-    let users_file = users::path_in(&settings.data_dir);
-    let users = users::load_or_init(&users_file, settings.default_admin)?;
-
-    let (jobs, recovered) = SledJobStore::open(&settings.data_dir.join("jobs"))
-        .context("opening the job store (is another spool-server using this data dir?)")?;
-    if !recovered.is_empty() {
-        info!(
-            count = recovered.len(),
-            "queries interrupted by the last stop will run again"
-        );
-    }
-    let results = FsResultStore::open(&settings.data_dir.join("results"))
-        .context("opening the result store")?
-        .with_direct_io(settings.direct_io);
+    let backends = open_backends(&settings).await?;
+    let users = users::load_or_init(backends.users.as_ref(), settings.default_admin).await?;
     let engine = PolarsEngine::new(settings.data_dir.join("projects"))
         .with_scratch(settings.data_dir.join("scratch"))
         .with_polars_threads_lowered();
     let ports = Ports {
-        jobs: Arc::new(jobs),
-        results: Arc::new(results),
+        jobs: backends.jobs,
+        results: backends.results,
         engine: Arc::new(engine),
         clock: Arc::new(SystemClock),
         ids: Arc::new(RandomIds),
     };
     let mut config = SpoolConfig::with_workers(settings.workers);
+    config.lease = settings.lease;
     config.query_timeout = settings.query_timeout;
     config.max_result_rows = settings.max_result_rows;
     config.max_result_bytes = settings.max_result_bytes;
@@ -190,7 +303,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let workers = spool.start();
 
     let auth = Arc::new(Authenticator::new(users));
-    tokio::spawn(users::watch(users_file, Arc::clone(&auth)));
+    tokio::spawn(users::watch(backends.users, Arc::clone(&auth)));
     let state = AppState {
         spool,
         auth,

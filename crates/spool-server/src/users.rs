@@ -1,18 +1,23 @@
-//! The users file, `<data dir>/users.toml`: argon2 hashes, never passwords. Read at start,
-//! re-read whenever it changes (so `spool-server user ...` applies to a running server), and
-//! edited by the `user` subcommands.
+//! Users: the `user` subcommands and the watcher that hands changes to a running server,
+//! over a [`UserStore`]: PostgreSQL when the job store is (every process sees the same users),
+//! else the users file `<data dir>/users.toml` (argon2 hashes, never passwords), re-read
+//! whenever it changes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
-use spool_domain::Role;
-use spool_http::{Authenticator, UserRecord, hash_password, verify_password};
+use spool_domain::{Role, UserRecord};
+use spool_http::{Authenticator, hash_password, verify_password};
+use spool_ports::{UserStore, UserStoreError};
 use tracing::{error, info, warn};
 
-/// How often a running server checks the users file for changes.
+/// How often the file store checks the users file for changes.
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -21,54 +26,161 @@ struct UsersFile {
     users: Vec<UserRecord>,
 }
 
-/// Returns the path of the users file in `data_dir`.
-pub fn path_in(data_dir: &Path) -> PathBuf {
-    data_dir.join("users.toml")
+/// The users in a TOML file, for one machine (the embedded default).
+#[derive(Debug, Clone)]
+pub struct FileUserStore {
+    path: PathBuf,
 }
 
-fn read(path: &Path) -> anyhow::Result<Vec<UserRecord>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let file: UsersFile =
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    Ok(file.users)
-}
-
-fn write(path: &Path, users: Vec<UserRecord>) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let text = toml::to_string_pretty(&UsersFile { users })?;
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
-}
-
-/// Loads the users. On first start (no file) creates Kylin's default `ADMIN` / `KYLIN`, unless
-/// `default_admin` is false, in which case the file starts empty.
-pub fn load_or_init(path: &Path, default_admin: bool) -> anyhow::Result<Vec<UserRecord>> {
-    if !path.exists() {
-        let mut users = Vec::new();
-        if default_admin {
-            users.push(UserRecord {
-                name: "ADMIN".to_owned(),
-                password_hash: hash(DEFAULT_PASSWORD)?,
-                role: Role::Admin,
-                projects: Vec::new(),
-            });
+impl FileUserStore {
+    /// The store in `<data_dir>/users.toml`.
+    pub fn in_dir(data_dir: &Path) -> Self {
+        Self {
+            path: data_dir.join("users.toml"),
         }
-        write(path, users)?;
     }
-    let users = read(path)?;
-    warn_about(&users);
-    Ok(users)
+
+    fn read(&self) -> Result<Vec<UserRecord>, UserStoreError> {
+        let text = std::fs::read_to_string(&self.path).map_err(|e| file_error(&self.path, e))?;
+        let file: UsersFile = toml::from_str(&text).map_err(|e| file_error(&self.path, e))?;
+        Ok(file.users)
+    }
+
+    fn write(&self, users: Vec<UserRecord>) -> Result<(), UserStoreError> {
+        let fail = |e: std::io::Error| file_error(&self.path, e);
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        let text = toml::to_string_pretty(&UsersFile { users }).map_err(|e| file_error(&self.path, e))?;
+        let tmp = self.path.with_extension("toml.tmp");
+        std::fs::write(&tmp, text).map_err(fail)?;
+        std::fs::rename(&tmp, &self.path).map_err(fail)?;
+        Ok(())
+    }
+
+    /// Reads, changes and writes the file.
+    fn edit(
+        &self,
+        change: impl FnOnce(&mut Vec<UserRecord>) -> Result<(), UserStoreError>,
+    ) -> Result<(), UserStoreError> {
+        let mut users = self.read()?;
+        change(&mut users)?;
+        self.write(users)
+    }
+}
+
+/// A users file that cannot be read or written, with its path.
+#[derive(Debug, thiserror::Error)]
+#[error("users file {path}: {message}")]
+struct FileError {
+    path: String,
+    message: String,
+}
+
+fn file_error(path: &Path, e: impl std::fmt::Display) -> UserStoreError {
+    UserStoreError::Backend(Box::new(FileError {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }))
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+#[async_trait]
+impl UserStore for FileUserStore {
+    async fn list(&self) -> Result<Vec<UserRecord>, UserStoreError> {
+        if !self.path.exists() {
+            return Ok(Vec::new());
+        }
+        self.read()
+    }
+
+    async fn initialize(&self, first: Vec<UserRecord>) -> Result<bool, UserStoreError> {
+        if self.path.exists() {
+            return Ok(false);
+        }
+        self.write(first)?;
+        Ok(true)
+    }
+
+    async fn add(&self, user: UserRecord) -> Result<(), UserStoreError> {
+        self.edit(|users| {
+            if users.iter().any(|u| u.name == user.name) {
+                return Err(UserStoreError::Exists(user.name.clone()));
+            }
+            users.push(user);
+            Ok(())
+        })
+    }
+
+    async fn replace(&self, user: UserRecord) -> Result<(), UserStoreError> {
+        self.edit(|users| {
+            let slot = users
+                .iter_mut()
+                .find(|u| u.name == user.name)
+                .ok_or_else(|| UserStoreError::NotFound(user.name.clone()))?;
+            *slot = user;
+            Ok(())
+        })
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), UserStoreError> {
+        self.edit(|users| {
+            let before = users.len();
+            users.retain(|u| u.name != name);
+            if users.len() == before {
+                return Err(UserStoreError::NotFound(name.to_owned()));
+            }
+            Ok(())
+        })
+    }
+
+    fn changes(&self) -> BoxStream<'static, ()> {
+        let path = self.path.clone();
+        let seen = modified(&path);
+        futures::stream::unfold((path, seen), |(path, mut seen)| async move {
+            loop {
+                tokio::time::sleep(RELOAD_EVERY).await;
+                let now = modified(&path);
+                if now != seen {
+                    seen = now;
+                    return Some(((), (path, seen)));
+                }
+            }
+        })
+        .boxed()
+    }
 }
 
 const DEFAULT_PASSWORD: &str = "KYLIN";
 
 fn hash(password: &str) -> anyhow::Result<String> {
     hash_password(password).map_err(|e| anyhow::anyhow!("hashing the password failed: {e}"))
+}
+
+/// Loads the users. On the store's first use creates Kylin's default `ADMIN` / `KYLIN`, unless
+/// `default_admin` is false, in which case it starts empty.
+pub async fn load_or_init(
+    store: &dyn UserStore,
+    default_admin: bool,
+) -> anyhow::Result<Vec<UserRecord>> {
+    let mut first = Vec::new();
+    if default_admin {
+        first.push(UserRecord {
+            name: "ADMIN".to_owned(),
+            password_hash: hash(DEFAULT_PASSWORD)?,
+            role: Role::Admin,
+            projects: Vec::new(),
+        });
+    }
+    if store.initialize(first).await.context("creating the first users")? {
+        info!("user store initialized");
+    }
+    let users = store.list().await.context("reading the users")?;
+    warn_about(&users);
+    Ok(users)
 }
 
 /// Logs what an operator must know about the users: none defined, or the default password.
@@ -85,32 +197,20 @@ fn warn_about(users: &[UserRecord]) {
     }
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// Re-reads the users file whenever it changes and hands the users to `auth`. A file that
-/// cannot be read or parsed is logged and the users in force are kept.
-pub async fn watch(path: PathBuf, auth: Arc<Authenticator>) {
-    let mut seen = modified(&path);
-    loop {
-        tokio::time::sleep(RELOAD_EVERY).await;
-        let now = modified(&path);
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        let file = path.clone();
-        match tokio::task::spawn_blocking(move || read(&file)).await {
-            Ok(Ok(users)) => {
-                info!(count = users.len(), "users file changed; users reloaded");
+/// Hands the users to `auth` whenever the store announces a change. A store that cannot be
+/// read is logged and the users in force are kept.
+pub async fn watch(store: Arc<dyn UserStore>, auth: Arc<Authenticator>) {
+    let mut changes = store.changes();
+    while changes.next().await.is_some() {
+        match store.list().await {
+            Ok(users) => {
+                info!(count = users.len(), "users changed; users reloaded");
                 warn_about(&users);
                 auth.replace(users);
             }
-            Ok(Err(e)) => {
-                error!(error = %format!("{e:#}"), "users file is invalid; keeping the users in force")
+            Err(e) => {
+                error!(error = %e, source = ?std::error::Error::source(&e), "reading the users failed; keeping the users in force")
             }
-            Err(e) => error!(error = %e, "reloading users failed"),
         }
     }
 }
@@ -155,16 +255,13 @@ fn password(name: &str) -> anyhow::Result<String> {
     Ok(password)
 }
 
-/// Runs a `user` subcommand against the users file in `data_dir`; returns what to print.
-pub fn run(command: UserCommand, data_dir: &Path, default_admin: bool) -> anyhow::Result<String> {
-    let path = path_in(data_dir);
-    let mut users = if path.exists() {
-        read(&path)?
-    } else {
-        std::fs::create_dir_all(data_dir)?;
-        load_or_init(&path, default_admin)?
-    };
-    let position = |users: &[UserRecord], name: &str| users.iter().position(|u| u.name == name);
+/// Runs a `user` subcommand against `store`; returns what to print.
+pub async fn run(
+    command: UserCommand,
+    store: &dyn UserStore,
+    default_admin: bool,
+) -> anyhow::Result<String> {
+    let users = load_or_init(store, default_admin).await?;
     let message = match command {
         UserCommand::Add {
             name,
@@ -174,28 +271,36 @@ pub fn run(command: UserCommand, data_dir: &Path, default_admin: bool) -> anyhow
             if name.is_empty() || name.contains(':') || name.chars().any(char::is_control) {
                 bail!("user name must be non-empty, without ':' or control characters");
             }
-            if position(&users, &name).is_some() {
+            if users.iter().any(|u| u.name == name) {
                 bail!(
                     "user {name} already exists; use `spool-server user passwd {name}` to change the password"
                 );
             }
             let role = if admin { Role::Admin } else { Role::User };
-            users.push(UserRecord {
-                name: name.clone(),
-                password_hash: hash(&password(&name)?)?,
-                role,
-                projects,
-            });
+            store
+                .add(UserRecord {
+                    name: name.clone(),
+                    password_hash: hash(&password(&name)?)?,
+                    role,
+                    projects,
+                })
+                .await?;
             format!("added user {name}")
         }
         UserCommand::Passwd { name } => {
-            let i = position(&users, &name).with_context(|| format!("no user {name}"))?;
-            users[i].password_hash = hash(&password(&name)?)?;
+            let mut user = users
+                .into_iter()
+                .find(|u| u.name == name)
+                .with_context(|| format!("no user {name}"))?;
+            user.password_hash = hash(&password(&name)?)?;
+            store.replace(user).await?;
             format!("changed the password of {name}")
         }
         UserCommand::Remove { name } => {
-            let i = position(&users, &name).with_context(|| format!("no user {name}"))?;
-            users.remove(i);
+            match store.remove(&name).await {
+                Err(UserStoreError::NotFound(_)) => bail!("no user {name}"),
+                other => other?,
+            }
             format!("removed user {name}")
         }
         UserCommand::List => {
@@ -209,9 +314,20 @@ pub fn run(command: UserCommand, data_dir: &Path, default_admin: bool) -> anyhow
                     format!("{}\t{role}\t{}", u.name, u.projects.join(","))
                 })
                 .collect();
-            return Ok(lines.join("\n"));
+            lines.join("\n")
         }
     };
-    write(&path, users)?;
     Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_users_file_keeps_the_user_store_contract() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FileUserStore::in_dir(dir.path());
+        spool_ports::testing::user_store_contract(&store, &store.clone()).await;
+    }
 }

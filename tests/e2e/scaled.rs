@@ -1,0 +1,339 @@
+//! Several `spool-server` processes as one service: one PostgreSQL database, one S3 bucket,
+//! one shared data dir. The servers are real (started by `cargo xtask ci`, which sets
+//! `SPOOL_TEST_POSTGRES`, `SPOOL_TEST_S3_ENDPOINT`, `SPOOL_TEST_S3_BUCKET` and the AWS keys).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStore as _;
+use serde_json::Value;
+
+use crate::harness::{ADMIN, Server, basic};
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: the multi-process tests need PostgreSQL and an S3 server. \
+             `cargo xtask ci` installs and starts both; for a shell, \
+             `eval \"$(cargo xtask services start)\"` does the same"
+        )
+    })
+}
+
+/// A fresh database on the test server and a fresh prefix in the test bucket.
+struct Backends {
+    postgres: String,
+    bucket: String,
+    prefix: String,
+}
+
+fn fresh_backends() -> Backends {
+    let base = env("SPOOL_TEST_POSTGRES");
+    let name = format!("spool_e2e_{}", uuid_like());
+    let status = std::process::Command::new("psql")
+        .arg(&base)
+        .args(["-q", "-c", &format!("CREATE DATABASE {name}")])
+        .status()
+        .expect("psql (PostgreSQL's client, installed with the server)");
+    assert!(status.success(), "creating the test database");
+    let (prefix, _) = base.rsplit_once('/').expect("a database URL");
+    Backends {
+        postgres: format!("{prefix}/{name}"),
+        bucket: env("SPOOL_TEST_S3_BUCKET"),
+        prefix: format!("e2e-{}", uuid_like()),
+    }
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}{:x}", nanos, std::process::id())
+}
+
+/// A config file for one process of the service.
+fn config(b: &Backends, extra: &str) -> String {
+    format!(
+        "job_store = \"{}\"\nresult_store = \"s3://{}/{}\"\ns3_endpoint = \"{}\"\n\
+         s3_allow_http = true\nsample_sf = 0.05\n{extra}\n",
+        b.postgres,
+        b.bucket,
+        b.prefix,
+        env("SPOOL_TEST_S3_ENDPOINT"),
+    )
+}
+
+/// Starts `configs.len()` processes on one shared data dir, all at once (so that their first
+/// start's sample creation races, as it does in production).
+fn start_all(dir: &Path, configs: &[String]) -> Vec<Server> {
+    let data = dir.join("data");
+    let paths: Vec<PathBuf> = configs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let path = dir.join(format!("spool-{i}.toml"));
+            std::fs::write(&path, text).expect("config");
+            path
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        let started: Vec<_> = paths
+            .iter()
+            .map(|path| {
+                let data = data.clone();
+                scope.spawn(move || Server::start_on(&data, path))
+            })
+            .collect();
+        started
+            .into_iter()
+            .map(|h| h.join().expect("server start"))
+            .collect()
+    })
+}
+
+/// The bucket's object store, to look at what the service left there.
+fn bucket(b: &Backends) -> object_store::aws::AmazonS3 {
+    object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(&b.bucket)
+        .with_endpoint(env("SPOOL_TEST_S3_ENDPOINT"))
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .build()
+        .expect("s3 client")
+}
+
+fn objects(b: &Backends) -> Vec<String> {
+    let store = bucket(b);
+    let prefix = object_store::path::Path::from(b.prefix.as_str());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        use futures::StreamExt;
+        let mut names = Vec::new();
+        let mut listing = store.list(Some(&prefix));
+        while let Some(meta) = listing.next().await {
+            names.push(meta.expect("listing").location.to_string());
+        }
+        names
+    })
+}
+
+/// The status word and info of a query as one server reports it.
+fn status_of(server: &Server, id: &str) -> (String, String) {
+    let v: Value = server.status(id);
+    (
+        v["data"]["status"].as_str().unwrap_or_default().to_owned(),
+        v["data"]["info"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// Polls `server` until the query is claimed by a worker (info `still running`).
+fn wait_until_claimed(server: &Server, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, info) = status_of(server, id);
+        if status != "RUNNING" || info == "still running" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "query {id} never claimed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The same query on the embedded defaults (sled, local files), for comparison.
+fn embedded_result(sql: &str) -> Vec<u8> {
+    let server = Server::start("sample_sf = 0.05\n");
+    let id = server.submit(sql, "ssb");
+    assert_eq!(server.wait(&id)["data"]["status"], "SUCCESSFUL");
+    server.result(&id)
+}
+
+const EXPORT: &str = "select * from p_lineorder";
+
+#[test]
+fn three_processes_are_one_service() {
+    let b = fresh_backends();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let servers = start_all(dir.path(), &vec![config(&b, ""); 3]);
+    let (a, bb, c) = (&servers[0], &servers[1], &servers[2]);
+    let expected = embedded_result(EXPORT);
+    assert!(expected.len() > 20 << 20, "a result of several parts: {}", expected.len());
+
+    // Submit through A, poll through B, download through C.
+    let id = a.submit(EXPORT, "ssb");
+    let v = bb.wait(&id);
+    assert_eq!(v["data"]["status"], "SUCCESSFUL", "{v}");
+    let got = c.result(&id);
+    assert!(got == expected, "byte-identical to the embedded run ({} vs {} bytes)", got.len(), expected.len());
+    // A range through A.
+    let res = a.http_get(&format!("/kylin/api/async_query/{id}/result"), &[("Range", "bytes=100-199")]);
+    assert_eq!(res.status().as_u16(), 206);
+    assert_eq!(res.bytes().expect("body").as_ref(), &expected[100..200]);
+
+    // Users are the service's: one added through one process logs in on all.
+    a.add_user(&["carol", "--project", "ssb"], "carol-pw");
+    let carol = basic("carol", "carol-pw");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for server in [a, bb, c] {
+        loop {
+            let res = server.send("GET", &format!("/kylin/api/async_query/{id}/status"), Some(&carol), None);
+            if res.status().as_u16() == 200 {
+                let v: Value = res.json().expect("json");
+                assert_eq!(v["data"]["status"], "MISSING", "carol does not see ADMIN's query");
+                break;
+            }
+            assert!(Instant::now() < deadline, "carol cannot log in on {}", server.base);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    // Delete through B: the object is gone from the bucket.
+    let object = format!("{}/{id}.1", b.prefix);
+    assert!(objects(&b).contains(&object), "{:?}", objects(&b));
+    let (status, v) = bb.json("DELETE", &format!("/kylin/api/async_query/{id}"), None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(status_of(c, &id).0, "MISSING");
+    assert!(objects(&b).is_empty(), "left in the bucket: {:?}", objects(&b));
+}
+
+#[test]
+fn a_query_whose_process_is_killed_is_finished_by_another() {
+    let b = fresh_backends();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lease = "lease_secs = 2\n";
+    let sql = "select lo_orderkey, lo_linenumber, lo_custkey, lo_partkey, lo_suppkey, lo_orderdate, \
+               lo_revenue, lo_comment from lineorder order by lo_orderkey, lo_linenumber";
+    let expected = embedded_result(sql);
+    // A alone first, so that A is the one that claims the export.
+    let mut servers = start_all(dir.path(), &[config(&b, lease)]);
+    let a = servers.remove(0);
+    let id = a.submit(sql, "ssb");
+    wait_until_claimed(&a, &id);
+    let others = start_all(dir.path(), &vec![config(&b, lease); 2]);
+    assert_eq!(status_of(&others[0], &id).0, "RUNNING", "A is still running it");
+    a.kill();
+
+    // B or C takes it over once A's lease lapses; no status ever goes backward.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = Vec::new();
+    loop {
+        let (status, info) = status_of(&others[seen.len() % 2], &id);
+        if seen.last() != Some(&status) {
+            seen.push(status.clone());
+        }
+        if status != "RUNNING" {
+            assert_eq!(status, "SUCCESSFUL", "{info}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not taken over; B's log:\n{}", others[0].log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(seen, ["RUNNING", "SUCCESSFUL"], "statuses only move forward");
+    let got = others[1].result(&id);
+    assert!(got == expected, "identical to an uninterrupted run ({} vs {} bytes)", got.len(), expected.len());
+    let (_, v) = others[0].json("GET", &format!("/kylin/api/async_query/{id}/status"), None);
+    assert_eq!(v["data"]["status"], "SUCCESSFUL");
+    // Only the winner's result is in the bucket (A's attempt never completed an upload).
+    let listed = objects(&b);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0].ends_with(&format!("{id}.2")), "{listed:?}");
+}
+
+#[test]
+fn a_stop_through_one_process_ends_the_query_another_runs() {
+    let b = fresh_backends();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let servers = start_all(
+        dir.path(),
+        &[config(&b, "workers = 1\n"), config(&b, "workers = 0\n")],
+    );
+    let (runner, front) = (&servers[0], &servers[1]);
+    let sql = "select * from p_lineorder order by lo_revenue";
+    let id = front.submit(sql, "ssb");
+    wait_until_claimed(front, &id);
+    let started = Instant::now();
+    let (status, v) = front.json("DELETE", &format!("/kylin/api/async_query/stop/{id}"), None);
+    assert_eq!(status, 200, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, info) = status_of(front, &id);
+        if status == "FAILED" {
+            assert_eq!(info, "stopped by user");
+            break;
+        }
+        // A query that finished before the stop reached it is no test of the stop.
+        assert_eq!(status, "RUNNING", "{info}");
+        assert!(Instant::now() < deadline, "not stopped; runner's log:\n{}", runner.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "stopped in {:?}", started.elapsed());
+    assert_eq!(status_of(runner, &id), ("FAILED".into(), "stopped by user".into()));
+}
+
+#[test]
+fn the_per_user_cap_holds_across_processes() {
+    let b = fresh_backends();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No workers anywhere: submitted queries stay queued.
+    let servers = start_all(
+        dir.path(),
+        &vec![config(&b, "workers = 0\nmax_in_flight_per_user = 2\n"); 3],
+    );
+    let submit = |server: &Server| {
+        let body = serde_json::json!({ "sql": "select 1", "project": "ssb" }).to_string();
+        server.json("POST", "/kylin/api/async_query", Some(&body))
+    };
+    assert_eq!(submit(&servers[0]).0, 200);
+    assert_eq!(submit(&servers[1]).0, 200);
+    let (status, v) = submit(&servers[2]);
+    assert_eq!(status, 429, "{v}");
+    assert!(
+        v["msg"].as_str().is_some_and(|m| m.contains("at most 2 queued or running per user")),
+        "{v}"
+    );
+    // Deleting one through another process frees a slot everywhere.
+    let (_, v) = servers[0].json("DELETE", "/kylin/api/async_query", None);
+    assert_eq!(v["code"], "000", "{v}");
+    assert_eq!(submit(&servers[2]).0, 200);
+    let _ = ADMIN;
+}
+
+#[test]
+fn a_backend_that_cannot_be_reached_stops_the_start_with_a_clear_message() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (text, needle) in [
+        (
+            format!("job_store = \"postgres://spool@127.0.0.1:{port}/spool\"\nsample_sf = 0\n"),
+            format!("cannot connect to PostgreSQL at postgres://spool@127.0.0.1:{port}/spool"),
+        ),
+        (
+            format!(
+                "result_store = \"s3://nowhere/x\"\ns3_endpoint = \"http://127.0.0.1:{port}\"\n\
+                 s3_allow_http = true\nsample_sf = 0\n"
+            ),
+            format!("cannot reach the result store s3://nowhere/x at http://127.0.0.1:{port}"),
+        ),
+    ] {
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, text).expect("config");
+        let out = std::process::Command::new(crate::harness::server_binary())
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--bind")
+            .arg("127.0.0.1:0")
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "the server must not start");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&needle), "{stderr}");
+    }
+}
