@@ -409,7 +409,7 @@ fn delete_by_id_and_by_project_and_age() {
     for id in [&one, &two, &elsewhere] {
         assert_eq!(server.wait(id)["data"]["status"], "SUCCESSFUL");
     }
-    let result_file = server.data_dir.join("results").join(&one);
+    let result_file = server.data_dir.join("results").join(format!("{one}.1"));
     assert!(result_file.exists());
 
     let (status, v) = server.json("DELETE", &format!("/kylin/api/async_query/{one}"), None);

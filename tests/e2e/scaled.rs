@@ -198,28 +198,49 @@ fn three_processes_are_one_service() {
     assert!(objects(&b).is_empty(), "left in the bucket: {:?}", objects(&b));
 }
 
+/// Submits a JSON export of the whole fact table (slow enough to be caught running).
+fn submit_json_export(server: &Server) -> String {
+    let body = serde_json::json!({ "sql": EXPORT, "project": "ssb", "format": "json" }).to_string();
+    let (status, v) = server.json("POST", "/kylin/api/async_query", Some(&body));
+    assert_eq!(status, 200, "{v}");
+    v["data"]["queryID"].as_str().expect("queryID").to_owned()
+}
+
 #[test]
 fn a_query_whose_process_is_killed_is_finished_by_another() {
     let b = fresh_backends();
     let dir = tempfile::tempdir().expect("tempdir");
-    let lease = "lease_secs = 2\n";
-    let sql = "select lo_orderkey, lo_linenumber, lo_custkey, lo_partkey, lo_suppkey, lo_orderdate, \
-               lo_revenue, lo_comment from lineorder order by lo_orderkey, lo_linenumber";
-    let expected = embedded_result(sql);
-    // A alone first, so that A is the one that claims the export.
-    let mut servers = start_all(dir.path(), &[config(&b, lease)]);
-    let a = servers.remove(0);
-    let id = a.submit(sql, "ssb");
-    wait_until_claimed(&a, &id);
-    let others = start_all(dir.path(), &vec![config(&b, lease); 2]);
-    assert_eq!(status_of(&others[0], &id).0, "RUNNING", "A is still running it");
-    a.kill();
+    let expected = {
+        let server = Server::start("sample_sf = 0.05\n");
+        let id = submit_json_export(&server);
+        assert_eq!(server.wait(&id)["data"]["status"], "SUCCESSFUL");
+        server.result(&id)
+    };
+    let mut servers = start_all(dir.path(), &vec![config(&b, "lease_secs = 2\n"); 3]);
+    let id = submit_json_export(&servers[0]);
+    // Find the process running it from the logs, and kill it mid-export.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let runner = loop {
+        if let Some(i) = servers
+            .iter()
+            .position(|s| s.log().lines().any(|l| l.contains(&id) && l.contains("query started")))
+        {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "nobody claimed {id}");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    servers.remove(runner).kill();
+    let (still, _) = status_of(&servers[0], &id);
+    assert_eq!(still, "RUNNING", "the export was caught while it ran");
 
-    // B or C takes it over once A's lease lapses; no status ever goes backward.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut seen = Vec::new();
+    // Another process takes it over once the lease lapses; no status ever goes backward.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut seen: Vec<String> = Vec::new();
+    let mut polls = 0;
     loop {
-        let (status, info) = status_of(&others[seen.len() % 2], &id);
+        let (status, info) = status_of(&servers[polls % 2], &id);
+        polls += 1;
         if seen.last() != Some(&status) {
             seen.push(status.clone());
         }
@@ -227,18 +248,22 @@ fn a_query_whose_process_is_killed_is_finished_by_another() {
             assert_eq!(status, "SUCCESSFUL", "{info}");
             break;
         }
-        assert!(Instant::now() < deadline, "not taken over; B's log:\n{}", others[0].log());
+        assert!(Instant::now() < deadline, "not taken over; a log:\n{}", servers[0].log());
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(seen, ["RUNNING", "SUCCESSFUL"], "statuses only move forward");
-    let got = others[1].result(&id);
-    assert!(got == expected, "identical to an uninterrupted run ({} vs {} bytes)", got.len(), expected.len());
-    let (_, v) = others[0].json("GET", &format!("/kylin/api/async_query/{id}/status"), None);
-    assert_eq!(v["data"]["status"], "SUCCESSFUL");
-    // Only the winner's result is in the bucket (A's attempt never completed an upload).
+    for server in &servers {
+        let got = server.result(&id);
+        assert!(
+            got == expected,
+            "identical to an uninterrupted run ({} vs {} bytes)",
+            got.len(),
+            expected.len()
+        );
+    }
+    // Only the second attempt's result is in the bucket: the first never completed its upload.
     let listed = objects(&b);
-    assert_eq!(listed.len(), 1, "{listed:?}");
-    assert!(listed[0].ends_with(&format!("{id}.2")), "{listed:?}");
+    assert_eq!(listed, vec![format!("{}/{id}.2", b.prefix)]);
 }
 
 #[test]
