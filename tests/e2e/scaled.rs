@@ -159,16 +159,28 @@ fn three_processes_are_one_service() {
     let servers = start_all(dir.path(), &vec![config(&b, ""); 3]);
     let (a, bb, c) = (&servers[0], &servers[1], &servers[2]);
     let expected = embedded_result(EXPORT);
-    assert!(expected.len() > 20 << 20, "a result of several parts: {}", expected.len());
+    assert!(
+        expected.len() > 20 << 20,
+        "a result of several parts: {}",
+        expected.len()
+    );
 
     // Submit through A, poll through B, download through C.
     let id = a.submit(EXPORT, "ssb");
     let v = bb.wait(&id);
     assert_eq!(v["data"]["status"], "SUCCESSFUL", "{v}");
     let got = c.result(&id);
-    assert!(got == expected, "byte-identical to the embedded run ({} vs {} bytes)", got.len(), expected.len());
+    assert!(
+        got == expected,
+        "byte-identical to the embedded run ({} vs {} bytes)",
+        got.len(),
+        expected.len()
+    );
     // A range through A.
-    let res = a.http_get(&format!("/kylin/api/async_query/{id}/result"), &[("Range", "bytes=100-199")]);
+    let res = a.http_get(
+        &format!("/kylin/api/async_query/{id}/result"),
+        &[("Range", "bytes=100-199")],
+    );
     assert_eq!(res.status().as_u16(), 206);
     assert_eq!(res.bytes().expect("body").as_ref(), &expected[100..200]);
 
@@ -178,13 +190,25 @@ fn three_processes_are_one_service() {
     let deadline = Instant::now() + Duration::from_secs(10);
     for server in [a, bb, c] {
         loop {
-            let res = server.send("GET", &format!("/kylin/api/async_query/{id}/status"), Some(&carol), None);
+            let res = server.send(
+                "GET",
+                &format!("/kylin/api/async_query/{id}/status"),
+                Some(&carol),
+                None,
+            );
             if res.status().as_u16() == 200 {
                 let v: Value = res.json().expect("json");
-                assert_eq!(v["data"]["status"], "MISSING", "carol does not see ADMIN's query");
+                assert_eq!(
+                    v["data"]["status"], "MISSING",
+                    "carol does not see ADMIN's query"
+                );
                 break;
             }
-            assert!(Instant::now() < deadline, "carol cannot log in on {}", server.base);
+            assert!(
+                Instant::now() < deadline,
+                "carol cannot log in on {}",
+                server.base
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -195,7 +219,11 @@ fn three_processes_are_one_service() {
     let (status, v) = bb.json("DELETE", &format!("/kylin/api/async_query/{id}"), None);
     assert_eq!(status, 200, "{v}");
     assert_eq!(status_of(c, &id).0, "MISSING");
-    assert!(objects(&b).is_empty(), "left in the bucket: {:?}", objects(&b));
+    assert!(
+        objects(&b).is_empty(),
+        "left in the bucket: {:?}",
+        objects(&b)
+    );
 }
 
 /// Submits a JSON export of the whole fact table (slow enough to be caught running).
@@ -221,10 +249,11 @@ fn a_query_whose_process_is_killed_is_finished_by_another() {
     // Find the process running it from the logs, and kill it mid-export.
     let deadline = Instant::now() + Duration::from_secs(60);
     let runner = loop {
-        if let Some(i) = servers
-            .iter()
-            .position(|s| s.log().lines().any(|l| l.contains(&id) && l.contains("query started")))
-        {
+        if let Some(i) = servers.iter().position(|s| {
+            s.log()
+                .lines()
+                .any(|l| l.contains(&id) && l.contains("query started"))
+        }) {
             break i;
         }
         assert!(Instant::now() < deadline, "nobody claimed {id}");
@@ -248,10 +277,18 @@ fn a_query_whose_process_is_killed_is_finished_by_another() {
             assert_eq!(status, "SUCCESSFUL", "{info}");
             break;
         }
-        assert!(Instant::now() < deadline, "not taken over; a log:\n{}", servers[0].log());
+        assert!(
+            Instant::now() < deadline,
+            "not taken over; a log:\n{}",
+            servers[0].log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(seen, ["RUNNING", "SUCCESSFUL"], "statuses only move forward");
+    assert_eq!(
+        seen,
+        ["RUNNING", "SUCCESSFUL"],
+        "statuses only move forward"
+    );
     for server in &servers {
         let got = server.result(&id);
         assert!(
@@ -290,11 +327,22 @@ fn a_stop_through_one_process_ends_the_query_another_runs() {
         }
         // A query that finished before the stop reached it is no test of the stop.
         assert_eq!(status, "RUNNING", "{info}");
-        assert!(Instant::now() < deadline, "not stopped; runner's log:\n{}", runner.log());
+        assert!(
+            Instant::now() < deadline,
+            "not stopped; runner's log:\n{}",
+            runner.log()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(started.elapsed() < Duration::from_secs(5), "stopped in {:?}", started.elapsed());
-    assert_eq!(status_of(runner, &id), ("FAILED".into(), "stopped by user".into()));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        status_of(runner, &id),
+        ("FAILED".into(), "stopped by user".into())
+    );
 }
 
 #[test]
@@ -315,7 +363,9 @@ fn the_per_user_cap_holds_across_processes() {
     let (status, v) = submit(&servers[2]);
     assert_eq!(status, 429, "{v}");
     assert!(
-        v["msg"].as_str().is_some_and(|m| m.contains("at most 2 queued or running per user")),
+        v["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("at most 2 queued or running per user")),
         "{v}"
     );
     // Deleting one through another process frees a slot everywhere.

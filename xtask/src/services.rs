@@ -83,9 +83,14 @@ fn postgres_bin() -> anyhow::Result<PathBuf> {
     }
     eprintln!("services: PostgreSQL is not installed; installing Debian's postgresql package");
     if !is_root() {
-        bail!("PostgreSQL's server is not installed and this is not root: apt-get install postgresql");
+        bail!(
+            "PostgreSQL's server is not installed and this is not root: apt-get install postgresql"
+        );
     }
-    run(Command::new("apt-get").args(["update", "-qq"]), "apt-get update")?;
+    run(
+        Command::new("apt-get").args(["update", "-qq"]),
+        "apt-get update",
+    )?;
     run(
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "postgresql"])
@@ -149,19 +154,26 @@ fn wait_for_port(port: u16, what: &str, log: &Path) -> anyhow::Result<()> {
 
 fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| s.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')))
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.split(") ")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with('Z'))
+        })
 }
 
 /// Sends SIGTERM to `pid`, then SIGKILL if it has not ended within ten seconds.
 fn stop_pid(pid: u32) {
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let deadline = Instant::now() + Duration::from_secs(10);
     while pid_alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     if pid_alive(pid) {
-        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
     }
 }
 
@@ -189,15 +201,21 @@ impl Services {
         std::fs::create_dir_all(&data)?;
         if is_root() {
             run(
-                Command::new("chown").args(["-R", "postgres:postgres"]).arg(&data),
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&data),
                 "chown of the PostgreSQL data directory",
             )?;
         }
         run(
-            as_postgres(&bin.join("initdb"))
-                .arg("-D")
-                .arg(&data)
-                .args(["-U", "spool", "--auth=trust", "--no-sync", "-E", "UTF8"]),
+            as_postgres(&bin.join("initdb")).arg("-D").arg(&data).args([
+                "-U",
+                "spool",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ]),
             "initdb",
         )?;
         let port = free_port()?;
@@ -295,7 +313,11 @@ impl Services {
             std::thread::sleep(Duration::from_millis(100));
         }
         self.s3_endpoint = format!("http://127.0.0.1:{s3_port}");
-        eprintln!("services: SeaweedFS (pid {}) S3 on {}", child.id(), self.s3_endpoint);
+        eprintln!(
+            "services: SeaweedFS (pid {}) S3 on {}",
+            child.id(),
+            self.s3_endpoint
+        );
         Ok(())
     }
 
@@ -363,11 +385,16 @@ pub fn command(args: &[String]) -> anyhow::Result<()> {
                 &state,
                 format!(
                     "{}\n{}\n",
-                    pids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "),
+                    pids.iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" "),
                     dir.display()
                 ),
             )?;
-            lines.push(format!("# stop with: cargo xtask services stop (pids {pids:?})"));
+            lines.push(format!(
+                "# stop with: cargo xtask services stop (pids {pids:?})"
+            ));
             println!("{}", lines.join("\n"));
             Ok(())
         }

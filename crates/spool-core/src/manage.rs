@@ -23,7 +23,6 @@ pub const STOPPED_BY_USER: &str = "stopped by user";
 /// Result keys whose queries are looked up in one call to the job store by the orphan sweep.
 const ORPHAN_BATCH: usize = 500;
 
-
 /// A successful query's result as a download: what the headers need.
 #[derive(Debug, Clone)]
 pub struct DownloadInfo {

@@ -118,7 +118,6 @@ impl Inner {
     pub(crate) fn running(&self) -> std::sync::MutexGuard<'_, HashMap<QueryId, CancelToken>> {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
-
 }
 
 impl Spool {

@@ -194,7 +194,13 @@ async fn clean_all_removes_every_query_and_result_including_running_ones() {
     while h.spool.running_count() > 0 {
         tokio::task::yield_now().await;
     }
-    assert!(h.jobs.list(&JobFilter::default()).await.expect("list").is_empty());
+    assert!(
+        h.jobs
+            .list(&JobFilter::default())
+            .await
+            .expect("list")
+            .is_empty()
+    );
     assert!(
         h.results.list().await.expect("list").is_empty(),
         "no result outlives its query"
@@ -335,7 +341,11 @@ async fn a_user_may_submit_only_to_granted_projects_and_nothing_runs_otherwise()
         "{err:?}"
     );
     assert!(
-        h.jobs.list(&JobFilter::default()).await.expect("list").is_empty(),
+        h.jobs
+            .list(&JobFilter::default())
+            .await
+            .expect("list")
+            .is_empty(),
         "nothing was stored"
     );
 }
@@ -349,7 +359,10 @@ async fn a_result_past_the_byte_cap_fails_and_leaves_no_file() {
     assert_eq!(info, "result is larger than the limit of 5 bytes");
     let small = h.submit(&admin(), "ok:123\n").await;
     wait_for(&h.spool, &admin(), small, PublicStatus::Successful).await;
-    assert_eq!(h.results.list().await.expect("list"), vec![ResultKey::new(small, 1)]);
+    assert_eq!(
+        h.results.list().await.expect("list"),
+        vec![ResultKey::new(small, 1)]
+    );
     workers.shutdown().await;
 }
 
@@ -380,7 +393,11 @@ async fn a_user_past_the_in_flight_cap_is_refused_and_nothing_is_queued() {
         "{err:?}"
     );
     assert_eq!(
-        h.jobs.list(&JobFilter::default()).await.expect("list").len(),
+        h.jobs
+            .list(&JobFilter::default())
+            .await
+            .expect("list")
+            .len(),
         1,
         "nothing was queued"
     );
@@ -460,7 +477,13 @@ async fn deleting_one_query_removes_it_and_its_result_for_its_owner_only() {
         PublicStatus::Missing
     );
     assert!(h.results.list().await.expect("list").is_empty());
-    assert!(h.jobs.list(&JobFilter::default()).await.expect("list").is_empty());
+    assert!(
+        h.jobs
+            .list(&JobFilter::default())
+            .await
+            .expect("list")
+            .is_empty()
+    );
     workers.shutdown().await;
 }
 
@@ -538,7 +561,10 @@ async fn the_retention_sweep_removes_expired_queries_and_orphaned_results() {
     );
     assert_eq!(h.status(old).await, PublicStatus::Missing);
     assert_eq!(h.status(young).await, PublicStatus::Successful);
-    assert_eq!(h.results.list().await.expect("list"), vec![ResultKey::new(young, 1)]);
+    assert_eq!(
+        h.results.list().await.expect("list"),
+        vec![ResultKey::new(young, 1)]
+    );
     workers.shutdown().await;
 }
 
@@ -582,7 +608,10 @@ async fn an_attempt_that_lost_its_lease_never_harms_the_winners_result() {
             },
         )
         .await;
-    assert!(matches!(lost, Err(spool_ports::JobStoreError::LeaseLost(_))));
+    assert!(matches!(
+        lost,
+        Err(spool_ports::JobStoreError::LeaseLost(_))
+    ));
     assert_eq!(download(&h.spool, &admin(), id).await, b"winner\n");
     // Had it died before removing it, the sweep removes the loser's result and only that.
     assert_eq!(
@@ -616,7 +645,10 @@ async fn a_stop_through_one_process_ends_the_query_another_runs() {
     let id = api_only.submit(&bob, "block").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while runner.spool.running_count() == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the runner never claimed it");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the runner never claimed it"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let started = std::time::Instant::now();
@@ -629,7 +661,11 @@ async fn a_stop_through_one_process_ends_the_query_another_runs() {
         started.elapsed()
     );
     assert_eq!(runner.spool.running_count(), 0);
-    assert_eq!(api_only.spool.running_count(), 0, "a process without workers runs nothing");
+    assert_eq!(
+        api_only.spool.running_count(),
+        0,
+        "a process without workers runs nothing"
+    );
     serving.shutdown().await;
     workers.shutdown().await;
 }

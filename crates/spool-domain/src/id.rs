@@ -137,12 +137,20 @@ impl FromStr for ResultKey {
         let (id, attempt) = match s.split_once('.') {
             None => (s, 0),
             Some((id, n)) => {
-                let canonical = !n.is_empty() && !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit());
-                let attempt = n.parse::<u32>().ok().filter(|_| canonical).ok_or(InvalidQueryId)?;
+                let canonical =
+                    !n.is_empty() && !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit());
+                let attempt = n
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|_| canonical)
+                    .ok_or(InvalidQueryId)?;
                 (id, attempt)
             }
         };
-        Ok(Self { query: id.parse()?, attempt })
+        Ok(Self {
+            query: id.parse()?,
+            attempt,
+        })
     }
 }
 
@@ -153,11 +161,21 @@ mod key_tests {
     #[test]
     fn result_keys_round_trip_and_reject_other_names() {
         let id = QueryId::new_random();
-        for key in [ResultKey::new(id, 0), ResultKey::new(id, 1), ResultKey::new(id, 42)] {
+        for key in [
+            ResultKey::new(id, 0),
+            ResultKey::new(id, 1),
+            ResultKey::new(id, 42),
+        ] {
             assert_eq!(key.to_string().parse::<ResultKey>(), Ok(key));
         }
         assert_eq!(ResultKey::new(id, 0).to_string(), id.to_string());
-        for bad in [format!("{id}."), format!("{id}.01"), format!("{id}.x"), format!("{id}.1.2"), format!("{id}.0")] {
+        for bad in [
+            format!("{id}."),
+            format!("{id}.01"),
+            format!("{id}.x"),
+            format!("{id}.1.2"),
+            format!("{id}.0"),
+        ] {
             assert_eq!(bad.parse::<ResultKey>(), Err(InvalidQueryId), "{bad}");
         }
     }

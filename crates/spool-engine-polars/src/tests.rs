@@ -190,7 +190,10 @@ async fn a_cancelled_query_reports_cancelled() {
         .expect("request");
     let cancel = CancelToken::new();
     cancel.cancel(spool_ports::CancelReason::Stopped);
-    let sink = store.create(ResultKey::new(QueryId::new_random(), 1)).await.expect("sink");
+    let sink = store
+        .create(ResultKey::new(QueryId::new_random(), 1))
+        .await
+        .expect("sink");
     let err = engine
         .execute(&request, sink, cancel)
         .await
@@ -372,7 +375,10 @@ async fn result_columns_carry_kylin_type_names() {
     let sql = "select o_id, o_note as \"note, with comma\", count(*), avg(o_amount), e_day \
                from orders, events where o_id = e_id group by o_id, o_note, e_day";
     let request = QueryRequest::new(sql.into(), Some("shop"), None, None).expect("request");
-    let sink = store.create(ResultKey::new(QueryId::new_random(), 1)).await.expect("sink");
+    let sink = store
+        .create(ResultKey::new(QueryId::new_random(), 1))
+        .await
+        .expect("sink");
     let execution = engine
         .execute(&request, sink, CancelToken::new())
         .await
@@ -423,7 +429,10 @@ async fn every_format_reports_the_rows_it_wrote() {
                 format,
                 ..OutputSpec::default()
             });
-        let sink = store.create(ResultKey::new(QueryId::new_random(), 1)).await.expect("sink");
+        let sink = store
+            .create(ResultKey::new(QueryId::new_random(), 1))
+            .await
+            .expect("sink");
         let execution = engine
             .execute(&request, sink, CancelToken::new())
             .await

@@ -15,6 +15,6 @@ mod error;
 mod routes;
 
 pub use auth::{Authenticator, hash_password, verify_password};
-pub use spool_domain::UserRecord;
 pub use error::ApiError;
 pub use routes::{AppState, HttpLimits, router};
+pub use spool_domain::UserRecord;

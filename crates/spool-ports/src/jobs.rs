@@ -56,7 +56,9 @@ pub struct JobFilter {
 impl JobFilter {
     /// Returns whether `job` passes the filter (what a store's query computes).
     pub fn matches(&self, job: &Job) -> bool {
-        self.project.as_ref().is_none_or(|p| *p == job.request.project)
+        self.project
+            .as_ref()
+            .is_none_or(|p| *p == job.request.project)
             && self.owner.as_ref().is_none_or(|o| *o == job.owner)
             && self.submitted_before.is_none_or(|t| job.submitted_at < t)
             && self

@@ -11,9 +11,9 @@ mod engine;
 mod events;
 mod jobs;
 mod results;
-mod users;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod users;
 
 pub use cancel::{CancelReason, CancelToken};
 pub use clock::{Clock, IdGenerator, RandomIds, SystemClock};

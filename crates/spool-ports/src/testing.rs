@@ -191,8 +191,7 @@ impl JobStore for MemoryJobStore {
 
     async fn release(&self, id: QueryId, token: LeaseToken) -> Result<(), JobStoreError> {
         let released = match self.jobs().get_mut(&id) {
-            Some(job)
-                if matches!(&job.state, JobState::Running { lease, .. } if lease.token == token) =>
+            Some(job) if matches!(&job.state, JobState::Running { lease, .. } if lease.token == token) =>
             {
                 job.requeue();
                 true
@@ -377,7 +376,11 @@ async fn expect_event(events: &mut BoxStream<'static, JobEvent>, want: JobEvent)
         false
     })
     .await;
-    assert_eq!(seen, Ok(true), "event {want:?} announced within {deadline:?}");
+    assert_eq!(
+        seen,
+        Ok(true),
+        "event {want:?} announced within {deadline:?}"
+    );
 }
 
 /// Checks the [`JobStore`] contract on an empty store. Panics on the first violation.
@@ -516,7 +519,9 @@ pub async fn job_store_contract(store: &dyn JobStore, other: &dyn JobStore) {
         Err(JobStoreError::LeaseLost(_))
     ));
     assert!(matches!(
-        store.finish(newer.id, LeaseToken(4), succeeded(later, 2)).await,
+        store
+            .finish(newer.id, LeaseToken(4), succeeded(later, 2))
+            .await,
         Err(JobStoreError::LeaseLost(_))
     ));
     // A renewed lease is not claimable before its new expiry.
@@ -630,17 +635,30 @@ pub async fn job_store_contract(store: &dyn JobStore, other: &dyn JobStore) {
         other.insert(&third, cap).await,
         Err(JobStoreError::TooManyInFlight { limit: 2 })
     ));
-    assert_eq!(store.get(third.id).await.expect("get"), None, "nothing stored");
-    store.insert(&sample_job(2_800), cap).await.expect("others are not capped by bob");
+    assert_eq!(
+        store.get(third.id).await.expect("get"),
+        None,
+        "nothing stored"
+    );
+    store
+        .insert(&sample_job(2_800), cap)
+        .await
+        .expect("others are not capped by bob");
     store.delete(bobs.id).await.expect("delete");
-    other.insert(&third, cap).await.expect("a slot freed by a delete");
+    other
+        .insert(&third, cap)
+        .await
+        .expect("a slot freed by a delete");
     store
         .stop(third.id, now, stopped_by_user(now))
         .await
         .expect("stop");
     let mut fourth = sample_job(2_900);
     fourth.owner = "bob".into();
-    store.insert(&fourth, cap).await.expect("a slot freed by an end");
+    store
+        .insert(&fourth, cap)
+        .await
+        .expect("a slot freed by an end");
     for job in [&theirs, &fourth] {
         store.delete(job.id).await.expect("delete");
     }
@@ -725,15 +743,23 @@ pub async fn result_store_contract(store: &dyn ResultStore) {
     let second = ResultKey::new(id, 2);
     let aborted = write(store, second, b"partial".to_vec()).await;
     aborted.abort().await.expect("abort");
-    assert!(read(store, second).await.is_none(), "an aborted sink leaves nothing");
+    assert!(
+        read(store, second).await.is_none(),
+        "an aborted sink leaves nothing"
+    );
     let dropped = write(store, second, b"partial".to_vec()).await;
     drop(dropped);
-    assert!(read(store, second).await.is_none(), "a dropped sink leaves nothing");
+    assert!(
+        read(store, second).await.is_none(),
+        "a dropped sink leaves nothing"
+    );
     assert_eq!(read(store, key).await.as_deref(), Some(&b"a,b\n1,2\n"[..]));
 
     // A large result, written from a blocking thread in odd pieces.
     // A pattern, so that a range at the wrong offset shows.
-    let big: Vec<u8> = (0..13 * 1024 * 1024 + 17).map(|i| (i % 251) as u8).collect();
+    let big: Vec<u8> = (0..13 * 1024 * 1024 + 17)
+        .map(|i| (i % 251) as u8)
+        .collect();
     let sink = write(store, second, big.clone()).await;
     assert_eq!(sink.commit().await.expect("commit"), big.len() as u64);
     assert_eq!(read(store, second).await, Some(big.clone()));
@@ -778,7 +804,11 @@ pub async fn result_store_contract(store: &dyn ResultStore) {
     assert!(store.list().await.expect("list").is_empty());
 }
 
-fn user_record(name: &str, role: spool_domain::Role, projects: &[&str]) -> spool_domain::UserRecord {
+fn user_record(
+    name: &str,
+    role: spool_domain::Role,
+    projects: &[&str],
+) -> spool_domain::UserRecord {
     spool_domain::UserRecord {
         name: name.to_owned(),
         password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${name}"),
@@ -806,7 +836,12 @@ pub async fn user_store_contract(store: &dyn crate::UserStore, other: &dyn crate
     let mut changes = other.changes();
     assert!(store.list().await.expect("list").is_empty());
     let admin = user_record("ADMIN", Role::Admin, &[]);
-    assert!(store.initialize(vec![admin.clone()]).await.expect("initialize"));
+    assert!(
+        store
+            .initialize(vec![admin.clone()])
+            .await
+            .expect("initialize")
+    );
     assert!(
         !other
             .initialize(vec![user_record("X", Role::Admin, &[])])

@@ -23,8 +23,8 @@ use futures::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::{
-    ClientOptions, GetOptions, GetRange, MultipartUpload, ObjectStore, ObjectStoreExt,
-    PutPayload, RetryConfig,
+    ClientOptions, GetOptions, GetRange, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload,
+    RetryConfig,
 };
 use spool_domain::ResultKey;
 use spool_ports::{ResultSink, ResultStore, ResultStoreError, StoredResult};
@@ -62,9 +62,9 @@ pub struct S3Config {
 impl S3Config {
     /// Parses `s3://bucket/prefix` (the prefix may be empty) into a config with no endpoint.
     pub fn from_url(url: &str) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| format!("result_store must be an s3://bucket/prefix URL, not {url:?}"))?;
+        let rest = url.strip_prefix("s3://").ok_or_else(|| {
+            format!("result_store must be an s3://bucket/prefix URL, not {url:?}")
+        })?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
         if bucket.len() < 3 || !bucket.chars().all(valid) {
@@ -375,7 +375,8 @@ impl S3Sink {
             Some(upload) => {
                 if !self.buffer.is_empty() {
                     let last = PutPayload::from(std::mem::take(&mut self.buffer));
-                    self.in_flight.push_back(tokio::spawn(upload.put_part(last)));
+                    self.in_flight
+                        .push_back(tokio::spawn(upload.put_part(last)));
                 }
                 self.drain().await?;
                 if let Some(upload) = self.upload.as_mut() {
@@ -391,7 +392,9 @@ impl S3Sink {
 impl io::Write for S3Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if let Some(e) = &self.failed {
-            return Err(io::Error::other(format!("uploading the result failed: {e}")));
+            return Err(io::Error::other(format!(
+                "uploading the result failed: {e}"
+            )));
         }
         let room = part_size(self.parts) - self.buffer.len();
         let n = buf.len().min(room);

@@ -49,7 +49,10 @@ async fn a_result_of_many_parts_reads_back_exactly_and_names_its_object() {
     })
     .await
     .expect("writer");
-    assert!(store.open(key).await.expect("open").is_none(), "invisible before commit");
+    assert!(
+        store.open(key).await.expect("open").is_none(),
+        "invisible before commit"
+    );
     assert_eq!(sink.commit().await.expect("commit"), expected.len() as u64);
     let stored = store.open(key).await.expect("open").expect("committed");
     assert_eq!(stored.len, expected.len() as u64);
@@ -60,7 +63,10 @@ async fn a_result_of_many_parts_reads_back_exactly_and_names_its_object() {
     }
     assert!(got == expected, "the bytes read back are the bytes written");
     let location = store.location(key).expect("location");
-    assert!(location.starts_with("s3://") && location.ends_with(&format!("/{key}")), "{location}");
+    assert!(
+        location.starts_with("s3://") && location.ends_with(&format!("/{key}")),
+        "{location}"
+    );
     store.delete(key).await.expect("delete");
 }
 
@@ -73,10 +79,13 @@ async fn an_unreachable_endpoint_is_a_clear_error() {
         .port();
     let mut config = config();
     config.endpoint = Some(format!("http://127.0.0.1:{port}"));
-    let err = S3ResultStore::open(&config).await.expect_err("nothing listens");
+    let err = S3ResultStore::open(&config)
+        .await
+        .expect_err("nothing listens");
     let text = err.to_string();
     assert!(
-        text.starts_with("cannot reach the result store s3://") && text.contains(&format!("127.0.0.1:{port}")),
+        text.starts_with("cannot reach the result store s3://")
+            && text.contains(&format!("127.0.0.1:{port}")),
         "{text}"
     );
 }
@@ -84,10 +93,19 @@ async fn an_unreachable_endpoint_is_a_clear_error() {
 #[test]
 fn result_store_urls_name_a_bucket_and_a_prefix() {
     let c = S3Config::from_url("s3://my-bucket/spool/results/").expect("valid");
-    assert_eq!((c.bucket.as_str(), c.prefix.as_str()), ("my-bucket", "spool/results"));
+    assert_eq!(
+        (c.bucket.as_str(), c.prefix.as_str()),
+        ("my-bucket", "spool/results")
+    );
     assert_eq!(c.url(), "s3://my-bucket/spool/results");
     assert_eq!(S3Config::from_url("s3://bucket").expect("valid").prefix, "");
-    for bad in ["bucket/x", "s3://", "s3://Upper/x", "s3://a/x", "file:///tmp"] {
+    for bad in [
+        "bucket/x",
+        "s3://",
+        "s3://Upper/x",
+        "s3://a/x",
+        "file:///tmp",
+    ] {
         assert!(S3Config::from_url(bad).is_err(), "{bad}");
     }
 }

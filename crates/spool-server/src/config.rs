@@ -399,7 +399,10 @@ mod tests {
         let ResultStoreSetting::S3(s3) = &s.result_store else {
             panic!("an S3 result store: {:?}", s.result_store);
         };
-        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("results", "spool"));
+        assert_eq!(
+            (s3.bucket.as_str(), s3.prefix.as_str()),
+            ("results", "spool")
+        );
         assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
         assert!(s3.allow_http);
         assert_eq!((s.workers, s.lease.as_secs()), (0, 5));
@@ -410,7 +413,10 @@ mod tests {
         assert_eq!(d.lease.as_secs(), DEFAULT_LEASE_SECS);
 
         for (args, needle) in [
-            (vec!["--workers", "0"], "workers = 0 needs a shared job store"),
+            (
+                vec!["--workers", "0"],
+                "workers = 0 needs a shared job store",
+            ),
             (vec!["--job-store", "mysql://x"], "job_store must be"),
             (vec!["--result-store", "/tmp/results"], "result_store"),
         ] {

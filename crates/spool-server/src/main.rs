@@ -183,7 +183,12 @@ fn remove_stale_staging(data_dir: &std::path::Path) {
             .metadata()
             .and_then(|m| m.modified())
             .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(3600)));
-        if stale && entry.file_name().to_string_lossy().starts_with(".projects.partial") {
+        if stale
+            && entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".projects.partial")
+        {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

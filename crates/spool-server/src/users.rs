@@ -51,7 +51,8 @@ impl FileUserStore {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(fail)?;
         }
-        let text = toml::to_string_pretty(&UsersFile { users }).map_err(|e| file_error(&self.path, e))?;
+        let text =
+            toml::to_string_pretty(&UsersFile { users }).map_err(|e| file_error(&self.path, e))?;
         let tmp = self.path.with_extension("toml.tmp");
         std::fs::write(&tmp, text).map_err(fail)?;
         std::fs::rename(&tmp, &self.path).map_err(fail)?;
@@ -175,7 +176,11 @@ pub async fn load_or_init(
             projects: Vec::new(),
         });
     }
-    if store.initialize(first).await.context("creating the first users")? {
+    if store
+        .initialize(first)
+        .await
+        .context("creating the first users")?
+    {
         info!("user store initialized");
     }
     let users = store.list().await.context("reading the users")?;

@@ -23,16 +23,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::types::Json;
-use sqlx::{Postgres, Row, Transaction};
-use spool_domain::{
-    Job, JobState, Lease, LeaseToken, QueryId, StopEffect, Timestamp, UserRecord,
-};
+use spool_domain::{Job, JobState, Lease, LeaseToken, QueryId, StopEffect, Timestamp, UserRecord};
 use spool_ports::{
     EventHub, JobEvent, JobFilter, JobStore, JobStoreError, Renewal, Stopped, UserStore,
     UserStoreError,
 };
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{Postgres, Row, Transaction};
 use tracing::{info, warn};
 
 /// The schema migrations, in order: version, name, SQL.
@@ -175,10 +173,7 @@ async fn migrate(pool: &PgPool, url: &str) -> Result<(), OpenError> {
         });
     }
     for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > found) {
-        sqlx::raw_sql(*sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(fail)?;
+        sqlx::raw_sql(*sql).execute(&mut *tx).await.map_err(fail)?;
         sqlx::query("INSERT INTO spool_schema (version, name) VALUES ($1, $2)")
             .bind(*version)
             .bind(*name)
@@ -467,7 +462,9 @@ impl JobStore for PgJobStore {
         expires_at: Timestamp,
     ) -> Result<Renewal, JobStoreError> {
         let mut tx = self.begin().await?;
-        let mut job = lock(&mut tx, id).await?.ok_or(JobStoreError::NotFound(id))?;
+        let mut job = lock(&mut tx, id)
+            .await?
+            .ok_or(JobStoreError::NotFound(id))?;
         job.renew(token, expires_at)
             .map_err(|_| JobStoreError::LeaseLost(id))?;
         update(&mut tx, &job).await?;
@@ -484,7 +481,9 @@ impl JobStore for PgJobStore {
         outcome: JobState,
     ) -> Result<Job, JobStoreError> {
         let mut tx = self.begin().await?;
-        let mut job = lock(&mut tx, id).await?.ok_or(JobStoreError::NotFound(id))?;
+        let mut job = lock(&mut tx, id)
+            .await?
+            .ok_or(JobStoreError::NotFound(id))?;
         job.finish(token, outcome)
             .map_err(|_| JobStoreError::LeaseLost(id))?;
         update(&mut tx, &job).await?;
@@ -514,7 +513,9 @@ impl JobStore for PgJobStore {
         outcome: JobState,
     ) -> Result<Stopped, JobStoreError> {
         let mut tx = self.begin().await?;
-        let mut job = lock(&mut tx, id).await?.ok_or(JobStoreError::NotFound(id))?;
+        let mut job = lock(&mut tx, id)
+            .await?
+            .ok_or(JobStoreError::NotFound(id))?;
         let effect = match job.request_stop(now, outcome) {
             Ok(effect) => effect,
             Err(_) => return Err(JobStoreError::Finished(Box::new(job))),

@@ -29,21 +29,31 @@ async fn fresh_database() -> String {
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     h.finish()
 }
 
 #[tokio::test]
 async fn keeps_the_job_store_contract_across_two_processes_views() {
     let url = fresh_database().await;
-    let (a, b) = (connect(&url).await.expect("a"), connect(&url).await.expect("b"));
+    let (a, b) = (
+        connect(&url).await.expect("a"),
+        connect(&url).await.expect("b"),
+    );
     spool_ports::testing::job_store_contract(&a.job_store(), &b.job_store()).await;
 }
 
 #[tokio::test]
 async fn keeps_the_user_store_contract_across_two_processes_views() {
     let url = fresh_database().await;
-    let (a, b) = (connect(&url).await.expect("a"), connect(&url).await.expect("b"));
+    let (a, b) = (
+        connect(&url).await.expect("a"),
+        connect(&url).await.expect("b"),
+    );
     spool_ports::testing::user_store_contract(&a.user_store(), &b.user_store()).await;
 }
 
@@ -92,13 +102,19 @@ async fn an_unreachable_server_is_a_clear_error_without_the_password() {
     let url = format!("postgres://spool:secret@127.0.0.1:{port}/spool");
     let err = connect(&url).await.expect_err("nothing listens");
     let text = err.to_string();
-    assert!(text.starts_with("cannot connect to PostgreSQL at postgres://spool:***@127.0.0.1"), "{text}");
+    assert!(
+        text.starts_with("cannot connect to PostgreSQL at postgres://spool:***@127.0.0.1"),
+        "{text}"
+    );
     assert!(!text.contains("secret"), "{text}");
 }
 
 #[test]
 fn passwords_are_hidden_in_urls() {
-    assert_eq!(redact("postgres://u:p@h:5432/db"), "postgres://u:***@h:5432/db");
+    assert_eq!(
+        redact("postgres://u:p@h:5432/db"),
+        "postgres://u:***@h:5432/db"
+    );
     assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
     assert_eq!(redact("postgres://h/db"), "postgres://h/db");
 }
@@ -106,7 +122,11 @@ fn passwords_are_hidden_in_urls() {
 #[test]
 fn event_payloads_round_trip() {
     let id = QueryId::new_random();
-    for event in [JobEvent::Queued, JobEvent::StopRequested(id), JobEvent::Finished(id)] {
+    for event in [
+        JobEvent::Queued,
+        JobEvent::StopRequested(id),
+        JobEvent::Finished(id),
+    ] {
         assert_eq!(parse_event(&event_payload(event)), Some(event));
     }
     assert_eq!(parse_event("stop:not-an-id"), None);

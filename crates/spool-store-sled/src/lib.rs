@@ -25,13 +25,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use sled::Transactional;
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, TransactionalTree,
-};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use spool_domain::{Job, JobState, Lease, LeaseToken, QueryId, StopEffect, Timestamp};
-use spool_ports::{
-    EventHub, JobEvent, JobFilter, JobStore, JobStoreError, Renewal, Stopped,
-};
+use spool_ports::{EventHub, JobEvent, JobFilter, JobStore, JobStoreError, Renewal, Stopped};
 use tracing::info;
 
 /// A [`JobStore`] in a sled database directory.
@@ -128,8 +124,7 @@ impl Tx<'_> {
     }
 
     fn existing(&self, id: QueryId) -> TxResult<Job> {
-        self.get(id)?
-            .map_or_else(|| abort(Abort::NotFound), Ok)
+        self.get(id)?.map_or_else(|| abort(Abort::NotFound), Ok)
     }
 
     fn in_flight_of(&self, owner: &str) -> TxResult<u64> {
@@ -170,7 +165,8 @@ impl Tx<'_> {
                     .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e)))?;
                 self.jobs.insert(&new.id.as_bytes()[..], bytes)?;
                 if matches!(new.state, JobState::Queued) {
-                    self.queue.insert(&queue_key(new)[..], &new.id.as_bytes()[..])?;
+                    self.queue
+                        .insert(&queue_key(new)[..], &new.id.as_bytes()[..])?;
                 }
                 if let Some(key) = lease_key(new) {
                     self.leases.insert(&key[..], &new.id.as_bytes()[..])?;
@@ -225,7 +221,12 @@ impl Trees {
     }
 
     /// Claims the job `id` (found through an index) if it is still claimable.
-    fn try_claim(&self, id: QueryId, now: Timestamp, lease: Lease) -> Result<Option<Job>, JobStoreError> {
+    fn try_claim(
+        &self,
+        id: QueryId,
+        now: Timestamp,
+        lease: Lease,
+    ) -> Result<Option<Job>, JobStoreError> {
         self.transact(id, |tx| {
             let Some(before) = tx.get(id)? else {
                 return Ok(None);

@@ -140,5 +140,8 @@ async fn the_per_user_cap_counts_survive_reopening() {
         Err(JobStoreError::TooManyInFlight { limit: 2 })
     ));
     store.delete(a.id).await.expect("delete");
-    store.insert(&job(3), Some(2)).await.expect("a slot is free");
+    store
+        .insert(&job(3), Some(2))
+        .await
+        .expect("a slot is free");
 }
