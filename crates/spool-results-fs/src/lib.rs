@@ -268,7 +268,7 @@ impl Write for FsSink {
 #[async_trait]
 impl ResultSink for FsSink {
     async fn commit(self: Box<Self>) -> Result<u64, ResultStoreError> {
-        tokio::task::spawn_blocking(move || self.commit_blocking())
+        tokio::task::spawn_blocking(move || (*self).commit_blocking())
             .await
             .map_err(io::Error::other)?
     }
@@ -284,7 +284,7 @@ impl ResultSink for FsSink {
 
 impl FsSink {
     /// Writes what is buffered, syncs, renames into place and syncs the directory.
-    fn commit_blocking(mut self: Box<Self>) -> Result<u64, ResultStoreError> {
+    fn commit_blocking(mut self) -> Result<u64, ResultStoreError> {
         let buffer = std::mem::replace(&mut self.buffer, Aligned::new(BLOCK));
         let whole = if self.direct {
             buffer.len() / BLOCK * BLOCK
