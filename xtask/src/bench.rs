@@ -10,11 +10,15 @@
 //!   server per format so its peak RSS (VmHWM) belongs to that export, next to DuckDB's COPY.
 //! - `download`: the finished CSV export fetched over loopback.
 //! - `load`: 64 clients polling status while an export runs, then 64 clients submitting.
+//! - `shared`: three servers on one PostgreSQL database and one S3 bucket (SeaweedFS, both
+//!   started by the bench as `cargo xtask ci` starts them, PostgreSQL with `fsync` on):
+//!   submissions, polls and the CSV export, next to one embedded server in the same run.
 //!
 //! Every figure is a median of `--runs` runs after a warm-up, except the exports and the load
 //! phase, which run once (they take seconds each and their peak RSS needs a fresh process).
 
 mod load;
+mod shared;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -44,7 +48,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
     let mut options = Options {
         sf: "1".to_owned(),
         runs: 5,
-        phases: ["ssb", "export", "download", "load"]
+        phases: ["ssb", "export", "download", "load", "shared"]
             .map(str::to_owned)
             .to_vec(),
         formats: ["csv", "parquet", "json"].map(str::to_owned).to_vec(),
@@ -74,9 +78,9 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
                 if let Some(p) = options
                     .phases
                     .iter()
-                    .find(|p| !["ssb", "export", "download", "load"].contains(&p.as_str()))
+                    .find(|p| !["ssb", "export", "download", "load", "shared"].contains(&p.as_str()))
                 {
-                    bail!("unknown phase {p}; phases are ssb, export, download, load");
+                    bail!("unknown phase {p}; phases are ssb, export, download, load, shared");
                 }
             }
             other => bail!(
@@ -140,34 +144,50 @@ impl Drop for RunningServer {
     }
 }
 
-/// Starts the server on a fresh data directory `<bench>/runs/<name>` whose `projects/ssb` links
-/// to the generated data, so results and job records of earlier runs never pile up.
-fn start_server(
-    binary: &Path,
-    data: &Data,
-    name: &str,
-    workers: usize,
-) -> anyhow::Result<RunningServer> {
+/// The bench's own settings: no sample generation (the data is there), no per-user cap (the
+/// load phase submits from one user), results kept.
+const BENCH_CONFIG: &str = "sample_sf = 0\nmax_in_flight_per_user = 0\nresult_retain_days = 0\n";
+
+/// Makes a fresh data directory `<bench>/runs/<name>` whose `projects/ssb` links to the
+/// generated data, so results and job records of earlier runs never pile up, with the bench's
+/// config and `extra` in `bench.toml`; returns the directory.
+fn fresh_data_dir(data: &Data, name: &str, extra: &str) -> anyhow::Result<PathBuf> {
     let data_dir = data.bench_dir.join("runs").join(name);
     if data_dir.exists() {
         std::fs::remove_dir_all(&data_dir)?;
     }
     std::fs::create_dir_all(data_dir.join("projects"))?;
     std::os::unix::fs::symlink(&data.project, data_dir.join("projects/ssb"))?;
-    // The bench's own settings: no sample generation (the data is there), no per-user cap (the
-    // load phase submits from one user), results kept.
-    let config = data_dir.join("bench.toml");
-    std::fs::write(
-        &config,
-        "sample_sf = 0\nmax_in_flight_per_user = 0\nresult_retain_days = 0\n",
-    )?;
+    std::fs::write(data_dir.join("bench.toml"), format!("{BENCH_CONFIG}{extra}"))?;
+    Ok(data_dir)
+}
+
+/// Starts the server on a fresh data directory (see [`fresh_data_dir`]).
+fn start_server(
+    binary: &Path,
+    data: &Data,
+    name: &str,
+    workers: usize,
+) -> anyhow::Result<RunningServer> {
+    let data_dir = fresh_data_dir(data, name, "")?;
+    spawn_server(binary, &data_dir, workers, &[])
+}
+
+/// Starts the server on `data_dir` with its `bench.toml` and `env` added to its environment.
+fn spawn_server(
+    binary: &Path,
+    data_dir: &Path,
+    workers: usize,
+    env: &[(&str, String)],
+) -> anyhow::Result<RunningServer> {
     let mut child = Command::new(binary)
         .args(["--bind", "127.0.0.1:0", "--log-level", "error", "--workers"])
         .arg(workers.to_string())
         .arg("--data-dir")
-        .arg(&data_dir)
+        .arg(data_dir)
         .arg("--config")
-        .arg(&config)
+        .arg(data_dir.join("bench.toml"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -419,6 +439,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     drop(csv_export);
     if has("load") {
         load_phase(&options, &binaries, &data, &mut emit)?;
+    }
+    if has("shared") {
+        shared::phase(&options, &binaries, &data, &mut emit)?;
     }
 
     // The report also lands in the checkout's `target/bench`, where the docs point.

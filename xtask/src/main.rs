@@ -127,7 +127,7 @@ fn ci() -> anyhow::Result<()> {
     cargo(&["test", "--workspace", "--no-run"])?;
     // The real servers the PostgreSQL, S3 and multi-process suites run against; stopped by pid
     // when this value is dropped, whether the tests pass or not.
-    let services = services::Services::start()?;
+    let services = services::Services::start(services::Fsync::Off)?;
     // `cargo test --workspace` builds the server binary (spool-server has an integration test)
     // before it runs any test, so the e2e tests always start a fresh binary.
     let tested = cargo_with(&["test", "--workspace"], &services.env());

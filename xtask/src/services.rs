@@ -24,6 +24,16 @@ const SECRET_KEY: &str = "spooltestsecret";
 /// How long a server may take to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// Whether PostgreSQL syncs its writes: off for tests (faster, nothing to lose), on for the
+/// bench (what production runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// `fsync = off`.
+    Off,
+    /// PostgreSQL's default.
+    On,
+}
+
 /// Running test servers; [`Services::stop`] ends them (dropping does too).
 #[derive(Debug)]
 pub struct Services {
@@ -179,7 +189,7 @@ fn stop_pid(pid: u32) {
 
 impl Services {
     /// Installs what is missing and starts PostgreSQL and the S3 store.
-    pub fn start() -> anyhow::Result<Self> {
+    pub fn start(fsync: Fsync) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("spool-services-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -190,12 +200,12 @@ impl Services {
             weed_pid: None,
             s3_endpoint: String::new(),
         };
-        services.start_postgres()?;
+        services.start_postgres(fsync)?;
         services.start_s3()?;
         Ok(services)
     }
 
-    fn start_postgres(&mut self) -> anyhow::Result<()> {
+    fn start_postgres(&mut self, fsync: Fsync) -> anyhow::Result<()> {
         let bin = postgres_bin()?;
         let data = self.dir.join("pg");
         std::fs::create_dir_all(&data)?;
@@ -220,8 +230,12 @@ impl Services {
         )?;
         let port = free_port()?;
         let log = data.join("server.log");
+        let fsync = match fsync {
+            Fsync::Off => "-c fsync=off",
+            Fsync::On => "",
+        };
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=400",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 {fsync} -c max_connections=400",
             data.display()
         );
         run(
@@ -373,7 +387,7 @@ pub fn command(args: &[String]) -> anyhow::Result<()> {
     let state = tools_dir().join("services.state");
     match args.first().map(String::as_str) {
         Some("start") => {
-            let services = Services::start()?;
+            let services = Services::start(Fsync::Off)?;
             let mut lines: Vec<String> = services
                 .env()
                 .into_iter()

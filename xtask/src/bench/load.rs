@@ -31,11 +31,23 @@ pub fn run(
     duration: Duration,
     request: &Request<'_>,
 ) -> anyhow::Result<LoadResult> {
+    run_spread(clients, duration, &|_, agent| request(agent))
+}
+
+/// One request of client number `n`; returns whether the server answered as expected.
+pub type ClientRequest<'a> = dyn Fn(usize, &ureq::Agent) -> bool + Sync + 'a;
+
+/// [`run`], with each client's number given to `request` (to spread clients over servers).
+pub fn run_spread(
+    clients: usize,
+    duration: Duration,
+    request: &ClientRequest<'_>,
+) -> anyhow::Result<LoadResult> {
     let started = Instant::now();
     let deadline = started + duration;
     let per_client: Vec<(Vec<Duration>, usize)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..clients)
-            .map(|_| {
+            .map(|client| {
                 scope.spawn(move || {
                     let agent = ureq::AgentBuilder::new()
                         .timeout(Duration::from_secs(30))
@@ -44,7 +56,7 @@ pub fn run(
                     let mut errors = 0;
                     while Instant::now() < deadline {
                         let t = Instant::now();
-                        let ok = request(&agent);
+                        let ok = request(client, &agent);
                         latencies.push(t.elapsed());
                         if !ok {
                             errors += 1;
