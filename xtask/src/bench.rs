@@ -75,11 +75,9 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             }
             "--phases" => {
                 options.phases = value("--phases")?.split(',').map(str::to_owned).collect();
-                if let Some(p) = options
-                    .phases
-                    .iter()
-                    .find(|p| !["ssb", "export", "download", "load", "shared"].contains(&p.as_str()))
-                {
+                if let Some(p) = options.phases.iter().find(|p| {
+                    !["ssb", "export", "download", "load", "shared"].contains(&p.as_str())
+                }) {
                     bail!("unknown phase {p}; phases are ssb, export, download, load, shared");
                 }
             }
@@ -158,7 +156,10 @@ fn fresh_data_dir(data: &Data, name: &str, extra: &str) -> anyhow::Result<PathBu
     }
     std::fs::create_dir_all(data_dir.join("projects"))?;
     std::os::unix::fs::symlink(&data.project, data_dir.join("projects/ssb"))?;
-    std::fs::write(data_dir.join("bench.toml"), format!("{BENCH_CONFIG}{extra}"))?;
+    std::fs::write(
+        data_dir.join("bench.toml"),
+        format!("{BENCH_CONFIG}{extra}"),
+    )?;
     Ok(data_dir)
 }
 

@@ -331,6 +331,28 @@ impl PgJobStore {
         self.db.pool.begin().await.map_err(backend)
     }
 
+    /// Locks job `id`, applies `transition` (the domain's rules) and writes the job back with
+    /// the event the transition names, in one transaction; returns what the transition
+    /// returned and the job as stored. `NotFound` if there is no such job; an error from the
+    /// transition changes nothing.
+    async fn change<T>(
+        &self,
+        id: QueryId,
+        transition: impl FnOnce(&mut Job) -> Result<(T, Option<JobEvent>), JobStoreError>,
+    ) -> Result<(T, Job), JobStoreError> {
+        let mut tx = self.begin().await?;
+        let mut job = lock(&mut tx, id)
+            .await?
+            .ok_or(JobStoreError::NotFound(id))?;
+        let (value, event) = transition(&mut job)?;
+        update(&mut tx, &job).await?;
+        if let Some(event) = event {
+            notify(&mut tx, event).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok((value, job))
+    }
+
     /// Locks the oldest row `sql` selects (one id, `FOR UPDATE SKIP LOCKED`) and claims it.
     async fn claim_first(
         &self,
@@ -461,17 +483,17 @@ impl JobStore for PgJobStore {
         token: LeaseToken,
         expires_at: Timestamp,
     ) -> Result<Renewal, JobStoreError> {
-        let mut tx = self.begin().await?;
-        let mut job = lock(&mut tx, id)
-            .await?
-            .ok_or(JobStoreError::NotFound(id))?;
-        job.renew(token, expires_at)
-            .map_err(|_| JobStoreError::LeaseLost(id))?;
-        update(&mut tx, &job).await?;
-        tx.commit().await.map_err(backend)?;
-        Ok(Renewal {
-            stop_requested: job.stop_requested(),
-        })
+        let (renewal, _) = self
+            .change(id, |job| {
+                job.renew(token, expires_at)
+                    .map_err(|_| JobStoreError::LeaseLost(id))?;
+                let renewal = Renewal {
+                    stop_requested: job.stop_requested(),
+                };
+                Ok((renewal, None))
+            })
+            .await?;
+        Ok(renewal)
     }
 
     async fn finish(
@@ -480,15 +502,13 @@ impl JobStore for PgJobStore {
         token: LeaseToken,
         outcome: JobState,
     ) -> Result<Job, JobStoreError> {
-        let mut tx = self.begin().await?;
-        let mut job = lock(&mut tx, id)
-            .await?
-            .ok_or(JobStoreError::NotFound(id))?;
-        job.finish(token, outcome)
-            .map_err(|_| JobStoreError::LeaseLost(id))?;
-        update(&mut tx, &job).await?;
-        notify(&mut tx, JobEvent::Finished(id)).await?;
-        tx.commit().await.map_err(backend)?;
+        let ((), job) = self
+            .change(id, |job| {
+                job.finish(token, outcome)
+                    .map_err(|_| JobStoreError::LeaseLost(id))?;
+                Ok(((), Some(JobEvent::Finished(id))))
+            })
+            .await?;
         Ok(job)
     }
 
@@ -512,27 +532,22 @@ impl JobStore for PgJobStore {
         now: Timestamp,
         outcome: JobState,
     ) -> Result<Stopped, JobStoreError> {
-        let mut tx = self.begin().await?;
-        let mut job = lock(&mut tx, id)
-            .await?
-            .ok_or(JobStoreError::NotFound(id))?;
-        let effect = match job.request_stop(now, outcome) {
-            Ok(effect) => effect,
-            Err(_) => return Err(JobStoreError::Finished(Box::new(job))),
-        };
-        update(&mut tx, &job).await?;
-        let stopped = match effect {
-            StopEffect::Ended => {
-                notify(&mut tx, JobEvent::Finished(id)).await?;
-                Stopped::Ended(job)
-            }
-            StopEffect::Requested => {
-                notify(&mut tx, JobEvent::StopRequested(id)).await?;
-                Stopped::Requested(job)
-            }
-        };
-        tx.commit().await.map_err(backend)?;
-        Ok(stopped)
+        let (effect, job) = self
+            .change(id, |job| {
+                let effect = job
+                    .request_stop(now, outcome)
+                    .map_err(|_| JobStoreError::Finished(Box::new(job.clone())))?;
+                let event = match effect {
+                    StopEffect::Ended => JobEvent::Finished(id),
+                    StopEffect::Requested => JobEvent::StopRequested(id),
+                };
+                Ok((effect, Some(event)))
+            })
+            .await?;
+        Ok(match effect {
+            StopEffect::Ended => Stopped::Ended(job),
+            StopEffect::Requested => Stopped::Requested(job),
+        })
     }
 
     async fn delete(&self, id: QueryId) -> Result<Option<Job>, JobStoreError> {

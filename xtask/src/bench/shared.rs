@@ -7,8 +7,8 @@ use anyhow::Context;
 
 use super::load::{self, LoadResult};
 use super::{
-    ADMIN, Binaries, CLIENTS, Data, EXPORT_SQL, Options, fresh_data_dir, json, mb_per_s, spawn_server,
-    start_server, submit, wait,
+    ADMIN, Binaries, CLIENTS, Data, EXPORT_SQL, Options, fresh_data_dir, json, mb_per_s,
+    spawn_server, start_server, submit, wait,
 };
 use crate::services::{self, Fsync, Services};
 
@@ -45,7 +45,12 @@ fn measure(options: &Options, bases: &[String]) -> anyhow::Result<Figures> {
 
     let started = Instant::now();
     let id = submit(&agent, first, EXPORT_SQL, "csv")?;
-    wait(&agent, &bases[bases.len() - 1], &id, Duration::from_millis(20))?;
+    wait(
+        &agent,
+        &bases[bases.len() - 1],
+        &id,
+        Duration::from_millis(20),
+    )?;
     let export_seconds = started.elapsed().as_secs_f64();
     let export_bytes = json(
         agent
@@ -62,14 +67,15 @@ fn measure(options: &Options, bases: &[String]) -> anyhow::Result<Figures> {
         .collect();
     let body = serde_json::json!({ "sql": "select d_year from dates limit 1", "project": "ssb" })
         .to_string();
-    let submissions = load::run_spread(CLIENTS, duration, &|client: usize, agent: &ureq::Agent| {
-        agent
-            .post(&submit_urls[client % submit_urls.len()])
-            .set("Authorization", ADMIN)
-            .set("Content-Type", "application/json")
-            .send_string(&body)
-            .is_ok_and(|r| r.status() == 200 && r.into_string().is_ok())
-    })?;
+    let submissions =
+        load::run_spread(CLIENTS, duration, &|client: usize, agent: &ureq::Agent| {
+            agent
+                .post(&submit_urls[client % submit_urls.len()])
+                .set("Authorization", ADMIN)
+                .set("Content-Type", "application/json")
+                .send_string(&body)
+                .is_ok_and(|r| r.status() == 200 && r.into_string().is_ok())
+        })?;
     Ok(Figures {
         polls,
         submissions,
@@ -143,7 +149,11 @@ pub(super) fn phase(
         options.load_seconds,
         super::cores_or_one(),
         row("status polls", &embedded.polls, &shared.polls),
-        row("submissions (durable before the answer)", &embedded.submissions, &shared.submissions),
+        row(
+            "submissions (durable before the answer)",
+            &embedded.submissions,
+            &shared.submissions
+        ),
         embedded.export_seconds,
         embedded.export_bytes,
         mb_per_s(embedded.export_bytes, embedded.export_seconds),
