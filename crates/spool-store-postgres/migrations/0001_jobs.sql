@@ -1,5 +1,6 @@
 -- Jobs: the whole record as JSON (spool_domain::Job), and the columns the store's queries
--- select and order by, kept in step with the record by every write.
+-- select and order by, kept in step with the record by every write. The record is `json`, not
+-- `jsonb`: it is never queried inside, and `json` is returned as stored, without conversion.
 CREATE TABLE spool_jobs (
     id               TEXT PRIMARY KEY,
     owner            TEXT NOT NULL,
@@ -9,7 +10,7 @@ CREATE TABLE spool_jobs (
     lease_token      BIGINT,
     lease_expires_at BIGINT,
     finished_at      BIGINT,
-    job              JSONB NOT NULL
+    job              JSON NOT NULL
 );
 CREATE INDEX spool_jobs_queue ON spool_jobs (submitted_at, id) WHERE state = 'queued';
 CREATE INDEX spool_jobs_leases ON spool_jobs (lease_expires_at) WHERE state = 'running';
