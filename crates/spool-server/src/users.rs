@@ -59,14 +59,28 @@ impl FileUserStore {
         Ok(())
     }
 
-    /// Reads, changes and writes the file.
-    fn edit(
+    /// Reads, changes and writes the file, off the async reactor.
+    async fn edit(
         &self,
-        change: impl FnOnce(&mut Vec<UserRecord>) -> Result<(), UserStoreError>,
+        change: impl FnOnce(&mut Vec<UserRecord>) -> Result<(), UserStoreError> + Send + 'static,
     ) -> Result<(), UserStoreError> {
-        let mut users = self.read()?;
-        change(&mut users)?;
-        self.write(users)
+        self.blocking(move |store| {
+            let mut users = store.read()?;
+            change(&mut users)?;
+            store.write(users)
+        })
+        .await
+    }
+
+    /// Runs file work on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Self) -> Result<T, UserStoreError> + Send + 'static,
+    ) -> Result<T, UserStoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|e| UserStoreError::Backend(Box::new(e)))?
     }
 }
 
@@ -92,18 +106,24 @@ fn modified(path: &Path) -> Option<SystemTime> {
 #[async_trait]
 impl UserStore for FileUserStore {
     async fn list(&self) -> Result<Vec<UserRecord>, UserStoreError> {
-        if !self.path.exists() {
-            return Ok(Vec::new());
-        }
-        self.read()
+        self.blocking(|store| {
+            if !store.path.exists() {
+                return Ok(Vec::new());
+            }
+            store.read()
+        })
+        .await
     }
 
     async fn initialize(&self, first: Vec<UserRecord>) -> Result<bool, UserStoreError> {
-        if self.path.exists() {
-            return Ok(false);
-        }
-        self.write(first)?;
-        Ok(true)
+        self.blocking(move |store| {
+            if store.path.exists() {
+                return Ok(false);
+            }
+            store.write(first)?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn add(&self, user: UserRecord) -> Result<(), UserStoreError> {
@@ -114,6 +134,7 @@ impl UserStore for FileUserStore {
             users.push(user);
             Ok(())
         })
+        .await
     }
 
     async fn replace(&self, user: UserRecord) -> Result<(), UserStoreError> {
@@ -125,17 +146,20 @@ impl UserStore for FileUserStore {
             *slot = user;
             Ok(())
         })
+        .await
     }
 
     async fn remove(&self, name: &str) -> Result<(), UserStoreError> {
-        self.edit(|users| {
+        let name = name.to_owned();
+        self.edit(move |users| {
             let before = users.len();
             users.retain(|u| u.name != name);
             if users.len() == before {
-                return Err(UserStoreError::NotFound(name.to_owned()));
+                return Err(UserStoreError::NotFound(name));
             }
             Ok(())
         })
+        .await
     }
 
     fn changes(&self) -> BoxStream<'static, ()> {
