@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use object_store::ObjectStore as _;
 use serde_json::Value;
 
-use crate::harness::{ADMIN, Server, basic};
+use crate::harness::{Server, basic};
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -372,7 +372,6 @@ fn the_per_user_cap_holds_across_processes() {
     let (_, v) = servers[0].json("DELETE", "/kylin/api/async_query", None);
     assert_eq!(v["code"], "000", "{v}");
     assert_eq!(submit(&servers[2]).0, 200);
-    let _ = ADMIN;
 }
 
 #[test]

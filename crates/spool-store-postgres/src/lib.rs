@@ -280,7 +280,7 @@ fn job_of(row: &PgRow) -> Result<Job, JobStoreError> {
 fn lease_columns(job: &Job) -> (Option<i64>, Option<i64>) {
     match &job.state {
         JobState::Running { lease, .. } => (
-            Some(i64::from_ne_bytes(lease.token.0.to_ne_bytes())),
+            Some(lease.token.0.cast_signed()),
             Some(lease.expires_at.as_millis()),
         ),
         _ => (None, None),
@@ -362,19 +362,15 @@ impl PgJobStore {
         Ok((value, job))
     }
 
-    /// Locks the oldest row `sql` selects (one id, `FOR UPDATE SKIP LOCKED`) and claims it.
+    /// Locks the row `select` finds (one job, `FOR UPDATE SKIP LOCKED`) and claims it.
     async fn claim_first(
         &self,
-        sql: &'static str,
+        select: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
         now: Timestamp,
         lease: Lease,
     ) -> Result<Option<Job>, JobStoreError> {
         let mut tx = self.begin().await?;
-        let row = sqlx::query(sql)
-            .bind(now.as_millis())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let row = select.fetch_optional(&mut *tx).await.map_err(backend)?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -464,10 +460,13 @@ impl JobStore for PgJobStore {
         // Lapsed leases first: their jobs have waited longest.
         let lapsed = self
             .claim_first(
-                "SELECT job FROM spool_jobs
-                  WHERE state = 'running' AND lease_expires_at <= $1
-                  ORDER BY lease_expires_at
-                  LIMIT 1 FOR UPDATE SKIP LOCKED",
+                sqlx::query(
+                    "SELECT job FROM spool_jobs
+                      WHERE state = 'running' AND lease_expires_at <= $1
+                      ORDER BY lease_expires_at
+                      LIMIT 1 FOR UPDATE SKIP LOCKED",
+                )
+                .bind(now.as_millis()),
                 now,
                 lease,
             )
@@ -476,10 +475,12 @@ impl JobStore for PgJobStore {
             return Ok(lapsed);
         }
         self.claim_first(
-            "SELECT job FROM spool_jobs
-              WHERE state = 'queued' AND $1::bigint IS NOT NULL
-              ORDER BY submitted_at, id
-              LIMIT 1 FOR UPDATE SKIP LOCKED",
+            sqlx::query(
+                "SELECT job FROM spool_jobs
+                  WHERE state = 'queued'
+                  ORDER BY submitted_at, id
+                  LIMIT 1 FOR UPDATE SKIP LOCKED",
+            ),
             now,
             lease,
         )
@@ -612,20 +613,20 @@ async fn notify_users(tx: &mut Tx) -> Result<(), UserStoreError> {
 }
 
 impl PgUserStore {
-    /// Runs one change of the users table in a transaction that announces it.
+    /// Runs one change of the users table (`$1` the name, `$2` the record if given) in a
+    /// transaction that announces it; returns the rows it changed.
     async fn change(
         &self,
         sql: &'static str,
-        user: Option<UserRecord>,
         name: String,
+        user: Option<UserRecord>,
     ) -> Result<u64, UserStoreError> {
         let mut tx = self.db.pool.begin().await.map_err(user_backend)?;
-        let done = sqlx::query(sql)
-            .bind(name)
-            .bind(user.map(Json))
-            .execute(&mut *tx)
-            .await
-            .map_err(user_backend)?;
+        let mut query = sqlx::query(sql).bind(name);
+        if let Some(user) = user {
+            query = query.bind(Json(user));
+        }
+        let done = query.execute(&mut *tx).await.map_err(user_backend)?;
         notify_users(&mut tx).await?;
         tx.commit().await.map_err(user_backend)?;
         Ok(done.rows_affected())
@@ -678,8 +679,8 @@ impl UserStore for PgUserStore {
         let added = self
             .change(
                 "INSERT INTO spool_users (name, record) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-                Some(user),
                 name.clone(),
+                Some(user),
             )
             .await?;
         if added == 0 {
@@ -693,8 +694,8 @@ impl UserStore for PgUserStore {
         let replaced = self
             .change(
                 "UPDATE spool_users SET record = $2 WHERE name = $1",
-                Some(user),
                 name.clone(),
+                Some(user),
             )
             .await?;
         if replaced == 0 {
@@ -706,9 +707,9 @@ impl UserStore for PgUserStore {
     async fn remove(&self, name: &str) -> Result<(), UserStoreError> {
         let removed = self
             .change(
-                "DELETE FROM spool_users WHERE name = $1 AND $2::jsonb IS NULL",
-                None,
+                "DELETE FROM spool_users WHERE name = $1",
                 name.to_owned(),
+                None,
             )
             .await?;
         if removed == 0 {
