@@ -664,11 +664,31 @@ pub async fn job_store_contract(store: &dyn JobStore, other: &dyn JobStore) {
     }
     store.delete(third.id).await.expect("delete");
 
+    // A finished job read through both views (an adapter may keep finished jobs in memory:
+    // they change only by being deleted) is gone from the deleting view at once and from the
+    // other within seconds.
+    for view in [store, other, other] {
+        let read = view.get(newer.id).await.expect("get").expect("the job");
+        assert!(read.is_finished(), "{read:?}");
+    }
     // Deleting is idempotent, and a deleted job can be neither renewed nor finished.
     assert_eq!(
         store.delete(newer.id).await.expect("delete").map(|j| j.id),
         Some(newer.id)
     );
+    assert_eq!(
+        store.get(newer.id).await.expect("get"),
+        None,
+        "gone at once"
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while other.get(newer.id).await.expect("get").is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a job deleted through one view still read through the other after 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert_eq!(store.delete(newer.id).await.expect("delete"), None);
     assert!(matches!(
         store

@@ -17,8 +17,14 @@
 //! - Events are `NOTIFY`s on one channel sent inside the transaction that made the change, so
 //!   they are delivered only if it commits; one `LISTEN` connection per process fans them out.
 //! - A schema newer than this build is refused at start, never changed.
+//! - Finished jobs are kept in a per-process cache (see [`FinishedCache`]): they change only
+//!   by being deleted, and every delete is announced (`deleted:<id>`), so a status poll of a
+//!   finished query costs no round trip. The cache serves only while this process's `LISTEN`
+//!   connection is up; it is emptied when that connection drops.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,7 +45,8 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "users", include_str!("../migrations/0002_users.sql")),
 ];
 
-/// The channel job events are sent on; payloads are `queued`, `stop:<id>`, `finished:<id>`.
+/// The channel job events are sent on; payloads are `queued`, `stop:<id>`, `finished:<id>`
+/// and `deleted:<id>` (which only the cache of finished jobs listens to).
 const JOBS_CHANNEL: &str = "spool_jobs";
 /// The channel user changes are announced on.
 const USERS_CHANNEL: &str = "spool_users";
@@ -49,6 +56,72 @@ const MIGRATION_LOCK: i64 = 0x5350_4f4f_4c00_0001;
 const MAX_CONNECTIONS: u32 = 16;
 /// How long a call waits for a free connection (or a new one) before failing.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Finished jobs each process keeps in memory at most (a few MiB of records); when full, the
+/// cache starts again empty: polls concentrate on recent queries.
+const CACHE_ENTRIES: usize = 16_384;
+/// A record this large (its SQL, mostly) is not cached.
+const CACHE_MAX_RECORD: usize = 64 * 1024;
+
+/// The finished jobs this process has read, served without a round trip.
+///
+/// Correctness rests on two facts: a finished job changes only by being deleted, and every
+/// delete sends `deleted:<id>` in its own transaction. So an entry is valid until this
+/// process hears of its delete, and the cache is only used while the `LISTEN` connection is
+/// up (`live`); a lost connection empties it, since deletes sent meanwhile are lost. A read
+/// that raced with a delete must not put the job back: `generation` counts invalidations, and
+/// a read inserts only if none happened since it began. Another process's delete is seen
+/// within the notification's latency (milliseconds); this process's own at once.
+#[derive(Debug, Default)]
+struct FinishedCache {
+    live: AtomicBool,
+    generation: AtomicU64,
+    jobs: Mutex<HashMap<QueryId, Job>>,
+}
+
+impl FinishedCache {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<QueryId, Job>> {
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The cached job `id`, and the generation to pass to [`FinishedCache::keep`] otherwise.
+    fn get(&self, id: QueryId) -> Result<Job, u64> {
+        let generation = self.generation.load(Ordering::Acquire);
+        if !self.live.load(Ordering::Acquire) {
+            return Err(generation);
+        }
+        self.entries().get(&id).cloned().ok_or(generation)
+    }
+
+    /// Caches `job`, read when the generation was `seen`, if it is finished and nothing was
+    /// invalidated since.
+    fn keep(&self, job: &Job, seen: u64) {
+        if !job.is_finished() || job.request.sql.len() > CACHE_MAX_RECORD {
+            return;
+        }
+        let mut entries = self.entries();
+        if !self.live.load(Ordering::Acquire) || self.generation.load(Ordering::Acquire) != seen {
+            return;
+        }
+        if entries.len() >= CACHE_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(job.id, job.clone());
+    }
+
+    fn forget(&self, id: QueryId) {
+        let mut entries = self.entries();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        entries.remove(&id);
+    }
+
+    /// Empties the cache and serves from it again only if `live`.
+    fn reset(&self, live: bool) {
+        let mut entries = self.entries();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.live.store(live, Ordering::Release);
+        entries.clear();
+    }
+}
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +180,7 @@ pub struct PgDatabase {
     pool: PgPool,
     jobs: EventHub,
     users: EventHub,
+    finished: Arc<FinishedCache>,
 }
 
 /// Connects to the database at `url` (`postgres://user[:password]@host:port/db`), applies
@@ -131,6 +205,7 @@ pub async fn connect(url: &str) -> Result<PgDatabase, OpenError> {
         pool,
         jobs: EventHub::new(),
         users: EventHub::new(),
+        finished: Arc::default(),
     };
     let listener = PgListener::connect_with(&store.pool)
         .await
@@ -138,7 +213,7 @@ pub async fn connect(url: &str) -> Result<PgDatabase, OpenError> {
             url: shown.clone(),
             source,
         })?;
-    tokio::spawn(listen(listener, store.jobs.clone(), store.users.clone()));
+    tokio::spawn(listen(listener, store.clone()));
     Ok(store)
 }
 
@@ -189,33 +264,62 @@ async fn migrate(pool: &PgPool, url: &str) -> Result<(), OpenError> {
     Ok(())
 }
 
-/// Forwards notifications to the event hubs until the process ends. The listener reconnects
-/// by itself after a lost connection; notifications sent meanwhile are lost, so a reconnect
-/// is announced as a queued job (idle workers look) and a user change (users are re-read).
-async fn listen(mut listener: PgListener, jobs: EventHub, users: EventHub) {
-    if let Err(e) = listener.listen_all([JOBS_CHANNEL, USERS_CHANNEL]).await {
-        warn!(error = %e, "cannot LISTEN for job events; workers fall back to polling");
-        return;
-    }
+/// Forwards notifications to the event hubs until the process ends. Notifications sent while
+/// the `LISTEN` connection is down are lost, so when it drops the cache of finished jobs is
+/// emptied and unused, and once a new connection listens again the gap is announced as a
+/// queued job (idle workers look) and a user change (users are re-read).
+async fn listen(mut listener: PgListener, db: PgDatabase) {
+    let mut first = true;
     loop {
-        match listener.try_recv().await {
-            Ok(Some(note)) => {
-                if note.channel() == USERS_CHANNEL {
-                    users.publish(JobEvent::Queued);
-                } else if let Some(event) = parse_event(note.payload()) {
-                    jobs.publish(event);
+        if let Err(e) = listener.listen_all([JOBS_CHANNEL, USERS_CHANNEL]).await {
+            warn!(error = %e, "cannot LISTEN for job events; retrying in a second");
+        } else {
+            db.finished.reset(true);
+            if !std::mem::take(&mut first) {
+                info!("listening for job events again");
+                db.jobs.publish(JobEvent::Queued);
+                db.users.publish(JobEvent::Queued);
+            }
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(note)) => dispatch(&db, note.channel(), note.payload()),
+                    Ok(None) => {
+                        warn!("lost the LISTEN connection to PostgreSQL; reconnecting");
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "listening for job events failed; reconnecting");
+                        break;
+                    }
                 }
             }
-            Ok(None) => {
-                warn!("lost the LISTEN connection to PostgreSQL; reconnecting");
-                jobs.publish(JobEvent::Queued);
-                users.publish(JobEvent::Queued);
-            }
-            Err(e) => {
-                warn!(error = %e, "listening for job events failed; retrying in a second");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            db.finished.reset(false);
+        }
+        // A fresh connection, retried every second until the server answers.
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match PgListener::connect_with(&db.pool).await {
+                Ok(fresh) => {
+                    listener = fresh;
+                    break;
+                }
+                Err(e) => warn!(error = %e, "cannot reconnect to LISTEN for job events"),
             }
         }
+    }
+}
+
+/// Acts on one notification.
+fn dispatch(db: &PgDatabase, channel: &str, payload: &str) {
+    if channel == USERS_CHANNEL {
+        db.users.publish(JobEvent::Queued);
+    } else if let Some(id) = payload.strip_prefix("deleted:") {
+        match id.parse() {
+            Ok(id) => db.finished.forget(id),
+            Err(_) => db.finished.reset(true),
+        }
+    } else if let Some(event) = parse_event(payload) {
+        db.jobs.publish(event);
     }
 }
 
@@ -436,12 +540,20 @@ impl JobStore for PgJobStore {
     }
 
     async fn get(&self, id: QueryId) -> Result<Option<Job>, JobStoreError> {
+        let seen = match self.db.finished.get(id) {
+            Ok(job) => return Ok(Some(job)),
+            Err(generation) => generation,
+        };
         let row = sqlx::query("SELECT job FROM spool_jobs WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&self.db.pool)
             .await
             .map_err(backend)?;
-        row.as_ref().map(job_of).transpose()
+        let job = row.as_ref().map(job_of).transpose()?;
+        if let Some(job) = &job {
+            self.db.finished.keep(job, seen);
+        }
+        Ok(job)
     }
 
     async fn get_many(&self, ids: &[QueryId]) -> Result<HashMap<QueryId, Job>, JobStoreError> {
@@ -561,11 +673,17 @@ impl JobStore for PgJobStore {
     }
 
     async fn delete(&self, id: QueryId) -> Result<Option<Job>, JobStoreError> {
-        let row = sqlx::query("DELETE FROM spool_jobs WHERE id = $1 RETURNING job")
-            .bind(id.to_string())
-            .fetch_optional(&self.db.pool)
-            .await
-            .map_err(backend)?;
+        // One statement, so one transaction: the announcement goes out only if the row went.
+        let row = sqlx::query(
+            "WITH gone AS (DELETE FROM spool_jobs WHERE id = $1 RETURNING job)
+             SELECT job, pg_notify($2, 'deleted:' || $1) FROM gone",
+        )
+        .bind(id.to_string())
+        .bind(JOBS_CHANNEL)
+        .fetch_optional(&self.db.pool)
+        .await
+        .map_err(backend)?;
+        self.db.finished.forget(id);
         row.as_ref().map(job_of).transpose()
     }
 

@@ -1,6 +1,8 @@
 //! The job and user store contracts, migrations and failure messages against a real
 //! PostgreSQL server (started by `cargo xtask ci`, which sets `SPOOL_TEST_POSTGRES`).
 
+use futures::StreamExt;
+
 use super::*;
 
 /// A URL of an empty database of its own on the test server.
@@ -130,4 +132,114 @@ fn event_payloads_round_trip() {
         assert_eq!(parse_event(&event_payload(event)), Some(event));
     }
     assert_eq!(parse_event("stop:not-an-id"), None);
+}
+
+/// A finished job, stored through `store`.
+async fn finished_job(store: &PgJobStore) -> Job {
+    use spool_domain::{ProjectName, QueryRequest};
+    let request = QueryRequest {
+        sql: "select 1".into(),
+        project: ProjectName::default_project(),
+        offset: None,
+        limit: None,
+        output: Default::default(),
+    };
+    let now = Timestamp::from_millis(1_000);
+    let job = Job::new(QueryId::new_random(), "ADMIN".into(), request, now);
+    store.insert(&job, None).await.expect("insert");
+    let lease = Lease {
+        token: LeaseToken(7),
+        expires_at: Timestamp::from_millis(60_000),
+    };
+    let claimed = store.claim_next(now, lease).await.expect("claim");
+    assert_eq!(claimed.map(|j| j.id), Some(job.id));
+    let failed = JobState::Failed {
+        finished_at: now,
+        reason: "done".into(),
+    };
+    store
+        .finish(job.id, lease.token, failed)
+        .await
+        .expect("finish")
+}
+
+/// Polls `view` until job `id` is gone, failing after `seconds`.
+async fn gone_within(view: &PgJobStore, id: QueryId, within: Duration, why: &str) {
+    let deadline = tokio::time::Instant::now() + within;
+    while view.get(id).await.expect("get").is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "{why}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_lost_listen_connection_empties_the_cache_and_events_resume() {
+    let url = fresh_database().await;
+    let (a, b) = (
+        connect(&url).await.expect("a"),
+        connect(&url).await.expect("b"),
+    );
+    let (a_jobs, b_jobs) = (a.job_store(), b.job_store());
+    let job = finished_job(&a_jobs).await;
+    // B serves the finished job from its cache from now on.
+    for _ in 0..2 {
+        assert!(b_jobs.get(job.id).await.expect("get").is_some());
+    }
+    // Cut both processes' LISTEN connections, then delete while they may be down: the
+    // announcement can be lost, so B must not keep answering from its cache.
+    let cut: Vec<i32> = sqlx::query(
+        "SELECT pg_terminate_backend(pid)::int FROM pg_stat_activity
+          WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_all(&a.pool)
+    .await
+    .expect("terminate")
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert_eq!(cut.len(), 2, "two listening connections");
+    a_jobs.delete(job.id).await.expect("delete");
+    // Within half a second: before B could have listened again (it waits a second first).
+    gone_within(
+        &b_jobs,
+        job.id,
+        Duration::from_millis(500),
+        "B still served a deleted job after losing LISTEN",
+    )
+    .await;
+
+    // Once B listens again (within a few seconds) events flow again, and its cache works and
+    // hears deletes again. Events sent before it listened again are lost: send until one
+    // arrives.
+    let mut events = b_jobs.events();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let heard = loop {
+        let job = finished_job(&a_jobs).await;
+        let next = tokio::time::timeout(Duration::from_millis(500), async {
+            while let Some(event) = events.next().await {
+                if event == JobEvent::Finished(job.id) {
+                    return true;
+                }
+            }
+            false
+        });
+        if next.await == Ok(true) {
+            break job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B heard no event within 10 s of its LISTEN connection being cut"
+        );
+    };
+    for _ in 0..2 {
+        assert!(b_jobs.get(heard.id).await.expect("get").is_some());
+    }
+    a_jobs.delete(heard.id).await.expect("delete");
+    gone_within(
+        &b_jobs,
+        heard.id,
+        Duration::from_secs(5),
+        "B's cache missed a delete after reconnecting",
+    )
+    .await;
 }
