@@ -43,6 +43,7 @@ use tracing::{info, warn};
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "jobs", include_str!("../migrations/0001_jobs.sql")),
     (2, "users", include_str!("../migrations/0002_users.sql")),
+    (3, "submit", include_str!("../migrations/0003_submit.sql")),
 ];
 
 /// The channel job events are sent on; payloads are `queued`, `stop:<id>`, `finished:<id>`
@@ -491,52 +492,35 @@ impl PgJobStore {
 #[async_trait]
 impl JobStore for PgJobStore {
     async fn insert(&self, job: &Job, max_in_flight: Option<usize>) -> Result<(), JobStoreError> {
-        let mut tx = self.begin().await?;
-        if let Some(limit) = max_in_flight {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind(job.owner.clone())
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-            let mine: i64 = sqlx::query(
-                "SELECT count(*) FROM spool_jobs WHERE owner = $1 AND state IN ('queued', 'running')",
-            )
-            .bind(job.owner.clone())
-            .fetch_one(&mut *tx)
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(backend)?;
-            if mine >= i64::try_from(limit).unwrap_or(i64::MAX) {
-                return Err(JobStoreError::TooManyInFlight { limit });
-            }
-        }
+        // One round trip (migration 3's function): cap, insert and event in one transaction.
         let (token, expires) = lease_columns(job);
-        let inserted = sqlx::query(
-            "INSERT INTO spool_jobs
-                 (id, owner, project, submitted_at, state, lease_token, lease_expires_at,
-                  finished_at, job)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::json)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(job.id.to_string())
-        .bind(job.owner.clone())
-        .bind(job.request.project.as_str().to_owned())
-        .bind(job.submitted_at.as_millis())
-        .bind(state_name(&job.state))
-        .bind(token)
-        .bind(expires)
-        .bind(job.finished_at().map(Timestamp::as_millis))
-        .bind(record(job)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        if inserted.rows_affected() == 0 {
-            return Err(JobStoreError::AlreadyExists(job.id));
+        let outcome: String =
+            sqlx::query("SELECT spool_submit($1, $2, $3, $4, $5, $6, $7, $8, $9::json, $10, $11)")
+                .bind(job.id.to_string())
+                .bind(job.owner.clone())
+                .bind(job.request.project.as_str().to_owned())
+                .bind(job.submitted_at.as_millis())
+                .bind(state_name(&job.state))
+                .bind(token)
+                .bind(expires)
+                .bind(job.finished_at().map(Timestamp::as_millis))
+                .bind(record(job)?)
+                .bind(max_in_flight.map(|limit| i64::try_from(limit).unwrap_or(i64::MAX)))
+                .bind(JOBS_CHANNEL)
+                .fetch_one(&self.db.pool)
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(backend)?;
+        match outcome.as_str() {
+            "inserted" => Ok(()),
+            "exists" => Err(JobStoreError::AlreadyExists(job.id)),
+            "capped" => Err(JobStoreError::TooManyInFlight {
+                limit: max_in_flight.unwrap_or(0),
+            }),
+            other => Err(JobStoreError::backend(std::io::Error::other(format!(
+                "spool_submit answered {other:?}"
+            )))),
         }
-        if matches!(job.state, JobState::Queued) {
-            notify(&mut tx, JobEvent::Queued).await?;
-        }
-        tx.commit().await.map_err(backend)
     }
 
     async fn get(&self, id: QueryId) -> Result<Option<Job>, JobStoreError> {
