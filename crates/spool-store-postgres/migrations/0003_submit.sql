@@ -1,11 +1,13 @@
 -- A submission in one round trip: the per-user cap is counted under a transaction-scoped
--- advisory lock on the owner, the job inserted and its event sent, all in the caller's
--- transaction (one statement: its own). Returns 'inserted', 'exists' or 'capped'.
--- max_in_flight NULL means no cap.
+-- advisory lock on the owner and the job inserted, in the caller's transaction (one
+-- statement: its own). Returns 'inserted', 'exists' or 'capped'. max_in_flight NULL means no
+-- cap. No NOTIFY here: a notifying transaction holds a database-wide lock through its commit's
+-- WAL flush, which would serialize every submission; the store announces queued jobs after
+-- the commit instead, coalesced.
 CREATE FUNCTION spool_submit(
     p_id TEXT, p_owner TEXT, p_project TEXT, p_submitted_at BIGINT, p_state TEXT,
     p_lease_token BIGINT, p_lease_expires_at BIGINT, p_finished_at BIGINT, p_job JSON,
-    p_max_in_flight BIGINT, p_channel TEXT
+    p_max_in_flight BIGINT
 ) RETURNS TEXT
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -23,9 +25,6 @@ BEGIN
     ON CONFLICT (id) DO NOTHING;
     IF NOT FOUND THEN
         RETURN 'exists';
-    END IF;
-    IF p_state = 'queued' THEN
-        PERFORM pg_notify(p_channel, 'queued');
     END IF;
     RETURN 'inserted';
 END;

@@ -16,6 +16,8 @@
 //!   on the owner, so two processes cannot both take the last slot.
 //! - Events are `NOTIFY`s on one channel sent inside the transaction that made the change, so
 //!   they are delivered only if it commits; one `LISTEN` connection per process fans them out.
+//!   The exception is a submission's `queued`, sent after the commit and coalesced (see
+//!   `announce_queued`): notifying transactions commit one at a time.
 //! - A schema newer than this build is refused at start, never changed.
 //! - Finished jobs are kept in a per-process cache (see [`FinishedCache`]): they change only
 //!   by being deleted, and every delete is announced (`deleted:<id>`), so a status poll of a
@@ -182,6 +184,8 @@ pub struct PgDatabase {
     jobs: EventHub,
     users: EventHub,
     finished: Arc<FinishedCache>,
+    /// Asks the announcer task to send one `queued` notification (requests coalesce).
+    queued: Arc<tokio::sync::Notify>,
 }
 
 /// Connects to the database at `url` (`postgres://user[:password]@host:port/db`), applies
@@ -207,6 +211,7 @@ pub async fn connect(url: &str) -> Result<PgDatabase, OpenError> {
         jobs: EventHub::new(),
         users: EventHub::new(),
         finished: Arc::default(),
+        queued: Arc::default(),
     };
     let listener = PgListener::connect_with(&store.pool)
         .await
@@ -215,6 +220,7 @@ pub async fn connect(url: &str) -> Result<PgDatabase, OpenError> {
             source,
         })?;
     tokio::spawn(listen(listener, store.clone()));
+    tokio::spawn(announce_queued(store.pool.clone(), store.queued.clone()));
     Ok(store)
 }
 
@@ -306,6 +312,26 @@ async fn listen(mut listener: PgListener, db: PgDatabase) {
                 }
                 Err(e) => warn!(error = %e, "cannot reconnect to LISTEN for job events"),
             }
+        }
+    }
+}
+
+/// Sends a `queued` notification after each request, coalescing the requests made while one
+/// is on its way. Submissions announce this way, after their commit, rather than with a
+/// `NOTIFY` in their own transaction: PostgreSQL holds a database-wide lock from a notifying
+/// transaction's pre-commit through its WAL flush, so notifying submissions could not share a
+/// flush (group commit) and ran one at a time. An announcement lost to a crash right after a
+/// commit costs an idle worker elsewhere at most its poll interval (a second).
+async fn announce_queued(pool: PgPool, requested: Arc<tokio::sync::Notify>) {
+    loop {
+        requested.notified().await;
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, 'queued')")
+            .bind(JOBS_CHANNEL)
+            .execute(&pool)
+            .await
+        {
+            warn!(error = %e, "cannot announce a queued job; workers find it by polling");
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }
@@ -490,10 +516,11 @@ impl PgJobStore {
 #[async_trait]
 impl JobStore for PgJobStore {
     async fn insert(&self, job: &Job, max_in_flight: Option<usize>) -> Result<(), JobStoreError> {
-        // One round trip (migration 3's function): cap, insert and event in one transaction.
+        // One round trip (migration 3's function): cap and insert in one transaction; the
+        // event follows the commit (see `announce_queued`).
         let (token, expires) = lease_columns(job);
         let outcome: String =
-            sqlx::query("SELECT spool_submit($1, $2, $3, $4, $5, $6, $7, $8, $9::json, $10, $11)")
+            sqlx::query("SELECT spool_submit($1, $2, $3, $4, $5, $6, $7, $8, $9::json, $10)")
                 .bind(job.id.to_string())
                 .bind(job.owner.clone())
                 .bind(job.request.project.as_str().to_owned())
@@ -510,7 +537,14 @@ impl JobStore for PgJobStore {
                 .and_then(|row| row.try_get(0))
                 .map_err(backend)?;
         match outcome.as_str() {
-            "inserted" => Ok(()),
+            "inserted" => {
+                if matches!(job.state, JobState::Queued) {
+                    // This process's workers at once; the others through the announcer.
+                    self.db.jobs.publish(JobEvent::Queued);
+                    self.db.queued.notify_one();
+                }
+                Ok(())
+            }
             "exists" => Err(JobStoreError::AlreadyExists(job.id)),
             "capped" => Err(JobStoreError::TooManyInFlight {
                 limit: max_in_flight.unwrap_or(0),
