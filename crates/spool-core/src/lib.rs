@@ -28,11 +28,13 @@
 //! ```
 
 mod error;
+mod lifecycle;
 mod manage;
 mod service;
 mod worker;
 
 pub use error::ServiceError;
+pub use lifecycle::{MAX_WAIT, StatusDetail};
 pub use manage::{DownloadInfo, Sweep};
 pub use service::{Ports, QueryStatus, Spool, SpoolConfig};
 pub use worker::Workers;

@@ -17,9 +17,6 @@ use tracing::{info, warn};
 
 use crate::{ServiceError, Spool};
 
-/// The reason a stopped query reports.
-pub const STOPPED_BY_USER: &str = "stopped by user";
-
 /// Result keys whose queries are looked up in one call to the job store by the orphan sweep.
 const ORPHAN_BATCH: usize = 500;
 
@@ -138,6 +135,8 @@ impl Spool {
         let Some(job) = ports.jobs.delete(id).await? else {
             return Ok(false);
         };
+        // A wait in this process answers MISSING now.
+        self.inner.waiters.wake(id);
         if let Some(token) = self.inner.running().get(&id) {
             token.cancel(CancelReason::Deleted);
         }
@@ -239,10 +238,7 @@ impl Spool {
         let ports = &self.inner.ports;
         // Subscribed before the stop, so that the end cannot slip by unseen.
         let mut events = ports.jobs.events();
-        let outcome = JobState::Failed {
-            finished_at: ports.clock.now(),
-            reason: STOPPED_BY_USER.to_owned(),
-        };
+        let outcome = JobState::stopped_by_user(ports.clock.now());
         match ports.jobs.stop(id, ports.clock.now(), outcome).await {
             Ok(Stopped::Ended(_)) => {
                 info!(query_id = %id, user = %who.name, "queued query stopped");

@@ -37,6 +37,9 @@ pub struct SpoolConfig {
     pub workers: usize,
     /// How long a claim lasts without renewal; workers renew at a third of it.
     pub lease: Duration,
+    /// How often a running query's rows and bytes so far are recorded in the job store
+    /// (with a lease renewal), for every process's status calls.
+    pub progress_interval: Duration,
     /// How often idle workers look for claimable jobs without being told of one (leases that
     /// lapsed when their process died, a missed notification).
     pub poll_interval: Duration,
@@ -73,6 +76,7 @@ impl SpoolConfig {
         Self {
             workers,
             lease: Duration::from_secs(30),
+            progress_interval: Duration::from_secs(1),
             poll_interval: Duration::from_secs(1),
             max_attempts: 3,
             query_timeout: Some(Duration::from_secs(3600)),
@@ -95,6 +99,8 @@ pub struct QueryStatus {
     pub status: PublicStatus,
     /// A human-readable detail: the failure reason for a failed query.
     pub info: String,
+    /// The rest of what a client sees; `None` for a query that is missing.
+    pub detail: Option<crate::StatusDetail>,
 }
 
 /// The application service. Cheap to clone; clones share everything.
@@ -112,6 +118,8 @@ pub(crate) struct Inner {
     pub(crate) wake: Notify,
     /// Tells waiters in this process that a query it ran has left the running map.
     pub(crate) ended: Notify,
+    /// Callers waiting for a query's status to change.
+    pub(crate) waiters: crate::lifecycle::Waiters,
 }
 
 impl Inner {
@@ -130,6 +138,7 @@ impl Spool {
                 running: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
                 ended: Notify::new(),
+                waiters: crate::lifecycle::Waiters::default(),
             }),
         }
     }
@@ -184,11 +193,22 @@ impl Spool {
 
     /// Returns the status of a query. An unknown id, or one `who` may not see, is `MISSING`.
     pub async fn status(&self, who: &Principal, id: QueryId) -> Result<QueryStatus, ServiceError> {
-        let (status, info) = match self.visible_job(who, id).await? {
-            Some(job) => job.public_status(),
-            None => (PublicStatus::Missing, "query not found".to_owned()),
+        let Some(job) = self.visible_job(who, id).await? else {
+            return Ok(QueryStatus {
+                id,
+                status: PublicStatus::Missing,
+                info: "query not found".to_owned(),
+                detail: None,
+            });
         };
-        Ok(QueryStatus { id, status, info })
+        let (status, info) = job.public_status();
+        let detail = Some(self.detail(&job).await?);
+        Ok(QueryStatus {
+            id,
+            status,
+            info,
+            detail,
+        })
     }
 
     /// Returns the job record of a query `who` may see.

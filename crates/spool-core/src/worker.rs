@@ -11,11 +11,11 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use spool_domain::{Job, JobState, Lease, LeaseToken, QueryId, ResultKey};
+use spool_domain::{FailureCode, Job, JobState, Lease, LeaseToken, Progress, QueryId, ResultKey};
 use spool_ports::{
     CancelReason, CancelToken, EngineError, Execution, JobEvent, JobStoreError, ResultSink,
     ResultStoreError,
@@ -94,7 +94,7 @@ async fn events_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
                     token.cancel(CancelReason::Stopped);
                 }
             }
-            Some(JobEvent::Finished(_)) => {}
+            Some(JobEvent::Finished(id)) => inner.waiters.wake(id),
             None => {
                 warn!("the job store's event stream ended; workers fall back to polling");
                 return;
@@ -168,16 +168,14 @@ async fn claim(inner: &Inner) -> Result<Option<(Job, Lease)>, JobStoreError> {
                 job.attempts - 1
             );
             warn!(query_id = %job.id, attempts = job.attempts, "giving up on a query");
-            let failed = JobState::Failed {
-                finished_at: inner.ports.clock.now(),
-                reason,
-            };
+            let failed =
+                JobState::failed(inner.ports.clock.now(), FailureCode::Interrupted, reason);
             finish(inner, job.id, lease.token, failed).await;
             continue;
         }
         if job.stop_requested() {
             // Stopped while its last holder ran it, and that holder died before ending it.
-            let stopped = failed(inner.ports.clock.now(), crate::manage::STOPPED_BY_USER);
+            let stopped = JobState::stopped_by_user(inner.ports.clock.now());
             finish(inner, job.id, lease.token, stopped).await;
             continue;
         }
@@ -222,18 +220,15 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
         {
             warn!(query_id = %id, error = %e, "discarding an over-cap result failed");
         }
-        let reason = if too_many_bytes {
-            format!(
-                "result is larger than the limit of {} bytes",
-                inner.config.max_result_bytes.unwrap_or_default()
-            )
+        if too_many_bytes {
+            let limit = inner.config.max_result_bytes.unwrap_or_default();
+            let reason = format!("result is larger than the limit of {limit} bytes");
+            JobState::failed(now, FailureCode::TooLarge, reason)
         } else {
-            format!(
-                "result has more than the limit of {} rows",
-                inner.config.max_result_rows.unwrap_or_default()
-            )
-        };
-        failed(now, &reason)
+            let limit = inner.config.max_result_rows.unwrap_or_default();
+            let reason = format!("result has more than the limit of {limit} rows");
+            JobState::failed(now, FailureCode::TooManyRows, reason)
+        }
     } else {
         match outcome {
             Ok(execution) => {
@@ -249,7 +244,8 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
                     },
                     Err(e) => {
                         error!(query_id = %id, error = %e, source = ?std::error::Error::source(&e), "committing the result failed");
-                        failed(now, "internal error: storing the result failed")
+                        let reason = "internal error: storing the result failed";
+                        JobState::failed(now, FailureCode::Internal, reason)
                     }
                 }
             }
@@ -265,24 +261,31 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
                     }
                     return;
                 }
-                Some(CancelReason::Stopped) => failed(now, "stopped by user"),
+                Some(CancelReason::Stopped) => JobState::stopped_by_user(now),
                 Some(CancelReason::TimedOut) => {
                     let limit = inner.config.query_timeout.unwrap_or_default();
-                    failed(now, &format!("query timed out after {} s", seconds(limit)))
+                    let reason = format!("query timed out after {} s", seconds(limit));
+                    JobState::failed(now, FailureCode::TimedOut, reason)
                 }
-                None => failed(now, "query was cancelled"),
+                None => JobState::failed(now, FailureCode::Internal, "query was cancelled"),
             },
-            Err(
-                e @ (EngineError::ProjectNotFound(_)
-                | EngineError::InvalidQuery(_)
-                | EngineError::Execution(_)),
-            ) => JobState::Failed {
-                finished_at: now,
-                reason: e.to_string(),
-            },
+            Err(e @ EngineError::ProjectNotFound(_)) => {
+                JobState::failed(now, FailureCode::ProjectNotFound, e.to_string())
+            }
+            Err(e @ EngineError::InvalidQuery(_)) => {
+                JobState::failed(now, FailureCode::InvalidQuery, e.to_string())
+            }
+            Err(e @ EngineError::Execution(_)) => {
+                JobState::failed(now, FailureCode::Execution, e.to_string())
+            }
+            Err(e @ EngineError::Unavailable(_)) => {
+                warn!(query_id = %id, error = %e, "the engine is unavailable");
+                JobState::failed(now, FailureCode::EngineUnavailable, e.to_string())
+            }
             Err(e @ (EngineError::Sink(_) | EngineError::Internal(_))) => {
                 error!(query_id = %id, error = %e, source = ?std::error::Error::source(&e), "query failed inside the engine");
-                failed(now, "internal error while running the query")
+                let reason = "internal error while running the query";
+                JobState::failed(now, FailureCode::Internal, reason)
             }
         }
     };
@@ -294,13 +297,6 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
         if let Err(e) = inner.ports.results.delete(key).await {
             warn!(query_id = %id, attempt = key.attempt, error = %e, "removing the result of a lost attempt failed");
         }
-    }
-}
-
-fn failed(now: spool_domain::Timestamp, reason: &str) -> JobState {
-    JobState::Failed {
-        finished_at: now,
-        reason: reason.to_owned(),
     }
 }
 
@@ -344,23 +340,24 @@ async fn execute_holding_lease(
         .create(key)
         .await
         .map_err(EngineError::Sink)?;
-    if inner.config.max_result_bytes.is_some() || inner.config.max_result_rows.is_some() {
-        sink = Box::new(CappedSink {
-            inner: sink,
-            written: 0,
-            rows: 0,
-            max_bytes: inner.config.max_result_bytes,
-            max_rows: inner.config.max_result_rows,
-            oversize: Arc::clone(oversize),
-        });
-    }
+    let progress = Arc::new(Counters::default());
+    sink = Box::new(CappedSink {
+        inner: sink,
+        written: 0,
+        rows: 0,
+        max_bytes: inner.config.max_result_bytes,
+        max_rows: inner.config.max_result_rows,
+        oversize: Arc::clone(oversize),
+        progress: Arc::clone(&progress),
+    });
     // A separate task, so that a panic in the engine becomes an error rather than a dead worker.
     let engine = Arc::clone(&inner.ports.engine);
     let request = job.request.clone();
     let engine_cancel = cancel.clone();
     let mut run = tokio::spawn(async move { engine.execute(&request, sink, engine_cancel).await });
 
-    let renew_every = inner.config.lease / 3;
+    // Each renewal also reports progress, so it comes at least every `progress_interval`.
+    let renew_every = (inner.config.lease / 3).min(inner.config.progress_interval);
     let mut renew =
         tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
     let deadline = inner
@@ -376,7 +373,7 @@ async fn execute_holding_lease(
             }
             _ = renew.tick() => {
                 let until = inner.ports.clock.now().plus_millis(millis(inner.config.lease));
-                match inner.ports.jobs.renew(job.id, token, until).await {
+                match inner.ports.jobs.renew(job.id, token, until, progress.read()).await {
                     Ok(renewal) => {
                         if renewal.stop_requested {
                             cancel.cancel(CancelReason::Stopped);
@@ -407,7 +404,8 @@ async fn execute_holding_lease(
     }
 }
 
-/// A sink that refuses to grow past `limit` bytes and says so through `oversize`.
+/// The sink every run writes through: it counts rows and bytes for the progress the lease task
+/// reports, and refuses to grow past the caps, saying so through `oversize`.
 struct CappedSink {
     inner: Box<dyn ResultSink>,
     written: u64,
@@ -415,6 +413,23 @@ struct CappedSink {
     max_bytes: Option<u64>,
     max_rows: Option<u64>,
     oversize: Arc<Oversize>,
+    progress: Arc<Counters>,
+}
+
+/// Rows and bytes written so far, shared between the sink and the lease task.
+#[derive(Debug, Default)]
+struct Counters {
+    rows: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Counters {
+    fn read(&self) -> Progress {
+        Progress {
+            rows: self.rows.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl io::Write for CappedSink {
@@ -429,6 +444,7 @@ impl io::Write for CappedSink {
         }
         let n = self.inner.write(buf)?;
         self.written += n as u64;
+        self.progress.bytes.store(self.written, Ordering::Relaxed);
         Ok(n)
     }
 
@@ -449,6 +465,7 @@ impl ResultSink for CappedSink {
 
     fn add_rows(&mut self, rows: u64) -> io::Result<()> {
         self.rows += rows;
+        self.progress.rows.store(self.rows, Ordering::Relaxed);
         if let Some(limit) = self.max_rows
             && self.rows > limit
         {

@@ -602,10 +602,7 @@ async fn an_attempt_that_lost_its_lease_never_harms_the_winners_result() {
         .finish(
             id,
             LeaseToken(7),
-            spool_domain::JobState::Failed {
-                finished_at: clock.now(),
-                reason: "x".into(),
-            },
+            spool_domain::JobState::failed(clock.now(), spool_domain::FailureCode::Execution, "x"),
         )
         .await;
     assert!(matches!(
@@ -689,4 +686,154 @@ async fn the_per_user_cap_holds_across_processes() {
             Err(ServiceError::TooManyQueries { limit: 2 })
         ));
     }
+}
+
+#[tokio::test]
+async fn a_wait_returns_when_the_query_ends_not_at_its_timeout() {
+    let h = harness(1);
+    let workers = h.spool.start();
+    let id = h.submit(&admin(), "slow:300:a\nb").await;
+    let started = tokio::time::Instant::now();
+    let status = h
+        .spool
+        .wait_status(&admin(), id, PublicStatus::Running, Duration::from_secs(20))
+        .await
+        .expect("wait");
+    let waited = started.elapsed();
+    assert_eq!(status.status, PublicStatus::Successful, "{status:?}");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(5),
+        "waited {waited:?}"
+    );
+    let detail = status.detail.expect("detail");
+    assert_eq!(detail.state, spool_domain::Lifecycle::Succeeded);
+    assert_eq!((detail.progress.rows, detail.progress.bytes), (2, 3));
+    assert_eq!(detail.attempt, 1);
+    assert!(detail.started_at.is_some() && detail.finished_at.is_some());
+    assert!(detail.expires_at > detail.finished_at, "{detail:?}");
+
+    // A status that already differs answers at once; a wait on an unchanged one times out.
+    let at_once = tokio::time::Instant::now();
+    let again = h
+        .spool
+        .wait_status(&admin(), id, PublicStatus::Running, Duration::from_secs(20))
+        .await
+        .expect("wait");
+    assert_eq!(again.status, PublicStatus::Successful);
+    assert!(at_once.elapsed() < Duration::from_secs(1));
+    let timed = tokio::time::Instant::now();
+    let same = h
+        .spool
+        .wait_status(
+            &admin(),
+            id,
+            PublicStatus::Successful,
+            Duration::from_millis(200),
+        )
+        .await
+        .expect("wait");
+    assert_eq!(same.status, PublicStatus::Successful);
+    assert!(timed.elapsed() >= Duration::from_millis(190));
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_delete_wakes_a_wait_with_missing() {
+    let h = harness(1);
+    let workers = h.spool.start();
+    let id = h.submit(&admin(), "endless").await;
+    let spool = h.spool.clone();
+    let waiting = tokio::spawn(async move {
+        spool
+            .wait_status(&admin(), id, PublicStatus::Running, Duration::from_secs(30))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.spool.delete(&admin(), id, None).await.expect("delete");
+    let status = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("woken, not timed out")
+        .expect("join")
+        .expect("wait");
+    assert_eq!(status.status, PublicStatus::Missing);
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_running_query_reports_its_progress_and_its_place_in_the_queue() {
+    let h = harness_with(1, |c| c.progress_interval = Duration::from_millis(20));
+    let workers = h.spool.start();
+    let running = h.submit(&admin(), "endless").await;
+    wait_for(&h.spool, &admin(), running, PublicStatus::Running).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let detail = h
+            .spool
+            .status(&admin(), running)
+            .await
+            .expect("status")
+            .detail
+            .expect("detail");
+        if detail.state == spool_domain::Lifecycle::Running && detail.progress.bytes == 7 {
+            assert_eq!(detail.progress.rows, 1);
+            assert_eq!(detail.queue_position, None);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{detail:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The only worker is busy: these two wait, in order.
+    // (Apart in time: submissions in the same millisecond are ordered by id.)
+    let first = h.submit(&admin(), "ok:x").await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = h.submit(&admin(), "ok:y").await;
+    for (id, place) in [(first, 0), (second, 1)] {
+        let detail = h
+            .spool
+            .status(&admin(), id)
+            .await
+            .expect("status")
+            .detail
+            .expect("detail");
+        assert_eq!(
+            (detail.state, detail.queue_position, detail.attempt),
+            (spool_domain::Lifecycle::Queued, Some(place), 0)
+        );
+    }
+    h.spool.stop(&admin(), running, None).await.expect("stop");
+    let stopped = h.spool.status(&admin(), running).await.expect("status");
+    assert_eq!(
+        (stopped.status, stopped.info.as_str()),
+        (PublicStatus::Failed, "stopped by user")
+    );
+    let detail = stopped.detail.expect("detail");
+    assert_eq!(detail.state, spool_domain::Lifecycle::Cancelled);
+    assert_eq!(detail.failure, Some(spool_domain::FailureCode::Cancelled));
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn failures_carry_a_stable_code_and_whether_a_retry_may_help() {
+    let h = harness(1);
+    let workers = h.spool.start();
+    let bad = h.submit(&admin(), "fail:no such table").await;
+    let down = h
+        .submit(&admin(), "down:the cluster is not answering")
+        .await;
+    for (id, code, retryable) in [
+        (bad, "SPOOL-QUERY-INVALID", false),
+        (down, "SPOOL-ENGINE-UNAVAILABLE", true),
+    ] {
+        wait_for(&h.spool, &admin(), id, PublicStatus::Failed).await;
+        let failure = h
+            .spool
+            .status(&admin(), id)
+            .await
+            .expect("status")
+            .detail
+            .and_then(|d| d.failure)
+            .expect("a failure code");
+        assert_eq!((failure.as_str(), failure.retryable()), (code, retryable));
+    }
+    workers.shutdown().await;
 }

@@ -18,7 +18,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{QueryId, QueryRequest, ResultKey, Timestamp};
+use crate::{
+    FailureCode, Lifecycle, Progress, QueryId, QueryRequest, ResultKey, STOPPED_BY_USER, Timestamp,
+};
 
 /// Proof that a worker holds a job; changes on every claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -82,7 +84,26 @@ pub enum JobState {
         finished_at: Timestamp,
         /// A reason the user can read.
         reason: String,
+        /// Why, as a stable code (absent in records from before codes: see [`Job::failure`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<FailureCode>,
     },
+}
+
+impl JobState {
+    /// A failure at `now` for `reason`, with its code.
+    pub fn failed(now: Timestamp, code: FailureCode, reason: impl Into<String>) -> Self {
+        Self::Failed {
+            finished_at: now,
+            reason: reason.into(),
+            code: Some(code),
+        }
+    }
+
+    /// What a user's stop ends a job with at `now`.
+    pub fn stopped_by_user(now: Timestamp) -> Self {
+        Self::failed(now, FailureCode::Cancelled, STOPPED_BY_USER)
+    }
 }
 
 /// The four statuses of Kylin's API.
@@ -137,6 +158,14 @@ pub struct Job {
     pub attempts: u32,
     /// Where it is now.
     pub state: JobState,
+    /// When the latest attempt started (absent before the first claim, and in records from
+    /// before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// What the latest attempt has written so far: reported while it runs, final once it
+    /// succeeded.
+    #[serde(default)]
+    pub progress: Progress,
 }
 
 impl Job {
@@ -149,6 +178,8 @@ impl Job {
             submitted_at: now,
             attempts: 0,
             state: JobState::Queued,
+            started_at: None,
+            progress: Progress::default(),
         }
     }
 
@@ -180,6 +211,8 @@ impl Job {
             started_at: now,
             stop_requested: false,
         };
+        self.started_at = Some(now);
+        self.progress = Progress::default();
         Ok(())
     }
 
@@ -224,15 +257,18 @@ impl Job {
         Ok(StopEffect::Requested)
     }
 
-    /// Extends the lease held under `token` until `expires_at`.
+    /// Extends the lease held under `token` until `expires_at` and records the attempt's
+    /// progress.
     pub fn renew(
         &mut self,
         token: LeaseToken,
         expires_at: Timestamp,
+        progress: Progress,
     ) -> Result<(), TransitionError> {
         match &mut self.state {
             JobState::Running { lease, .. } if lease.token == token => {
                 lease.expires_at = expires_at;
+                self.progress = progress;
                 Ok(())
             }
             _ => Err(TransitionError::LeaseLost(self.id)),
@@ -247,10 +283,39 @@ impl Job {
         ));
         match &self.state {
             JobState::Running { lease, .. } if lease.token == token => {
+                if let JobState::Succeeded { rows, bytes, .. } = &outcome {
+                    self.progress = Progress {
+                        rows: *rows,
+                        bytes: *bytes,
+                    };
+                }
                 self.state = outcome;
                 Ok(())
             }
             _ => Err(TransitionError::LeaseLost(self.id)),
+        }
+    }
+
+    /// The finer state a client sees.
+    pub fn lifecycle(&self) -> Lifecycle {
+        match &self.state {
+            JobState::Queued => Lifecycle::Queued,
+            JobState::Running { .. } => Lifecycle::Running,
+            JobState::Succeeded { .. } => Lifecycle::Succeeded,
+            JobState::Failed { .. } => match self.failure() {
+                Some(FailureCode::Cancelled) => Lifecycle::Cancelled,
+                _ => Lifecycle::Failed,
+            },
+        }
+    }
+
+    /// Why a failed job failed (inferred from the reason for records from before codes).
+    pub fn failure(&self) -> Option<FailureCode> {
+        match &self.state {
+            JobState::Failed { code, reason, .. } => {
+                Some(code.unwrap_or_else(|| FailureCode::infer(reason)))
+            }
+            _ => None,
         }
     }
 
@@ -361,8 +426,12 @@ mod tests {
         assert_eq!(j.attempts, 2);
         // The first worker lost the job: it may neither renew nor finish it.
         assert!(
-            j.renew(LeaseToken(1), Timestamp::from_millis(10_000))
-                .is_err()
+            j.renew(
+                LeaseToken(1),
+                Timestamp::from_millis(10_000),
+                Progress::default()
+            )
+            .is_err()
         );
         assert!(j.finish(LeaseToken(1), done()).is_err());
         j.finish(LeaseToken(2), done())
@@ -374,12 +443,17 @@ mod tests {
         let mut j = job();
         j.claim(lease(1, 5_000), Timestamp::from_millis(2_000))
             .expect("claim");
-        let failed = JobState::Failed {
-            finished_at: Timestamp::from_millis(3_000),
-            reason: "boom".into(),
-        };
+        let failed = JobState::failed(
+            Timestamp::from_millis(3_000),
+            FailureCode::Execution,
+            "boom",
+        );
         j.finish(LeaseToken(1), failed).expect("fail");
         assert_eq!(j.public_status(), (PublicStatus::Failed, "boom".into()));
+        assert_eq!(
+            (j.lifecycle(), j.failure()),
+            (Lifecycle::Failed, Some(FailureCode::Execution))
+        );
         assert!(!j.is_claimable(Timestamp::from_millis(i64::MAX)));
         j.requeue();
         assert!(j.is_finished(), "requeue leaves a finished job alone");
@@ -387,13 +461,52 @@ mod tests {
     }
 
     #[test]
+    fn a_stop_is_cancelled_and_old_records_read_as_before() {
+        let mut j = job();
+        j.request_stop(
+            Timestamp::from_millis(2_000),
+            JobState::stopped_by_user(Timestamp::from_millis(2_000)),
+        )
+        .expect("stop");
+        assert_eq!(j.lifecycle(), Lifecycle::Cancelled);
+        assert_eq!(
+            j.public_status(),
+            (PublicStatus::Failed, "stopped by user".into())
+        );
+        // A record written before codes, progress and start times.
+        let old = format!(
+            r#"{{"id":"{}","owner":"ADMIN","request":{{"sql":"select 1","project":"ssb","offset":null,"limit":null}},"submitted_at":1000,"attempts":1,"state":{{"state":"failed","finished_at":3000,"reason":"stopped by user"}}}}"#,
+            j.id
+        );
+        let read: Job = serde_json::from_str(&old).expect("an old record");
+        assert_eq!(
+            (read.lifecycle(), read.started_at, read.progress),
+            (Lifecycle::Cancelled, None, Progress::default())
+        );
+    }
+
+    #[test]
     fn renew_extends_the_lease() {
         let mut j = job();
         j.claim(lease(7, 5_000), Timestamp::from_millis(2_000))
             .expect("claim");
-        j.renew(LeaseToken(7), Timestamp::from_millis(8_000))
+        let progress = Progress { rows: 5, bytes: 40 };
+        j.renew(LeaseToken(7), Timestamp::from_millis(8_000), progress)
             .expect("renew");
         assert!(!j.is_claimable(Timestamp::from_millis(7_999)));
+        assert_eq!(
+            (j.progress, j.started_at),
+            (progress, Some(Timestamp::from_millis(2_000)))
+        );
+        assert!(
+            j.renew(
+                LeaseToken(8),
+                Timestamp::from_millis(9_000),
+                Progress::default()
+            )
+            .is_err()
+        );
+        assert_eq!(j.progress, progress, "a stale holder reports nothing");
     }
 
     #[test]
@@ -407,10 +520,7 @@ mod tests {
 
     #[test]
     fn a_stop_ends_an_unheld_job_and_is_recorded_on_a_held_one() {
-        let stopped = || JobState::Failed {
-            finished_at: Timestamp::from_millis(3_000),
-            reason: "stopped by user".into(),
-        };
+        let stopped = || JobState::stopped_by_user(Timestamp::from_millis(3_000));
         let mut queued = job();
         assert_eq!(
             queued.request_stop(Timestamp::from_millis(2_000), stopped()),
@@ -431,8 +541,12 @@ mod tests {
         );
         assert!(held.stop_requested() && !held.is_finished());
         // The request survives a renewal, and a lapsed lease ends the job at the next stop.
-        held.renew(LeaseToken(1), Timestamp::from_millis(6_000))
-            .expect("renew");
+        held.renew(
+            LeaseToken(1),
+            Timestamp::from_millis(6_000),
+            Progress::default(),
+        )
+        .expect("renew");
         assert!(held.stop_requested());
         assert_eq!(
             held.request_stop(Timestamp::from_millis(6_000), stopped()),

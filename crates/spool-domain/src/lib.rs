@@ -5,6 +5,7 @@
 
 mod id;
 mod job;
+mod lifecycle;
 mod output;
 mod request;
 mod time;
@@ -14,6 +15,7 @@ pub use id::{InvalidQueryId, QueryId, ResultKey};
 pub use job::{
     Job, JobState, Lease, LeaseToken, PublicStatus, ResultColumn, StopEffect, TransitionError,
 };
+pub use lifecycle::{FailureCode, Lifecycle, Progress, STOPPED_BY_USER};
 pub use output::{InvalidOutput, OutputFormat, OutputSpec, TextEncoding};
 pub use request::{InvalidRequest, ProjectName, QueryRequest};
 pub use time::Timestamp;

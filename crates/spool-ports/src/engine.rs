@@ -24,6 +24,10 @@ pub enum EngineError {
     /// Writing the result failed.
     #[error("writing the result failed")]
     Sink(#[from] ResultStoreError),
+    /// The engine could not be reached (a cluster down, a connection refused); submitting
+    /// again later may succeed. The message says which engine and why.
+    #[error("{0}")]
+    Unavailable(String),
     /// The engine broke (a panic, a bug); details are for the log, not the user.
     #[error("internal engine error: {0}")]
     Internal(String),

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use spool_domain::{Job, JobState, Lease, LeaseToken, ProjectName, QueryId, Timestamp};
+use spool_domain::{Job, JobState, Lease, LeaseToken, Progress, ProjectName, QueryId, Timestamp};
 
 /// What can go wrong in a job store.
 #[derive(Debug, thiserror::Error)]
@@ -127,13 +127,15 @@ pub trait JobStore: Send + Sync {
     /// puts it under `lease` and returns it as stored after the claim. `None` if there is none.
     async fn claim_next(&self, now: Timestamp, lease: Lease) -> Result<Option<Job>, JobStoreError>;
 
-    /// Extends the lease held under `token`, and says whether a stop was requested.
+    /// Extends the lease held under `token`, records the attempt's `progress` (what every
+    /// process's status call then reports), and says whether a stop was requested.
     /// `LeaseLost` if the caller no longer holds it, `NotFound` if the job was deleted.
     async fn renew(
         &self,
         id: QueryId,
         token: LeaseToken,
         expires_at: Timestamp,
+        progress: Progress,
     ) -> Result<Renewal, JobStoreError>;
 
     /// Records the end state of a job held under `token` and returns the stored job.
@@ -166,6 +168,26 @@ pub trait JobStore: Send + Sync {
     /// Returns the jobs `filter` selects, oldest submission first. The store evaluates the
     /// filter itself; it does not hand every job to the caller.
     async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobStoreError>;
+
+    /// Returns how many queued jobs are ahead of `job` (queued jobs submitted before it, in
+    /// claim order): its position in the queue, 0 when it is next. The default lists the
+    /// queue; stores with an index over it count there.
+    async fn queued_ahead(&self, job: &Job) -> Result<u64, JobStoreError> {
+        let queued = self
+            .list(&JobFilter {
+                submitted_before: Some(job.submitted_at.plus_millis(1)),
+                ..JobFilter::default()
+            })
+            .await?;
+        let ahead = queued
+            .iter()
+            .filter(|j| {
+                matches!(j.state, JobState::Queued)
+                    && (j.submitted_at, j.id.to_string()) < (job.submitted_at, job.id.to_string())
+            })
+            .count();
+        Ok(u64::try_from(ahead).unwrap_or(u64::MAX))
+    }
 
     /// Subscribes to the store's [`JobEvent`]s from now on.
     fn events(&self) -> BoxStream<'static, JobEvent>;

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use spool_domain::{
-    Job, JobState, Lease, LeaseToken, ProjectName, QueryId, QueryRequest, ResultKey, StopEffect,
-    Timestamp,
+    Job, JobState, Lease, LeaseToken, Progress, ProjectName, QueryId, QueryRequest, ResultKey,
+    StopEffect, Timestamp,
 };
 
 use crate::{
@@ -51,7 +51,9 @@ impl Clock for ManualClock {
 /// - `fail:<reason>`: fails with `<reason>` as an invalid query;
 /// - `panic`: panics;
 /// - `deaf`: ignores cancellation for 30 s (an engine stuck in work it cannot interrupt);
-/// - anything else: writes a little, then waits to be cancelled.
+/// - `slow:<ms>:<csv>`: waits `<ms>` milliseconds (cancellably), then acts as `ok:<csv>`;
+/// - `down:<reason>`: fails as an unavailable engine;
+/// - anything else: writes a little (one row, `partial`), then waits to be cancelled.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ScriptedEngine;
 
@@ -64,7 +66,22 @@ impl QueryEngine for ScriptedEngine {
         cancel: CancelToken,
     ) -> Result<Execution, EngineError> {
         let sql = request.sql.as_str();
-        if let Some(csv) = sql.strip_prefix("ok:") {
+        let mut ok = sql.strip_prefix("ok:");
+        if let Some((ms, csv)) = sql.strip_prefix("slow:").and_then(|s| s.split_once(':')) {
+            let until = tokio::time::Instant::now()
+                + std::time::Duration::from_millis(ms.parse().unwrap_or(0));
+            while tokio::time::Instant::now() < until {
+                if cancel.is_cancelled() {
+                    return Err(EngineError::Cancelled);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            ok = Some(csv);
+        }
+        if let Some(reason) = sql.strip_prefix("down:") {
+            return Err(EngineError::Unavailable(reason.to_owned()));
+        }
+        if let Some(csv) = ok {
             sink.write_all(csv.as_bytes())
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
             return Ok(Execution {
@@ -87,6 +104,8 @@ impl QueryEngine for ScriptedEngine {
             return Err(EngineError::Internal("woke up".into()));
         }
         sink.write_all(b"partial")
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        sink.add_rows(1)
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         while !cancel.is_cancelled() {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -162,10 +181,11 @@ impl JobStore for MemoryJobStore {
         id: QueryId,
         token: LeaseToken,
         expires_at: Timestamp,
+        progress: Progress,
     ) -> Result<Renewal, JobStoreError> {
         let mut jobs = self.jobs();
         let job = jobs.get_mut(&id).ok_or(JobStoreError::NotFound(id))?;
-        job.renew(token, expires_at)
+        job.renew(token, expires_at, progress)
             .map_err(|_| JobStoreError::LeaseLost(id))?;
         Ok(Renewal {
             stop_requested: job.stop_requested(),
@@ -358,10 +378,7 @@ fn succeeded(now: Timestamp, attempt: u32) -> JobState {
 }
 
 fn stopped_by_user(now: Timestamp) -> JobState {
-    JobState::Failed {
-        finished_at: now,
-        reason: "stopped by user".into(),
-    }
+    JobState::stopped_by_user(now)
 }
 
 /// Waits a few seconds at most for the next event that is not `Queued` noise, or for `want`.
@@ -415,6 +432,8 @@ pub async fn job_store_contract(store: &dyn JobStore, other: &dyn JobStore) {
         vec![older.id, newer.id],
         "list is oldest first"
     );
+    assert_eq!(other.queued_ahead(&older).await.expect("position"), 0);
+    assert_eq!(store.queued_ahead(&newer).await.expect("position"), 1);
     let many = store
         .get_many(&[older.id, QueryId::new_random(), newer.id])
         .await
@@ -445,18 +464,35 @@ pub async fn job_store_contract(store: &dyn JobStore, other: &dyn JobStore) {
     );
 
     // Only the lease holder renews or finishes.
+    let progress = Progress { rows: 7, bytes: 70 };
     assert_eq!(
         store
-            .renew(older.id, LeaseToken(1), Timestamp::from_millis(30_000))
+            .renew(
+                older.id,
+                LeaseToken(1),
+                Timestamp::from_millis(30_000),
+                progress
+            )
             .await
             .expect("renew"),
         Renewal {
             stop_requested: false
         }
     );
+    let seen = other.get(older.id).await.expect("get").expect("the job");
+    assert_eq!(
+        (seen.progress, seen.started_at),
+        (progress, Some(now)),
+        "progress and the start are visible to every process"
+    );
     assert!(matches!(
         store
-            .renew(older.id, LeaseToken(9), Timestamp::from_millis(30_000))
+            .renew(
+                older.id,
+                LeaseToken(9),
+                Timestamp::from_millis(30_000),
+                Progress::default()
+            )
             .await,
         Err(JobStoreError::LeaseLost(_))
     ));
@@ -514,7 +550,12 @@ pub async fn job_store_contract(store: &dyn JobStore, other: &dyn JobStore) {
     assert_eq!(taken.result_key(), Some(ResultKey::new(newer.id, 3)));
     assert!(matches!(
         store
-            .renew(newer.id, LeaseToken(4), Timestamp::from_millis(50_000))
+            .renew(
+                newer.id,
+                LeaseToken(4),
+                Timestamp::from_millis(50_000),
+                Progress::default()
+            )
             .await,
         Err(JobStoreError::LeaseLost(_))
     ));
@@ -526,7 +567,12 @@ pub async fn job_store_contract(store: &dyn JobStore, other: &dyn JobStore) {
     ));
     // A renewed lease is not claimable before its new expiry.
     store
-        .renew(newer.id, LeaseToken(5), Timestamp::from_millis(60_000))
+        .renew(
+            newer.id,
+            LeaseToken(5),
+            Timestamp::from_millis(60_000),
+            Progress::default(),
+        )
         .await
         .expect("renew");
     assert!(
@@ -545,7 +591,12 @@ pub async fn job_store_contract(store: &dyn JobStore, other: &dyn JobStore) {
     expect_event(&mut events, JobEvent::StopRequested(newer.id)).await;
     assert_eq!(
         store
-            .renew(newer.id, LeaseToken(5), Timestamp::from_millis(60_000))
+            .renew(
+                newer.id,
+                LeaseToken(5),
+                Timestamp::from_millis(60_000),
+                Progress::default()
+            )
             .await
             .expect("renew"),
         Renewal {
@@ -692,7 +743,12 @@ pub async fn job_store_contract(store: &dyn JobStore, other: &dyn JobStore) {
     assert_eq!(store.delete(newer.id).await.expect("delete"), None);
     assert!(matches!(
         store
-            .renew(newer.id, LeaseToken(5), Timestamp::from_millis(30_000))
+            .renew(
+                newer.id,
+                LeaseToken(5),
+                Timestamp::from_millis(30_000),
+                Progress::default()
+            )
             .await,
         Err(JobStoreError::NotFound(_))
     ));

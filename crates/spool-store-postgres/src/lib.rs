@@ -31,7 +31,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use spool_domain::{Job, JobState, Lease, LeaseToken, QueryId, StopEffect, Timestamp, UserRecord};
+use spool_domain::{
+    Job, JobState, Lease, LeaseToken, Progress, QueryId, StopEffect, Timestamp, UserRecord,
+};
 use spool_ports::{
     EventHub, JobEvent, JobFilter, JobStore, JobStoreError, Renewal, Stopped, UserStore,
     UserStoreError,
@@ -613,10 +615,11 @@ impl JobStore for PgJobStore {
         id: QueryId,
         token: LeaseToken,
         expires_at: Timestamp,
+        progress: Progress,
     ) -> Result<Renewal, JobStoreError> {
         let (renewal, _) = self
             .change(id, |job| {
-                job.renew(token, expires_at)
+                job.renew(token, expires_at, progress)
                     .map_err(|_| JobStoreError::LeaseLost(id))?;
                 let renewal = Renewal {
                     stop_requested: job.stop_requested(),
@@ -693,6 +696,20 @@ impl JobStore for PgJobStore {
         .map_err(backend)?;
         self.db.finished.forget(id);
         row.as_ref().map(job_of).transpose()
+    }
+
+    async fn queued_ahead(&self, job: &Job) -> Result<u64, JobStoreError> {
+        let ahead: i64 = sqlx::query(
+            "SELECT count(*) FROM spool_jobs
+              WHERE state = 'queued' AND (submitted_at, id) < ($1, $2)",
+        )
+        .bind(job.submitted_at.as_millis())
+        .bind(job.id.to_string())
+        .fetch_one(&self.db.pool)
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(backend)?;
+        Ok(u64::try_from(ahead).unwrap_or(0))
     }
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobStoreError> {

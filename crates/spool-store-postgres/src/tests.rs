@@ -153,10 +153,7 @@ async fn finished_job(store: &PgJobStore) -> Job {
     };
     let claimed = store.claim_next(now, lease).await.expect("claim");
     assert_eq!(claimed.map(|j| j.id), Some(job.id));
-    let failed = JobState::Failed {
-        finished_at: now,
-        reason: "done".into(),
-    };
+    let failed = JobState::failed(now, spool_domain::FailureCode::Execution, "done");
     store
         .finish(job.id, lease.token, failed)
         .await

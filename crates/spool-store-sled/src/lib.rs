@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use spool_domain::{Job, JobState, Lease, LeaseToken, QueryId, StopEffect, Timestamp};
+use spool_domain::{Job, JobState, Lease, LeaseToken, Progress, QueryId, StopEffect, Timestamp};
 use spool_ports::{EventHub, JobEvent, JobFilter, JobStore, JobStoreError, Renewal, Stopped};
 use tracing::info;
 
@@ -420,12 +420,13 @@ impl JobStore for SledJobStore {
         id: QueryId,
         token: LeaseToken,
         expires_at: Timestamp,
+        progress: Progress,
     ) -> Result<Renewal, JobStoreError> {
         self.blocking(move |t| {
             let renewal = t.transact(id, |tx| {
                 let before = tx.existing(id)?;
                 let mut job = before.clone();
-                if job.renew(token, expires_at).is_err() {
+                if job.renew(token, expires_at, progress).is_err() {
                     return abort(Abort::LeaseLost);
                 }
                 tx.write(Some(&before), Some(&job))?;
@@ -518,6 +519,17 @@ impl JobStore for SledJobStore {
             Ok((gone, None))
         })
         .await
+    }
+
+    async fn queued_ahead(&self, job: &Job) -> Result<u64, JobStoreError> {
+        let inner = Arc::clone(&self.inner);
+        let key = queue_key(job);
+        tokio::task::spawn_blocking(move || {
+            let ahead = inner.queue.range(..&key[..]).count();
+            Ok(u64::try_from(ahead).unwrap_or(u64::MAX))
+        })
+        .await
+        .map_err(JobStoreError::backend)?
     }
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobStoreError> {

@@ -71,10 +71,7 @@ async fn jobs_survive_reopening_and_running_ones_are_requeued() {
             .release(queued.id, LeaseToken(2))
             .await
             .expect("release");
-        let outcome = JobState::Failed {
-            finished_at: now,
-            reason: "x".into(),
-        };
+        let outcome = JobState::failed(now, spool_domain::FailureCode::Execution, "x");
         store
             .finish(done.id, LeaseToken(3), outcome)
             .await
