@@ -181,14 +181,16 @@ impl Spool {
         Ok(job.id)
     }
 
-    /// Returns the job if it exists and `who` may see it.
+    /// Returns the job if it exists and `who` may see it: an admin, or its owner while still
+    /// granted its project.
     pub(crate) async fn visible_job(
         &self,
         who: &Principal,
         id: QueryId,
     ) -> Result<Option<Job>, ServiceError> {
         let job = self.inner.ports.jobs.get(id).await?;
-        Ok(job.filter(|j| who.can_see(&j.owner)))
+        // A user whose grant on the project was revoked no longer sees its queries there.
+        Ok(job.filter(|j| who.can_see(&j.owner) && who.may_query(j.request.project.as_str())))
     }
 
     /// Returns the status of a query. An unknown id, or one `who` may not see, is `MISSING`.

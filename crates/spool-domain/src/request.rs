@@ -7,10 +7,27 @@ use serde::{Deserialize, Serialize};
 /// The name of a project: letters, digits, `_` and `-`, at most 64 characters.
 ///
 /// Validation keeps a project name safe to use as a folder name; whether the project exists is
-/// decided later by the engine's catalog.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// decided later by the engine's catalog. Names compare as the catalog resolves them: without
+/// regard to ASCII case (`SSB` is `ssb`), while the name keeps the spelling it was given.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ProjectName(String);
+
+impl PartialEq for ProjectName {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.eq_ignore_ascii_case(&other.0)
+    }
+}
+
+impl Eq for ProjectName {}
+
+impl std::hash::Hash for ProjectName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for b in self.0.bytes() {
+            state.write_u8(b.to_ascii_lowercase());
+        }
+    }
+}
 
 /// The project Kylin uses when a request names none.
 pub const DEFAULT_PROJECT: &str = "DEFAULT";
@@ -135,6 +152,17 @@ mod tests {
         for bad in ["", "..", "a/b", "a\\b", "-rf", "a b", "ü", &"x".repeat(65)] {
             assert!(ProjectName::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn project_names_compare_as_the_catalog_resolves_them() {
+        use std::collections::HashSet;
+        let upper = ProjectName::parse("SSB").expect("valid");
+        let lower = ProjectName::parse("ssb").expect("valid");
+        assert_eq!(upper, lower);
+        assert_eq!(upper.as_str(), "SSB", "the spelling given is kept");
+        assert_eq!(HashSet::from([upper, lower.clone()]).len(), 1);
+        assert_ne!(lower, ProjectName::parse("ssb2").expect("valid"));
     }
 
     #[test]

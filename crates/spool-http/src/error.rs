@@ -31,9 +31,9 @@ pub enum ApiError {
     /// The method is not served on this path.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// The resource exists but is not in a state that allows this.
-    #[error("{0}")]
-    Conflict(String),
+    /// The resource exists but is not in a state that allows this; the code says which state.
+    #[error("{1}")]
+    Conflict(&'static str, String),
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),
@@ -54,12 +54,15 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::Invalid(e) => Self::BadRequest(e.to_string()),
             e @ ServiceError::NotFound(_) => Self::NotFound(e.to_string()),
-            e @ (ServiceError::NotReady(_) | ServiceError::QueryFailed { .. }) => {
-                Self::Conflict(e.to_string())
+            e @ ServiceError::NotReady(_) => Self::Conflict("SPOOL-QUERY-NOT-READY", e.to_string()),
+            e @ ServiceError::QueryFailed { .. } => {
+                Self::Conflict("SPOOL-QUERY-FAILED", e.to_string())
             }
             ServiceError::Forbidden(message) => Self::Forbidden(message),
             e @ ServiceError::WrongProject { .. } => Self::BadRequest(e.to_string()),
-            e @ ServiceError::AlreadyFinished { .. } => Self::Conflict(e.to_string()),
+            e @ ServiceError::AlreadyFinished { .. } => {
+                Self::Conflict("SPOOL-QUERY-FINISHED", e.to_string())
+            }
             e @ ServiceError::TooManyQueries { .. } => Self::TooManyQueries(e.to_string()),
             ServiceError::Internal(source) => Self::Internal(source),
         }
@@ -74,18 +77,36 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(..) => StatusCode::CONFLICT,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+
+    /// The stable code of this error (Kylin 5's where Kylin has one), the envelope's
+    /// `error_code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(_) => "KE-010003208",
+            Self::TooManyAttempts(_) => "SPOOL-LOGIN-THROTTLED",
+            Self::TooManyQueries(_) => "SPOOL-TOO-MANY-QUERIES",
+            Self::BadRequest(_) => "SPOOL-BAD-REQUEST",
+            Self::NotFound(_) => "SPOOL-NOT-FOUND",
+            Self::MethodNotAllowed => "SPOOL-METHOD-NOT-ALLOWED",
+            Self::Conflict(code, _) => code,
+            Self::Forbidden(_) => "SPOOL-FORBIDDEN",
+            Self::RangeNotSatisfiable(_) => "SPOOL-RANGE-NOT-SATISFIABLE",
+            Self::PayloadTooLarge(_) => "SPOOL-PAYLOAD-TOO-LARGE",
+            Self::Internal(_) => "SPOOL-INTERNAL",
+        }
+    }
 }
 
-/// Builds the error envelope with `status` and `msg`.
-pub(crate) fn envelope(status: StatusCode, msg: &str) -> Response {
-    let body = json!({ "code": ERROR_CODE, "data": null, "msg": msg });
+/// Builds the error envelope with `status`, `msg` and the stable `error_code`.
+pub(crate) fn envelope(status: StatusCode, error_code: &str, msg: &str) -> Response {
+    let body = json!({ "code": ERROR_CODE, "data": null, "msg": msg, "error_code": error_code });
     (status, Json(body)).into_response()
 }
 
@@ -100,7 +121,7 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut response = envelope(status, &message);
+        let mut response = envelope(status, self.code(), &message);
         match self {
             Self::Unauthorized(_) => {
                 response.headers_mut().insert(

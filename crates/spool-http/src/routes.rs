@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
@@ -12,7 +13,7 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use spool_core::Spool;
+use spool_core::{QueryStatus, Spool};
 use spool_domain::{
     OutputFormat, OutputSpec, Principal, ProjectName, PublicStatus, QueryId, QueryRequest,
     TextEncoding, Timestamp,
@@ -60,7 +61,10 @@ pub fn router(state: AppState) -> Router {
         .route("/kylin/api/async_query/{id}", delete(delete_one))
         .route("/kylin/api/async_query/stop/{id}", delete(stop))
         .route("/kylin/api/async_query/{id}/status", get(status))
+        .route("/kylin/api/async_query/{id}/events", get(events))
         .route("/kylin/api/async_query/{id}/file_status", get(file_status))
+        // Kylin 4's spelling.
+        .route("/kylin/api/async_query/{id}/filestatus", get(file_status))
         .route("/kylin/api/async_query/{id}/metadata", get(metadata))
         .route("/kylin/api/async_query/{id}/result", get(download))
         .route("/kylin/api/async_query/{id}/result_download", get(download))
@@ -75,7 +79,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
-            envelope(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            envelope(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "SPOOL-INTERNAL",
+                "internal error",
+            )
         }))
 }
 
@@ -144,6 +152,40 @@ impl Shape {
         if v4 { Self::V4 } else { Self::V2 }
     }
 
+    /// The status object of `s` in this shape: Kylin's fields, then Spool's (`state`,
+    /// progress, times in milliseconds since the epoch, attempt, and for a failure its
+    /// `error_code` and `retryable`).
+    fn status_of(self, s: &QueryStatus) -> Value {
+        let mut data = self.status(&s.id.to_string(), s.status, &s.info);
+        let (Value::Object(map), Some(d)) = (&mut data, &s.detail) else {
+            return data;
+        };
+        let millis = |t: Option<Timestamp>| t.map_or(Value::Null, |t| Value::from(t.as_millis()));
+        map.insert(
+            "state".into(),
+            serde_json::to_value(d.state).unwrap_or(Value::Null),
+        );
+        if let Some(position) = d.queue_position {
+            map.insert("queue_position".into(), Value::from(position));
+        }
+        map.insert("rows".into(), Value::from(d.progress.rows));
+        map.insert("bytes".into(), Value::from(d.progress.bytes));
+        map.insert(
+            "submitted_at".into(),
+            Value::from(d.submitted_at.as_millis()),
+        );
+        map.insert("started_at".into(), millis(d.started_at));
+        map.insert("finished_at".into(), millis(d.finished_at));
+        map.insert("elapsed_ms".into(), Value::from(d.elapsed_ms));
+        map.insert("expires_at".into(), millis(d.expires_at));
+        map.insert("attempt".into(), Value::from(d.attempt));
+        if let Some(failure) = d.failure {
+            map.insert("error_code".into(), Value::from(failure.as_str()));
+            map.insert("retryable".into(), Value::from(failure.retryable()));
+        }
+        data
+    }
+
     /// The status object of a query in this shape.
     fn status(self, id: &str, status: PublicStatus, info: &str) -> Value {
         let key = match self {
@@ -161,21 +203,46 @@ impl Shape {
     }
 }
 
-/// Reads an optional non-negative integer field.
-fn non_negative(body: &Map<String, Value>, field: &str) -> Result<Option<u64>, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "field '{field}' must be a non-negative integer, got {n}"
-            ))
-        }),
-        Some(other) => Err(ApiError::BadRequest(format!(
-            "field '{field}' must be a non-negative integer, got {}",
-            type_name(other)
-        ))),
-    }
+/// Reads an optional count (`offset`, `limit`): a whole number, or one written as a string
+/// (Kylin's JSON reader accepts both); zero or less means none, as in Kylin.
+fn count(body: &Map<String, Value>, field: &str) -> Result<Option<u64>, ApiError> {
+    let wrong = |got: &str| {
+        ApiError::BadRequest(format!("field '{field}' must be a whole number, got {got}"))
+    };
+    let n: i64 = match body.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
+            (Some(n), _) => n,
+            (None, Some(_)) => i64::MAX,
+            (None, None) => return Err(wrong(&n.to_string())),
+        },
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map_err(|_| wrong(&format!("'{}'", s.chars().take(40).collect::<String>())))?,
+        Some(other) => return Err(wrong(type_name(other))),
+    };
+    Ok(u64::try_from(n).ok().filter(|&n| n > 0))
 }
+
+/// Reads `wait_timeout`: whole seconds from 0 to 50 (a number or a numeric string).
+fn wait_timeout(body: &Map<String, Value>) -> Result<Duration, ApiError> {
+    let text = match body.get("wait_timeout") {
+        None | Some(Value::Null) => return Ok(Duration::ZERO),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "field 'wait_timeout' must be a whole number of seconds from 0 to 50, got {}",
+                type_name(other)
+            )));
+        }
+    };
+    seconds_param("wait_timeout", &text, MAX_SUBMIT_WAIT)
+}
+
+/// The longest `wait_timeout` a submission may ask for.
+const MAX_SUBMIT_WAIT: Duration = Duration::from_secs(50);
 
 /// Reads an optional string field.
 fn string<'a>(body: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, ApiError> {
@@ -232,7 +299,7 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
 /// Parses the submit body: `sql` (required), `project`, `offset`, `limit`, and Kylin 5's
 /// `format`, `separator`, `encode`, `include_header`, `file_name`; `acceptPartial` and unknown
 /// fields are ignored.
-fn parse_submit(body: &[u8]) -> Result<QueryRequest, ApiError> {
+fn parse_submit(body: &[u8]) -> Result<(QueryRequest, Duration), ApiError> {
     let body = json_object(body).map_err(|e| match e {
         ApiError::BadRequest(m) if m.ends_with("JSON object") => ApiError::BadRequest(
             "request body must be a JSON object with at least the field 'sql'".to_owned(),
@@ -243,13 +310,15 @@ fn parse_submit(body: &[u8]) -> Result<QueryRequest, ApiError> {
         .ok_or_else(|| ApiError::BadRequest("field 'sql' is required".to_owned()))?
         .to_owned();
     let project = string(&body, "project")?;
-    let offset = non_negative(&body, "offset")?;
-    let limit = non_negative(&body, "limit")?;
+    let offset = count(&body, "offset")?;
+    let limit = count(&body, "limit")?;
+    let wait = wait_timeout(&body)?;
     let mut output = OutputSpec::default();
     if let Some(format) = string(&body, "format")? {
         output.format = OutputFormat::parse(format).map_err(bad)?;
     }
-    if let Some(separator) = string(&body, "separator")? {
+    // An empty separator is Kylin's default, a comma.
+    if let Some(separator) = string(&body, "separator")?.filter(|s| !s.is_empty()) {
         output = output.with_separator(separator).map_err(bad)?;
     }
     if let Some(encode) = string(&body, "encode")? {
@@ -261,9 +330,10 @@ fn parse_submit(body: &[u8]) -> Result<QueryRequest, ApiError> {
     if let Some(name) = string(&body, "file_name")? {
         output = output.with_file_name(name);
     }
-    Ok(QueryRequest::new(sql, project, offset, limit)
+    let request = QueryRequest::new(sql, project, offset, limit)
         .map_err(bad)?
-        .with_output(output))
+        .with_output(output);
+    Ok((request, wait))
 }
 
 async fn submit(
@@ -280,13 +350,42 @@ async fn submit(
         }
         other => ApiError::BadRequest(format!("request body could not be read: {other}")),
     })?;
-    let request = parse_submit(&body)?;
+    let (request, wait) = parse_submit(&body)?;
     let id = state.spool.submit(&who, request).await?;
-    Ok(ok(Shape::of(&headers).status(
-        &id.to_string(),
-        PublicStatus::Running,
-        "still running",
-    )))
+    let shape = Shape::of(&headers);
+    if wait.is_zero() {
+        return Ok(ok(shape.status(
+            &id.to_string(),
+            PublicStatus::Running,
+            "still running",
+        )));
+    }
+    let status = state
+        .spool
+        .wait_status(&who, id, PublicStatus::Running, wait)
+        .await?;
+    Ok(ok(shape.status_of(&status)))
+}
+
+/// The `{id}` of a path, as text; a path that is not valid UTF-8 gets the error envelope
+/// (axum's own rejection would be plain text).
+struct IdPath(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(Self(id)),
+            Err(e) if e.body_text().contains("UTF-8") => Err(ApiError::BadRequest(
+                "the path is not valid UTF-8 (a query id is ASCII)".to_owned(),
+            )),
+            Err(_) => Err(ApiError::NotFound("query not found".to_owned())),
+        }
+    }
 }
 
 /// The longest query id accepted in a path; Spool's ids have 36 characters.
@@ -352,18 +451,35 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for CallParams {
     }
 }
 
+/// The query string of the status call: `wait` (seconds, up to 60) long-polls.
+#[derive(serde::Deserialize)]
+struct StatusParams {
+    wait: Option<String>,
+}
+
 async fn status(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
+    params: Result<Query<StatusParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_id_length(&id)?;
+    let Query(params) = params.map_err(bad)?;
+    let wait = params
+        .wait
+        .as_deref()
+        .map(|w| seconds_param("wait", w, spool_core::MAX_WAIT))
+        .transpose()?
+        .unwrap_or_default();
     let shape = Shape::of(&headers);
     let data = match id.parse::<QueryId>() {
         Ok(id) => {
-            let s = state.spool.status(&who, id).await?;
-            shape.status(&s.id.to_string(), s.status, &s.info)
+            let mut s = state.spool.status(&who, id).await?;
+            if !wait.is_zero() {
+                s = state.spool.wait_status(&who, id, s.status, wait).await?;
+            }
+            shape.status_of(&s)
         }
         Err(_) => shape.status(
             &id.chars().take(64).collect::<String>(),
@@ -372,6 +488,73 @@ async fn status(
         ),
     };
     Ok(ok(data))
+}
+
+/// Reads a whole number of seconds from 0 to `max`.
+fn seconds_param(name: &str, value: &str, max: Duration) -> Result<Duration, ApiError> {
+    let max_secs = max.as_secs();
+    match value.trim().parse::<u64>() {
+        Ok(n) if n <= max_secs => Ok(Duration::from_secs(n)),
+        _ => Err(ApiError::BadRequest(format!(
+            "'{name}' must be a whole number of seconds from 0 to {max_secs}, got '{}'",
+            value.chars().take(40).collect::<String>()
+        ))),
+    }
+}
+
+/// How often the events stream reports progress while the query runs.
+const EVENTS_EVERY: Duration = Duration::from_secs(1);
+
+/// `GET .../{id}/events`: Server-Sent Events. A `progress` event with the status object at
+/// once and whenever it changed, at most every second, while the query is queued or running;
+/// then one `status` event with its final status (or MISSING), and the stream ends. Woken by
+/// the query's end, not by the clock.
+async fn events(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::{SinkExt, StreamExt};
+    let id = query_id(&id)?;
+    let shape = Shape::of(&headers);
+    let mut current = state.spool.status(&who, id).await?;
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Event>(4);
+    // Ends when the query has ended, or at the first send after the client went away.
+    tokio::spawn(async move {
+        let mut last: Option<Value> = None;
+        loop {
+            let data = shape.status_of(&current);
+            if current.status != PublicStatus::Running {
+                let end = Event::default().event("status").data(data.to_string());
+                let _ = tx.send(end).await;
+                return;
+            }
+            if last.as_ref() != Some(&data) {
+                let event = Event::default().event("progress").data(data.to_string());
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+                last = Some(data);
+            }
+            match state
+                .spool
+                .wait_status(&who, id, PublicStatus::Running, EVENTS_EVERY)
+                .await
+            {
+                Ok(next) => current = next,
+                Err(e) => {
+                    let message = ApiError::from(e).to_string();
+                    let _ = tx.send(Event::default().event("error").data(message)).await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(rx.map(Ok::<_, std::convert::Infallible>))
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 /// The query a call on one query is about, read from the path (`{id}`) and the optional
@@ -387,9 +570,7 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for OneQuery {
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         use axum::extract::FromRequestParts;
         let (mut parts, body) = request.into_parts();
-        let Path(id) = Path::<String>::from_request_parts(&mut parts, state)
-            .await
-            .map_err(|_| ApiError::NotFound("query not found".to_owned()))?;
+        let IdPath(id) = IdPath::from_request_parts(&mut parts, state).await?;
         let params = CallParams::from_request(Request::from_parts(parts, body), state).await?;
         Ok(Self {
             id: query_id(&id)?,
@@ -532,10 +713,11 @@ mod tests {
 
     #[test]
     fn kylin5_fields_are_parsed_and_checked() {
-        let r = parse_submit(
+        let (r, wait) = parse_submit(
             br#"{"sql":"select 1","format":"JSON","separator":"||","encode":"GBK","include_header":true,"file_name":"a/b"}"#,
         )
         .expect("valid");
+        assert_eq!(wait, Duration::ZERO);
         assert_eq!(r.output.format, OutputFormat::Json);
         assert_eq!(r.output.separator, "||");
         assert_eq!(r.output.encoding, TextEncoding::Gbk);
@@ -545,6 +727,32 @@ mod tests {
         assert!(e.to_string().contains("csv, json, xlsx, parquet"), "{e}");
         let e = parse_submit(br#"{"sql":"select 1","include_header":1}"#).expect_err("type");
         assert!(e.to_string().contains("include_header"), "{e}");
+    }
+
+    #[test]
+    fn kylin_clients_numbers_and_empty_separators_read_as_kylin_reads_them() {
+        let (r, wait) = parse_submit(
+            br#"{"sql":"select 1","limit":"10","offset":-1,"separator":"","wait_timeout":"5"}"#,
+        )
+        .expect("valid");
+        assert_eq!((r.limit, r.offset), (Some(10), None));
+        assert_eq!(r.output.separator, ",");
+        assert_eq!(wait, Duration::from_secs(5));
+        let (r, _) = parse_submit(br#"{"sql":"select 1","limit":0,"offset":"0"}"#).expect("valid");
+        assert_eq!((r.limit, r.offset), (None, None));
+        for bad in [
+            r#"{"sql":"select 1","limit":"ten"}"#,
+            r#"{"sql":"select 1","limit":1.5}"#,
+            r#"{"sql":"select 1","wait_timeout":51}"#,
+            r#"{"sql":"select 1","wait_timeout":-1}"#,
+            r#"{"sql":"select 1","wait_timeout":true}"#,
+        ] {
+            let e = parse_submit(bad.as_bytes()).expect_err(bad);
+            assert!(
+                e.to_string().contains("limit") || e.to_string().contains("wait_timeout"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -140,10 +140,29 @@ async fn submit_poll_download_and_clean() {
     let (app, workers) = app();
     let id = submit(&app, "ok:1,\"a,b\"\n2,\n").await;
     let v = wait_status(&app, &id, "SUCCESSFUL").await;
-    assert_eq!(
-        v,
-        json!({"code":"000","data":{"queryID": id, "status":"SUCCESSFUL","info":"await fetching results"},"msg":""})
+    // Kylin's fields as Kylin has them; Spool's beside them.
+    for (field, want) in [
+        ("queryID", json!(id)),
+        ("status", json!("SUCCESSFUL")),
+        ("info", json!("await fetching results")),
+        ("state", json!("SUCCEEDED")),
+        ("rows", json!(2)),
+        ("bytes", json!(11)),
+        ("attempt", json!(1)),
+    ] {
+        assert_eq!(v["data"][field], want, "{field} in {v}");
+    }
+    assert_eq!((&v["code"], &v["msg"]), (&json!("000"), &json!("")));
+    let data = &v["data"];
+    let (submitted, started, finished) = (
+        data["submitted_at"].as_i64().expect("submitted_at"),
+        data["started_at"].as_i64().expect("started_at"),
+        data["finished_at"].as_i64().expect("finished_at"),
     );
+    assert!(submitted <= started && started <= finished, "{v}");
+    assert_eq!(data["elapsed_ms"].as_i64(), Some(finished - submitted));
+    assert!(data["expires_at"].as_i64().expect("expires_at") > finished);
+    assert!(data.get("error_code").is_none() && data.get("queue_position").is_none());
 
     let (status, headers, bytes) = get(&app, &format!("/kylin/api/async_query/{id}/result")).await;
     assert_eq!(status, StatusCode::OK);
@@ -174,6 +193,19 @@ async fn a_failed_query_reports_why_and_has_no_result() {
     let id = submit(&app, "fail:Project 'XXX' does not exist;").await;
     let v = wait_status(&app, &id, "FAILED").await;
     assert_eq!(v["data"]["info"], "Project 'XXX' does not exist;");
+    assert_eq!(
+        (
+            &v["data"]["state"],
+            &v["data"]["error_code"],
+            &v["data"]["retryable"]
+        ),
+        (
+            &json!("FAILED"),
+            &json!("SPOOL-QUERY-INVALID"),
+            &json!(false)
+        ),
+        "{v}"
+    );
     let (status, _, bytes) = get(&app, &format!("/kylin/api/async_query/{id}/result")).await;
     assert_error(
         status,
@@ -181,6 +213,7 @@ async fn a_failed_query_reports_why_and_has_no_result() {
         StatusCode::CONFLICT,
         "Project 'XXX' does not exist;",
     );
+    assert_eq!(json_of(&bytes)["error_code"], "SPOOL-QUERY-FAILED");
     workers.shutdown().await;
 }
 
@@ -239,14 +272,18 @@ async fn bad_submissions_say_which_field_is_wrong() {
         (r#"{"sql": 5}"#, "field 'sql' must be a string"),
         (r#"{"sql": "  "}"#, "field 'sql' must not be empty"),
         (
-            r#"{"sql": "select 1", "limit": -1}"#,
-            "field 'limit' must be a non-negative integer",
+            r#"{"sql": "select 1", "limit": "ten"}"#,
+            "field 'limit' must be a whole number",
         ),
         (
-            r#"{"sql": "select 1", "offset": "3"}"#,
-            "field 'offset' must be a non-negative integer",
+            r#"{"sql": "select 1", "offset": [3]}"#,
+            "field 'offset' must be a whole number",
         ),
         (r#"{"sql": "select 1", "limit": 1.5}"#, "field 'limit'"),
+        (
+            r#"{"sql": "select 1", "wait_timeout": 90}"#,
+            "'wait_timeout' must be a whole number of seconds from 0 to 50",
+        ),
         (
             r#"{"sql": "select 1", "project": "../etc"}"#,
             "field 'project'",
@@ -532,5 +569,152 @@ async fn kylin5_calls_on_one_query() {
         StatusCode::BAD_REQUEST,
         "yyyy-MM-dd HH:mm:ss",
     );
+    workers.shutdown().await;
+}
+
+/// Milliseconds since the epoch, now.
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("ms")
+}
+
+#[tokio::test]
+async fn a_submit_with_wait_timeout_answers_the_end_in_one_call() {
+    let (app, workers) = app();
+    let body = json!({ "sql": "slow:200:a\nb", "project": "ssb", "wait_timeout": 10 }).to_string();
+    let started = std::time::Instant::now();
+    let (status, _, bytes) = call(
+        &app,
+        "POST",
+        "/kylin/api/async_query",
+        Some(ADMIN),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let v = json_of(&bytes);
+    assert_eq!(v["data"]["status"], "SUCCESSFUL", "{v}");
+    assert_eq!(v["data"]["rows"], 2, "{v}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A query that outlasts its wait answers RUNNING when the wait is up.
+    let body = json!({ "sql": "block", "project": "ssb", "wait_timeout": "1" }).to_string();
+    let started = std::time::Instant::now();
+    let (_, _, bytes) = call(
+        &app,
+        "POST",
+        "/kylin/api/async_query",
+        Some(ADMIN),
+        Some(&body),
+    )
+    .await;
+    let v = json_of(&bytes);
+    assert_eq!(v["data"]["status"], "RUNNING", "{v}");
+    assert!(started.elapsed() >= Duration::from_millis(990));
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_long_poll_is_woken_by_the_end_within_50_ms() {
+    let (app, workers) = app();
+    let id = submit(&app, "slow:400:x").await;
+    let (status, _, bytes) =
+        get(&app, &format!("/kylin/api/async_query/{id}/status?wait=20")).await;
+    let answered = now_ms();
+    assert_eq!(status, StatusCode::OK);
+    let v = json_of(&bytes);
+    assert_eq!(v["data"]["status"], "SUCCESSFUL", "{v}");
+    let finished = v["data"]["finished_at"].as_i64().expect("finished_at");
+    assert!(
+        answered - finished < 50,
+        "answered {} ms after the end",
+        answered - finished
+    );
+    // A status that does not change answers at the wait's end; a bad wait is a clear error.
+    let started = std::time::Instant::now();
+    let (_, _, bytes) = get(&app, &format!("/kylin/api/async_query/{id}/status?wait=1")).await;
+    assert_eq!(json_of(&bytes)["data"]["status"], "SUCCESSFUL");
+    assert!(started.elapsed() >= Duration::from_millis(990));
+    for bad in ["61", "-1", "soon"] {
+        let (status, _, bytes) = get(
+            &app,
+            &format!("/kylin/api/async_query/{id}/status?wait={bad}"),
+        )
+        .await;
+        assert_error(
+            status,
+            &bytes,
+            StatusCode::BAD_REQUEST,
+            "'wait' must be a whole number",
+        );
+    }
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn events_stream_progress_then_the_final_status_and_close() {
+    let (app, workers) = app();
+    let id = submit(&app, "slow:1500:a\nb\nc").await;
+    let (status, headers, bytes) = get(&app, &format!("/kylin/api/async_query/{id}/events")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/event-stream")
+    );
+    let text = String::from_utf8(bytes).expect("utf-8");
+    let events: Vec<(&str, Value)> = text
+        .split("\n\n")
+        .filter_map(|block| {
+            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((name, json_of(data.as_bytes())))
+        })
+        .collect();
+    assert!(events.len() >= 2, "{text}");
+    let (last_name, last) = events.last().expect("an event");
+    assert_eq!(
+        (*last_name, &last["status"], &last["rows"]),
+        ("status", &json!("SUCCESSFUL"), &json!(3))
+    );
+    assert!(
+        events[..events.len() - 1]
+            .iter()
+            .all(|(name, data)| *name == "progress" && data["status"] == "RUNNING"),
+        "{text}"
+    );
+    // An id nobody issued: one final MISSING event.
+    let (_, _, bytes) = get(
+        &app,
+        "/kylin/api/async_query/43eeb967-e76a-4214-8932-70594d454013/events",
+    )
+    .await;
+    let text = String::from_utf8(bytes).expect("utf-8");
+    assert!(
+        text.starts_with("event: status") && text.contains("MISSING"),
+        "{text}"
+    );
+    workers.shutdown().await;
+}
+
+#[tokio::test]
+async fn kylin4_spellings_and_odd_paths_are_served() {
+    let (app, workers) = app();
+    let id = submit(&app, "ok:1\n").await;
+    wait_status(&app, &id, "SUCCESSFUL").await;
+    let (status, _, bytes) = get(&app, &format!("/kylin/api/async_query/{id}/filestatus")).await;
+    assert_eq!(
+        (status, json_of(&bytes)["data"].clone()),
+        (StatusCode::OK, json!(2))
+    );
+    // A path that is not UTF-8 gets the envelope, like every other error.
+    let (status, _, bytes) = get(&app, "/kylin/api/async_query/%FF%FE/status").await;
+    assert_error(status, &bytes, StatusCode::BAD_REQUEST, "not valid UTF-8");
+    assert_eq!(json_of(&bytes)["error_code"], "SPOOL-BAD-REQUEST");
     workers.shutdown().await;
 }

@@ -659,6 +659,15 @@ pub async fn job_store_contract(store: &dyn JobStore, other: &dyn JobStore) {
     );
     assert_eq!(
         by(JobFilter {
+            project: Some(ProjectName::parse("default").expect("valid")),
+            ..JobFilter::default()
+        })
+        .await,
+        vec![older.id, newer.id, waiting.id],
+        "project names match without regard to case"
+    );
+    assert_eq!(
+        by(JobFilter {
             submitted_before: Some(Timestamp::from_millis(2_000)),
             ..JobFilter::default()
         })

@@ -48,6 +48,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "jobs", include_str!("../migrations/0001_jobs.sql")),
     (2, "users", include_str!("../migrations/0002_users.sql")),
     (3, "submit", include_str!("../migrations/0003_submit.sql")),
+    (
+        4,
+        "project_case",
+        include_str!("../migrations/0004_project_case.sql"),
+    ),
 ];
 
 /// The channel job events are sent on; payloads are `queued`, `stop:<id>`, `finished:<id>`
@@ -715,7 +720,7 @@ impl JobStore for PgJobStore {
     async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobStoreError> {
         let rows = sqlx::query(
             "SELECT job FROM spool_jobs
-              WHERE ($1::text IS NULL OR project = $1)
+              WHERE ($1::text IS NULL OR lower(project) = lower($1))
                 AND ($2::text IS NULL OR owner = $2)
                 AND ($3::bigint IS NULL OR submitted_at < $3)
                 AND ($4::bigint IS NULL OR finished_at < $4)
