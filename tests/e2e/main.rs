@@ -2,6 +2,7 @@
 
 mod harness;
 mod kylin5;
+mod lifecycle;
 mod limits;
 mod scaled;
 mod ssb;
@@ -60,10 +61,38 @@ fn the_seeds_four_curl_flows_work_verbatim() {
             r#"curl -X GET -H "Authorization: Basic QURNSU46S1lMSU4=" -H "Content-Type: application/json"  http://master:7070/kylin/api/async_query/{id}/status "#
         ),
     ));
+    // Kylin's envelope and fields exactly as the seed shows them; Spool's additions beside them
+    // (a Kylin client reads the fields it knows).
     assert_eq!(
-        status,
-        json!({"code":"000","data":{"queryID": id,"status":"SUCCESSFUL","info":"await fetching results"},"msg":""})
+        (&status["code"], &status["msg"]),
+        (&json!("000"), &json!(""))
     );
+    let data = status["data"].as_object().expect("data");
+    for (field, want) in [
+        ("queryID", json!(id)),
+        ("status", json!("SUCCESSFUL")),
+        ("info", json!("await fetching results")),
+    ] {
+        assert_eq!(data[field], want, "{field}");
+    }
+    let additions = [
+        "state",
+        "rows",
+        "bytes",
+        "submitted_at",
+        "started_at",
+        "finished_at",
+        "elapsed_ms",
+        "expires_at",
+        "attempt",
+    ];
+    for field in data.keys() {
+        assert!(
+            ["queryID", "status", "info"].contains(&field.as_str())
+                || additions.contains(&field.as_str()),
+            "undocumented field {field}"
+        );
+    }
 
     let csv = seed_curl(
         &server,

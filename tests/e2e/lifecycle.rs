@@ -1,0 +1,237 @@
+//! The query lifecycle beyond Kylin's polling, through the real server: waiting on submit,
+//! long-polls, progress, Server-Sent Events, failure codes, and Kylin's own leniencies.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{ADMIN, Server};
+
+/// A small sample, and a byte cap that stops the unbounded query below if a test loses it.
+const CONFIG: &str = "workers = 2\nsample_sf = 0.01\nmax_result_bytes = 2000000000\n";
+
+/// A query that streams rows for as long as it is let run (about 150 million rows).
+const ENDLESS: &str = "select * from p_lineorder cross join dates";
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("ms")
+}
+
+fn submit_body(server: &Server, body: &Value) -> Value {
+    let (status, v) = server.json("POST", "/kylin/api/async_query", Some(&body.to_string()));
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+#[test]
+fn a_submit_with_wait_timeout_is_answered_successful_in_one_call() {
+    let server = Server::start(CONFIG);
+    let body = json!({
+        "sql": "select count(*) from p_lineorder",
+        "project": "ssb",
+        "wait_timeout": 30,
+    });
+    let v = submit_body(&server, &body);
+    assert_eq!(v["data"]["status"], "SUCCESSFUL", "{v}");
+    assert_eq!(
+        (&v["data"]["state"], &v["data"]["rows"]),
+        (&json!("SUCCEEDED"), &json!(1))
+    );
+    let id = v["data"]["queryID"].as_str().expect("id");
+    let csv = String::from_utf8(server.result(id)).expect("utf-8");
+    assert_eq!(csv.lines().count(), 1, "{csv}");
+}
+
+#[test]
+fn a_long_poll_is_answered_within_50_ms_of_the_end() {
+    let server = Server::start(CONFIG);
+    let id = server.submit(&format!("{ENDLESS} limit 1000000"), "ssb");
+    let (status, v) = server.json(
+        "GET",
+        &format!("/kylin/api/async_query/{id}/status?wait=30"),
+        None,
+    );
+    let answered = now_ms();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["status"], "SUCCESSFUL", "{v}");
+    let finished = v["data"]["finished_at"].as_i64().expect("finished_at");
+    assert!(
+        answered - finished < 50,
+        "the long-poll answered {} ms after the query ended",
+        answered - finished
+    );
+    assert_eq!(v["data"]["rows"], 1_000_000);
+}
+
+#[test]
+fn progress_grows_while_an_export_runs_and_a_stop_is_cancelled() {
+    let server = Server::start(CONFIG);
+    let id = server.submit(ENDLESS, "ssb");
+    let mut seen: Vec<u64> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < 3 {
+        let v = server.status(&id);
+        assert_eq!(v["data"]["status"], "RUNNING", "{v}");
+        let rows = v["data"]["rows"].as_u64().expect("rows");
+        let bytes = v["data"]["bytes"].as_u64().expect("bytes");
+        if rows > 0 && seen.last().is_none_or(|&last| rows > last) {
+            assert_eq!(v["data"]["state"], "RUNNING");
+            assert!(bytes > rows, "{v}");
+            seen.push(rows);
+        }
+        assert!(Instant::now() < deadline, "progress did not grow: {seen:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, v) = server.json("DELETE", &format!("/kylin/api/async_query/stop/{id}"), None);
+    assert_eq!(status, 200, "{v}");
+    let v = server.status(&id);
+    let data = &v["data"];
+    assert_eq!(
+        (&data["status"], &data["info"], &data["state"]),
+        (
+            &json!("FAILED"),
+            &json!("stopped by user"),
+            &json!("CANCELLED")
+        ),
+        "{v}"
+    );
+    assert_eq!(
+        (&data["error_code"], &data["retryable"]),
+        (&json!("SPOOL-QUERY-CANCELLED"), &json!(false))
+    );
+}
+
+#[test]
+fn events_stream_progress_and_the_final_status_then_close() {
+    let server = Server::start(CONFIG);
+    let id = server.submit(&format!("{ENDLESS} limit 3000000"), "ssb");
+    let mut res = server.send(
+        "GET",
+        &format!("/kylin/api/async_query/{id}/events"),
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/event-stream")
+    );
+    let mut text = String::new();
+    res.read_to_string(&mut text).expect("the stream ends");
+    let events: Vec<(String, Value)> = text
+        .split("\n\n")
+        .filter_map(|block| {
+            let name = block.lines().find_map(|l| l.strip_prefix("event: "))?;
+            let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((
+                name.to_owned(),
+                serde_json::from_str(data).expect("JSON data"),
+            ))
+        })
+        .collect();
+    let (last_name, last) = events.last().expect("events");
+    assert_eq!(last_name, "status");
+    assert_eq!(
+        (&last["status"], &last["rows"]),
+        (&json!("SUCCESSFUL"), &json!(3_000_000))
+    );
+    let progress: Vec<u64> = events[..events.len() - 1]
+        .iter()
+        .map(|(name, data)| {
+            assert_eq!(
+                (name.as_str(), &data["status"]),
+                ("progress", &json!("RUNNING"))
+            );
+            data["rows"].as_u64().expect("rows")
+        })
+        .collect();
+    assert!(!progress.is_empty(), "{text}");
+    assert!(
+        progress.windows(2).all(|w| w[0] <= w[1]),
+        "rows never go back: {progress:?}"
+    );
+}
+
+#[test]
+fn failures_carry_codes_and_kylins_leniencies_hold() {
+    let server = Server::start(CONFIG);
+    let bad = server.submit("select nope from p_lineorder", "ssb");
+    let v = server.wait(&bad);
+    assert_eq!(
+        (
+            &v["data"]["status"],
+            &v["data"]["error_code"],
+            &v["data"]["retryable"]
+        ),
+        (
+            &json!("FAILED"),
+            &json!("SPOOL-QUERY-INVALID"),
+            &json!(false)
+        ),
+        "{v}"
+    );
+    let missing = server.submit("select 1", "no_such_project");
+    let v = server.wait(&missing);
+    assert_eq!(v["data"]["error_code"], "KE-010001201", "{v}");
+
+    // Numbers as strings, limit <= 0 as none, an empty separator as a comma, the project in
+    // another case: as Kylin reads them.
+    let body = json!({
+        "sql": "select lo_orderkey, lo_linenumber from p_lineorder order by 1, 2",
+        "project": "SSB",
+        "limit": "5",
+        "offset": -1,
+        "separator": "",
+        "wait_timeout": "30",
+    });
+    let v = submit_body(&server, &body);
+    assert_eq!(v["data"]["status"], "SUCCESSFUL", "{v}");
+    let id = v["data"]["queryID"].as_str().expect("id").to_owned();
+    let csv = String::from_utf8(server.result(&id)).expect("utf-8");
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert!(csv.lines().all(|l| l.split(',').count() == 2), "{csv}");
+    for project in ["ssb", "SSB", "Ssb"] {
+        let (status, v) = server.json(
+            "GET",
+            &format!("/kylin/api/async_query/{id}/metadata?project={project}"),
+            None,
+        );
+        assert_eq!(status, 200, "{project}: {v}");
+    }
+    let (status, v) = server.json(
+        "GET",
+        &format!("/kylin/api/async_query/{id}/filestatus"),
+        None,
+    );
+    assert_eq!((status, v["data"].as_u64().is_some()), (200, true), "{v}");
+    let (status, v) = server.json("DELETE", "/kylin/api/async_query?project=ssb", None);
+    assert_eq!((status, &v["data"]), (200, &json!(true)), "{v}");
+    assert_eq!(server.status(&id)["data"]["status"], "MISSING");
+
+    // Every error has a stable code, a path that is not UTF-8 included.
+    let res = server.send(
+        "GET",
+        "/kylin/api/async_query/%FF%FE/status",
+        Some(ADMIN),
+        None,
+    );
+    assert_eq!(res.status().as_u16(), 400);
+    let v: Value = res.json().expect("the envelope");
+    assert_eq!(
+        (&v["code"], &v["error_code"]),
+        (&json!("999"), &json!("SPOOL-BAD-REQUEST")),
+        "{v}"
+    );
+    let res = server.send("GET", "/kylin/api/async_query/x/status", None, None);
+    let v: Value = res.json().expect("the envelope");
+    assert_eq!(v["error_code"], "KE-010003208", "{v}");
+}
