@@ -411,3 +411,76 @@ fn a_backend_that_cannot_be_reached_stops_the_start_with_a_clear_message() {
         assert!(stderr.contains(&needle), "{stderr}");
     }
 }
+
+#[test]
+fn progress_and_long_polls_work_across_processes() {
+    let b = fresh_backends();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let servers = start_all(
+        dir.path(),
+        &[config(&b, "workers = 1\n"), config(&b, "workers = 0\n")],
+    );
+    let (runner, front) = (&servers[0], &servers[1]);
+    // Streams until stopped: its progress is recorded by the runner, read through the front.
+    let id = front.submit("select * from p_lineorder cross join dates", "ssb");
+    let mut seen: Vec<u64> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < 2 {
+        let v = front.status(&id);
+        assert_eq!(v["data"]["status"], "RUNNING", "{v}");
+        let rows = v["data"]["rows"].as_u64().expect("rows");
+        if rows > 0 && seen.last().is_none_or(|&last| rows > last) {
+            seen.push(rows);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no progress seen through the front: {seen:?}; runner's log:\n{}",
+            runner.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A long-poll through the front is woken by the end the runner records (a stop here),
+    // through the job store's notification.
+    let stopper = {
+        let id = id.clone();
+        let url = front.url(&format!("/kylin/api/async_query/stop/{id}"));
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            reqwest::blocking::Client::new()
+                .delete(url)
+                .header("Authorization", crate::harness::ADMIN)
+                .send()
+                .expect("stop")
+                .status()
+                .as_u16()
+        })
+    };
+    let (status, v) = front.json(
+        "GET",
+        &format!("/kylin/api/async_query/{id}/status?wait=30"),
+        None,
+    );
+    let answered = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("ms");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (&v["data"]["state"], &v["data"]["info"]),
+        (
+            &serde_json::json!("CANCELLED"),
+            &serde_json::json!("stopped by user")
+        ),
+        "{v}"
+    );
+    let finished = v["data"]["finished_at"].as_i64().expect("finished_at");
+    assert!(
+        answered - finished < 1000,
+        "the long-poll answered {} ms after the end in another process",
+        answered - finished
+    );
+    assert_eq!(stopper.join().expect("stopper"), 200);
+}

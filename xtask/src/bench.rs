@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: the release server measured against what a user would pick instead, in
 //! one run on one machine. Writes `target/bench/report.md`.
 //!
-//! Phases (all by default; `--phases ssb,export,download,load` picks some):
+//! Phases (all by default; `--phases ssb,export,download,load,progress,shared` picks some):
 //! - `ssb`: the 13 SSB queries through the HTTP API (submit to SUCCESSFUL, then the download),
 //!   next to the same SQL in-process (`spool-server query`: same engine and result store, no HTTP,
 //!   no job store) with jemalloc and with the system allocator, and on DuckDB (the Python
@@ -10,6 +10,8 @@
 //!   server per format so its peak RSS (VmHWM) belongs to that export, next to DuckDB's COPY.
 //! - `download`: the finished CSV export fetched over loopback.
 //! - `load`: 64 clients polling status while an export runs, then 64 clients submitting.
+//! - `progress`: the CSV export with progress recorded every second (the default) against every
+//!   10 s, five interleaved runs each on fresh servers: what recording progress costs.
 //! - `shared`: three servers on one PostgreSQL database and one S3 bucket (SeaweedFS, both
 //!   started by the bench as `cargo xtask ci` starts them, PostgreSQL with `fsync` on):
 //!   submissions, polls and the CSV export, next to one embedded server in the same run.
@@ -48,7 +50,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
     let mut options = Options {
         sf: "1".to_owned(),
         runs: 5,
-        phases: ["ssb", "export", "download", "load", "shared"]
+        phases: ["ssb", "export", "download", "load", "progress", "shared"]
             .map(str::to_owned)
             .to_vec(),
         formats: ["csv", "parquet", "json"].map(str::to_owned).to_vec(),
@@ -76,9 +78,12 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--phases" => {
                 options.phases = value("--phases")?.split(',').map(str::to_owned).collect();
                 if let Some(p) = options.phases.iter().find(|p| {
-                    !["ssb", "export", "download", "load", "shared"].contains(&p.as_str())
+                    !["ssb", "export", "download", "load", "progress", "shared"]
+                        .contains(&p.as_str())
                 }) {
-                    bail!("unknown phase {p}; phases are ssb, export, download, load, shared");
+                    bail!(
+                        "unknown phase {p}; phases are ssb, export, download, load, progress, shared"
+                    );
                 }
             }
             other => bail!(
@@ -441,6 +446,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if has("load") {
         load_phase(&options, &binaries, &data, &mut emit)?;
     }
+    if has("progress") {
+        progress_phase(&options, &binaries, &data, &mut emit)?;
+    }
     if has("shared") {
         shared::phase(&options, &binaries, &data, &mut emit)?;
     }
@@ -588,6 +596,70 @@ fn export_phase(
     }
     emit("\n".to_owned());
     Ok(kept)
+}
+
+/// Runs of each setting in the progress phase, interleaved.
+const PROGRESS_RUNS: usize = 5;
+
+/// The cost of recording progress: the CSV export with progress recorded every second (the
+/// default) against every 10 s (the lease renewals alone, as before progress was kept),
+/// interleaved runs on fresh servers, medians.
+fn progress_phase(
+    options: &Options,
+    binaries: &Binaries,
+    data: &Data,
+    emit: &mut impl FnMut(String),
+) -> anyhow::Result<()> {
+    let agent = ureq::AgentBuilder::new().build();
+    let settings = [1_u64, 10];
+    let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); settings.len()];
+    let mut size = 0;
+    for _ in 0..PROGRESS_RUNS {
+        for (i, every) in settings.iter().enumerate() {
+            let dir = fresh_data_dir(data, "progress", &format!("progress_secs = {every}\n"))?;
+            let server = spawn_server(&binaries.jemalloc, &dir, 1, &[])?;
+            let started = Instant::now();
+            let id = submit(&agent, &server.base, EXPORT_SQL, "csv")?;
+            wait(&agent, &server.base, &id, Duration::from_millis(20))?;
+            seconds[i].push(started.elapsed().as_secs_f64());
+            size = json(
+                agent
+                    .get(&format!(
+                        "{}/kylin/api/async_query/{id}/file_status",
+                        server.base
+                    ))
+                    .set("Authorization", ADMIN)
+                    .call()?,
+            )?["data"]
+                .as_u64()
+                .context("file_status without a size")?;
+        }
+    }
+    let medians: Vec<f64> = seconds.iter().map(|s| median(s.clone())).collect();
+    let cost = (medians[0] / medians[1] - 1.0) * 100.0;
+    emit(format!(
+        "## The cost of progress updates on the CSV export (SF {}, {PROGRESS_RUNS} interleaved runs each, medians)\n\n\
+         | progress recorded | seconds | MB/s | runs (s) |\n|---|---:|---:|---|\n\
+         | every 1 s (default) | {:.3} | {:.0} | {} |\n\
+         | every 10 s (lease renewals only) | {:.3} | {:.0} | {} |\n\n\
+         Cost of progress every second: {cost:+.1} % of the export's time (target: under 2 %).\n\n",
+        options.sf,
+        medians[0],
+        mb_per_s(size, medians[0]),
+        seconds[0]
+            .iter()
+            .map(|s| format!("{s:.3}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        medians[1],
+        mb_per_s(size, medians[1]),
+        seconds[1]
+            .iter()
+            .map(|s| format!("{s:.3}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    ));
+    Ok(())
 }
 
 fn download_phase(

@@ -837,3 +837,27 @@ async fn failures_carry_a_stable_code_and_whether_a_retry_may_help() {
     }
     workers.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_revoked_grant_hides_the_users_earlier_queries_there() {
+    let h = harness(1);
+    let workers = h.spool.start();
+    let bob = user("bob");
+    let id = h.submit(&bob, "ok:1").await;
+    wait_for(&h.spool, &bob, id, PublicStatus::Successful).await;
+    let revoked = Principal::user("bob", &["other"]);
+    let status = h.spool.status(&revoked, id).await.expect("status");
+    assert_eq!(status.status, PublicStatus::Missing);
+    assert!(matches!(
+        h.spool.result(&revoked, id).await,
+        Err(ServiceError::NotFound(_))
+    ));
+    // Granted again, or an admin: visible.
+    assert_eq!(h.status(id).await, PublicStatus::Successful);
+    let regranted = Principal::user("bob", &["SSB"]);
+    assert_eq!(
+        h.spool.status(&regranted, id).await.expect("status").status,
+        PublicStatus::Successful
+    );
+    workers.shutdown().await;
+}

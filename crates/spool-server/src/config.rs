@@ -26,6 +26,8 @@ pub const DEFAULT_SAMPLE_SF: f64 = 0.01;
 /// Default lease on a running query: a worker renews it every third of it, and a query whose
 /// process died is taken over by another process once it lapses.
 pub const DEFAULT_LEASE_SECS: u64 = 30;
+/// How often a running query's progress is recorded, by default.
+pub const DEFAULT_PROGRESS_SECS: u64 = 1;
 
 /// Where jobs (and, with PostgreSQL, users) are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +106,10 @@ pub struct Cli {
     /// lapses [default: 30]
     #[arg(long, env = "SPOOL_LEASE_SECS")]
     pub lease_secs: Option<u64>,
+    /// Seconds between two records of a running query's rows and bytes so far (each is one
+    /// job-store write per running query) [default: 1]
+    #[arg(long, env = "SPOOL_PROGRESS_SECS")]
+    pub progress_secs: Option<u64>,
     /// Manage users instead of serving
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -201,6 +207,8 @@ pub struct FileConfig {
     pub aws_secret_access_key: Option<String>,
     /// Seconds a running query's lease lasts.
     pub lease_secs: Option<u64>,
+    /// Seconds between two records of a running query's progress.
+    pub progress_secs: Option<u64>,
 }
 
 /// The settings the server runs with.
@@ -238,6 +246,8 @@ pub struct Settings {
     pub result_store: ResultStoreSetting,
     /// How long a running query's lease lasts.
     pub lease: std::time::Duration,
+    /// How often a running query's progress is recorded.
+    pub progress: std::time::Duration,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -291,10 +301,16 @@ impl Settings {
             .or(file.lease_secs)
             .unwrap_or(DEFAULT_LEASE_SECS);
         anyhow::ensure!(lease_secs >= 1, "lease_secs must be at least 1");
+        let progress_secs = cli
+            .progress_secs
+            .or(file.progress_secs)
+            .unwrap_or(DEFAULT_PROGRESS_SECS);
+        anyhow::ensure!(progress_secs >= 1, "progress_secs must be at least 1");
         Ok(Self {
             job_store,
             result_store,
             lease: std::time::Duration::from_secs(lease_secs),
+            progress: std::time::Duration::from_secs(progress_secs),
             bind: cli
                 .bind
                 .or(file.bind)

@@ -299,6 +299,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     };
     let mut config = SpoolConfig::with_workers(settings.workers);
     config.lease = settings.lease;
+    config.progress_interval = settings.progress;
     config.query_timeout = settings.query_timeout;
     config.max_result_rows = settings.max_result_rows;
     config.max_result_bytes = settings.max_result_bytes;
