@@ -235,3 +235,54 @@ fn failures_carry_codes_and_kylins_leniencies_hold() {
     let v: Value = res.json().expect("the envelope");
     assert_eq!(v["error_code"], "KE-010003208", "{v}");
 }
+
+#[test]
+fn downloads_carry_the_digest_computed_while_writing() {
+    use base64::Engine;
+    use sha2::Digest;
+    let server = Server::start(CONFIG);
+    let body = json!({
+        "sql": "select * from p_lineorder order by lo_orderkey, lo_linenumber",
+        "project": "ssb",
+        "format": "parquet",
+        "wait_timeout": 50,
+    });
+    let v = submit_body(&server, &body);
+    assert_eq!(v["data"]["status"], "SUCCESSFUL", "{v}");
+    let id = v["data"]["queryID"].as_str().expect("id").to_owned();
+    let res = server.send(
+        "GET",
+        &format!("/kylin/api/async_query/{id}/result"),
+        Some(ADMIN),
+        None,
+    );
+    let header = res.headers()["repr-digest"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let bytes = res.bytes().expect("body");
+    let digest = sha2::Sha256::digest(&bytes);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        v["data"]["sha256"],
+        hex.as_str(),
+        "the status's digest is the file's"
+    );
+    assert_eq!(
+        header,
+        format!(
+            "sha-256=:{}:",
+            base64::engine::general_purpose::STANDARD.encode(digest)
+        )
+    );
+    // A range carries the whole file's digest, so a resumed download can check the whole.
+    let res = server.http_get(
+        &format!("/kylin/api/async_query/{id}/result"),
+        &[("Range", "bytes=0-99")],
+    );
+    assert_eq!(res.status().as_u16(), 206);
+    assert_eq!(
+        res.headers()["repr-digest"].to_str().expect("ascii"),
+        header
+    );
+}

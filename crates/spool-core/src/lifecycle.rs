@@ -42,6 +42,8 @@ pub struct StatusDetail {
     pub attempt: u32,
     /// Why it failed, for a failed query.
     pub failure: Option<FailureCode>,
+    /// The result's SHA-256 (lowercase hex), for a succeeded query.
+    pub sha256: Option<String>,
 }
 
 /// The waiters of each query id in this process.
@@ -101,6 +103,10 @@ impl Spool {
             }),
             attempt: job.attempts,
             failure: job.failure(),
+            sha256: match &job.state {
+                JobState::Succeeded { sha256, .. } => sha256.clone(),
+                _ => None,
+            },
         })
     }
 

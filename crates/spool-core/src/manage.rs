@@ -29,6 +29,8 @@ pub struct DownloadInfo {
     pub bytes: u64,
     /// When the result was committed.
     pub finished_at: Timestamp,
+    /// The result's SHA-256, lowercase hex (absent for results stored before digests).
+    pub sha256: Option<String>,
     /// Where the result is stored.
     key: ResultKey,
 }
@@ -92,8 +94,10 @@ impl Spool {
                 bytes,
                 finished_at,
                 attempt,
+                sha256,
                 ..
             } => Ok(DownloadInfo {
+                sha256: sha256.clone(),
                 bytes: *bytes,
                 finished_at: *finished_at,
                 key: ResultKey::new(id, *attempt),

@@ -205,7 +205,9 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
     info!(query_id = %id, user = %job.owner, attempt = job.attempts, "query started");
 
     let oversize = Arc::new(Oversize::default());
-    let outcome = execute_holding_lease(inner, &job, key, lease.token, &cancel, &oversize).await;
+    let progress = Arc::new(Counters::default());
+    let outcome =
+        execute_holding_lease(inner, &job, key, lease.token, &cancel, &oversize, &progress).await;
     let now = inner.ports.clock.now();
     // The sink stops the engine at a cap; an engine that does not report rows is checked here.
     let too_many_rows = oversize.rows.load(Ordering::Acquire)
@@ -241,6 +243,11 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
                         bytes,
                         columns,
                         attempt: key.attempt,
+                        sha256: progress
+                            .sha256
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .take(),
                     },
                     Err(e) => {
                         error!(query_id = %id, error = %e, source = ?std::error::Error::source(&e), "committing the result failed");
@@ -333,6 +340,7 @@ async fn execute_holding_lease(
     token: LeaseToken,
     cancel: &CancelToken,
     oversize: &Arc<Oversize>,
+    progress: &Arc<Counters>,
 ) -> Result<Execution, EngineError> {
     let mut sink = inner
         .ports
@@ -340,7 +348,6 @@ async fn execute_holding_lease(
         .create(key)
         .await
         .map_err(EngineError::Sink)?;
-    let progress = Arc::new(Counters::default());
     sink = Box::new(CappedSink {
         inner: sink,
         written: 0,
@@ -348,7 +355,8 @@ async fn execute_holding_lease(
         max_bytes: inner.config.max_result_bytes,
         max_rows: inner.config.max_result_rows,
         oversize: Arc::clone(oversize),
-        progress: Arc::clone(&progress),
+        progress: Arc::clone(progress),
+        digest: sha2::Sha256::default(),
     });
     // A separate task, so that a panic in the engine becomes an error rather than a dead worker.
     let engine = Arc::clone(&inner.ports.engine);
@@ -414,13 +422,17 @@ struct CappedSink {
     max_rows: Option<u64>,
     oversize: Arc<Oversize>,
     progress: Arc<Counters>,
+    /// The SHA-256 of every byte written, in order: the stored result's digest.
+    digest: sha2::Sha256,
 }
 
-/// Rows and bytes written so far, shared between the sink and the lease task.
+/// Rows and bytes written so far, shared between the sink and the lease task, and the
+/// result's digest once the sink committed.
 #[derive(Debug, Default)]
 struct Counters {
     rows: AtomicU64,
     bytes: AtomicU64,
+    sha256: std::sync::Mutex<Option<String>>,
 }
 
 impl Counters {
@@ -443,6 +455,7 @@ impl io::Write for CappedSink {
             )));
         }
         let n = self.inner.write(buf)?;
+        sha2::Digest::update(&mut self.digest, &buf[..n]);
         self.written += n as u64;
         self.progress.bytes.store(self.written, Ordering::Relaxed);
         Ok(n)
@@ -456,7 +469,15 @@ impl io::Write for CappedSink {
 #[async_trait::async_trait]
 impl ResultSink for CappedSink {
     async fn commit(self: Box<Self>) -> Result<u64, ResultStoreError> {
-        self.inner.commit().await
+        let digest = sha2::Digest::finalize(self.digest);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let bytes = self.inner.commit().await?;
+        *self
+            .progress
+            .sha256
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hex);
+        Ok(bytes)
     }
 
     async fn abort(self: Box<Self>) -> Result<(), ResultStoreError> {

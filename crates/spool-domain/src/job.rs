@@ -77,6 +77,10 @@ pub enum JobState {
         /// attempt).
         #[serde(default)]
         attempt: u32,
+        /// The SHA-256 of the stored result, lowercase hex, computed while it was written
+        /// (absent in records from before digests).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
     },
     /// The query ended without a result.
     Failed {
@@ -384,6 +388,7 @@ mod tests {
             bytes: 2,
             columns: Vec::new(),
             attempt: 1,
+            sha256: None,
         }
     }
 

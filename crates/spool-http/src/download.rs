@@ -60,6 +60,21 @@ fn etag(info: &DownloadInfo) -> String {
     )
 }
 
+/// `sha-256=:<base64>:` (RFC 9530) of a lowercase hex SHA-256; `None` if it is not one.
+fn repr_digest(hex: &str) -> Option<String> {
+    use base64::Engine;
+    if hex.len() != 64 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..32)
+        .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    Some(format!(
+        "sha-256=:{}:",
+        base64::engine::general_purpose::STANDARD.encode(bytes?)
+    ))
+}
+
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -114,6 +129,10 @@ pub(crate) async fn respond(
     let mut response = Response::new(Body::empty());
     let out = response.headers_mut();
     out.insert(header::ETAG, header_value(&tag)?);
+    if let Some(digest) = info.sha256.as_deref().and_then(repr_digest) {
+        // RFC 9530: the digest of the whole file, on every answer, ranged ones included.
+        out.insert("repr-digest", header_value(&digest)?);
+    }
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     out.insert(header::CONTENT_TYPE, header_value(&output.content_type())?);
     out.insert(
@@ -157,6 +176,17 @@ mod tests {
             content_disposition("订单 \"q\".json"),
             "attachment; filename=\"__ _q_.json\"; filename*=UTF-8''%E8%AE%A2%E5%8D%95%20%22q%22.json"
         );
+    }
+
+    #[test]
+    fn digests_travel_as_rfc_9530() {
+        // The SHA-256 of the empty string.
+        let empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(
+            repr_digest(empty).as_deref(),
+            Some("sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:")
+        );
+        assert_eq!(repr_digest("zz"), None);
     }
 
     #[test]

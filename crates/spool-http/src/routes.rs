@@ -179,6 +179,9 @@ impl Shape {
         map.insert("elapsed_ms".into(), Value::from(d.elapsed_ms));
         map.insert("expires_at".into(), millis(d.expires_at));
         map.insert("attempt".into(), Value::from(d.attempt));
+        if let Some(sha256) = &d.sha256 {
+            map.insert("sha256".into(), Value::from(sha256.as_str()));
+        }
         if let Some(failure) = d.failure {
             map.insert("error_code".into(), Value::from(failure.as_str()));
             map.insert("retryable".into(), Value::from(failure.retryable()));

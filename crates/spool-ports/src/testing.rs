@@ -374,6 +374,7 @@ fn succeeded(now: Timestamp, attempt: u32) -> JobState {
             sql_type: "BIGINT".into(),
         }],
         attempt,
+        sha256: Some("ab".repeat(32)),
     }
 }
 
