@@ -286,3 +286,40 @@ fn downloads_carry_the_digest_computed_while_writing() {
         header
     );
 }
+
+#[test]
+fn idempotent_submits_store_one_query_and_a_changed_body_is_refused() {
+    let server = Server::start(CONFIG);
+    let post = |body: &Value, key: &str| {
+        let res = server.http_send(
+            "POST",
+            "/kylin/api/async_query",
+            &[("Idempotency-Key", key)],
+            Some(&body.to_string()),
+        );
+        let status = res.status().as_u16();
+        let replayed = res.headers().contains_key("idempotent-replayed");
+        (status, replayed, res.json::<Value>().expect("json"))
+    };
+    let body = json!({"sql": "select count(*) from p_lineorder", "project": "ssb"});
+    let (status, replayed, first) = post(&body, "nightly-2026-12-01");
+    assert_eq!((status, replayed), (200, false), "{first}");
+    let id = first["data"]["queryID"].as_str().expect("id").to_owned();
+    let (status, replayed, again) = post(&body, "nightly-2026-12-01");
+    assert_eq!((status, replayed), (200, true), "{again}");
+    assert_eq!(again["data"]["queryID"], id.as_str());
+    let changed = json!({"sql": "select count(*) from dates", "project": "ssb"});
+    let (status, _, conflict) = post(&changed, "nightly-2026-12-01");
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(conflict["error_code"], "SPOOL-IDEMPOTENCY-CONFLICT");
+    // One query was stored: deleting it leaves nothing of this key.
+    server.wait(&id);
+    let (status, _) = server.json("DELETE", &format!("/kylin/api/async_query/{id}"), None);
+    assert_eq!(status, 200);
+    let (status, replayed, fresh) = post(&changed, "nightly-2026-12-01");
+    assert_eq!(
+        (status, replayed),
+        (200, false),
+        "a deleted query frees its key: {fresh}"
+    );
+}

@@ -484,3 +484,42 @@ fn progress_and_long_polls_work_across_processes() {
     );
     assert_eq!(stopper.join().expect("stopper"), 200);
 }
+
+#[test]
+fn one_idempotency_key_is_one_query_across_processes() {
+    let b = fresh_backends();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let servers = start_all(
+        dir.path(),
+        &[config(&b, "workers = 1\n"), config(&b, "workers = 1\n")],
+    );
+    let body = serde_json::json!({"sql": "select count(*) from p_lineorder", "project": "ssb"})
+        .to_string();
+    // The same key through both processes at once, as a client retrying through a load
+    // balancer does.
+    let ids: Vec<String> = std::thread::scope(|scope| {
+        let calls: Vec<_> = servers
+            .iter()
+            .flat_map(|server| [server, server])
+            .map(|server| {
+                let body = body.clone();
+                scope.spawn(move || {
+                    let res = server.http_send(
+                        "POST",
+                        "/kylin/api/async_query",
+                        &[("Idempotency-Key", "retry-me")],
+                        Some(&body),
+                    );
+                    assert_eq!(res.status().as_u16(), 200);
+                    let v: serde_json::Value = res.json().expect("json");
+                    v["data"]["queryID"].as_str().expect("id").to_owned()
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().expect("call")).collect()
+    });
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "one query for one key: {ids:?}"
+    );
+}

@@ -30,6 +30,14 @@ pub enum ServiceError {
         /// The per-user cap.
         limit: usize,
     },
+    /// The idempotency key was first used with another request.
+    #[error(
+        "this Idempotency-Key was first used for query {id} with a different request; use a new key for a new request"
+    )]
+    IdempotencyConflict {
+        /// The query the key belongs to.
+        id: QueryId,
+    },
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),

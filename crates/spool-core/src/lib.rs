@@ -36,5 +36,5 @@ mod worker;
 pub use error::ServiceError;
 pub use lifecycle::{MAX_WAIT, StatusDetail};
 pub use manage::{DownloadInfo, Sweep};
-pub use service::{Ports, QueryStatus, Spool, SpoolConfig};
+pub use service::{Ports, QueryStatus, Spool, SpoolConfig, Submitted};
 pub use worker::Workers;

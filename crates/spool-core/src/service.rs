@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use spool_domain::{Job, Principal, PublicStatus, QueryId, QueryRequest};
+use spool_domain::{Idempotency, Job, Principal, PublicStatus, QueryId, QueryRequest};
 use spool_ports::{
     CancelToken, Clock, IdGenerator, JobStore, JobStoreError, QueryEngine, ResultStore,
     StoredResult,
@@ -90,6 +90,26 @@ impl SpoolConfig {
     }
 }
 
+/// What a submission stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Submitted {
+    /// The query's id.
+    pub id: QueryId,
+    /// The id is an earlier submission's with the same idempotency key; nothing new was stored.
+    pub replayed: bool,
+}
+
+/// A fingerprint of what a submission asks: the SHA-256 of the parsed request, so that the same
+/// request in other JSON spelling (field order, spaces) is the same request.
+fn fingerprint(request: &QueryRequest) -> String {
+    let text = serde_json::to_string(request).unwrap_or_default();
+    let digest = sha2::Digest::finalize(sha2::Digest::chain_update(
+        sha2::Sha256::default(),
+        text.as_bytes(),
+    ));
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A query's status as the status call reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryStatus {
@@ -155,6 +175,18 @@ impl Spool {
         who: &Principal,
         request: QueryRequest,
     ) -> Result<QueryId, ServiceError> {
+        Ok(self.submit_keyed(who, request, None).await?.id)
+    }
+
+    /// [`Spool::submit`] with the client's idempotency key: the same key from the same user
+    /// within 24 hours answers with the first submission's id (`replayed`) and stores nothing;
+    /// the same key with a different request is `IdempotencyConflict`.
+    pub async fn submit_keyed(
+        &self,
+        who: &Principal,
+        request: QueryRequest,
+        key: Option<String>,
+    ) -> Result<Submitted, ServiceError> {
         if !who.may_query(request.project.as_str()) {
             return Err(ServiceError::Forbidden(format!(
                 "user '{}' may not query project '{}'",
@@ -162,23 +194,44 @@ impl Spool {
             )));
         }
         let ports = &self.inner.ports;
-        let job = Job::new(
+        let idempotency = key.map(|key| Idempotency {
+            key,
+            fingerprint: fingerprint(&request),
+        });
+        let mut job = Job::new(
             ports.ids.next_id(),
             who.name.clone(),
             request,
             ports.clock.now(),
         );
-        // The store counts and inserts in one step, so the cap holds across processes.
+        job.idempotency = idempotency;
+        // The store checks the key, counts and inserts in one step, so the key and the cap
+        // hold across processes.
         let cap = self.inner.config.max_in_flight_per_user;
         match ports.jobs.insert(&job, cap).await {
             Ok(()) => {}
+            Err(JobStoreError::Duplicate(held)) => {
+                let same = held.idempotency.as_ref().map(|i| &i.fingerprint)
+                    == job.idempotency.as_ref().map(|i| &i.fingerprint);
+                if !same {
+                    return Err(ServiceError::IdempotencyConflict { id: held.id });
+                }
+                info!(query_id = %held.id, user = %who.name, "repeated submission answered with the first");
+                return Ok(Submitted {
+                    id: held.id,
+                    replayed: true,
+                });
+            }
             Err(JobStoreError::TooManyInFlight { limit }) => {
                 return Err(ServiceError::TooManyQueries { limit });
             }
             Err(e) => return Err(e.into()),
         }
         info!(query_id = %job.id, user = %who.name, project = %job.request.project, "query submitted");
-        Ok(job.id)
+        Ok(Submitted {
+            id: job.id,
+            replayed: false,
+        })
     }
 
     /// Returns the job if it exists and `who` may see it: an admin, or its owner while still

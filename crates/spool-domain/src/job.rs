@@ -170,6 +170,30 @@ pub struct Job {
     /// succeeded.
     #[serde(default)]
     pub progress: Progress,
+    /// The client's idempotency key, if it gave one: a second submission with the same key
+    /// from the same owner within [`IDEMPOTENCY_WINDOW_MILLIS`] gets this job instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<Idempotency>,
+}
+
+/// How long an idempotency key holds: 24 hours from the first submission.
+pub const IDEMPOTENCY_WINDOW_MILLIS: i64 = 24 * 3600 * 1000;
+
+/// A client's idempotency key and what it was first sent with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Idempotency {
+    /// The key as the client sent it.
+    pub key: String,
+    /// A fingerprint of the request first submitted with it: a repeat must match.
+    pub fingerprint: String,
+}
+
+impl Job {
+    /// Whether this job holds `key` for its owner at `now` (within the window).
+    pub fn holds_key(&self, key: &str, now: Timestamp) -> bool {
+        self.idempotency.as_ref().is_some_and(|i| i.key == key)
+            && now.millis_since(self.submitted_at) < IDEMPOTENCY_WINDOW_MILLIS.unsigned_abs()
+    }
 }
 
 impl Job {
@@ -184,6 +208,7 @@ impl Job {
             state: JobState::Queued,
             started_at: None,
             progress: Progress::default(),
+            idempotency: None,
         }
     }
 

@@ -13,7 +13,8 @@ mod user;
 
 pub use id::{InvalidQueryId, QueryId, ResultKey};
 pub use job::{
-    Job, JobState, Lease, LeaseToken, PublicStatus, ResultColumn, StopEffect, TransitionError,
+    IDEMPOTENCY_WINDOW_MILLIS, Idempotency, Job, JobState, Lease, LeaseToken, PublicStatus,
+    ResultColumn, StopEffect, TransitionError,
 };
 pub use lifecycle::{FailureCode, Lifecycle, Progress, STOPPED_BY_USER};
 pub use output::{InvalidOutput, OutputFormat, OutputSpec, TextEncoding};

@@ -60,6 +60,9 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Forbidden(message) => Self::Forbidden(message),
             e @ ServiceError::WrongProject { .. } => Self::BadRequest(e.to_string()),
+            e @ ServiceError::IdempotencyConflict { .. } => {
+                Self::Conflict("SPOOL-IDEMPOTENCY-CONFLICT", e.to_string())
+            }
             e @ ServiceError::AlreadyFinished { .. } => {
                 Self::Conflict("SPOOL-QUERY-FINISHED", e.to_string())
             }

@@ -302,7 +302,34 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
 /// Parses the submit body: `sql` (required), `project`, `offset`, `limit`, and Kylin 5's
 /// `format`, `separator`, `encode`, `include_header`, `file_name`; `acceptPartial` and unknown
 /// fields are ignored.
+#[cfg(test)]
 fn parse_submit(body: &[u8]) -> Result<(QueryRequest, Duration), ApiError> {
+    parse_submit_call(body).map(|c| (c.request, c.wait))
+}
+
+/// A submission as the call gives it: the request and what is about the call, not the query.
+struct SubmitCall {
+    request: QueryRequest,
+    /// `wait_timeout`.
+    wait: Duration,
+    /// `request_id`, Spool's idempotency key field (the `Idempotency-Key` header's twin).
+    request_id: Option<String>,
+}
+
+/// The longest idempotency key accepted.
+const MAX_KEY_LEN: usize = 255;
+
+/// Checks an idempotency key: 1 to 255 visible ASCII characters.
+fn idempotency_key(key: &str, from: &str) -> Result<String, ApiError> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::BadRequest(format!(
+            "{from} must be 1 to {MAX_KEY_LEN} visible ASCII characters (a UUID is a good key)"
+        )));
+    }
+    Ok(key.to_owned())
+}
+
+fn parse_submit_call(body: &[u8]) -> Result<SubmitCall, ApiError> {
     let body = json_object(body).map_err(|e| match e {
         ApiError::BadRequest(m) if m.ends_with("JSON object") => ApiError::BadRequest(
             "request body must be a JSON object with at least the field 'sql'".to_owned(),
@@ -333,10 +360,17 @@ fn parse_submit(body: &[u8]) -> Result<(QueryRequest, Duration), ApiError> {
     if let Some(name) = string(&body, "file_name")? {
         output = output.with_file_name(name);
     }
+    let request_id = string(&body, "request_id")?
+        .map(|k| idempotency_key(k, "field 'request_id'"))
+        .transpose()?;
     let request = QueryRequest::new(sql, project, offset, limit)
         .map_err(bad)?
         .with_output(output);
-    Ok((request, wait))
+    Ok(SubmitCall {
+        request,
+        wait,
+        request_id,
+    })
 }
 
 async fn submit(
@@ -353,21 +387,45 @@ async fn submit(
         }
         other => ApiError::BadRequest(format!("request body could not be read: {other}")),
     })?;
-    let (request, wait) = parse_submit(&body)?;
-    let id = state.spool.submit(&who, request).await?;
+    let call = parse_submit_call(&body)?;
+    let header_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(idempotency_key(
+            v.to_str().unwrap_or("\u{0}"),
+            "the Idempotency-Key header",
+        )?),
+    };
+    let key = match (header_key, call.request_id) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::BadRequest(
+                "the Idempotency-Key header and the field 'request_id' differ; send one".into(),
+            ));
+        }
+        (a, b) => a.or(b),
+    };
+    let submitted = state.spool.submit_keyed(&who, call.request, key).await?;
+    let id = submitted.id;
     let shape = Shape::of(&headers);
-    if wait.is_zero() {
-        return Ok(ok(shape.status(
-            &id.to_string(),
-            PublicStatus::Running,
-            "still running",
-        )));
+    let data = if call.wait.is_zero() && !submitted.replayed {
+        shape.status(&id.to_string(), PublicStatus::Running, "still running")
+    } else if call.wait.is_zero() {
+        // A repeat answers with the first submission's status as it is now.
+        shape.status_of(&state.spool.status(&who, id).await?)
+    } else {
+        let status = state
+            .spool
+            .wait_status(&who, id, PublicStatus::Running, call.wait)
+            .await?;
+        shape.status_of(&status)
+    };
+    let mut response = ok(data).into_response();
+    if submitted.replayed {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
     }
-    let status = state
-        .spool
-        .wait_status(&who, id, PublicStatus::Running, wait)
-        .await?;
-    Ok(ok(shape.status_of(&status)))
+    Ok(response)
 }
 
 /// The `{id}` of a path, as text; a path that is not valid UTF-8 gets the error envelope

@@ -718,3 +718,69 @@ async fn kylin4_spellings_and_odd_paths_are_served() {
     assert_eq!(json_of(&bytes)["error_code"], "SPOOL-BAD-REQUEST");
     workers.shutdown().await;
 }
+
+async fn submit_with(
+    app: &axum::Router,
+    body: &Value,
+    key: Option<&str>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let mut req = Request::builder()
+        .method("POST")
+        .uri("/kylin/api/async_query")
+        .header(header::AUTHORIZATION, ADMIN)
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(key) = key {
+        req = req.header("Idempotency-Key", key);
+    }
+    let req = req.body(Body::from(body.to_string())).expect("request");
+    let res = app.clone().oneshot(req).await.expect("response");
+    let (status, headers) = (res.status(), res.headers().clone());
+    let bytes = res.into_body().collect().await.expect("body").to_bytes();
+    (status, headers, json_of(&bytes))
+}
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_returns_the_first_query_and_a_changed_body_is_a_conflict() {
+    let (app, workers) = app();
+    let body = json!({ "sql": "ok:1", "project": "ssb" });
+    let (status, headers, first) = submit_with(&app, &body, Some("key-1")).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert!(headers.get("idempotent-replayed").is_none());
+    let id = first["data"]["queryID"].as_str().expect("id").to_owned();
+    // The same request in another spelling, by header or by field: the same query.
+    let spelled = json!({ "project": "ssb", "sql": "ok:1", "request_id": "key-1" });
+    for (body, key) in [
+        (&body, Some("key-1")),
+        (&spelled, None),
+        (&spelled, Some("key-1")),
+    ] {
+        let (status, headers, again) = submit_with(&app, body, key).await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!(again["data"]["queryID"], id.as_str());
+        assert_eq!(headers["idempotent-replayed"], "true");
+    }
+    let changed = json!({ "sql": "ok:2", "project": "ssb" });
+    let (status, _, conflict) = submit_with(&app, &changed, Some("key-1")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{conflict}");
+    assert_eq!(conflict["error_code"], "SPOOL-IDEMPOTENCY-CONFLICT");
+    assert!(
+        conflict["msg"].as_str().expect("msg").contains(&id),
+        "{conflict}"
+    );
+    // Another key is another query; bad keys and disagreeing keys are clear errors.
+    let (_, _, other) = submit_with(&app, &body, Some("key-2")).await;
+    assert_ne!(other["data"]["queryID"], id.as_str());
+    let (status, _, v) = submit_with(&app, &spelled, Some("key-3")).await;
+    assert_eq!(
+        (status, &v["error_code"]),
+        (StatusCode::BAD_REQUEST, &json!("SPOOL-BAD-REQUEST")),
+        "{v}"
+    );
+    let (status, _, v) = submit_with(&app, &body, Some("has space")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["msg"].as_str().expect("msg").contains("Idempotency-Key"),
+        "{v}"
+    );
+    workers.shutdown().await;
+}

@@ -21,6 +21,10 @@ pub enum JobStoreError {
     /// The job has already finished, so it cannot be stopped.
     #[error("job {} has already finished", .0.id)]
     Finished(Box<Job>),
+    /// The owner already submitted a job with the new job's idempotency key within the key's
+    /// window; nothing was stored. Carries that job.
+    #[error("job {} already holds this idempotency key", .0.id)]
+    Duplicate(Box<Job>),
     /// The owner already has `limit` jobs queued or running; nothing was stored.
     #[error("the owner already has {limit} jobs queued or running")]
     TooManyInFlight {
@@ -112,9 +116,12 @@ pub enum JobEvent {
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait JobStore: Send + Sync {
-    /// Stores a new job. Fails with `AlreadyExists` if the id is taken, and with
+    /// Stores a new job. Fails with `AlreadyExists` if the id is taken; with `Duplicate` if the
+    /// job carries an idempotency key that a job of the same owner submitted within the key's
+    /// window holds (checked first: a repeat is never refused for the cap); and with
     /// `TooManyInFlight` if `max_in_flight` is given and the job's owner already has that many
-    /// unfinished jobs; the count and the insert are one atomic step, across processes.
+    /// unfinished jobs. Checks and insert are one atomic step, across processes: two
+    /// submissions with one key store one job.
     async fn insert(&self, job: &Job, max_in_flight: Option<usize>) -> Result<(), JobStoreError>;
 
     /// Returns the job with this id, or `None`.

@@ -135,6 +135,13 @@ impl JobStore for MemoryJobStore {
             if jobs.contains_key(&job.id) {
                 return Err(JobStoreError::AlreadyExists(job.id));
             }
+            if let Some(key) = job.idempotency.as_ref().map(|i| i.key.as_str())
+                && let Some(held) = jobs
+                    .values()
+                    .find(|j| j.owner == job.owner && j.holds_key(key, job.submitted_at))
+            {
+                return Err(JobStoreError::Duplicate(Box::new(held.clone())));
+            }
             if let Some(limit) = max_in_flight {
                 let mine = jobs
                     .values()
@@ -778,6 +785,58 @@ pub async fn job_store_contract(store: &dyn JobStore, other: &dyn JobStore) {
         claimed.as_ref().is_none_or(|j| j.id != queued.id),
         "a deleted job is never claimed"
     );
+
+    // Idempotency keys: one job per owner and key within the window, whichever view asks;
+    // checked before the cap.
+    let keyed = |at: i64, owner: &str, key: &str| {
+        let mut job = sample_job(at);
+        job.owner = owner.into();
+        job.idempotency = Some(spool_domain::Idempotency {
+            key: key.into(),
+            fingerprint: format!("fp-{at}"),
+        });
+        job
+    };
+    let first = keyed(5_000, "kim", "k-1");
+    store.insert(&first, Some(1)).await.expect("insert");
+    let repeat = keyed(6_000, "kim", "k-1");
+    match other.insert(&repeat, Some(1)).await {
+        Err(JobStoreError::Duplicate(held)) => assert_eq!(held.id, first.id),
+        other => panic!("a repeated key must name the first job: {other:?}"),
+    }
+    assert_eq!(
+        store.get(repeat.id).await.expect("get"),
+        None,
+        "nothing stored"
+    );
+    other
+        .insert(&keyed(6_000, "lee", "k-1"), None)
+        .await
+        .expect("another owner's key is another key");
+    store
+        .insert(&keyed(6_500, "kim", "k-2"), None)
+        .await
+        .expect("another key");
+    // Past the window the key is free again.
+    let window = spool_domain::IDEMPOTENCY_WINDOW_MILLIS;
+    let later = keyed(5_000 + window, "kim", "k-1");
+    other
+        .insert(&later, None)
+        .await
+        .expect("a key past its window");
+    match store
+        .insert(&keyed(6_000 + window, "kim", "k-1"), None)
+        .await
+    {
+        Err(JobStoreError::Duplicate(held)) => assert_eq!(held.id, later.id),
+        other => panic!("the key now names the later job: {other:?}"),
+    }
+    // A deleted job frees its key.
+    store.delete(later.id).await.expect("delete");
+    store
+        .insert(&keyed(7_000 + window, "kim", "k-1"), None)
+        .await
+        .expect("a deleted job's key is free");
 }
 
 /// Reads a whole stored result.

@@ -526,23 +526,25 @@ impl JobStore for PgJobStore {
         // One round trip (migration 3's function): cap and insert in one transaction; the
         // event follows the commit (see `announce_queued`).
         let (token, expires) = lease_columns(job);
-        let outcome: String =
-            sqlx::query("SELECT spool_submit($1, $2, $3, $4, $5, $6, $7, $8, $9::json, $10)")
-                .bind(job.id.to_string())
-                .bind(job.owner.clone())
-                .bind(job.request.project.as_str().to_owned())
-                .bind(job.submitted_at.as_millis())
-                .bind(state_name(&job.state))
-                .bind(token)
-                .bind(expires)
-                .bind(job.finished_at().map(Timestamp::as_millis))
-                .bind(record(job)?)
-                .bind(max_in_flight.map(|limit| i64::try_from(limit).unwrap_or(i64::MAX)))
-                .bind(JOBS_CHANNEL)
-                .fetch_one(&self.db.pool)
-                .await
-                .and_then(|row| row.try_get(0))
-                .map_err(backend)?;
+        let outcome: String = sqlx::query(
+            "SELECT spool_submit($1, $2, $3, $4, $5, $6, $7, $8, $9::json, $10, $11, $12)",
+        )
+        .bind(job.id.to_string())
+        .bind(job.owner.clone())
+        .bind(job.request.project.as_str().to_owned())
+        .bind(job.submitted_at.as_millis())
+        .bind(state_name(&job.state))
+        .bind(token)
+        .bind(expires)
+        .bind(job.finished_at().map(Timestamp::as_millis))
+        .bind(record(job)?)
+        .bind(max_in_flight.map(|limit| i64::try_from(limit).unwrap_or(i64::MAX)))
+        .bind(job.idempotency.as_ref().map(|i| i.key.clone()))
+        .bind(spool_domain::IDEMPOTENCY_WINDOW_MILLIS)
+        .fetch_one(&self.db.pool)
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(backend)?;
         match outcome.as_str() {
             "inserted" => {
                 if matches!(job.state, JobState::Queued) {
@@ -556,6 +558,20 @@ impl JobStore for PgJobStore {
             "capped" => Err(JobStoreError::TooManyInFlight {
                 limit: max_in_flight.unwrap_or(0),
             }),
+            other if other.starts_with("duplicate:") => {
+                let held = sqlx::query("SELECT job FROM spool_jobs WHERE id = $1")
+                    .bind(&other["duplicate:".len()..])
+                    .fetch_optional(&self.db.pool)
+                    .await
+                    .map_err(backend)?;
+                match held.as_ref().map(job_of).transpose()? {
+                    Some(held) => Err(JobStoreError::Duplicate(Box::new(held))),
+                    // Deleted since: the key is free; the caller may submit again.
+                    None => Err(JobStoreError::backend(std::io::Error::other(
+                        "the job holding this idempotency key was deleted meanwhile; submit again",
+                    ))),
+                }
+            }
             other => Err(JobStoreError::backend(std::io::Error::other(format!(
                 "spool_submit answered {other:?}"
             )))),

@@ -1,16 +1,18 @@
 //! The job store on sled, an embedded transactional key-value store.
 //!
-//! Layout, four trees changed together in sled transactions:
+//! Layout, five trees changed together in sled transactions:
 //! - `jobs`: the 16 id bytes → the job as JSON;
 //! - `queue`: `submitted_at (8 bytes, big-endian) ++ id` for each queued job, so claims take
 //!   the oldest first;
 //! - `leases`: `lease expiry (8 bytes, big-endian) ++ id` for each running job, so a claim finds
 //!   a lapsed lease without reading every job;
 //! - `in_flight`: owner → count of that owner's unfinished jobs (8 bytes, big-endian), for the
-//!   per-user cap, checked and changed in the insert's transaction.
+//!   per-user cap, checked and changed in the insert's transaction;
+//! - `keys`: `owner ++ 0 ++ idempotency key` → the id of the newest job holding the key, for
+//!   idempotent submissions, checked in the insert's transaction.
 //!
 //! Invariants:
-//! - The three indexes always agree with `jobs`: every change goes through [`Tx::write`], which
+//! - The four indexes always agree with `jobs`: every change goes through [`Tx::write`], which
 //!   derives every index entry from the job before and after the change.
 //! - Every change is flushed to disk before the call returns.
 //! - sled locks its directory, so one process owns the store. Any job found `Running` when the
@@ -43,6 +45,7 @@ struct Trees {
     queue: sled::Tree,
     leases: sled::Tree,
     in_flight: sled::Tree,
+    keys: sled::Tree,
 }
 
 /// Errors local to this adapter, wrapped as [`JobStoreError::Backend`].
@@ -95,6 +98,7 @@ enum Abort {
     Exists,
     LeaseLost,
     Finished(Box<Job>),
+    Duplicate(Box<Job>),
     TooMany(usize),
     Corrupt(serde_json::Error),
 }
@@ -105,12 +109,23 @@ fn abort<T>(why: Abort) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(why))
 }
 
-/// The four trees inside one transaction.
+/// The five trees inside one transaction.
 struct Tx<'a> {
     jobs: &'a TransactionalTree,
     queue: &'a TransactionalTree,
     leases: &'a TransactionalTree,
     in_flight: &'a TransactionalTree,
+    keys: &'a TransactionalTree,
+}
+
+/// The `keys` entry of a job with an idempotency key.
+fn idempotency_key(job: &Job) -> Option<Vec<u8>> {
+    let key = &job.idempotency.as_ref()?.key;
+    let mut bytes = Vec::with_capacity(job.owner.len() + 1 + key.len());
+    bytes.extend_from_slice(job.owner.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(key.as_bytes());
+    Some(bytes)
 }
 
 impl Tx<'_> {
@@ -158,6 +173,12 @@ impl Tx<'_> {
             if !old.is_finished() {
                 self.add_in_flight(&old.owner, -1)?;
             }
+            // The entry goes only if it still names this job (a later one may hold the key).
+            if let Some(key) = idempotency_key(old)
+                && self.keys.get(&key)?.as_deref() == Some(&old.id.as_bytes()[..])
+            {
+                self.keys.remove(key)?;
+            }
         }
         match after {
             Some(new) => {
@@ -173,6 +194,9 @@ impl Tx<'_> {
                 }
                 if !new.is_finished() {
                     self.add_in_flight(&new.owner, 1)?;
+                }
+                if let Some(key) = idempotency_key(new) {
+                    self.keys.insert(key, &new.id.as_bytes()[..])?;
                 }
             }
             None => {
@@ -192,6 +216,7 @@ fn map_tx<T>(id: QueryId, r: Result<T, TransactionError<Abort>>) -> Result<T, Jo
         Err(TransactionError::Abort(Abort::Exists)) => Err(JobStoreError::AlreadyExists(id)),
         Err(TransactionError::Abort(Abort::LeaseLost)) => Err(JobStoreError::LeaseLost(id)),
         Err(TransactionError::Abort(Abort::Finished(job))) => Err(JobStoreError::Finished(job)),
+        Err(TransactionError::Abort(Abort::Duplicate(job))) => Err(JobStoreError::Duplicate(job)),
         Err(TransactionError::Abort(Abort::TooMany(limit))) => {
             Err(JobStoreError::TooManyInFlight { limit })
         }
@@ -201,22 +226,28 @@ fn map_tx<T>(id: QueryId, r: Result<T, TransactionError<Abort>>) -> Result<T, Jo
 }
 
 impl Trees {
-    /// Runs `op` in one transaction over the four trees.
+    /// Runs `op` in one transaction over the five trees.
     fn transact<T>(
         &self,
         id: QueryId,
         op: impl Fn(&Tx<'_>) -> TxResult<T>,
     ) -> Result<T, JobStoreError> {
-        let r = (&self.jobs, &self.queue, &self.leases, &self.in_flight).transaction(
-            |(jobs, queue, leases, in_flight)| {
+        let r = (
+            &self.jobs,
+            &self.queue,
+            &self.leases,
+            &self.in_flight,
+            &self.keys,
+        )
+            .transaction(|(jobs, queue, leases, in_flight, keys)| {
                 op(&Tx {
                     jobs,
                     queue,
                     leases,
                     in_flight,
+                    keys,
                 })
-            },
-        );
+            });
         map_tx(id, r)
     }
 
@@ -256,6 +287,7 @@ impl SledJobStore {
             queue: tree("queue")?,
             leases: tree("leases")?,
             in_flight: tree("in_flight")?,
+            keys: tree("keys")?,
             db,
         };
         let store = Self {
@@ -286,7 +318,7 @@ impl SledJobStore {
             }
             jobs.push(job);
         }
-        for index in [&t.queue, &t.leases, &t.in_flight] {
+        for index in [&t.queue, &t.leases, &t.in_flight, &t.keys] {
             index.clear().map_err(backend)?;
         }
         let mut counts: HashMap<&str, u64> = HashMap::new();
@@ -303,6 +335,21 @@ impl SledJobStore {
             if !job.is_finished() {
                 *counts.entry(job.owner.as_str()).or_insert(0) += 1;
             }
+        }
+        // Each key names its newest holder.
+        let mut holders: HashMap<Vec<u8>, &Job> = HashMap::new();
+        for job in &jobs {
+            if let Some(key) = idempotency_key(job) {
+                let newest = holders.entry(key).or_insert(job);
+                if (job.submitted_at, job.id) > (newest.submitted_at, newest.id) {
+                    *newest = job;
+                }
+            }
+        }
+        for (key, job) in holders {
+            t.keys
+                .insert(key, &job.id.as_bytes()[..])
+                .map_err(backend)?;
         }
         for (owner, n) in counts {
             t.in_flight
@@ -353,6 +400,13 @@ impl JobStore for SledJobStore {
             t.transact(job.id, |tx| {
                 if tx.get(job.id)?.is_some() {
                     return abort(Abort::Exists);
+                }
+                if let (Some(entry), Some(given)) = (idempotency_key(&job), &job.idempotency)
+                    && let Some(id) = tx.keys.get(&entry)?
+                    && let Some(held) = id_from(&id).map(|id| tx.get(id)).transpose()?.flatten()
+                    && held.holds_key(&given.key, job.submitted_at)
+                {
+                    return abort(Abort::Duplicate(Box::new(held)));
                 }
                 if let Some(limit) = max_in_flight
                     && tx.in_flight_of(&job.owner)? >= limit as u64
