@@ -42,6 +42,8 @@ pub struct Sweep {
     pub expired: usize,
     /// Result files whose query record was gone (left by a crash mid-delete).
     pub orphans: usize,
+    /// Tombstones of expired queries forgotten (kept one more retention period).
+    pub tombstones: usize,
 }
 
 fn check_project(job: &Job, project: Option<&ProjectName>) -> Result<(), ServiceError> {
@@ -310,17 +312,36 @@ impl Spool {
         let mut sweep = Sweep::default();
         if let Some(keep) = self.inner.config.result_retention {
             let keep = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+            let now = ports.clock.now();
             let filter = JobFilter {
-                finished_before: Some(ports.clock.now().plus_millis(-keep)),
+                finished_before: Some(now.plus_millis(-keep)),
                 ..JobFilter::default()
             };
-            sweep.expired = self.remove_where(&filter).await?;
+            // Each expired query leaves a tombstone for another retention period, so that its
+            // owner hears "expired", not "not found".
+            for job in ports.jobs.list(&filter).await? {
+                if let Some(gone) = ports
+                    .jobs
+                    .expire(job.id, now, now.plus_millis(keep))
+                    .await?
+                {
+                    self.inner.waiters.wake(gone.id);
+                    if let (JobState::Succeeded { .. }, Some(key)) =
+                        (&gone.state, gone.result_key())
+                    {
+                        ports.results.delete(key).await?;
+                    }
+                    sweep.expired += 1;
+                }
+            }
+            sweep.tombstones = ports.jobs.forget_tombstones(now).await?;
         }
         sweep.orphans = self.remove_orphans().await?;
         if sweep != Sweep::default() {
             info!(
                 expired = sweep.expired,
                 orphans = sweep.orphans,
+                tombstones = sweep.tombstones,
                 "retention sweep"
             );
         }

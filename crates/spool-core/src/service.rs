@@ -121,6 +121,9 @@ pub struct QueryStatus {
     pub info: String,
     /// The rest of what a client sees; `None` for a query that is missing.
     pub detail: Option<crate::StatusDetail>,
+    /// For a MISSING query that retention removed (told to its owner and admins while its
+    /// tombstone is kept): when it expired.
+    pub expired_at: Option<spool_domain::Timestamp>,
 }
 
 /// The application service. Cheap to clone; clones share everything.
@@ -249,11 +252,29 @@ impl Spool {
     /// Returns the status of a query. An unknown id, or one `who` may not see, is `MISSING`.
     pub async fn status(&self, who: &Principal, id: QueryId) -> Result<QueryStatus, ServiceError> {
         let Some(job) = self.visible_job(who, id).await? else {
+            let tombstone = self
+                .inner
+                .ports
+                .jobs
+                .tombstone(id)
+                .await?
+                .filter(|t| who.can_see(&t.owner));
+            let (info, expired_at) = match tombstone {
+                Some(t) => (
+                    format!(
+                        "query expired under the retention period at {}; its result is deleted",
+                        t.expired_at.to_rfc3339()
+                    ),
+                    Some(t.expired_at),
+                ),
+                None => ("query not found".to_owned(), None),
+            };
             return Ok(QueryStatus {
                 id,
                 status: PublicStatus::Missing,
-                info: "query not found".to_owned(),
+                info,
                 detail: None,
+                expired_at,
             });
         };
         let (status, info) = job.public_status();
@@ -263,6 +284,7 @@ impl Spool {
             status,
             info,
             detail,
+            expired_at: None,
         })
     }
 

@@ -548,7 +548,8 @@ async fn the_retention_sweep_removes_expired_queries_and_orphaned_results() {
         h.spool.sweep_expired().await.expect("sweep"),
         spool_core::Sweep {
             expired: 0,
-            orphans: 1
+            orphans: 1,
+            tombstones: 0,
         }
     );
     clock.advance(Duration::from_secs(24 * 3600 + 1));
@@ -556,14 +557,40 @@ async fn the_retention_sweep_removes_expired_queries_and_orphaned_results() {
         h.spool.sweep_expired().await.expect("sweep"),
         spool_core::Sweep {
             expired: 1,
-            orphans: 0
+            orphans: 0,
+            tombstones: 0,
         }
     );
     assert_eq!(h.status(old).await, PublicStatus::Missing);
+    // Its owner hears that it expired, and when; other users hear nothing of it.
+    let expired = h.spool.status(&admin(), old).await.expect("status");
+    assert_eq!(expired.expired_at, Some(clock.now()));
+    assert!(
+        expired
+            .info
+            .starts_with("query expired under the retention period at 19"),
+        "{}",
+        expired.info
+    );
+    let stranger = h.spool.status(&user("eve"), old).await.expect("status");
+    assert_eq!(
+        (stranger.info.as_str(), stranger.expired_at),
+        ("query not found", None)
+    );
     assert_eq!(h.status(young).await, PublicStatus::Successful);
     assert_eq!(
         h.results.list().await.expect("list"),
         vec![ResultKey::new(young, 1)]
+    );
+    // One more retention period and the tombstone is forgotten too (with the young query,
+    // expired by now).
+    clock.advance(Duration::from_secs(7 * 24 * 3600 + 1));
+    let sweep = h.spool.sweep_expired().await.expect("sweep");
+    assert_eq!((sweep.expired, sweep.tombstones), (1, 1));
+    let forgotten = h.spool.status(&admin(), old).await.expect("status");
+    assert_eq!(
+        (forgotten.info.as_str(), forgotten.expired_at),
+        ("query not found", None)
     );
     workers.shutdown().await;
 }
@@ -615,7 +642,8 @@ async fn an_attempt_that_lost_its_lease_never_harms_the_winners_result() {
         h.spool.sweep_expired().await.expect("sweep"),
         spool_core::Sweep {
             expired: 0,
-            orphans: 1
+            orphans: 1,
+            tombstones: 0,
         }
     );
     assert_eq!(

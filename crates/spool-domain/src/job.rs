@@ -176,6 +176,19 @@ pub struct Job {
     pub idempotency: Option<Idempotency>,
 }
 
+/// What is left of a query that retention removed: enough to tell its owner it expired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    /// The query.
+    pub id: QueryId,
+    /// Its owner (only they and admins are told).
+    pub owner: String,
+    /// When retention removed it.
+    pub expired_at: Timestamp,
+    /// When the tombstone itself goes.
+    pub keep_until: Timestamp,
+}
+
 /// How long an idempotency key holds: 24 hours from the first submission.
 pub const IDEMPOTENCY_WINDOW_MILLIS: i64 = 24 * 3600 * 1000;
 

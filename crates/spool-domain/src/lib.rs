@@ -14,7 +14,7 @@ mod user;
 pub use id::{InvalidQueryId, QueryId, ResultKey};
 pub use job::{
     IDEMPOTENCY_WINDOW_MILLIS, Idempotency, Job, JobState, Lease, LeaseToken, PublicStatus,
-    ResultColumn, StopEffect, TransitionError,
+    ResultColumn, StopEffect, Tombstone, TransitionError,
 };
 pub use lifecycle::{FailureCode, Lifecycle, Progress, STOPPED_BY_USER};
 pub use output::{InvalidOutput, OutputFormat, OutputSpec, TextEncoding};

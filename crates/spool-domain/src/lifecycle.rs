@@ -21,6 +21,8 @@ pub enum Lifecycle {
     Failed,
     /// Stopped by a user.
     Cancelled,
+    /// Removed by retention; Kylin's `status` is MISSING.
+    Expired,
 }
 
 /// Rows and bytes a running query has written so far (the final figures once it succeeded).

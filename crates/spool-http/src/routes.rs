@@ -157,6 +157,10 @@ impl Shape {
     /// `error_code` and `retryable`).
     fn status_of(self, s: &QueryStatus) -> Value {
         let mut data = self.status(&s.id.to_string(), s.status, &s.info);
+        if let (Value::Object(map), Some(at)) = (&mut data, s.expired_at) {
+            map.insert("state".into(), Value::from("EXPIRED"));
+            map.insert("expired_at".into(), Value::from(at.as_millis()));
+        }
         let (Value::Object(map), Some(d)) = (&mut data, &s.detail) else {
             return data;
         };

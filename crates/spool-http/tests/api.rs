@@ -784,3 +784,51 @@ async fn a_repeated_idempotency_key_returns_the_first_query_and_a_changed_body_i
     );
     workers.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_expired_query_says_so_to_its_owner() {
+    let ports = Ports {
+        jobs: Arc::new(MemoryJobStore::default()),
+        results: Arc::new(MemoryResultStore::default()),
+        engine: Arc::new(ScriptedEngine),
+        clock: Arc::new(SystemClock),
+        ids: Arc::new(RandomIds),
+    };
+    let mut config = SpoolConfig::with_workers(1);
+    config.result_retention = Some(Duration::from_millis(1));
+    config.retention_sweep_every = Duration::from_secs(3600);
+    let spool = Spool::new(ports, config);
+    let workers = spool.start();
+    let admin = UserRecord {
+        name: "ADMIN".into(),
+        password_hash: hash_password("KYLIN").expect("hash"),
+        role: Role::Admin,
+        projects: Vec::new(),
+    };
+    let app = router(AppState {
+        spool: spool.clone(),
+        auth: Arc::new(Authenticator::new(vec![admin])),
+        limits: HttpLimits::standard(),
+    });
+    let id = submit(&app, "ok:1\n").await;
+    wait_status(&app, &id, "SUCCESSFUL").await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let swept = spool.sweep_expired().await.expect("sweep");
+    assert_eq!(swept.expired, 1);
+    let (_, _, bytes) = get(&app, &format!("/kylin/api/async_query/{id}/status")).await;
+    let v = json_of(&bytes);
+    assert_eq!(
+        (&v["data"]["status"], &v["data"]["state"]),
+        (&json!("MISSING"), &json!("EXPIRED")),
+        "{v}"
+    );
+    assert!(
+        v["data"]["info"]
+            .as_str()
+            .expect("info")
+            .starts_with("query expired under the retention period at 20"),
+        "{v}"
+    );
+    assert!(v["data"]["expired_at"].as_i64().is_some(), "{v}");
+    workers.shutdown().await;
+}

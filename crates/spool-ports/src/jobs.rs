@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use spool_domain::{Job, JobState, Lease, LeaseToken, Progress, ProjectName, QueryId, Timestamp};
+use spool_domain::{
+    Job, JobState, Lease, LeaseToken, Progress, ProjectName, QueryId, Timestamp, Tombstone,
+};
 
 /// What can go wrong in a job store.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +173,21 @@ pub trait JobStore: Send + Sync {
 
     /// Removes a job; returns it, or `None` if it did not exist (deleting is idempotent).
     async fn delete(&self, id: QueryId) -> Result<Option<Job>, JobStoreError>;
+
+    /// Removes a job that retention expired and leaves its [`Tombstone`] (until `keep_until`)
+    /// in the same step; returns the job, or `None` if it did not exist (then no tombstone).
+    async fn expire(
+        &self,
+        id: QueryId,
+        at: Timestamp,
+        keep_until: Timestamp,
+    ) -> Result<Option<Job>, JobStoreError>;
+
+    /// The tombstone of an expired job, if it is still kept.
+    async fn tombstone(&self, id: QueryId) -> Result<Option<Tombstone>, JobStoreError>;
+
+    /// Forgets tombstones kept until before `now`; returns how many.
+    async fn forget_tombstones(&self, now: Timestamp) -> Result<usize, JobStoreError>;
 
     /// Returns the jobs `filter` selects, oldest submission first. The store evaluates the
     /// filter itself; it does not hand every job to the caller.

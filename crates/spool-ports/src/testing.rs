@@ -13,7 +13,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use spool_domain::{
     Job, JobState, Lease, LeaseToken, Progress, ProjectName, QueryId, QueryRequest, ResultKey,
-    StopEffect, Timestamp,
+    StopEffect, Timestamp, Tombstone,
 };
 
 use crate::{
@@ -118,6 +118,7 @@ impl QueryEngine for ScriptedEngine {
 #[derive(Debug, Default, Clone)]
 pub struct MemoryJobStore {
     jobs: Arc<Mutex<BTreeMap<QueryId, Job>>>,
+    tombstones: Arc<Mutex<HashMap<QueryId, Tombstone>>>,
     events: EventHub,
 }
 
@@ -255,6 +256,50 @@ impl JobStore for MemoryJobStore {
                 Stopped::Requested(job)
             }
         })
+    }
+
+    async fn expire(
+        &self,
+        id: QueryId,
+        at: Timestamp,
+        keep_until: Timestamp,
+    ) -> Result<Option<Job>, JobStoreError> {
+        let mut jobs = self.jobs();
+        let mut tombstones = self
+            .tombstones
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let gone = jobs.remove(&id);
+        if let Some(job) = &gone {
+            tombstones.insert(
+                id,
+                Tombstone {
+                    id,
+                    owner: job.owner.clone(),
+                    expired_at: at,
+                    keep_until,
+                },
+            );
+        }
+        Ok(gone)
+    }
+
+    async fn tombstone(&self, id: QueryId) -> Result<Option<Tombstone>, JobStoreError> {
+        let tombstones = self
+            .tombstones
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(tombstones.get(&id).cloned())
+    }
+
+    async fn forget_tombstones(&self, now: Timestamp) -> Result<usize, JobStoreError> {
+        let mut tombstones = self
+            .tombstones
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let before = tombstones.len();
+        tombstones.retain(|_, t| t.keep_until >= now);
+        Ok(before - tombstones.len())
     }
 
     async fn delete(&self, id: QueryId) -> Result<Option<Job>, JobStoreError> {
@@ -785,6 +830,54 @@ pub async fn job_store_contract(store: &dyn JobStore, other: &dyn JobStore) {
         claimed.as_ref().is_none_or(|j| j.id != queued.id),
         "a deleted job is never claimed"
     );
+
+    // Expiry leaves a tombstone, seen by every view, until it is forgotten.
+    let aged = sample_job(4_000);
+    store.insert(&aged, None).await.expect("insert");
+    let (at, until) = (
+        Timestamp::from_millis(50_000),
+        Timestamp::from_millis(90_000),
+    );
+    assert_eq!(
+        store
+            .expire(aged.id, at, until)
+            .await
+            .expect("expire")
+            .map(|j| j.id),
+        Some(aged.id)
+    );
+    assert_eq!(other.get(aged.id).await.expect("get"), None);
+    assert_eq!(
+        other.tombstone(aged.id).await.expect("tombstone"),
+        Some(Tombstone {
+            id: aged.id,
+            owner: aged.owner.clone(),
+            expired_at: at,
+            keep_until: until,
+        })
+    );
+    let never = QueryId::new_random();
+    assert_eq!(store.expire(never, at, until).await.expect("expire"), None);
+    assert_eq!(
+        store.tombstone(never).await.expect("tombstone"),
+        None,
+        "no job, no tombstone"
+    );
+    assert_eq!(
+        other
+            .forget_tombstones(Timestamp::from_millis(89_999))
+            .await
+            .expect("forget"),
+        0
+    );
+    assert_eq!(
+        other
+            .forget_tombstones(Timestamp::from_millis(90_001))
+            .await
+            .expect("forget"),
+        1
+    );
+    assert_eq!(store.tombstone(aged.id).await.expect("tombstone"), None);
 
     // Idempotency keys: one job per owner and key within the window, whichever view asks;
     // checked before the cap.

@@ -32,7 +32,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use spool_domain::{
-    Job, JobState, Lease, LeaseToken, Progress, QueryId, StopEffect, Timestamp, UserRecord,
+    Job, JobState, Lease, LeaseToken, Progress, QueryId, StopEffect, Timestamp, Tombstone,
+    UserRecord,
 };
 use spool_ports::{
     EventHub, JobEvent, JobFilter, JobStore, JobStoreError, Renewal, Stopped, UserStore,
@@ -52,6 +53,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         4,
         "project_case",
         include_str!("../migrations/0004_project_case.sql"),
+    ),
+    (
+        5,
+        "tombstones",
+        include_str!("../migrations/0005_tombstones.sql"),
     ),
 ];
 
@@ -731,6 +737,61 @@ impl JobStore for PgJobStore {
         .and_then(|row| row.try_get(0))
         .map_err(backend)?;
         Ok(u64::try_from(ahead).unwrap_or(0))
+    }
+
+    async fn expire(
+        &self,
+        id: QueryId,
+        at: Timestamp,
+        keep_until: Timestamp,
+    ) -> Result<Option<Job>, JobStoreError> {
+        // One statement: the row goes, its tombstone comes and the delete is announced, or
+        // none of it.
+        let row = sqlx::query(
+            "WITH gone AS (DELETE FROM spool_jobs WHERE id = $1 RETURNING job, owner),
+                  kept AS (INSERT INTO spool_tombstones (id, owner, expired_at, keep_until)
+                           SELECT $1, owner, $3, $4 FROM gone
+                           ON CONFLICT (id) DO UPDATE
+                              SET expired_at = excluded.expired_at,
+                                  keep_until = excluded.keep_until)
+             SELECT job, pg_notify($2, 'deleted:' || $1) FROM gone",
+        )
+        .bind(id.to_string())
+        .bind(JOBS_CHANNEL)
+        .bind(at.as_millis())
+        .bind(keep_until.as_millis())
+        .fetch_optional(&self.db.pool)
+        .await
+        .map_err(backend)?;
+        self.db.finished.forget(id);
+        row.as_ref().map(job_of).transpose()
+    }
+
+    async fn tombstone(&self, id: QueryId) -> Result<Option<Tombstone>, JobStoreError> {
+        let row =
+            sqlx::query("SELECT owner, expired_at, keep_until FROM spool_tombstones WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&self.db.pool)
+                .await
+                .map_err(backend)?;
+        row.map(|row| {
+            Ok(Tombstone {
+                id,
+                owner: row.try_get("owner").map_err(backend)?,
+                expired_at: Timestamp::from_millis(row.try_get("expired_at").map_err(backend)?),
+                keep_until: Timestamp::from_millis(row.try_get("keep_until").map_err(backend)?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn forget_tombstones(&self, now: Timestamp) -> Result<usize, JobStoreError> {
+        let done = sqlx::query("DELETE FROM spool_tombstones WHERE keep_until < $1")
+            .bind(now.as_millis())
+            .execute(&self.db.pool)
+            .await
+            .map_err(backend)?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
     }
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobStoreError> {

@@ -1,6 +1,6 @@
 //! The job store on sled, an embedded transactional key-value store.
 //!
-//! Layout, five trees changed together in sled transactions:
+//! Layout, six trees changed together in sled transactions:
 //! - `jobs`: the 16 id bytes → the job as JSON;
 //! - `queue`: `submitted_at (8 bytes, big-endian) ++ id` for each queued job, so claims take
 //!   the oldest first;
@@ -9,7 +9,9 @@
 //! - `in_flight`: owner → count of that owner's unfinished jobs (8 bytes, big-endian), for the
 //!   per-user cap, checked and changed in the insert's transaction;
 //! - `keys`: `owner ++ 0 ++ idempotency key` → the id of the newest job holding the key, for
-//!   idempotent submissions, checked in the insert's transaction.
+//!   idempotent submissions, checked in the insert's transaction;
+//! - `tombstones`: the 16 id bytes → the [`Tombstone`] of a job retention expired (as JSON),
+//!   written in the expiring transaction.
 //!
 //! Invariants:
 //! - The four indexes always agree with `jobs`: every change goes through [`Tx::write`], which
@@ -28,7 +30,9 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use spool_domain::{Job, JobState, Lease, LeaseToken, Progress, QueryId, StopEffect, Timestamp};
+use spool_domain::{
+    Job, JobState, Lease, LeaseToken, Progress, QueryId, StopEffect, Timestamp, Tombstone,
+};
 use spool_ports::{EventHub, JobEvent, JobFilter, JobStore, JobStoreError, Renewal, Stopped};
 use tracing::info;
 
@@ -46,6 +50,7 @@ struct Trees {
     leases: sled::Tree,
     in_flight: sled::Tree,
     keys: sled::Tree,
+    tombstones: sled::Tree,
 }
 
 /// Errors local to this adapter, wrapped as [`JobStoreError::Backend`].
@@ -109,13 +114,14 @@ fn abort<T>(why: Abort) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(why))
 }
 
-/// The five trees inside one transaction.
+/// The six trees inside one transaction.
 struct Tx<'a> {
     jobs: &'a TransactionalTree,
     queue: &'a TransactionalTree,
     leases: &'a TransactionalTree,
     in_flight: &'a TransactionalTree,
     keys: &'a TransactionalTree,
+    tombstones: &'a TransactionalTree,
 }
 
 /// The `keys` entry of a job with an idempotency key.
@@ -226,7 +232,7 @@ fn map_tx<T>(id: QueryId, r: Result<T, TransactionError<Abort>>) -> Result<T, Jo
 }
 
 impl Trees {
-    /// Runs `op` in one transaction over the five trees.
+    /// Runs `op` in one transaction over the six trees.
     fn transact<T>(
         &self,
         id: QueryId,
@@ -238,14 +244,16 @@ impl Trees {
             &self.leases,
             &self.in_flight,
             &self.keys,
+            &self.tombstones,
         )
-            .transaction(|(jobs, queue, leases, in_flight, keys)| {
+            .transaction(|(jobs, queue, leases, in_flight, keys, tombstones)| {
                 op(&Tx {
                     jobs,
                     queue,
                     leases,
                     in_flight,
                     keys,
+                    tombstones,
                 })
             });
         map_tx(id, r)
@@ -288,6 +296,7 @@ impl SledJobStore {
             leases: tree("leases")?,
             in_flight: tree("in_flight")?,
             keys: tree("keys")?,
+            tombstones: tree("tombstones")?,
             db,
         };
         let store = Self {
@@ -584,6 +593,60 @@ impl JobStore for SledJobStore {
         })
         .await
         .map_err(JobStoreError::backend)?
+    }
+
+    async fn expire(
+        &self,
+        id: QueryId,
+        at: Timestamp,
+        keep_until: Timestamp,
+    ) -> Result<Option<Job>, JobStoreError> {
+        self.blocking(move |t| {
+            let gone = t.transact(id, |tx| {
+                let Some(before) = tx.get(id)? else {
+                    return Ok(None);
+                };
+                tx.write(Some(&before), None)?;
+                let tombstone = Tombstone {
+                    id,
+                    owner: before.owner.clone(),
+                    expired_at: at,
+                    keep_until,
+                };
+                let bytes = serde_json::to_vec(&tombstone)
+                    .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e)))?;
+                tx.tombstones.insert(&id.as_bytes()[..], bytes)?;
+                Ok(Some(before))
+            })?;
+            Ok((gone, None))
+        })
+        .await
+    }
+
+    async fn tombstone(&self, id: QueryId) -> Result<Option<Tombstone>, JobStoreError> {
+        self.read(
+            move |t| match t.tombstones.get(id.as_bytes()).map_err(backend)? {
+                Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(backend)?)),
+                None => Ok(None),
+            },
+        )
+        .await
+    }
+
+    async fn forget_tombstones(&self, now: Timestamp) -> Result<usize, JobStoreError> {
+        self.blocking(move |t| {
+            let mut forgotten = 0;
+            for entry in t.tombstones.iter() {
+                let (key, bytes) = entry.map_err(backend)?;
+                let tombstone: Tombstone = serde_json::from_slice(&bytes).map_err(backend)?;
+                if tombstone.keep_until < now {
+                    t.tombstones.remove(key).map_err(backend)?;
+                    forgotten += 1;
+                }
+            }
+            Ok((forgotten, None))
+        })
+        .await
     }
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobStoreError> {
