@@ -85,6 +85,7 @@ fn the_seeds_four_curl_flows_work_verbatim() {
         "elapsed_ms",
         "expires_at",
         "attempt",
+        "sha256",
     ];
     for field in data.keys() {
         assert!(
