@@ -323,3 +323,56 @@ fn idempotent_submits_store_one_query_and_a_changed_body_is_refused() {
         "a deleted query frees its key: {fresh}"
     );
 }
+
+#[test]
+fn downloads_are_compressed_on_the_fly_unless_ranged() {
+    use std::io::Read as _;
+    let server = Server::start(CONFIG);
+    let id = server.submit(
+        "select * from p_lineorder order by lo_orderkey, lo_linenumber",
+        "ssb",
+    );
+    assert_eq!(server.wait(&id)["data"]["status"], "SUCCESSFUL");
+    let plain = server.result(&id);
+    let path = format!("/kylin/api/async_query/{id}/result");
+    for (coding, accept) in [("gzip", "gzip, deflate"), ("zstd", "zstd, gzip;q=0.5")] {
+        let res = server.http_get(&path, &[("Accept-Encoding", accept)]);
+        assert_eq!(res.status().as_u16(), 200);
+        assert_eq!(res.headers()["content-encoding"], coding);
+        assert!(res.headers().get("content-length").is_none());
+        assert!(
+            res.headers().get("repr-digest").is_none(),
+            "the digest is of the stored file"
+        );
+        let packed = res.bytes().expect("body").to_vec();
+        assert!(
+            packed.len() < plain.len() * 3 / 4,
+            "{coding}: {} of {}",
+            packed.len(),
+            plain.len()
+        );
+        let mut unpacked = Vec::new();
+        match coding {
+            "gzip" => flate2::read::GzDecoder::new(&packed[..])
+                .read_to_end(&mut unpacked)
+                .expect("gunzip"),
+            _ => zstd::stream::read::Decoder::new(&packed[..])
+                .expect("zstd")
+                .read_to_end(&mut unpacked)
+                .expect("unzstd"),
+        };
+        assert!(unpacked == plain, "{coding} decompresses to the file");
+    }
+    // A ranged request gets identity bytes of the stored file.
+    let res = server.http_get(
+        &path,
+        &[("Accept-Encoding", "gzip"), ("Range", "bytes=10-19")],
+    );
+    assert_eq!(res.status().as_u16(), 206);
+    assert!(res.headers().get("content-encoding").is_none());
+    assert_eq!(res.bytes().expect("body").to_vec(), plain[10..20].to_vec());
+    // No Accept-Encoding, or only identity: the file as stored.
+    let res = server.http_get(&path, &[("Accept-Encoding", "identity")]);
+    assert!(res.headers().get("content-encoding").is_none());
+    assert_eq!(res.bytes().expect("body").to_vec(), plain);
+}

@@ -1,5 +1,6 @@
 //! Serving a result file: content type and RFC 6266 file name from the query's output options,
-//! an `ETag`, conditional requests, and single byte ranges so a broken download resumes.
+//! an `ETag`, conditional requests, single byte ranges so a broken download resumes, and
+//! `gzip` or `zstd` content coding on the fly for whole-file downloads that accept it.
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -117,19 +118,161 @@ fn header_value(text: &str) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(text).map_err(|e| ApiError::Internal(Box::new(e)))
 }
 
+/// A content coding applied on the fly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coding {
+    Gzip,
+    Zstd,
+}
+
+impl Coding {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Gzip => "gzip",
+            Self::Zstd => "zstd",
+        }
+    }
+}
+
+/// The coding to apply for `Accept-Encoding`: zstd, else gzip, when acceptable (q > 0); none
+/// for identity or anything else.
+fn chosen_coding(headers: &HeaderMap) -> Option<Coding> {
+    let mut gzip = false;
+    let mut zstd = false;
+    for value in headers.get_all(header::ACCEPT_ENCODING) {
+        let Ok(text) = value.to_str() else { continue };
+        for item in text.split(',') {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            if refused {
+                continue;
+            }
+            match name.as_str() {
+                "gzip" | "x-gzip" => gzip = true,
+                "zstd" => zstd = true,
+                _ => {}
+            }
+        }
+    }
+    if zstd {
+        Some(Coding::Zstd)
+    } else if gzip {
+        Some(Coding::Gzip)
+    } else {
+        None
+    }
+}
+
+/// Compresses `body` with `coding` on a blocking thread as it streams: two chunks in flight on
+/// each side, so memory stays bounded whatever the file's size.
+fn compressed(
+    coding: Coding,
+    mut body: futures::stream::BoxStream<'static, std::io::Result<axum::body::Bytes>>,
+) -> Body {
+    use futures::StreamExt;
+    use std::io::Write;
+    let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<axum::body::Bytes>(2);
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(2);
+    let failed = out_tx.clone();
+    tokio::spawn(async move {
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    if in_tx.send(chunk).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = failed.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+    });
+    tokio::task::spawn_blocking(move || {
+        /// Takes what the encoder wrote so far.
+        fn drain(buf: &mut Vec<u8>) -> Option<axum::body::Bytes> {
+            (!buf.is_empty()).then(|| axum::body::Bytes::from(std::mem::take(buf)))
+        }
+        let result = (|| -> std::io::Result<()> {
+            match coding {
+                Coding::Gzip => {
+                    let mut enc =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    while let Some(chunk) = in_rx.blocking_recv() {
+                        enc.write_all(&chunk)?;
+                        if let Some(out) = drain(enc.get_mut()) {
+                            if out_tx.blocking_send(Ok(out)).is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    let mut rest = enc.finish()?;
+                    if let Some(out) = drain(&mut rest) {
+                        let _ = out_tx.blocking_send(Ok(out));
+                    }
+                }
+                Coding::Zstd => {
+                    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3)?;
+                    while let Some(chunk) = in_rx.blocking_recv() {
+                        enc.write_all(&chunk)?;
+                        if let Some(out) = drain(enc.get_mut()) {
+                            if out_tx.blocking_send(Ok(out)).is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    let mut rest = enc.finish()?;
+                    if let Some(out) = drain(&mut rest) {
+                        let _ = out_tx.blocking_send(Ok(out));
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = out_tx.blocking_send(Err(e));
+        }
+    });
+    Body::from_stream(futures::stream::poll_fn(move |cx| out_rx.poll_recv(cx)))
+}
+
 /// Answers a download of a successful query's result.
 pub(crate) async fn respond(
     spool: &Spool,
     info: &DownloadInfo,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let tag = etag(info);
+    // A ranged request gets identity bytes: ranges count bytes of the file as stored.
+    let coding = if headers.contains_key(header::RANGE) {
+        None
+    } else {
+        chosen_coding(headers)
+    };
+    let tag = match coding {
+        // A strong validator names one encoding of the file.
+        Some(c) => format!("{}-{}\"", etag(info).trim_end_matches('"'), c.name()),
+        None => etag(info),
+    };
     let len = info.bytes;
     let output = &info.job.request.output;
     let mut response = Response::new(Body::empty());
     let out = response.headers_mut();
     out.insert(header::ETAG, header_value(&tag)?);
-    if let Some(digest) = info.sha256.as_deref().and_then(repr_digest) {
+    out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    // The digest is of the file as stored; a coded answer is another representation.
+    if let Some(digest) = info
+        .sha256
+        .as_deref()
+        .and_then(repr_digest)
+        .filter(|_| coding.is_none())
+    {
         // RFC 9530: the digest of the whole file, on every answer, ranged ones included.
         out.insert("repr-digest", header_value(&digest)?);
     }
@@ -155,6 +298,14 @@ pub(crate) async fn respond(
     };
     let stored = spool.open_result_range(info, range).await?;
     *response.status_mut() = status;
+    if let Some(coding) = coding {
+        response.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(coding.name()),
+        );
+        *response.body_mut() = compressed(coding, stored.body);
+        return Ok(response);
+    }
     response
         .headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(stored.len));
@@ -187,6 +338,24 @@ mod tests {
             Some("sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:")
         );
         assert_eq!(repr_digest("zz"), None);
+    }
+
+    #[test]
+    fn accept_encoding_picks_zstd_then_gzip_and_honours_q_zero() {
+        let pick = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_str(value).expect("ascii"),
+            );
+            chosen_coding(&headers)
+        };
+        assert_eq!(pick("gzip, deflate, br"), Some(Coding::Gzip));
+        assert_eq!(pick("gzip, zstd"), Some(Coding::Zstd));
+        assert_eq!(pick("zstd;q=0, gzip;q=0.5"), Some(Coding::Gzip));
+        assert_eq!(pick("identity"), None);
+        assert_eq!(pick("gzip;q=0"), None);
+        assert_eq!(chosen_coding(&HeaderMap::new()), None);
     }
 
     #[test]
