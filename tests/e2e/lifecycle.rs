@@ -376,3 +376,50 @@ fn downloads_are_compressed_on_the_fly_unless_ranged() {
     assert!(res.headers().get("content-encoding").is_none());
     assert_eq!(res.bytes().expect("body").to_vec(), plain);
 }
+
+#[test]
+fn older_than_is_read_in_the_configured_time_zone() {
+    let server = Server::start(&format!("{CONFIG}time_zone = \"Asia/Shanghai\"\n"));
+    let id = server.submit("select count(*) from dates", "ssb");
+    server.wait(&id);
+    let shanghai_now = chrono::Utc::now() + chrono::Duration::hours(8);
+    let at = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d%%20%H:%M:%S").to_string();
+    // A minute ago in Shanghai: the query is newer, so it stays (read as UTC, this would be
+    // eight hours ahead and delete it).
+    let before = at(shanghai_now - chrono::Duration::minutes(1));
+    let (status, v) = server.json(
+        "DELETE",
+        &format!("/kylin/api/async_query?older_than={before}"),
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(server.status(&id)["data"]["status"], "SUCCESSFUL");
+    let after = at(shanghai_now + chrono::Duration::minutes(1));
+    let (status, v) = server.json(
+        "DELETE",
+        &format!("/kylin/api/async_query?older_than={after}"),
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(server.status(&id)["data"]["status"], "MISSING");
+}
+
+#[test]
+fn an_unknown_time_zone_stops_the_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("spool.toml");
+    std::fs::write(&config, "time_zone = \"Mars/Olympus\"\n").expect("config");
+    let out = std::process::Command::new(crate::harness::server_binary())
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Mars/Olympus") && stderr.contains("IANA"),
+        "{stderr}"
+    );
+}

@@ -16,5 +16,5 @@ mod routes;
 
 pub use auth::{Authenticator, hash_password, verify_password};
 pub use error::ApiError;
-pub use routes::{AppState, HttpLimits, router};
+pub use routes::{AppState, HttpLimits, TimeZone, router};
 pub use spool_domain::UserRecord;

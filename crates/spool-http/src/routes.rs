@@ -51,6 +51,57 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Request limits.
     pub limits: HttpLimits,
+    /// The zone wall-clock times in requests are read in (`older_than`), as Kylin does.
+    pub time_zone: TimeZone,
+}
+
+/// A time zone for reading wall-clock times: the machine's, or one by IANA name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimeZone {
+    /// The machine's zone (`TZ`, else `/etc/localtime`).
+    #[default]
+    Local,
+    /// A zone by name, such as `Asia/Shanghai` or `UTC`.
+    Named(chrono_tz::Tz),
+}
+
+impl TimeZone {
+    /// Reads an IANA zone name; the error says what is accepted.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        name.trim()
+            .parse::<chrono_tz::Tz>()
+            .map(Self::Named)
+            .map_err(|_| {
+                format!(
+                    "time_zone {name:?} is not a time zone name; use an IANA name such as \
+                 \"UTC\", \"Asia/Shanghai\" or \"America/New_York\", or leave it out for the \
+                 machine's zone"
+                )
+            })
+    }
+
+    /// The instant a wall-clock time names in this zone: the earlier of two in a repeated
+    /// hour, `None` in a skipped one.
+    fn instant(self, local: chrono::NaiveDateTime) -> Option<i64> {
+        use chrono::TimeZone as _;
+        match self {
+            Self::Local => chrono::Local
+                .from_local_datetime(&local)
+                .earliest()
+                .map(|t| t.timestamp_millis()),
+            Self::Named(tz) => tz
+                .from_local_datetime(&local)
+                .earliest()
+                .map(|t| t.timestamp_millis()),
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Self::Local => "the server's time zone".to_owned(),
+            Self::Named(tz) => format!("time zone {}", tz.name()),
+        }
+    }
 }
 
 /// Builds the service: Kylin's async query API under `/kylin/api`, plus `/healthz`.
@@ -727,14 +778,23 @@ async fn stop(
 /// The format of `older_than`, as Kylin documents it.
 const OLDER_THAN_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
-/// Parses `older_than` (`yyyy-MM-dd HH:mm:ss`, UTC).
-fn parse_older_than(text: &str) -> Result<Timestamp, ApiError> {
-    chrono::NaiveDateTime::parse_from_str(text.trim(), OLDER_THAN_FORMAT)
-        .map(|t| Timestamp::from_millis(t.and_utc().timestamp_millis()))
-        .map_err(|_| {
+/// Parses `older_than` (`yyyy-MM-dd HH:mm:ss`) as a wall-clock time in `zone`, as Kylin reads
+/// it in the server's zone.
+fn parse_older_than(text: &str, zone: TimeZone) -> Result<Timestamp, ApiError> {
+    let local = chrono::NaiveDateTime::parse_from_str(text.trim(), OLDER_THAN_FORMAT).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "older_than must be a time as yyyy-MM-dd HH:mm:ss ({}), for example 2024-01-31 23:59:59; got {:?}",
+            zone.describe(),
+            text.chars().take(40).collect::<String>()
+        ))
+    })?;
+    zone.instant(local)
+        .map(Timestamp::from_millis)
+        .ok_or_else(|| {
             ApiError::BadRequest(format!(
-                "older_than must be a time as yyyy-MM-dd HH:mm:ss (UTC), for example 2024-01-31 23:59:59; got {:?}",
-                text.chars().take(40).collect::<String>()
+                "older_than {:?} does not exist in {} (the clocks skip it)",
+                text.trim(),
+                zone.describe()
             ))
         })
 }
@@ -749,7 +809,7 @@ async fn delete_many(
     let project = params.project()?;
     let older_than = params
         .get("older_than")?
-        .map(|text| parse_older_than(&text))
+        .map(|text| parse_older_than(&text, state.time_zone))
         .transpose()?;
     if project.is_none() && older_than.is_none() {
         state.spool.clean_all(&who).await?;
@@ -768,12 +828,30 @@ mod tests {
 
     #[test]
     fn older_than_reads_kylins_format_and_explains_it_otherwise() {
+        let utc = TimeZone::parse("UTC").expect("a zone");
         assert_eq!(
-            parse_older_than("1970-01-01 00:00:01").expect("valid"),
+            parse_older_than("1970-01-01 00:00:01", utc).expect("valid"),
             Timestamp::from_millis(1000)
         );
-        let e = parse_older_than("2024-01-31").expect_err("no time");
+        let e = parse_older_than("2024-01-31", utc).expect_err("no time");
         assert!(e.to_string().contains("yyyy-MM-dd HH:mm:ss"), "{e}");
+        // In the configured zone, as Kylin reads it: 08:00 in Shanghai is midnight UTC.
+        let shanghai = TimeZone::parse("Asia/Shanghai").expect("a zone");
+        assert_eq!(
+            parse_older_than("1970-01-01 08:00:00", shanghai).expect("valid"),
+            Timestamp::EPOCH
+        );
+        // A time the clocks skip is refused; a repeated one is its first instance.
+        let new_york = TimeZone::parse("America/New_York").expect("a zone");
+        let e = parse_older_than("2024-03-10 02:30:00", new_york).expect_err("skipped");
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let repeated = parse_older_than("2024-11-03 01:30:00", new_york).expect("valid");
+        assert_eq!(
+            repeated.as_millis(),
+            1_730_611_800_000,
+            "01:30 EDT, the first"
+        );
+        assert!(TimeZone::parse("Mars/Olympus").is_err());
     }
 
     #[test]

@@ -9,7 +9,9 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use spool_core::{Ports, Spool, SpoolConfig};
 use spool_domain::Role;
-use spool_http::{AppState, Authenticator, HttpLimits, UserRecord, hash_password, router};
+use spool_http::{
+    AppState, Authenticator, HttpLimits, TimeZone, UserRecord, hash_password, router,
+};
 use spool_ports::testing::{MemoryJobStore, MemoryResultStore, ScriptedEngine};
 use spool_ports::{RandomIds, SystemClock};
 use tower::ServiceExt;
@@ -44,6 +46,7 @@ fn app() -> (axum::Router, spool_core::Workers) {
         limits: HttpLimits {
             max_body_bytes: 4096,
         },
+        time_zone: TimeZone::default(),
     };
     (router(state), workers)
 }
@@ -809,6 +812,7 @@ async fn an_expired_query_says_so_to_its_owner() {
         spool: spool.clone(),
         auth: Arc::new(Authenticator::new(vec![admin])),
         limits: HttpLimits::standard(),
+        time_zone: TimeZone::default(),
     });
     let id = submit(&app, "ok:1\n").await;
     wait_status(&app, &id, "SUCCESSFUL").await;

@@ -110,6 +110,10 @@ pub struct Cli {
     /// job-store write per running query) [default: 1]
     #[arg(long, env = "SPOOL_PROGRESS_SECS")]
     pub progress_secs: Option<u64>,
+    /// The IANA time zone wall-clock times in requests (`older_than`) are read in, such as
+    /// `Asia/Shanghai` [default: the machine's]
+    #[arg(long, env = "SPOOL_TIME_ZONE")]
+    pub time_zone: Option<String>,
     /// Manage users instead of serving
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -209,6 +213,8 @@ pub struct FileConfig {
     pub lease_secs: Option<u64>,
     /// Seconds between two records of a running query's progress.
     pub progress_secs: Option<u64>,
+    /// The IANA time zone `older_than` is read in.
+    pub time_zone: Option<String>,
 }
 
 /// The settings the server runs with.
@@ -248,6 +254,8 @@ pub struct Settings {
     pub lease: std::time::Duration,
     /// How often a running query's progress is recorded.
     pub progress: std::time::Duration,
+    /// The zone `older_than` is read in.
+    pub time_zone: spool_http::TimeZone,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -311,6 +319,10 @@ impl Settings {
             result_store,
             lease: std::time::Duration::from_secs(lease_secs),
             progress: std::time::Duration::from_secs(progress_secs),
+            time_zone: match cli.time_zone.as_deref().or(file.time_zone.as_deref()) {
+                None => spool_http::TimeZone::Local,
+                Some(name) => spool_http::TimeZone::parse(name).map_err(anyhow::Error::msg)?,
+            },
             bind: cli
                 .bind
                 .or(file.bind)

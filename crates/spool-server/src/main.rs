@@ -316,6 +316,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         limits: HttpLimits {
             max_body_bytes: settings.max_body_bytes,
         },
+        time_zone: settings.time_zone,
     };
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
