@@ -423,3 +423,85 @@ fn an_unknown_time_zone_stops_the_start_with_a_clear_message() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_identical_query_reuses_a_result_until_a_table_file_changes() {
+    let server = Server::start(CONFIG);
+    let sql = "select d_year, count(*) from dates group by d_year order by d_year";
+    let body = json!({"sql": sql, "project": "ssb", "reuse_max_age": 3600, "wait_timeout": 30});
+    let first = submit_body(&server, &body);
+    assert_eq!(
+        (&first["data"]["status"], &first["data"]["cache_hit"]),
+        (&json!("SUCCESSFUL"), &json!(false)),
+        "nothing to reuse yet: {first}"
+    );
+    let first_id = first["data"]["queryID"].as_str().expect("id").to_owned();
+    let expected = server.result(&first_id);
+
+    // The same query answers at once from a copy of that result, under a new id.
+    let again = submit_body(
+        &server,
+        &json!({"sql": sql, "project": "ssb", "reuse_max_age": "3600"}),
+    );
+    assert_eq!(
+        (&again["data"]["status"], &again["data"]["cache_hit"]),
+        (&json!("SUCCESSFUL"), &json!(true)),
+        "{again}"
+    );
+    let reused_id = again["data"]["queryID"].as_str().expect("id").to_owned();
+    assert_ne!(reused_id, first_id);
+    assert_eq!(
+        server.status(&reused_id)["data"]["reused_from"],
+        first_id.as_str()
+    );
+    // Without reuse_max_age it runs as ever.
+    let fresh = server.submit(sql, "ssb");
+    assert_eq!(server.wait(&fresh)["data"]["cache_hit"], Value::Null);
+    // Deleting the original keeps the copy.
+    let (status, _) = server.json(
+        "DELETE",
+        &format!("/kylin/api/async_query/{first_id}"),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(server.result(&reused_id), expected);
+
+    // A table file that changes (here its modification time) is a miss: the query runs.
+    let dates = std::fs::read_dir(server.data_dir.join("projects/ssb"))
+        .expect("project dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name().is_some_and(|n| {
+                n.to_string_lossy()
+                    .to_ascii_lowercase()
+                    .starts_with("dates")
+            })
+        })
+        .expect("the dates table");
+    let file = if dates.is_dir() {
+        std::fs::read_dir(&dates)
+            .expect("dir")
+            .flatten()
+            .next()
+            .expect("a file")
+            .path()
+    } else {
+        dates
+    };
+    let later = std::time::SystemTime::now() + Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .expect("open")
+        .set_modified(later)
+        .expect("touch");
+    let miss = submit_body(&server, &body);
+    assert_eq!(miss["data"]["cache_hit"], false, "{miss}");
+    let miss_id = miss["data"]["queryID"].as_str().expect("id");
+    assert_eq!(
+        server.result(miss_id),
+        expected,
+        "the same rows, freshly computed"
+    );
+}

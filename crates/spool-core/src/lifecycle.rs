@@ -44,6 +44,8 @@ pub struct StatusDetail {
     pub failure: Option<FailureCode>,
     /// The result's SHA-256 (lowercase hex), for a succeeded query.
     pub sha256: Option<String>,
+    /// The earlier query whose result this one reused.
+    pub reused_from: Option<QueryId>,
 }
 
 /// The waiters of each query id in this process.
@@ -107,6 +109,7 @@ impl Spool {
                 JobState::Succeeded { sha256, .. } => sha256.clone(),
                 _ => None,
             },
+            reused_from: job.reused_from,
         })
     }
 

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use spool_domain::{Idempotency, Job, Principal, PublicStatus, QueryId, QueryRequest};
+use spool_domain::{
+    Idempotency, Job, JobState, Principal, Progress, PublicStatus, QueryId, QueryRequest, ResultKey,
+};
 use spool_ports::{
     CancelToken, Clock, IdGenerator, JobStore, JobStoreError, QueryEngine, ResultStore,
     StoredResult,
@@ -97,6 +99,17 @@ pub struct Submitted {
     pub id: QueryId,
     /// The id is an earlier submission's with the same idempotency key; nothing new was stored.
     pub replayed: bool,
+    /// The query was answered at once with a copy of an earlier identical query's result.
+    pub cache_hit: bool,
+}
+
+/// The key a result of `request` over tables at `version` is reused under.
+pub(crate) fn reuse_key(request: &QueryRequest, version: &str) -> String {
+    let digest = sha2::Digest::finalize(sha2::Digest::chain_update(
+        sha2::Digest::chain_update(sha2::Sha256::default(), fingerprint(request).as_bytes()),
+        version.as_bytes(),
+    ));
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A fingerprint of what a submission asks: the SHA-256 of the parsed request, so that the same
@@ -190,6 +203,20 @@ impl Spool {
         request: QueryRequest,
         key: Option<String>,
     ) -> Result<Submitted, ServiceError> {
+        self.submit_with(who, request, key, None).await
+    }
+
+    /// [`Spool::submit_keyed`], and with `reuse_max_age` an identical earlier query's result
+    /// (the same request, the project's tables unchanged since it ran, finished within the
+    /// age) answers at once as a new query with its own copy of that result (`cache_hit`).
+    /// Only queries of a project the caller may query are reused, whoever ran them.
+    pub async fn submit_with(
+        &self,
+        who: &Principal,
+        request: QueryRequest,
+        key: Option<String>,
+        reuse_max_age: Option<Duration>,
+    ) -> Result<Submitted, ServiceError> {
         if !who.may_query(request.project.as_str()) {
             return Err(ServiceError::Forbidden(format!(
                 "user '{}' may not query project '{}'",
@@ -201,16 +228,28 @@ impl Spool {
             key,
             fingerprint: fingerprint(&request),
         });
-        let mut job = Job::new(
-            ports.ids.next_id(),
-            who.name.clone(),
-            request,
-            ports.clock.now(),
-        );
+        let reused = match reuse_max_age {
+            Some(age) if !age.is_zero() => self.reused(who, &request, age).await?,
+            _ => None,
+        };
+        let mut job = match reused {
+            Some(job) => job,
+            None => Job::new(
+                ports.ids.next_id(),
+                who.name.clone(),
+                request,
+                ports.clock.now(),
+            ),
+        };
         job.idempotency = idempotency;
         // The store checks the key, counts and inserts in one step, so the key and the cap
         // hold across processes.
-        let cap = self.inner.config.max_in_flight_per_user;
+        // A reused job is finished: it takes no slot.
+        let cap = self
+            .inner
+            .config
+            .max_in_flight_per_user
+            .filter(|_| !job.is_finished());
         match ports.jobs.insert(&job, cap).await {
             Ok(()) => {}
             Err(JobStoreError::Duplicate(held)) => {
@@ -223,6 +262,7 @@ impl Spool {
                 return Ok(Submitted {
                     id: held.id,
                     replayed: true,
+                    cache_hit: held.reused_from.is_some(),
                 });
             }
             Err(JobStoreError::TooManyInFlight { limit }) => {
@@ -234,7 +274,67 @@ impl Spool {
         Ok(Submitted {
             id: job.id,
             replayed: false,
+            cache_hit: job.reused_from.is_some(),
         })
+    }
+
+    /// A succeeded job for `request` answered from an earlier identical query's result (same
+    /// request, tables unchanged since, finished within `max_age`), with its own copy of the
+    /// result; `None` when there is nothing to reuse (or the copy failed: it runs instead).
+    async fn reused(
+        &self,
+        who: &Principal,
+        request: &QueryRequest,
+        max_age: Duration,
+    ) -> Result<Option<Job>, ServiceError> {
+        let ports = &self.inner.ports;
+        let Some(version) = ports
+            .engine
+            .source_version(&request.project)
+            .await
+            .map_err(|e| ServiceError::Internal(Box::new(e)))?
+        else {
+            return Ok(None);
+        };
+        let now = ports.clock.now();
+        let since = now.plus_millis(-i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX));
+        let key = reuse_key(request, &version);
+        let Some(earlier) = ports.jobs.find_reusable(&key, since).await? else {
+            return Ok(None);
+        };
+        let (
+            JobState::Succeeded {
+                rows,
+                columns,
+                sha256,
+                ..
+            },
+            Some(from),
+        ) = (&earlier.state, earlier.result_key())
+        else {
+            return Ok(None);
+        };
+        let mut job = Job::new(ports.ids.next_id(), who.name.clone(), request.clone(), now);
+        let to = ResultKey::new(job.id, 0);
+        let bytes = match ports.results.copy(from, to).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                info!(query_id = %earlier.id, error = %e, "the reusable result went away; running the query");
+                return Ok(None);
+            }
+        };
+        job.state = JobState::Succeeded {
+            finished_at: now,
+            rows: *rows,
+            bytes,
+            columns: columns.clone(),
+            attempt: 0,
+            sha256: sha256.clone(),
+            reuse_key: None,
+        };
+        job.progress = Progress { rows: *rows, bytes };
+        job.reused_from = Some(earlier.id);
+        Ok(Some(job))
     }
 
     /// Returns the job if it exists and `who` may see it: an admin, or its owner while still

@@ -204,6 +204,20 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
     let _guard = RunningGuard { inner, id };
     info!(query_id = %id, user = %job.owner, attempt = job.attempts, "query started");
 
+    // The tables' version as this run reads them: what a later identical query may reuse
+    // this result under.
+    let reuse_key = match inner
+        .ports
+        .engine
+        .source_version(&job.request.project)
+        .await
+    {
+        Ok(version) => version.map(|v| crate::service::reuse_key(&job.request, &v)),
+        Err(e) => {
+            warn!(query_id = %id, error = %e, "cannot tell the tables' version; the result will not be reused");
+            None
+        }
+    };
     let oversize = Arc::new(Oversize::default());
     let progress = Arc::new(Counters::default());
     let outcome =
@@ -248,6 +262,7 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .take(),
+                        reuse_key,
                     },
                     Err(e) => {
                         error!(query_id = %id, error = %e, source = ?std::error::Error::source(&e), "committing the result failed");

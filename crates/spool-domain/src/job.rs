@@ -81,6 +81,11 @@ pub enum JobState {
         /// (absent in records from before digests).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sha256: Option<String>,
+        /// What a later identical query over unchanged tables may reuse this result under:
+        /// the request's fingerprint and the tables' version when it ran (absent when the
+        /// engine cannot tell a version).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reuse_key: Option<String>,
     },
     /// The query ended without a result.
     Failed {
@@ -174,6 +179,9 @@ pub struct Job {
     /// from the same owner within [`IDEMPOTENCY_WINDOW_MILLIS`] gets this job instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency: Option<Idempotency>,
+    /// The earlier query whose result this one's is a copy of (result reuse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<QueryId>,
 }
 
 /// What is left of a query that retention removed: enough to tell its owner it expired.
@@ -222,6 +230,7 @@ impl Job {
             started_at: None,
             progress: Progress::default(),
             idempotency: None,
+            reused_from: None,
         }
     }
 
@@ -427,6 +436,7 @@ mod tests {
             columns: Vec::new(),
             attempt: 1,
             sha256: None,
+            reuse_key: None,
         }
     }
 

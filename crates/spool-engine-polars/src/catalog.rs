@@ -43,6 +43,39 @@ pub(crate) enum CatalogError {
     Broken(String),
 }
 
+/// The version of `project`'s files under `root`: each file's path, size and modification time
+/// (nanoseconds), sorted, one per line; `None` if there is no such project.
+pub(crate) fn version(root: &Path, project: &str) -> std::io::Result<Option<String>> {
+    let Some((_, dir)) = project_dir(root, project) else {
+        return Ok(None);
+    };
+    let mut lines = Vec::new();
+    let mut pending = vec![dir.clone()];
+    while let Some(folder) = pending.pop() {
+        for entry in fs::read_dir(&folder)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                pending.push(entry.path());
+                continue;
+            }
+            let modified = meta
+                .modified()?
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let path = entry.path();
+            let relative = path.strip_prefix(&dir).unwrap_or(&path);
+            lines.push(format!(
+                "{}\t{}\t{modified}",
+                relative.display(),
+                meta.len()
+            ));
+        }
+    }
+    lines.sort();
+    Ok(Some(lines.join("\n")))
+}
+
 /// Finds the folder of `project` under `root`: exact name first, then ignoring ASCII case.
 fn project_dir(root: &Path, project: &str) -> Option<(String, PathBuf)> {
     let exact = root.join(project);

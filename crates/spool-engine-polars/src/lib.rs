@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use polars::prelude::{DataFrame, Engine, PlanCallback, PolarsError};
-use spool_domain::{QueryRequest, ResultColumn};
+use spool_domain::{ProjectName, QueryRequest, ResultColumn};
 use spool_ports::{CancelToken, EngineError, Execution, QueryEngine, ResultSink};
 use tracing::debug;
 
@@ -110,6 +110,17 @@ impl QueryEngine for PolarsEngine {
             ))),
             Err(e) => Err(EngineError::Internal(format!("engine task failed: {e}"))),
         }
+    }
+
+    /// Every file of the project's folder with its size and modification time: a new, grown
+    /// or rewritten table file (or view) is a new version.
+    async fn source_version(&self, project: &ProjectName) -> Result<Option<String>, EngineError> {
+        let root = self.root.clone();
+        let project = project.as_str().to_owned();
+        tokio::task::spawn_blocking(move || catalog::version(&root, &project))
+            .await
+            .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?
+            .map_err(|e| EngineError::Internal(format!("reading the project's files: {e}")))
     }
 }
 

@@ -234,6 +234,10 @@ impl Shape {
         map.insert("elapsed_ms".into(), Value::from(d.elapsed_ms));
         map.insert("expires_at".into(), millis(d.expires_at));
         map.insert("attempt".into(), Value::from(d.attempt));
+        if let Some(earlier) = d.reused_from {
+            map.insert("cache_hit".into(), Value::Bool(true));
+            map.insert("reused_from".into(), Value::from(earlier.to_string()));
+        }
         if let Some(sha256) = &d.sha256 {
             map.insert("sha256".into(), Value::from(sha256.as_str()));
         }
@@ -369,7 +373,12 @@ struct SubmitCall {
     wait: Duration,
     /// `request_id`, Spool's idempotency key field (the `Idempotency-Key` header's twin).
     request_id: Option<String>,
+    /// `reuse_max_age`: how old an identical query's result may be to answer this one.
+    reuse_max_age: Option<Duration>,
 }
+
+/// The oldest result `reuse_max_age` may ask for: a year.
+const MAX_REUSE_AGE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The longest idempotency key accepted.
 const MAX_KEY_LEN: usize = 255;
@@ -421,10 +430,21 @@ fn parse_submit_call(body: &[u8]) -> Result<SubmitCall, ApiError> {
     let request = QueryRequest::new(sql, project, offset, limit)
         .map_err(bad)?
         .with_output(output);
+    let reuse_max_age = match count(&body, "reuse_max_age") {
+        Ok(None) => None,
+        Ok(Some(secs)) if secs <= MAX_REUSE_AGE.as_secs() => Some(Duration::from_secs(secs)),
+        _ => {
+            return Err(ApiError::BadRequest(format!(
+                "field 'reuse_max_age' must be a whole number of seconds up to {}",
+                MAX_REUSE_AGE.as_secs()
+            )));
+        }
+    };
     Ok(SubmitCall {
         request,
         wait,
         request_id,
+        reuse_max_age,
     })
 }
 
@@ -458,10 +478,13 @@ async fn submit(
         }
         (a, b) => a.or(b),
     };
-    let submitted = state.spool.submit_keyed(&who, call.request, key).await?;
+    let submitted = state
+        .spool
+        .submit_with(&who, call.request, key, call.reuse_max_age)
+        .await?;
     let id = submitted.id;
     let shape = Shape::of(&headers);
-    let data = if call.wait.is_zero() && !submitted.replayed {
+    let mut data = if call.wait.is_zero() && !submitted.replayed && !submitted.cache_hit {
         shape.status(&id.to_string(), PublicStatus::Running, "still running")
     } else if call.wait.is_zero() {
         // A repeat answers with the first submission's status as it is now.
@@ -473,6 +496,11 @@ async fn submit(
             .await?;
         shape.status_of(&status)
     };
+    if call.reuse_max_age.is_some()
+        && let Value::Object(map) = &mut data
+    {
+        map.insert("cache_hit".into(), Value::Bool(submitted.cache_hit));
+    }
     let mut response = ok(data).into_response();
     if submitted.replayed {
         response.headers_mut().insert(

@@ -72,4 +72,12 @@ pub trait QueryEngine: Send + Sync {
         sink: Box<dyn ResultSink>,
         cancel: CancelToken,
     ) -> Result<Execution, EngineError>;
+
+    /// A version of `project`'s tables: it changes whenever data a query could read changes
+    /// (for files: their names, sizes and modification times). Result reuse compares it;
+    /// `None` (the default) means this engine cannot tell, and nothing is reused.
+    async fn source_version(&self, project: &ProjectName) -> Result<Option<String>, EngineError> {
+        let _ = project;
+        Ok(None)
+    }
 }

@@ -189,6 +189,29 @@ pub trait JobStore: Send + Sync {
     /// Forgets tombstones kept until before `now`; returns how many.
     async fn forget_tombstones(&self, now: Timestamp) -> Result<usize, JobStoreError>;
 
+    /// The most recently finished succeeded job whose result is reusable under `reuse_key`
+    /// (see `JobState::Succeeded`), finished at or after `since`. The default scans the
+    /// store's list; stores with an index over the key use it.
+    async fn find_reusable(
+        &self,
+        reuse_key: &str,
+        since: Timestamp,
+    ) -> Result<Option<Job>, JobStoreError> {
+        let finished = self
+            .list(&JobFilter {
+                finished_before: Some(Timestamp::from_millis(i64::MAX)),
+                ..JobFilter::default()
+            })
+            .await?;
+        Ok(finished
+            .into_iter()
+            .filter(|job| {
+                matches!(&job.state, JobState::Succeeded { reuse_key: Some(k), finished_at, .. }
+                    if k == reuse_key && *finished_at >= since)
+            })
+            .max_by_key(Job::finished_at))
+    }
+
     /// Returns the jobs `filter` selects, oldest submission first. The store evaluates the
     /// filter itself; it does not hand every job to the caller.
     async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobStoreError>;

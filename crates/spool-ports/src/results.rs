@@ -94,6 +94,28 @@ pub trait ResultStore: Send + Sync {
     /// Returns the keys of every committed result, for sweeping orphans.
     async fn list(&self) -> Result<Vec<ResultKey>, ResultStoreError>;
 
+    /// Copies the committed result `from` to `to` (result reuse: each query owns its copy, so
+    /// deleting one keeps the other); returns the copy's size. An `Io` error of kind
+    /// `NotFound` if `from` is gone. The default streams it through a new sink in bounded
+    /// memory; stores with a cheaper copy override it.
+    async fn copy(&self, from: ResultKey, to: ResultKey) -> Result<u64, ResultStoreError> {
+        let Some(mut stored) = self.open(from).await? else {
+            return Err(ResultStoreError::Io(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("result {from} is gone"),
+            )));
+        };
+        let mut sink = self.create(to).await?;
+        while let Some(chunk) = stored.body.next().await {
+            let written = chunk.and_then(|chunk| sink.write_all(&chunk));
+            if let Err(e) = written {
+                let _ = sink.abort().await;
+                return Err(ResultStoreError::Io(e));
+            }
+        }
+        sink.commit().await
+    }
+
     /// Opens the bytes `range` (offsets, end exclusive; the caller keeps it within the result)
     /// of the committed result under `key`, or returns `None` if there is none. For resumed
     /// downloads. The default reads from the start and skips; stores that can seek do better.

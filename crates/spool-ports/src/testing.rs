@@ -427,6 +427,7 @@ fn succeeded(now: Timestamp, attempt: u32) -> JobState {
         }],
         attempt,
         sha256: Some("ab".repeat(32)),
+        reuse_key: None,
     }
 }
 
@@ -831,6 +832,65 @@ pub async fn job_store_contract(store: &dyn JobStore, other: &dyn JobStore) {
         "a deleted job is never claimed"
     );
 
+    // A reusable result is found by its key, newest first, and not once too old.
+    let mut reusable = Vec::new();
+    for (at, token) in [(4_100, 61), (4_200, 62)] {
+        let job = sample_job(at);
+        store.insert(&job, None).await.expect("insert");
+        let claimed = store
+            .claim_next(Timestamp::from_millis(at), lease(token, i64::MAX))
+            .await
+            .expect("claim")
+            .expect("a job");
+        assert_eq!(claimed.id, job.id, "the only queued job");
+        let JobState::Succeeded {
+            rows,
+            bytes,
+            columns,
+            ..
+        } = succeeded(Timestamp::from_millis(at), 1)
+        else {
+            unreachable!()
+        };
+        let outcome = JobState::Succeeded {
+            finished_at: Timestamp::from_millis(at + 100),
+            rows,
+            bytes,
+            columns,
+            attempt: 1,
+            sha256: None,
+            reuse_key: Some("rk-1".into()),
+        };
+        store
+            .finish(job.id, LeaseToken(token), outcome)
+            .await
+            .expect("finish");
+        reusable.push(job.id);
+    }
+    let found = other
+        .find_reusable("rk-1", Timestamp::from_millis(4_000))
+        .await
+        .expect("find");
+    assert_eq!(found.map(|j| j.id), Some(reusable[1]), "the newest");
+    assert_eq!(
+        other
+            .find_reusable("rk-1", Timestamp::from_millis(4_301))
+            .await
+            .expect("find"),
+        None,
+        "finished too long ago"
+    );
+    assert_eq!(
+        store
+            .find_reusable("rk-2", Timestamp::EPOCH)
+            .await
+            .expect("find"),
+        None
+    );
+    for id in reusable {
+        store.delete(id).await.expect("delete");
+    }
+
     // Expiry leaves a tombstone, seen by every view, until it is forgotten.
     let aged = sample_job(4_000);
     store.insert(&aged, None).await.expect("insert");
@@ -1032,6 +1092,25 @@ pub async fn result_store_contract(store: &dyn ResultStore) {
             .expect("open_range")
             .is_none()
     );
+
+    // A copy is a result of its own: the same bytes, and either deletes alone.
+    let copied = ResultKey::new(QueryId::new_random(), 0);
+    assert_eq!(
+        store.copy(second, copied).await.expect("copy"),
+        big.len() as u64
+    );
+    assert_eq!(read(store, copied).await, Some(big.clone()));
+    store.delete(copied).await.expect("delete");
+    assert_eq!(
+        read(store, second).await,
+        Some(big.clone()),
+        "the original stays"
+    );
+    let gone = ResultKey::new(QueryId::new_random(), 1);
+    match store.copy(gone, copied).await {
+        Err(ResultStoreError::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::NotFound),
+        other => panic!("copying a missing result: {other:?}"),
+    }
 
     // Deleting one attempt leaves the other.
     store.delete(key).await.expect("delete");

@@ -261,6 +261,23 @@ impl ResultStore for S3ResultStore {
         self.get(key, Some(range)).await
     }
 
+    /// A server-side copy: the bytes never pass through Spool.
+    async fn copy(&self, from: ResultKey, to: ResultKey) -> Result<u64, ResultStoreError> {
+        let (source, target) = (self.path_of(from), self.path_of(to));
+        match self.store.copy(&source, &target).await {
+            Ok(()) => {}
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(ResultStoreError::Io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("result {from} is gone"),
+                )));
+            }
+            Err(e) => return Err(backend(e)),
+        }
+        let meta = self.store.head(&target).await.map_err(backend)?;
+        Ok(meta.size)
+    }
+
     async fn delete(&self, key: ResultKey) -> Result<(), ResultStoreError> {
         match self.store.delete(&self.path_of(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

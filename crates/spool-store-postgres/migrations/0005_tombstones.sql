@@ -6,3 +6,8 @@ CREATE TABLE spool_tombstones (
     keep_until  BIGINT NOT NULL
 );
 CREATE INDEX spool_tombstones_keep_until ON spool_tombstones (keep_until);
+
+-- Result reuse: the key under which a succeeded job's result may serve a later identical query
+-- over unchanged tables (the request's fingerprint with the tables' version).
+ALTER TABLE spool_jobs ADD COLUMN reuse_key TEXT;
+CREATE INDEX spool_jobs_reuse ON spool_jobs (reuse_key, finished_at) WHERE reuse_key IS NOT NULL;

@@ -456,14 +456,14 @@ async fn update(tx: &mut Tx, job: &Job, event: Option<JobEvent>) -> Result<(), J
         "WITH changed AS (
              UPDATE spool_jobs
                 SET state = $2, lease_token = $3, lease_expires_at = $4, finished_at = $5,
-                    job = $6::json
+                    job = $6::json, reuse_key = $7
               WHERE id = $1
              RETURNING 1)
-         SELECT pg_notify($7, $8) FROM changed"
+         SELECT pg_notify($8, $9) FROM changed"
     } else {
         "UPDATE spool_jobs
             SET state = $2, lease_token = $3, lease_expires_at = $4, finished_at = $5,
-                job = $6::json
+                job = $6::json, reuse_key = $7
           WHERE id = $1"
     };
     let mut query = sqlx::query(sql)
@@ -472,7 +472,11 @@ async fn update(tx: &mut Tx, job: &Job, event: Option<JobEvent>) -> Result<(), J
         .bind(token)
         .bind(expires)
         .bind(job.finished_at().map(Timestamp::as_millis))
-        .bind(record(job)?);
+        .bind(record(job)?)
+        .bind(match &job.state {
+            JobState::Succeeded { reuse_key, .. } => reuse_key.clone(),
+            _ => None,
+        });
     if let Some(event) = event {
         query = query.bind(JOBS_CHANNEL).bind(event_payload(event));
     }
@@ -792,6 +796,24 @@ impl JobStore for PgJobStore {
             .await
             .map_err(backend)?;
         Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+    }
+
+    async fn find_reusable(
+        &self,
+        reuse_key: &str,
+        since: Timestamp,
+    ) -> Result<Option<Job>, JobStoreError> {
+        let row = sqlx::query(
+            "SELECT job FROM spool_jobs
+              WHERE reuse_key = $1 AND state = 'succeeded' AND finished_at >= $2
+              ORDER BY finished_at DESC LIMIT 1",
+        )
+        .bind(reuse_key)
+        .bind(since.as_millis())
+        .fetch_optional(&self.db.pool)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(job_of).transpose()
     }
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobStoreError> {
