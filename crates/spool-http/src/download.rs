@@ -169,6 +169,29 @@ fn chosen_coding(headers: &HeaderMap) -> Option<Coding> {
     }
 }
 
+/// Feeds every chunk from `input` to the encoder `enc` and sends what it wrote so far to
+/// `output` after each; then the end of the stream. Stops early when the client is gone.
+fn pump<E: std::io::Write>(
+    mut enc: E,
+    written: fn(&mut E) -> &mut Vec<u8>,
+    finish: fn(E) -> std::io::Result<Vec<u8>>,
+    input: &mut tokio::sync::mpsc::Receiver<axum::body::Bytes>,
+    output: &tokio::sync::mpsc::Sender<std::io::Result<axum::body::Bytes>>,
+) -> std::io::Result<()> {
+    while let Some(chunk) = input.blocking_recv() {
+        enc.write_all(&chunk)?;
+        let out = std::mem::take(written(&mut enc));
+        if !out.is_empty() && output.blocking_send(Ok(out.into())).is_err() {
+            return Ok(());
+        }
+    }
+    let rest = finish(enc)?;
+    if !rest.is_empty() {
+        let _ = output.blocking_send(Ok(rest.into()));
+    }
+    Ok(())
+}
+
 /// Compresses `body` with `coding` on a blocking thread as it streams: two chunks in flight on
 /// each side, so memory stays bounded whatever the file's size.
 fn compressed(
@@ -176,7 +199,6 @@ fn compressed(
     mut body: futures::stream::BoxStream<'static, std::io::Result<axum::body::Bytes>>,
 ) -> Body {
     use futures::StreamExt;
-    use std::io::Write;
     let (in_tx, mut in_rx) = tokio::sync::mpsc::channel::<axum::body::Bytes>(2);
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(2);
     let failed = out_tx.clone();
@@ -196,46 +218,24 @@ fn compressed(
         }
     });
     tokio::task::spawn_blocking(move || {
-        /// Takes what the encoder wrote so far.
-        fn drain(buf: &mut Vec<u8>) -> Option<axum::body::Bytes> {
-            (!buf.is_empty()).then(|| axum::body::Bytes::from(std::mem::take(buf)))
-        }
-        let result = (|| -> std::io::Result<()> {
-            match coding {
-                Coding::Gzip => {
-                    let mut enc =
-                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                    while let Some(chunk) = in_rx.blocking_recv() {
-                        enc.write_all(&chunk)?;
-                        if let Some(out) = drain(enc.get_mut()) {
-                            if out_tx.blocking_send(Ok(out)).is_err() {
-                                return Ok(());
-                            }
-                        }
-                    }
-                    let mut rest = enc.finish()?;
-                    if let Some(out) = drain(&mut rest) {
-                        let _ = out_tx.blocking_send(Ok(out));
-                    }
-                }
-                Coding::Zstd => {
-                    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3)?;
-                    while let Some(chunk) = in_rx.blocking_recv() {
-                        enc.write_all(&chunk)?;
-                        if let Some(out) = drain(enc.get_mut()) {
-                            if out_tx.blocking_send(Ok(out)).is_err() {
-                                return Ok(());
-                            }
-                        }
-                    }
-                    let mut rest = enc.finish()?;
-                    if let Some(out) = drain(&mut rest) {
-                        let _ = out_tx.blocking_send(Ok(out));
-                    }
-                }
-            }
-            Ok(())
-        })();
+        let result = match coding {
+            Coding::Gzip => pump(
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()),
+                flate2::write::GzEncoder::get_mut,
+                flate2::write::GzEncoder::finish,
+                &mut in_rx,
+                &out_tx,
+            ),
+            Coding::Zstd => zstd::stream::write::Encoder::new(Vec::new(), 3).and_then(|enc| {
+                pump(
+                    enc,
+                    zstd::stream::write::Encoder::get_mut,
+                    zstd::stream::write::Encoder::finish,
+                    &mut in_rx,
+                    &out_tx,
+                )
+            }),
+        };
         if let Err(e) = result {
             let _ = out_tx.blocking_send(Err(e));
         }
