@@ -505,3 +505,70 @@ fn an_identical_query_reuses_a_result_until_a_table_file_changes() {
         "the same rows, freshly computed"
     );
 }
+
+#[test]
+fn a_result_stored_compressed_downloads_as_the_compressed_file() {
+    use std::io::Read as _;
+    let server = Server::start(CONFIG);
+    let sql = "select * from p_lineorder order by lo_orderkey, lo_linenumber";
+    let plain_id = server.submit(sql, "ssb");
+    server.wait(&plain_id);
+    let plain = server.result(&plain_id);
+    for (compression, extension) in [("gzip", "gz"), ("ZSTD", "zst")] {
+        let body =
+            json!({"sql": sql, "project": "ssb", "compression": compression, "wait_timeout": 50});
+        let v = submit_body(&server, &body);
+        assert_eq!(v["data"]["status"], "SUCCESSFUL", "{v}");
+        let id = v["data"]["queryID"].as_str().expect("id").to_owned();
+        assert_eq!(v["data"]["uncompressed_bytes"], plain.len(), "{v}");
+        let res = server.http_get(
+            &format!("/kylin/api/async_query/{id}/result"),
+            &[("Accept-Encoding", "gzip")],
+        );
+        assert!(
+            res.headers().get("content-encoding").is_none(),
+            "served as stored"
+        );
+        assert!(
+            res.headers()["content-disposition"]
+                .to_str()
+                .expect("ascii")
+                .contains(&format!("result.csv.{extension}")),
+            "{:?}",
+            res.headers()["content-disposition"]
+        );
+        let packed = res.bytes().expect("body").to_vec();
+        let (status, sizes) = server.json(
+            "GET",
+            &format!("/kylin/api/async_query/{id}/file_status"),
+            None,
+        );
+        assert_eq!(status, 200);
+        assert_eq!(
+            sizes["data"],
+            json!({"bytes": packed.len(), "uncompressed_bytes": plain.len()})
+        );
+        let mut unpacked = Vec::new();
+        if extension == "gz" {
+            flate2::read::GzDecoder::new(&packed[..])
+                .read_to_end(&mut unpacked)
+                .expect("gunzip");
+        } else {
+            zstd::stream::read::Decoder::new(&packed[..])
+                .expect("zstd")
+                .read_to_end(&mut unpacked)
+                .expect("unzstd");
+        }
+        assert!(
+            unpacked == plain,
+            "{compression}: the same CSV once decompressed"
+        );
+    }
+    let bad = json!({"sql": sql, "project": "ssb", "compression": "lz4"});
+    let (status, v) = server.json("POST", "/kylin/api/async_query", Some(&bad.to_string()));
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["msg"].as_str().expect("msg").contains("gzip, zstd, none"),
+        "{v}"
+    );
+}

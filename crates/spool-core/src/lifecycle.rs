@@ -46,6 +46,8 @@ pub struct StatusDetail {
     pub sha256: Option<String>,
     /// The earlier query whose result this one reused.
     pub reused_from: Option<QueryId>,
+    /// The result's size before compression, for a result stored compressed.
+    pub uncompressed_bytes: Option<u64>,
 }
 
 /// The waiters of each query id in this process.
@@ -110,6 +112,12 @@ impl Spool {
                 _ => None,
             },
             reused_from: job.reused_from,
+            uncompressed_bytes: match &job.state {
+                JobState::Succeeded {
+                    uncompressed_bytes, ..
+                } => *uncompressed_bytes,
+                _ => None,
+            },
         })
     }
 

@@ -31,6 +31,8 @@ pub struct DownloadInfo {
     pub finished_at: Timestamp,
     /// The result's SHA-256, lowercase hex (absent for results stored before digests).
     pub sha256: Option<String>,
+    /// The size before compression, for a result stored compressed.
+    pub uncompressed_bytes: Option<u64>,
     /// Where the result is stored.
     key: ResultKey,
 }
@@ -97,9 +99,11 @@ impl Spool {
                 finished_at,
                 attempt,
                 sha256,
+                uncompressed_bytes,
                 ..
             } => Ok(DownloadInfo {
                 sha256: sha256.clone(),
+                uncompressed_bytes: *uncompressed_bytes,
                 bytes: *bytes,
                 finished_at: *finished_at,
                 key: ResultKey::new(id, *attempt),

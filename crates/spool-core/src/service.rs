@@ -307,6 +307,7 @@ impl Spool {
                 rows,
                 columns,
                 sha256,
+                uncompressed_bytes,
                 ..
             },
             Some(from),
@@ -331,6 +332,7 @@ impl Spool {
             attempt: 0,
             sha256: sha256.clone(),
             reuse_key: None,
+            uncompressed_bytes: *uncompressed_bytes,
         };
         job.progress = Progress { rows: *rows, bytes };
         job.reused_from = Some(earlier.id);

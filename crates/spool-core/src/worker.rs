@@ -263,6 +263,11 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .take(),
                         reuse_key,
+                        uncompressed_bytes: job
+                            .request
+                            .output
+                            .compression
+                            .map(|_| progress.uncompressed.load(Ordering::Relaxed)),
                     },
                     Err(e) => {
                         error!(query_id = %id, error = %e, source = ?std::error::Error::source(&e), "committing the result failed");
@@ -373,6 +378,11 @@ async fn execute_holding_lease(
         progress: Arc::clone(progress),
         digest: BackgroundDigest::start(),
     });
+    // Compressed before the caps and the digest: they are about the file as stored.
+    if let Some(compression) = job.request.output.compression {
+        sink = CompressingSink::around(sink, compression, Arc::clone(progress))
+            .map_err(|e| EngineError::Sink(ResultStoreError::Io(e)))?;
+    }
     // A separate task, so that a panic in the engine becomes an error rather than a dead worker.
     let engine = Arc::clone(&inner.ports.engine);
     let request = job.request.clone();
@@ -441,6 +451,93 @@ struct CappedSink {
     digest: BackgroundDigest,
 }
 
+/// Compresses what the engine writes on its way to the store (`compression` on submit).
+struct CompressingSink {
+    encoder: Encoder,
+    progress: Arc<Counters>,
+    written: u64,
+}
+
+enum Encoder {
+    Gzip(flate2::write::GzEncoder<Box<dyn ResultSink>>),
+    Zstd(zstd::stream::write::Encoder<'static, Box<dyn ResultSink>>),
+}
+
+impl CompressingSink {
+    fn around(
+        inner: Box<dyn ResultSink>,
+        compression: spool_domain::Compression,
+        progress: Arc<Counters>,
+    ) -> io::Result<Box<dyn ResultSink>> {
+        let encoder = match compression {
+            spool_domain::Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+                inner,
+                flate2::Compression::fast(),
+            )),
+            spool_domain::Compression::Zstd => {
+                Encoder::Zstd(zstd::stream::write::Encoder::new(inner, 3)?)
+            }
+        };
+        Ok(Box::new(Self {
+            encoder,
+            progress,
+            written: 0,
+        }))
+    }
+}
+
+impl io::Write for CompressingSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = match &mut self.encoder {
+            Encoder::Gzip(e) => e.write(buf)?,
+            Encoder::Zstd(e) => e.write(buf)?,
+        };
+        self.written += n as u64;
+        self.progress
+            .uncompressed
+            .store(self.written, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.encoder {
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::Zstd(e) => e.flush(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ResultSink for CompressingSink {
+    async fn commit(self: Box<Self>) -> Result<u64, ResultStoreError> {
+        // The encoder's last block, then the store's commit.
+        let inner = match self.encoder {
+            Encoder::Gzip(e) => e.finish()?,
+            Encoder::Zstd(e) => e.finish()?,
+        };
+        inner.commit().await
+    }
+
+    async fn abort(self: Box<Self>) -> Result<(), ResultStoreError> {
+        let inner = match self.encoder {
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+        };
+        match inner {
+            Ok(inner) => inner.abort().await,
+            // The inner sink went with the encoder: dropped uncommitted, which discards it.
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn add_rows(&mut self, rows: u64) -> io::Result<()> {
+        match &mut self.encoder {
+            Encoder::Gzip(e) => e.get_mut().add_rows(rows),
+            Encoder::Zstd(e) => e.get_mut().add_rows(rows),
+        }
+    }
+}
+
 /// A SHA-256 computed on a thread of its own, so that hashing (about 1 GB/s a core) runs beside
 /// the encoder instead of in its path. Writes are gathered into 1 MiB blocks (one copy) and
 /// handed over through a channel of four: memory stays bounded, and a writer faster than the
@@ -505,6 +602,8 @@ impl BackgroundDigest {
 struct Counters {
     rows: AtomicU64,
     bytes: AtomicU64,
+    /// Bytes the engine wrote before compression (for a result stored compressed).
+    uncompressed: AtomicU64,
     sha256: std::sync::Mutex<Option<String>>,
 }
 

@@ -86,6 +86,9 @@ pub enum JobState {
         /// engine cannot tell a version).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reuse_key: Option<String>,
+        /// The result's size before compression, for a result stored compressed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uncompressed_bytes: Option<u64>,
     },
     /// The query ended without a result.
     Failed {
@@ -437,6 +440,7 @@ mod tests {
             attempt: 1,
             sha256: None,
             reuse_key: None,
+            uncompressed_bytes: None,
         }
     }
 

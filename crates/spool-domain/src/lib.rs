@@ -17,7 +17,7 @@ pub use job::{
     ResultColumn, StopEffect, Tombstone, TransitionError,
 };
 pub use lifecycle::{FailureCode, Lifecycle, Progress, STOPPED_BY_USER};
-pub use output::{InvalidOutput, OutputFormat, OutputSpec, TextEncoding};
+pub use output::{Compression, InvalidOutput, OutputFormat, OutputSpec, TextEncoding};
 pub use request::{InvalidRequest, ProjectName, QueryRequest};
 pub use time::Timestamp;
 pub use user::{Principal, Role, UserRecord};

@@ -117,6 +117,48 @@ pub struct OutputSpec {
     pub include_header: bool,
     /// The download's name without extension; safe for headers (see [`OutputSpec::file_name`]).
     pub file_name: String,
+    /// Whether the stored result is compressed, and how (the download is then the compressed
+    /// file: `result.csv.gz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+}
+
+/// A compression of the stored result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// gzip (RFC 1952), `.gz`.
+    Gzip,
+    /// Zstandard, `.zst`.
+    Zstd,
+}
+
+impl Compression {
+    /// Reads a compression name, ignoring case; `none` is no compression.
+    pub fn parse(name: &str) -> Result<Option<Self>, InvalidOutput> {
+        match name.to_ascii_lowercase().as_str() {
+            "gzip" | "gz" => Ok(Some(Self::Gzip)),
+            "zstd" | "zst" => Ok(Some(Self::Zstd)),
+            "none" | "" => Ok(None),
+            _ => Err(InvalidOutput::Compression(name.chars().take(40).collect())),
+        }
+    }
+
+    /// The file name extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Gzip => "gz",
+            Self::Zstd => "zst",
+        }
+    }
+
+    /// The `Content-Type` of a compressed file.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Gzip => "application/gzip",
+            Self::Zstd => "application/zstd",
+        }
+    }
 }
 
 impl Default for OutputSpec {
@@ -127,6 +169,7 @@ impl Default for OutputSpec {
             encoding: TextEncoding::Utf8,
             include_header: false,
             file_name: "result".to_owned(),
+            compression: None,
         }
     }
 }
@@ -145,6 +188,9 @@ pub enum InvalidOutput {
         "field 'separator' must be 1 to {MAX_SEPARATOR_CHARS} characters without '\"', carriage returns or line feeds, got {0:?}"
     )]
     Separator(String),
+    /// An unknown compression name.
+    #[error("field 'compression' must be one of gzip, zstd, none, got {0:?}")]
+    Compression(String),
 }
 
 impl OutputSpec {
@@ -187,12 +233,23 @@ impl OutputSpec {
 
     /// The download's full file name: `<file_name>.<extension>`.
     pub fn download_name(&self) -> String {
-        format!("{}.{}", self.file_name, self.format.extension())
+        match self.compression {
+            None => format!("{}.{}", self.file_name, self.format.extension()),
+            Some(c) => format!(
+                "{}.{}.{}",
+                self.file_name,
+                self.format.extension(),
+                c.extension()
+            ),
+        }
     }
 
     /// The `Content-Type` of the result.
     pub fn content_type(&self) -> String {
-        self.format.content_type(self.encoding)
+        match self.compression {
+            None => self.format.content_type(self.encoding),
+            Some(c) => c.content_type().to_owned(),
+        }
     }
 }
 

@@ -250,7 +250,8 @@ pub(crate) async fn respond(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     // A ranged request gets identity bytes: ranges count bytes of the file as stored.
-    let coding = if headers.contains_key(header::RANGE) {
+    // A file stored compressed is served as it is.
+    let coding = if headers.contains_key(header::RANGE) || info.uncompressed_bytes.is_some() {
         None
     } else {
         chosen_coding(headers)

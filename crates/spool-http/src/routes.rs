@@ -234,6 +234,9 @@ impl Shape {
         map.insert("elapsed_ms".into(), Value::from(d.elapsed_ms));
         map.insert("expires_at".into(), millis(d.expires_at));
         map.insert("attempt".into(), Value::from(d.attempt));
+        if let Some(n) = d.uncompressed_bytes {
+            map.insert("uncompressed_bytes".into(), Value::from(n));
+        }
         if let Some(earlier) = d.reused_from {
             map.insert("cache_hit".into(), Value::Bool(true));
             map.insert("reused_from".into(), Value::from(earlier.to_string()));
@@ -420,6 +423,9 @@ fn parse_submit_call(body: &[u8]) -> Result<SubmitCall, ApiError> {
     }
     if let Some(header) = boolean(&body, "include_header")? {
         output.include_header = header;
+    }
+    if let Some(name) = string(&body, "compression")? {
+        output.compression = spool_domain::Compression::parse(name).map_err(bad)?;
     }
     if let Some(name) = string(&body, "file_name")? {
         output = output.with_file_name(name);
@@ -742,7 +748,12 @@ async fn file_status(
     Extension(who): Extension<Principal>,
     query: OneQuery,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(ok(query.succeeded(&state, &who).await?.bytes))
+    let info = query.succeeded(&state, &who).await?;
+    // Kylin's answer is the size; a result stored compressed says both sizes.
+    Ok(ok(match info.uncompressed_bytes {
+        None => Value::from(info.bytes),
+        Some(n) => serde_json::json!({ "bytes": info.bytes, "uncompressed_bytes": n }),
+    }))
 }
 
 async fn metadata(

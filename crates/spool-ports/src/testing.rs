@@ -428,6 +428,7 @@ fn succeeded(now: Timestamp, attempt: u32) -> JobState {
         attempt,
         sha256: Some("ab".repeat(32)),
         reuse_key: None,
+        uncompressed_bytes: None,
     }
 }
 
@@ -860,6 +861,7 @@ pub async fn job_store_contract(store: &dyn JobStore, other: &dyn JobStore) {
             attempt: 1,
             sha256: None,
             reuse_key: Some("rk-1".into()),
+            uncompressed_bytes: None,
         };
         store
             .finish(job.id, LeaseToken(token), outcome)
