@@ -572,3 +572,226 @@ fn a_result_stored_compressed_downloads_as_the_compressed_file() {
         "{v}"
     );
 }
+
+/// A webhook receiver on loopback: records each request's headers and body and answers the
+/// statuses of `answers` in turn (then 200).
+struct Receiver {
+    port: u16,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, String)>>>,
+}
+
+impl Receiver {
+    fn start_on(port: u16, answers: Vec<u16>) -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&got);
+        std::thread::spawn(move || {
+            let mut answers = answers.into_iter();
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut headers = Vec::new();
+                let mut line = String::new();
+                reader.read_line(&mut line).ok();
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.trim().split_once(':') {
+                        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                    }
+                }
+                let len: usize = headers
+                    .iter()
+                    .find(|(k, _)| k == "content-length")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; len];
+                std::io::Read::read_exact(&mut reader, &mut body).ok();
+                seen.lock()
+                    .expect("lock")
+                    .push((headers, String::from_utf8_lossy(&body).into_owned()));
+                let status = answers.next().unwrap_or(200);
+                let mut stream = reader.into_inner();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            }
+        });
+        Self { port, got }
+    }
+
+    fn wait_for(&self, n: usize, within: Duration) -> Vec<(Vec<(String, String)>, String)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.got.lock().expect("lock").clone();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} webhooks after {within:?}",
+                got.len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+const SECRET: &str = "a-long-webhook-secret-for-tests";
+
+/// HMAC-SHA256, as a receiver computes it to check the signature.
+fn hmac(key: &[u8], message: &[u8]) -> String {
+    use sha2::Digest;
+    let mut padded = [0u8; 64];
+    padded[..key.len()].copy_from_slice(key);
+    let inner = sha2::Sha256::new()
+        .chain_update(padded.map(|b| b ^ 0x36))
+        .chain_update(message)
+        .finalize();
+    let outer = sha2::Sha256::new()
+        .chain_update(padded.map(|b| b ^ 0x5c))
+        .chain_update(inner)
+        .finalize();
+    outer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn verify(headers: &[(String, String)], body: &str) {
+    let signature = &headers
+        .iter()
+        .find(|(k, _)| k == "spool-signature")
+        .expect("signed")
+        .1;
+    let (t, v1) = signature
+        .split_once(',')
+        .and_then(|(t, v)| Some((t.strip_prefix("t=")?, v.strip_prefix("v1=")?)))
+        .expect("t=...,v1=...");
+    assert_eq!(
+        v1,
+        hmac(SECRET.as_bytes(), format!("{t}.{body}").as_bytes()),
+        "a valid signature"
+    );
+}
+
+#[test]
+fn a_webhook_is_signed_delivered_and_retried_until_the_receiver_answers() {
+    let up = Receiver::start_on(free_port(), vec![500]);
+    let down_port = free_port();
+    let server = Server::start(&format!(
+        "{CONFIG}callback_secret = \"{SECRET}\"\ncallback_allow = [\"127.0.0.1\"]\n"
+    ));
+    let hook = |port: u16, sql: &str| {
+        let body = json!({"sql": sql, "project": "ssb", "callback_url": format!("http://127.0.0.1:{port}/done")});
+        submit_body(&server, &body)["data"]["queryID"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    };
+    // The first answer is a 500: the webhook comes again, and the second is acknowledged.
+    let id = hook(up.port, "select count(*) from dates");
+    let got = up.wait_for(2, Duration::from_secs(20));
+    for (headers, body) in &got {
+        verify(headers, body);
+        let v: Value = serde_json::from_str(body).expect("JSON");
+        assert_eq!(
+            (&v["data"]["queryID"], &v["data"]["status"]),
+            (&json!(id), &json!("SUCCESSFUL")),
+            "{v}"
+        );
+    }
+    let attempts: Vec<&str> = got
+        .iter()
+        .map(|(h, _)| {
+            h.iter()
+                .find(|(k, _)| k == "spool-attempt")
+                .map_or("", |(_, v)| v.as_str())
+        })
+        .collect();
+    assert_eq!(attempts, vec!["1", "2"]);
+    // A receiver that is down at the end gets it once it is up.
+    let failed = hook(down_port, "select nope from dates");
+    std::thread::sleep(Duration::from_millis(1500));
+    let late = Receiver::start_on(down_port, vec![]);
+    let (headers, body) = late.wait_for(1, Duration::from_secs(20)).remove(0);
+    verify(&headers, &body);
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        (&v["data"]["queryID"], &v["data"]["status"]),
+        (&json!(failed), &json!("FAILED")),
+        "{v}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        up.got.lock().expect("lock").len(),
+        2,
+        "an acknowledged webhook is not sent again"
+    );
+
+    // Only to allowed hosts, and only when the server allows webhooks at all.
+    let elsewhere = json!({"sql": "select 1", "project": "ssb", "callback_url": "http://169.254.169.254/latest"});
+    let (status, v) = server.json(
+        "POST",
+        "/kylin/api/async_query",
+        Some(&elsewhere.to_string()),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["msg"].as_str().expect("msg").contains("callback_allow"),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_webhook_outlives_a_crash_and_webhooks_are_off_unless_configured() {
+    let port = free_port();
+    let server = Server::start(&format!(
+        "{CONFIG}callback_secret = \"{SECRET}\"\ncallback_allow = [\"127.0.0.1:{port}\"]\n"
+    ));
+    let body = json!({"sql": "select count(*) from dates", "project": "ssb",
+                      "callback_url": format!("http://127.0.0.1:{port}/x"), "wait_timeout": 30});
+    let id = submit_body(&server, &body)["data"]["queryID"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // Its first attempt has met a closed port; the server dies before it is delivered.
+    std::thread::sleep(Duration::from_millis(300));
+    let server = server.kill_and_restart();
+    let receiver = Receiver::start_on(port, vec![]);
+    let (headers, body) = receiver.wait_for(1, Duration::from_secs(30)).remove(0);
+    verify(&headers, &body);
+    assert!(body.contains(&id), "{body}");
+    drop(server);
+
+    // A server without callback_allow takes no webhooks; allowing hosts without a secret
+    // stops the start.
+    let plain = Server::start(CONFIG);
+    let body = json!({"sql": "select 1", "project": "ssb", "callback_url": "http://127.0.0.1:1/x"});
+    let (status, v) = plain.json("POST", "/kylin/api/async_query", Some(&body.to_string()));
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["msg"].as_str().expect("msg").contains("webhooks are off"),
+        "{v}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("spool.toml");
+    std::fs::write(&config, "callback_allow = [\"example.com\"]\n").expect("config");
+    let out = std::process::Command::new(crate::harness::server_binary())
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("callback_secret"));
+}

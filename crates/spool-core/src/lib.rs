@@ -27,14 +27,16 @@
 //! # Ok(()) }
 //! ```
 
+mod callbacks;
 mod error;
 mod lifecycle;
 mod manage;
 mod service;
 mod worker;
 
+pub use callbacks::{CALLBACK_WINDOW, ClaimedCallback};
 pub use error::ServiceError;
 pub use lifecycle::{MAX_WAIT, StatusDetail};
 pub use manage::{DownloadInfo, Sweep};
-pub use service::{Ports, QueryStatus, Spool, SpoolConfig, Submitted};
+pub use service::{Ports, QueryStatus, Spool, SpoolConfig, SubmitOptions, Submitted};
 pub use worker::Workers;

@@ -92,6 +92,17 @@ impl SpoolConfig {
     }
 }
 
+/// What a submission asks beyond the query itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubmitOptions {
+    /// The client's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// How old an identical query's result may be to answer this one.
+    pub reuse_max_age: Option<Duration>,
+    /// Where to POST the final status (checked against the allowed hosts by the caller).
+    pub callback_url: Option<String>,
+}
+
 /// What a submission stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Submitted {
@@ -156,6 +167,8 @@ pub(crate) struct Inner {
     pub(crate) ended: Notify,
     /// Callers waiting for a query's status to change.
     pub(crate) waiters: crate::lifecycle::Waiters,
+    /// Wakes webhook delivery when a query ends.
+    pub(crate) callbacks_due: Arc<Notify>,
 }
 
 impl Inner {
@@ -175,6 +188,7 @@ impl Spool {
                 wake: Notify::new(),
                 ended: Notify::new(),
                 waiters: crate::lifecycle::Waiters::default(),
+                callbacks_due: Arc::new(Notify::new()),
             }),
         }
     }
@@ -203,20 +217,30 @@ impl Spool {
         request: QueryRequest,
         key: Option<String>,
     ) -> Result<Submitted, ServiceError> {
-        self.submit_with(who, request, key, None).await
+        let options = SubmitOptions {
+            idempotency_key: key,
+            ..SubmitOptions::default()
+        };
+        self.submit_with(who, request, options).await
     }
 
-    /// [`Spool::submit_keyed`], and with `reuse_max_age` an identical earlier query's result
-    /// (the same request, the project's tables unchanged since it ran, finished within the
-    /// age) answers at once as a new query with its own copy of that result (`cache_hit`).
-    /// Only queries of a project the caller may query are reused, whoever ran them.
+    /// [`Spool::submit`] with [`SubmitOptions`]: an idempotency key (as
+    /// [`Spool::submit_keyed`]); `reuse_max_age`, with which an identical earlier query's
+    /// result (the same request, the project's tables unchanged since it ran, finished within
+    /// the age) answers at once as a new query with its own copy of that result
+    /// (`cache_hit`; only queries of a project the caller may query are reused, whoever ran
+    /// them); a webhook URL, POSTed the final status when the query ends.
     pub async fn submit_with(
         &self,
         who: &Principal,
         request: QueryRequest,
-        key: Option<String>,
-        reuse_max_age: Option<Duration>,
+        options: SubmitOptions,
     ) -> Result<Submitted, ServiceError> {
+        let SubmitOptions {
+            idempotency_key: key,
+            reuse_max_age,
+            callback_url,
+        } = options;
         if !who.may_query(request.project.as_str()) {
             return Err(ServiceError::Forbidden(format!(
                 "user '{}' may not query project '{}'",
@@ -242,6 +266,13 @@ impl Spool {
             ),
         };
         job.idempotency = idempotency;
+        job.callback = callback_url.map(|url| spool_domain::Callback {
+            url,
+            state: spool_domain::CallbackState::Pending {
+                attempts: 0,
+                next_at: job.submitted_at,
+            },
+        });
         // The store checks the key, counts and inserts in one step, so the key and the cap
         // hold across processes.
         // A reused job is finished: it takes no slot.

@@ -94,7 +94,10 @@ async fn events_loop(inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
                     token.cancel(CancelReason::Stopped);
                 }
             }
-            Some(JobEvent::Finished(id)) => inner.waiters.wake(id),
+            Some(JobEvent::Finished(id)) => {
+                inner.waiters.wake(id);
+                inner.callbacks_due.notify_one();
+            }
             None => {
                 warn!("the job store's event stream ended; workers fall back to polling");
                 return;

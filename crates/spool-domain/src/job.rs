@@ -185,6 +185,62 @@ pub struct Job {
     /// The earlier query whose result this one's is a copy of (result reuse).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reused_from: Option<QueryId>,
+    /// Where to POST the final status when the job ends, and how far that delivery got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<Callback>,
+}
+
+/// A completion webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Callback {
+    /// The URL the final status is POSTed to.
+    pub url: String,
+    /// How far delivery got.
+    pub state: CallbackState,
+}
+
+/// Where a webhook's delivery stands. Delivery starts when the job has finished; attempts are
+/// spaced out and stop an hour after the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum CallbackState {
+    /// Not delivered yet: the next attempt is due at `next_at` (once the job has finished).
+    Pending {
+        /// Attempts made so far.
+        attempts: u32,
+        /// When the next attempt is due.
+        next_at: Timestamp,
+    },
+    /// The receiver acknowledged it (a 2xx answer).
+    Delivered {
+        /// When.
+        at: Timestamp,
+        /// Attempts it took.
+        attempts: u32,
+    },
+    /// Retried for an hour after the end without success.
+    Abandoned {
+        /// When delivery gave up.
+        at: Timestamp,
+        /// Attempts made.
+        attempts: u32,
+        /// What the last attempt met.
+        error: String,
+    },
+}
+
+impl Job {
+    /// Whether this job's webhook is due at `now`: finished, pending, its time come.
+    pub fn callback_due(&self, now: Timestamp) -> bool {
+        self.is_finished()
+            && matches!(
+                self.callback,
+                Some(Callback {
+                    state: CallbackState::Pending { next_at, .. },
+                    ..
+                }) if next_at <= now
+            )
+    }
 }
 
 /// What is left of a query that retention removed: enough to tell its owner it expired.
@@ -234,6 +290,7 @@ impl Job {
             progress: Progress::default(),
             idempotency: None,
             reused_from: None,
+            callback: None,
         }
     }
 

@@ -13,8 +13,8 @@ mod user;
 
 pub use id::{InvalidQueryId, QueryId, ResultKey};
 pub use job::{
-    IDEMPOTENCY_WINDOW_MILLIS, Idempotency, Job, JobState, Lease, LeaseToken, PublicStatus,
-    ResultColumn, StopEffect, Tombstone, TransitionError,
+    Callback, CallbackState, IDEMPOTENCY_WINDOW_MILLIS, Idempotency, Job, JobState, Lease,
+    LeaseToken, PublicStatus, ResultColumn, StopEffect, Tombstone, TransitionError,
 };
 pub use lifecycle::{FailureCode, Lifecycle, Progress, STOPPED_BY_USER};
 pub use output::{Compression, InvalidOutput, OutputFormat, OutputSpec, TextEncoding};

@@ -10,11 +10,13 @@
 //! - This crate depends on the core and the ports, never on an adapter.
 
 mod auth;
+mod callbacks;
 mod download;
 mod error;
 mod routes;
 
 pub use auth::{Authenticator, hash_password, verify_password};
+pub use callbacks::{deliver as deliver_callbacks, hmac_sha256, signature};
 pub use error::ApiError;
-pub use routes::{AppState, HttpLimits, TimeZone, router};
+pub use routes::{AppState, CallbackPolicy, HttpLimits, TimeZone, router};
 pub use spool_domain::UserRecord;

@@ -53,6 +53,47 @@ pub struct AppState {
     pub limits: HttpLimits,
     /// The zone wall-clock times in requests are read in (`older_than`), as Kylin does.
     pub time_zone: TimeZone,
+    /// Which webhook URLs submissions may give.
+    pub callbacks: CallbackPolicy,
+}
+
+/// Where completion webhooks may go: only to the hosts listed (`callback_allow`), so the
+/// service is no relay into the network it runs in. Empty (the default): no webhooks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallbackPolicy {
+    /// Allowed hosts, as `host` (any port) or `host:port`, compared without regard to case.
+    pub allow: Vec<String>,
+}
+
+impl CallbackPolicy {
+    /// Checks a submitted `callback_url`: http or https, to an allowed host.
+    fn check(&self, url: &str) -> Result<String, ApiError> {
+        let refuse = |why: String| ApiError::BadRequest(format!("field 'callback_url': {why}"));
+        if self.allow.is_empty() {
+            return Err(refuse(
+                "webhooks are off on this server: its callback_allow lists no hosts".into(),
+            ));
+        }
+        let parsed = url::Url::parse(url).map_err(|e| refuse(format!("not a URL ({e})")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(refuse(format!(
+                "the scheme must be http or https, got {}",
+                parsed.scheme()
+            )));
+        }
+        let host = parsed.host_str().unwrap_or("").to_ascii_lowercase();
+        let port = parsed.port_or_known_default().unwrap_or(0);
+        let allowed = self.allow.iter().any(|entry| {
+            let entry = entry.to_ascii_lowercase();
+            entry == host || entry == format!("{host}:{port}")
+        });
+        if !allowed {
+            return Err(refuse(format!(
+                "host {host}:{port} is not in this server's callback_allow"
+            )));
+        }
+        Ok(parsed.to_string())
+    }
 }
 
 /// A time zone for reading wall-clock times: the machine's, or one by IANA name.
@@ -187,7 +228,7 @@ fn ok<T: Serialize>(data: T) -> Json<Envelope<T>> {
 /// The response shapes a client asked for with `Accept`: Kylin 4's (`queryID`, the seed's) or
 /// Kylin 5's (`query_id`). Anything but a Kylin v4 media type gets the seed's shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shape {
+pub(crate) enum Shape {
     V2,
     V4,
 }
@@ -206,7 +247,7 @@ impl Shape {
     /// The status object of `s` in this shape: Kylin's fields, then Spool's (`state`,
     /// progress, times in milliseconds since the epoch, attempt, and for a failure its
     /// `error_code` and `retryable`).
-    fn status_of(self, s: &QueryStatus) -> Value {
+    pub(crate) fn status_of(self, s: &QueryStatus) -> Value {
         let mut data = self.status(&s.id.to_string(), s.status, &s.info);
         if let (Value::Object(map), Some(at)) = (&mut data, s.expired_at) {
             map.insert("state".into(), Value::from("EXPIRED"));
@@ -378,6 +419,8 @@ struct SubmitCall {
     request_id: Option<String>,
     /// `reuse_max_age`: how old an identical query's result may be to answer this one.
     reuse_max_age: Option<Duration>,
+    /// `callback_url`: where to POST the final status.
+    callback_url: Option<String>,
 }
 
 /// The oldest result `reuse_max_age` may ask for: a year.
@@ -446,11 +489,13 @@ fn parse_submit_call(body: &[u8]) -> Result<SubmitCall, ApiError> {
             )));
         }
     };
+    let callback_url = string(&body, "callback_url")?.map(str::to_owned);
     Ok(SubmitCall {
         request,
         wait,
         request_id,
         reuse_max_age,
+        callback_url,
     })
 }
 
@@ -484,10 +529,17 @@ async fn submit(
         }
         (a, b) => a.or(b),
     };
-    let submitted = state
-        .spool
-        .submit_with(&who, call.request, key, call.reuse_max_age)
-        .await?;
+    let callback_url = call
+        .callback_url
+        .as_deref()
+        .map(|url| state.callbacks.check(url))
+        .transpose()?;
+    let options = spool_core::SubmitOptions {
+        idempotency_key: key,
+        reuse_max_age: call.reuse_max_age,
+        callback_url,
+    };
+    let submitted = state.spool.submit_with(&who, call.request, options).await?;
     let id = submitted.id;
     let shape = Shape::of(&headers);
     let mut data = if call.wait.is_zero() && !submitted.replayed && !submitted.cache_hit {

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use spool_core::{Ports, Spool, SpoolConfig};
 use spool_domain::Role;
 use spool_http::{
-    AppState, Authenticator, HttpLimits, TimeZone, UserRecord, hash_password, router,
+    AppState, Authenticator, CallbackPolicy, HttpLimits, TimeZone, UserRecord, hash_password,
+    router,
 };
 use spool_ports::testing::{MemoryJobStore, MemoryResultStore, ScriptedEngine};
 use spool_ports::{RandomIds, SystemClock};
@@ -47,6 +48,7 @@ fn app() -> (axum::Router, spool_core::Workers) {
             max_body_bytes: 4096,
         },
         time_zone: TimeZone::default(),
+        callbacks: CallbackPolicy::default(),
     };
     (router(state), workers)
 }
@@ -813,6 +815,7 @@ async fn an_expired_query_says_so_to_its_owner() {
         auth: Arc::new(Authenticator::new(vec![admin])),
         limits: HttpLimits::standard(),
         time_zone: TimeZone::default(),
+        callbacks: CallbackPolicy::default(),
     });
     let id = submit(&app, "ok:1\n").await;
     wait_status(&app, &id, "SUCCESSFUL").await;

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use spool_domain::{
-    Job, JobState, Lease, LeaseToken, Progress, ProjectName, QueryId, Timestamp, Tombstone,
+    CallbackState, Job, JobState, Lease, LeaseToken, Progress, ProjectName, QueryId, Timestamp,
+    Tombstone,
 };
 
 /// What can go wrong in a job store.
@@ -211,6 +212,40 @@ pub trait JobStore: Send + Sync {
             })
             .max_by_key(Job::finished_at))
     }
+
+    /// Finished jobs whose webhook is due at `now` ([`Job::callback_due`]), at most `limit`,
+    /// longest due first. The default scans the store's finished jobs; stores with an index
+    /// over the due time use it.
+    async fn callbacks_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>, JobStoreError> {
+        let finished = self
+            .list(&JobFilter {
+                finished_before: Some(Timestamp::from_millis(i64::MAX)),
+                ..JobFilter::default()
+            })
+            .await?;
+        let mut due: Vec<Job> = finished
+            .into_iter()
+            .filter(|j| j.callback_due(now))
+            .collect();
+        due.sort_by_key(|j| match &j.callback {
+            Some(spool_domain::Callback {
+                state: spool_domain::CallbackState::Pending { next_at, .. },
+                ..
+            }) => *next_at,
+            _ => Timestamp::EPOCH,
+        });
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    /// Moves job `id`'s webhook from `expected` to `next`, if it is still `expected` (so that
+    /// one process makes each attempt); returns whether it did. `NotFound` if the job is gone.
+    async fn update_callback(
+        &self,
+        id: QueryId,
+        expected: &CallbackState,
+        next: CallbackState,
+    ) -> Result<bool, JobStoreError>;
 
     /// Returns the jobs `filter` selects, oldest submission first. The store evaluates the
     /// filter itself; it does not hand every job to the caller.

@@ -14,6 +14,7 @@ mod results;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod users;
+mod webhooks;
 
 pub use cancel::{CancelReason, CancelToken};
 pub use clock::{Clock, IdGenerator, RandomIds, SystemClock};
@@ -22,6 +23,7 @@ pub use events::EventHub;
 pub use jobs::{JobEvent, JobFilter, JobStore, JobStoreError, Renewal, Stopped};
 pub use results::{ResultSink, ResultStore, ResultStoreError, StoredResult};
 pub use users::{UserStore, UserStoreError};
+pub use webhooks::WebhookSender;
 
 #[cfg(feature = "mock")]
 pub use engine::MockQueryEngine;

@@ -284,6 +284,23 @@ impl JobStore for MemoryJobStore {
         Ok(gone)
     }
 
+    async fn update_callback(
+        &self,
+        id: QueryId,
+        expected: &spool_domain::CallbackState,
+        next: spool_domain::CallbackState,
+    ) -> Result<bool, JobStoreError> {
+        let mut jobs = self.jobs();
+        let job = jobs.get_mut(&id).ok_or(JobStoreError::NotFound(id))?;
+        match &mut job.callback {
+            Some(callback) if callback.state == *expected => {
+                callback.state = next;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn tombstone(&self, id: QueryId) -> Result<Option<Tombstone>, JobStoreError> {
         let tombstones = self
             .tombstones
@@ -892,6 +909,73 @@ pub async fn job_store_contract(store: &dyn JobStore, other: &dyn JobStore) {
     for id in reusable {
         store.delete(id).await.expect("delete");
     }
+
+    // Webhooks: due once the job has finished and its time has come; one claimant per attempt.
+    let mut hooked = sample_job(4_300);
+    let pending = spool_domain::CallbackState::Pending {
+        attempts: 0,
+        next_at: Timestamp::from_millis(4_300),
+    };
+    hooked.callback = Some(spool_domain::Callback {
+        url: "http://127.0.0.1:9/hook".into(),
+        state: pending.clone(),
+    });
+    store.insert(&hooked, None).await.expect("insert");
+    let due = |at: i64| async move {
+        other
+            .callbacks_due(Timestamp::from_millis(at), 10)
+            .await
+            .expect("due")
+            .iter()
+            .map(|j| j.id)
+            .collect::<Vec<_>>()
+    };
+    assert!(due(9_000).await.is_empty(), "not before the job ends");
+    store
+        .stop(
+            hooked.id,
+            Timestamp::from_millis(4_400),
+            stopped_by_user(Timestamp::from_millis(4_400)),
+        )
+        .await
+        .expect("stop");
+    assert_eq!(due(9_000).await, vec![hooked.id]);
+    let retry = spool_domain::CallbackState::Pending {
+        attempts: 1,
+        next_at: Timestamp::from_millis(10_000),
+    };
+    assert!(
+        store
+            .update_callback(hooked.id, &pending, retry.clone())
+            .await
+            .expect("claim")
+    );
+    assert!(
+        !other
+            .update_callback(hooked.id, &pending, retry.clone())
+            .await
+            .expect("claim"),
+        "an attempt is claimed once"
+    );
+    assert!(
+        due(9_000).await.is_empty(),
+        "the next attempt is not due yet"
+    );
+    assert_eq!(due(10_000).await, vec![hooked.id]);
+    let delivered = spool_domain::CallbackState::Delivered {
+        at: Timestamp::from_millis(10_001),
+        attempts: 2,
+    };
+    assert!(
+        other
+            .update_callback(hooked.id, &retry, delivered.clone())
+            .await
+            .expect("done")
+    );
+    assert!(due(99_000).await.is_empty(), "delivered is done");
+    let stored = store.get(hooked.id).await.expect("get").expect("job");
+    assert_eq!(stored.callback.map(|c| c.state), Some(delivered));
+    store.delete(hooked.id).await.expect("delete");
 
     // Expiry leaves a tombstone, seen by every view, until it is forgotten.
     let aged = sample_job(4_000);

@@ -114,6 +114,13 @@ pub struct Cli {
     /// `Asia/Shanghai` [default: the machine's]
     #[arg(long, env = "SPOOL_TIME_ZONE")]
     pub time_zone: Option<String>,
+    /// The secret completion webhooks are signed with (HMAC-SHA256) [default: none]
+    #[arg(long, env = "SPOOL_CALLBACK_SECRET", hide_env_values = true)]
+    pub callback_secret: Option<String>,
+    /// Hosts completion webhooks may go to, comma-separated (`host` or `host:port`)
+    /// [default: none, so no webhooks]
+    #[arg(long, env = "SPOOL_CALLBACK_ALLOW", value_delimiter = ',')]
+    pub callback_allow: Option<Vec<String>>,
     /// Manage users instead of serving
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -215,6 +222,10 @@ pub struct FileConfig {
     pub progress_secs: Option<u64>,
     /// The IANA time zone `older_than` is read in.
     pub time_zone: Option<String>,
+    /// The secret webhooks are signed with.
+    pub callback_secret: Option<String>,
+    /// The hosts webhooks may go to.
+    pub callback_allow: Option<Vec<String>>,
 }
 
 /// The settings the server runs with.
@@ -256,6 +267,10 @@ pub struct Settings {
     pub progress: std::time::Duration,
     /// The zone `older_than` is read in.
     pub time_zone: spool_http::TimeZone,
+    /// The secret webhooks are signed with; `None`: webhooks are off.
+    pub callback_secret: Option<String>,
+    /// The hosts webhooks may go to.
+    pub callback_allow: Vec<String>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -314,11 +329,33 @@ impl Settings {
             .or(file.progress_secs)
             .unwrap_or(DEFAULT_PROGRESS_SECS);
         anyhow::ensure!(progress_secs >= 1, "progress_secs must be at least 1");
+        let callback_secret = cli
+            .callback_secret
+            .clone()
+            .or(file.callback_secret.clone())
+            .filter(|s| !s.is_empty());
+        let callback_allow: Vec<String> = cli
+            .callback_allow
+            .clone()
+            .or(file.callback_allow.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .collect();
+        anyhow::ensure!(
+            callback_allow.is_empty() || callback_secret.as_ref().is_some_and(|s| s.len() >= 16),
+            "callback_allow lists hosts but callback_secret is not set (or shorter than 16 \
+             characters): webhooks are signed with it, so set callback_secret to a long random \
+             string, or empty callback_allow to keep webhooks off"
+        );
         Ok(Self {
             job_store,
             result_store,
             lease: std::time::Duration::from_secs(lease_secs),
             progress: std::time::Duration::from_secs(progress_secs),
+            callback_secret: callback_secret.clone(),
+            callback_allow: callback_allow.clone(),
             time_zone: match cli.time_zone.as_deref().or(file.time_zone.as_deref()) {
                 None => spool_http::TimeZone::Local,
                 Some(name) => spool_http::TimeZone::parse(name).map_err(anyhow::Error::msg)?,

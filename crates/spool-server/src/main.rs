@@ -7,6 +7,7 @@
 
 mod config;
 mod users;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -317,7 +318,18 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             max_body_bytes: settings.max_body_bytes,
         },
         time_zone: settings.time_zone,
+        callbacks: spool_http::CallbackPolicy {
+            allow: settings.callback_allow.clone(),
+        },
     };
+    if let Some(secret) = settings.callback_secret.clone() {
+        let sender = Arc::new(webhooks::HttpSender::new()?);
+        tokio::spawn(spool_http::deliver_callbacks(
+            state.spool.clone(),
+            sender,
+            secret,
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
         .with_context(|| format!("binding {}", settings.bind))?;

@@ -11,3 +11,7 @@ CREATE INDEX spool_tombstones_keep_until ON spool_tombstones (keep_until);
 -- over unchanged tables (the request's fingerprint with the tables' version).
 ALTER TABLE spool_jobs ADD COLUMN reuse_key TEXT;
 CREATE INDEX spool_jobs_reuse ON spool_jobs (reuse_key, finished_at) WHERE reuse_key IS NOT NULL;
+
+-- Webhooks: when a finished job's pending delivery is next due (NULL: nothing to deliver).
+ALTER TABLE spool_jobs ADD COLUMN callback_due BIGINT;
+CREATE INDEX spool_jobs_callback_due ON spool_jobs (callback_due) WHERE callback_due IS NOT NULL;

@@ -32,8 +32,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use spool_domain::{
-    Job, JobState, Lease, LeaseToken, Progress, QueryId, StopEffect, Timestamp, Tombstone,
-    UserRecord,
+    CallbackState, Job, JobState, Lease, LeaseToken, Progress, QueryId, StopEffect, Timestamp,
+    Tombstone, UserRecord,
 };
 use spool_ports::{
     EventHub, JobEvent, JobFilter, JobStore, JobStoreError, Renewal, Stopped, UserStore,
@@ -456,14 +456,14 @@ async fn update(tx: &mut Tx, job: &Job, event: Option<JobEvent>) -> Result<(), J
         "WITH changed AS (
              UPDATE spool_jobs
                 SET state = $2, lease_token = $3, lease_expires_at = $4, finished_at = $5,
-                    job = $6::json, reuse_key = $7
+                    job = $6::json, reuse_key = $7, callback_due = $8
               WHERE id = $1
              RETURNING 1)
-         SELECT pg_notify($8, $9) FROM changed"
+         SELECT pg_notify($9, $10) FROM changed"
     } else {
         "UPDATE spool_jobs
             SET state = $2, lease_token = $3, lease_expires_at = $4, finished_at = $5,
-                job = $6::json, reuse_key = $7
+                job = $6::json, reuse_key = $7, callback_due = $8
           WHERE id = $1"
     };
     let mut query = sqlx::query(sql)
@@ -475,6 +475,13 @@ async fn update(tx: &mut Tx, job: &Job, event: Option<JobEvent>) -> Result<(), J
         .bind(record(job)?)
         .bind(match &job.state {
             JobState::Succeeded { reuse_key, .. } => reuse_key.clone(),
+            _ => None,
+        })
+        .bind(match &job.callback {
+            Some(spool_domain::Callback {
+                state: CallbackState::Pending { next_at, .. },
+                ..
+            }) if job.is_finished() => Some(next_at.as_millis()),
             _ => None,
         });
     if let Some(event) = event {
@@ -769,6 +776,39 @@ impl JobStore for PgJobStore {
         .map_err(backend)?;
         self.db.finished.forget(id);
         row.as_ref().map(job_of).transpose()
+    }
+
+    async fn callbacks_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>, JobStoreError> {
+        let rows = sqlx::query(
+            "SELECT job FROM spool_jobs WHERE callback_due <= $1 ORDER BY callback_due LIMIT $2",
+        )
+        .bind(now.as_millis())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.db.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(job_of).collect()
+    }
+
+    async fn update_callback(
+        &self,
+        id: QueryId,
+        expected: &CallbackState,
+        next: CallbackState,
+    ) -> Result<bool, JobStoreError> {
+        let mut tx = self.begin().await?;
+        let mut job = lock(&mut tx, id)
+            .await?
+            .ok_or(JobStoreError::NotFound(id))?;
+        match &mut job.callback {
+            Some(callback) if callback.state == *expected => callback.state = next,
+            _ => return Ok(false),
+        }
+        update(&mut tx, &job, None).await?;
+        tx.commit().await.map_err(backend)?;
+        // The record changed while finished: this process's cached copy must go.
+        self.db.finished.forget(id);
+        Ok(true)
     }
 
     async fn tombstone(&self, id: QueryId) -> Result<Option<Tombstone>, JobStoreError> {

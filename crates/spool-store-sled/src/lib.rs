@@ -31,7 +31,8 @@ use futures::stream::BoxStream;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use spool_domain::{
-    Job, JobState, Lease, LeaseToken, Progress, QueryId, StopEffect, Timestamp, Tombstone,
+    CallbackState, Job, JobState, Lease, LeaseToken, Progress, QueryId, StopEffect, Timestamp,
+    Tombstone,
 };
 use spool_ports::{EventHub, JobEvent, JobFilter, JobStore, JobStoreError, Renewal, Stopped};
 use tracing::info;
@@ -619,6 +620,31 @@ impl JobStore for SledJobStore {
                 Ok(Some(before))
             })?;
             Ok((gone, None))
+        })
+        .await
+    }
+
+    async fn update_callback(
+        &self,
+        id: QueryId,
+        expected: &CallbackState,
+        next: CallbackState,
+    ) -> Result<bool, JobStoreError> {
+        let expected = expected.clone();
+        self.blocking(move |t| {
+            let changed = t.transact(id, |tx| {
+                let before = tx.existing(id)?;
+                let mut job = before.clone();
+                match &mut job.callback {
+                    Some(callback) if callback.state == expected => {
+                        callback.state = next.clone();
+                    }
+                    _ => return Ok(false),
+                }
+                tx.write(Some(&before), Some(&job))?;
+                Ok(true)
+            })?;
+            Ok((changed, None))
         })
         .await
     }
