@@ -577,8 +577,11 @@ fn a_result_stored_compressed_downloads_as_the_compressed_file() {
 /// statuses of `answers` in turn (then 200).
 struct Receiver {
     port: u16,
-    got: std::sync::Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, String)>>>,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
 }
+
+/// One request a receiver got: its headers (names in lower case) and body.
+type Received = (Vec<(String, String)>, String);
 
 impl Receiver {
     fn start_on(port: u16, answers: Vec<u16>) -> Self {
@@ -623,7 +626,7 @@ impl Receiver {
         Self { port, got }
     }
 
-    fn wait_for(&self, n: usize, within: Duration) -> Vec<(Vec<(String, String)>, String)> {
+    fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
         let deadline = Instant::now() + within;
         loop {
             let got = self.got.lock().expect("lock").clone();
