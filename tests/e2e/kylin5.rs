@@ -516,3 +516,96 @@ fn the_accept_header_chooses_kylin_4_or_kylin_5_shapes() {
         assert_eq!(v["data"]["queryID"], id.as_str(), "{accept}");
     }
 }
+
+#[test]
+fn a_csv_result_downloads_as_any_format_without_running_again() {
+    let server = Server::start("workers = 2\nsample_sf = 0.002\n");
+    let rows = reference(&server);
+    let id = run_with(&server, json!({"sql": SQL, "project": "ssb"}));
+    let path = format!("/kylin/api/async_query/{id}/result");
+
+    // Parquet, read back with the column types the query had.
+    let res = get(&server, &format!("{path}?format=parquet"));
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(
+        header(&res, "content-type"),
+        "application/vnd.apache.parquet"
+    );
+    assert!(header(&res, "content-disposition").contains("result.parquet"));
+    use polars::prelude::{DataType, ParquetReader, SerReader};
+    let frame = ParquetReader::new(Cursor::new(res.bytes().expect("parquet").to_vec()))
+        .finish()
+        .expect("valid parquet");
+    assert_eq!(frame.height(), rows.len());
+    assert_eq!(
+        frame.column("LO_ORDERKEY").expect("column").dtype(),
+        &DataType::Int64
+    );
+    for (i, row) in rows.iter().enumerate().step_by(97) {
+        let got: Vec<String> = frame
+            .get_row(i)
+            .expect("row")
+            .0
+            .iter()
+            .map(|v| v.to_string().trim_matches('"').to_owned())
+            .collect();
+        assert_eq!(&got, row, "parquet row {i}");
+    }
+
+    // XLSX with a header row.
+    let res = get(&server, &format!("{path}?format=xlsx&include_header=true"));
+    use calamine::{Reader, Xlsx};
+    let mut book: Xlsx<_> =
+        Xlsx::new(Cursor::new(res.bytes().expect("xlsx").to_vec())).expect("valid workbook");
+    let sheet = book
+        .worksheet_range_at(0)
+        .expect("a sheet")
+        .expect("readable");
+    let cells: Vec<Vec<String>> = sheet
+        .rows()
+        .map(|r| r.iter().map(|c| c.to_string()).collect())
+        .collect();
+    assert_eq!(cells[0], NAMES);
+    assert_eq!(&cells[1..], &rows[..]);
+
+    // JSON, and Kylin 4's includeHeader on a CSV download with another separator.
+    let res = get(&server, &format!("{path}?format=json"));
+    let objects: Vec<Value> =
+        serde_json::from_slice(&res.bytes().expect("json")).expect("a JSON array");
+    assert_eq!(objects.len(), rows.len());
+    assert_eq!(objects[0]["LO_ORDERKEY"].to_string(), rows[0][0]);
+    let res = get(&server, &format!("{path}?includeHeader=true&separator=%7C"));
+    let text = res.text().expect("csv");
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(NAMES.join("|").as_str()));
+    assert_eq!(
+        lines.next().map(|l| l.replace('|', ",")),
+        Some(rows[0].join(","))
+    );
+    assert_eq!(text.lines().count(), rows.len() + 1);
+
+    // The stored file is untouched, and a source that cannot be converted says why.
+    assert_eq!(
+        String::from_utf8(server.result(&id))
+            .expect("utf-8")
+            .lines()
+            .count(),
+        rows.len()
+    );
+    let xlsx = run_with(
+        &server,
+        json!({"sql": SQL, "project": "ssb", "format": "xlsx"}),
+    );
+    let res = get(
+        &server,
+        &format!("/kylin/api/async_query/{xlsx}/result?format=csv"),
+    );
+    assert_eq!(res.status().as_u16(), 400);
+    let v: Value = res.json().expect("envelope");
+    assert!(
+        v["msg"].as_str().expect("msg").contains("stored as xlsx"),
+        "{v}"
+    );
+    let res = get(&server, &format!("{path}?format=xls"));
+    assert_eq!(res.status().as_u16(), 400);
+}

@@ -268,6 +268,16 @@ fn downloads_carry_the_digest_computed_while_writing() {
         hex.as_str(),
         "the status's digest is the file's"
     );
+    let (_, meta) = server.json(
+        "GET",
+        &format!("/kylin/api/async_query/{id}/metadata"),
+        None,
+    );
+    assert_eq!(meta["sha256"], hex.as_str(), "and the metadata's: {meta}");
+    assert_eq!(
+        meta["data"][0][0], "LO_ORDERKEY",
+        "Kylin's pair of lists stays as it was"
+    );
     assert_eq!(
         header,
         format!(

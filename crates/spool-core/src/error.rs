@@ -8,6 +8,10 @@ pub enum ServiceError {
     /// The request is malformed.
     #[error(transparent)]
     Invalid(#[from] InvalidRequest),
+    /// The request asks for something this service cannot do with this query (the message
+    /// says what and why).
+    #[error("{0}")]
+    Unsupported(String),
     /// No query with this id is visible to the caller.
     #[error("query {0} not found")]
     NotFound(QueryId),

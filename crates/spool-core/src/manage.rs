@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use spool_domain::{Job, JobState, Principal, ProjectName, QueryId, ResultKey, Role, Timestamp};
-use spool_ports::{CancelReason, JobEvent, JobFilter, JobStoreError, Stopped, StoredResult};
+use spool_ports::{
+    CancelReason, CancelToken, JobEvent, JobFilter, JobStoreError, Stopped, StoredResult,
+};
 use tracing::{info, warn};
 
 use crate::{ServiceError, Spool};
@@ -130,6 +132,76 @@ impl Spool {
                         .into(),
                 )
             })
+    }
+
+    /// The result of a successful query re-encoded as `to` (another format, separator, header
+    /// row or text encoding than it was stored with), streamed as the engine converts it, in
+    /// bounded memory. Results stored as CSV (UTF-8, a one-character separator) or Parquet,
+    /// not compressed, can be converted; others are `Unsupported`. An error after the first
+    /// bytes ends the stream with that error.
+    pub async fn transcoded(
+        &self,
+        info: &DownloadInfo,
+        to: spool_domain::OutputSpec,
+    ) -> Result<futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>, ServiceError>
+    {
+        use spool_domain::{OutputFormat, TextEncoding};
+        let from = info.job.request.output.clone();
+        let convertible = from.compression.is_none()
+            && match from.format {
+                OutputFormat::Parquet => true,
+                OutputFormat::Csv => {
+                    from.encoding == TextEncoding::Utf8 && from.separator.len() == 1
+                }
+                _ => false,
+            };
+        if !convertible {
+            return Err(ServiceError::Unsupported(format!(
+                "this result was stored as {}{}; only results stored as Parquet, or as UTF-8 CSV with a \
+                 one-character separator, not compressed, can be downloaded in another format; \
+                 submit the query again with the format you need",
+                from.format,
+                if from.compression.is_some() {
+                    " (compressed)"
+                } else {
+                    ""
+                },
+            )));
+        }
+        let JobState::Succeeded { columns, .. } = &info.job.state else {
+            return Err(ServiceError::NotReady(info.job.id));
+        };
+        let columns = columns.clone();
+        let stored = self.open_result_range(info, 0..info.bytes).await?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let failed = tx.clone();
+        let sink = Box::new(PipeSink {
+            tx: Some(tx),
+            buffer: Vec::new(),
+        });
+        let engine = std::sync::Arc::clone(&self.inner.ports.engine);
+        let id = info.job.id;
+        tokio::spawn(async move {
+            let converted = engine
+                .transcode(stored, &from, &columns, &to, sink, CancelToken::new())
+                .await;
+            let outcome = match converted {
+                Ok(execution) => execution
+                    .sink
+                    .commit()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = outcome {
+                warn!(query_id = %id, error = %e, "converting a result for download failed");
+                let _ = failed.send(Err(std::io::Error::other(e))).await;
+            }
+        });
+        Ok(Box::pin(futures::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx)
+        })))
     }
 
     /// Where the result store keeps a successful query's result, if it can say.
@@ -363,5 +435,63 @@ impl Spool {
                 _ = tokio::time::sleep(self.inner.config.retention_sweep_every) => {}
             }
         }
+    }
+}
+
+/// A sink that hands what is written to a channel (a download being converted): blocks while
+/// the channel is full, so the engine goes at the client's pace; fails once the client is gone.
+struct PipeSink {
+    tx: Option<tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>>,
+    buffer: Vec<u8>,
+}
+
+/// Bytes gathered before they are handed on.
+const PIPE_CHUNK: usize = 256 * 1024;
+
+impl PipeSink {
+    fn hand_on(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::take(&mut self.buffer));
+        let gone = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away");
+        self.tx
+            .as_ref()
+            .ok_or_else(gone)?
+            .blocking_send(Ok(chunk))
+            .map_err(|_| gone())
+    }
+}
+
+impl std::io::Write for PipeSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        if self.buffer.len() >= PIPE_CHUNK {
+            self.hand_on()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl spool_ports::ResultSink for PipeSink {
+    async fn commit(mut self: Box<Self>) -> Result<u64, spool_ports::ResultStoreError> {
+        let chunk = bytes::Bytes::from(std::mem::take(&mut self.buffer));
+        let len = chunk.len() as u64;
+        if let Some(tx) = self.tx.take()
+            && !chunk.is_empty()
+        {
+            let _ = tx.send(Ok(chunk)).await;
+        }
+        Ok(len)
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<(), spool_ports::ResultStoreError> {
+        self.tx = None;
+        Ok(())
     }
 }

@@ -112,6 +112,44 @@ impl QueryEngine for PolarsEngine {
         }
     }
 
+    async fn transcode(
+        &self,
+        mut stored: spool_ports::StoredResult,
+        from: &spool_domain::OutputSpec,
+        columns: &[ResultColumn],
+        to: &spool_domain::OutputSpec,
+        sink: Box<dyn ResultSink>,
+        cancel: CancelToken,
+    ) -> Result<Execution, EngineError> {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        // The scans read files: the stored result is copied to a scratch file first.
+        let io =
+            |e: std::io::Error| EngineError::Internal(format!("staging the stored result: {e}"));
+        tokio::fs::create_dir_all(&self.scratch).await.map_err(io)?;
+        let staged = tempfile::Builder::new()
+            .prefix("spool-transcode-")
+            .tempfile_in(&self.scratch)
+            .map_err(io)?;
+        let mut file = tokio::fs::File::from_std(staged.reopen().map_err(io)?);
+        while let Some(chunk) = stored.body.next().await {
+            if cancel.is_cancelled() {
+                return Err(EngineError::Cancelled);
+            }
+            let chunk = chunk.map_err(io)?;
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.flush().await.map_err(io)?;
+        drop(file);
+        let (from, columns, to) = (from.clone(), columns.to_vec(), to.clone());
+        let scratch = self.scratch.clone();
+        tokio::task::spawn_blocking(move || {
+            run_transcode(staged.path(), &from, &columns, &to, sink, &scratch, &cancel)
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?
+    }
+
     /// Every file of the project's folder with its size and modification time: a new, grown
     /// or rewritten table file (or view) is a new version.
     async fn source_version(&self, project: &ProjectName) -> Result<Option<String>, EngineError> {
@@ -257,17 +295,7 @@ fn run(
         })
         .collect();
 
-    let mut sink = formats::transcode(&request.output, sink);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut encoder = formats::encoder(&request.output, &schema, scratch.to_path_buf(), threads)
-        .map_err(sink_error)?;
-    encoder.begin(sink.as_mut()).map_err(sink_error)?;
-    let output = Arc::new(Mutex::new(Output {
-        sink: Some(sink),
-        encoder,
-        rows: 0,
-        error: None,
-    }));
+    let output = start_output(&request.output, &schema, sink, scratch)?;
     // Polars starts its threads lazily: once the first batch arrives they all exist. Checked
     // once per query (a directory listing), which also catches threads started since.
     let lower_pending = std::sync::atomic::AtomicBool::new(lower_polars_threads);
@@ -304,18 +332,54 @@ fn run(
             })
             .map_err(execution_error)?;
         }
-        None => {
-            let callback_output = Arc::clone(&output);
-            let callback =
-                PlanCallback::new(move |batch: DataFrame| Ok(deliver(&callback_output, batch)));
-            frame
-                .sink_batches(callback, true, NonZeroUsize::new(BATCH_ROWS))
-                .map_err(planning_error)?
-                .collect_with_engine(Engine::Streaming)
-                .map_err(execution_error)?;
-        }
+        None => stream_out(frame, &output, deliver)?,
     }
+    finish_output(&output, cancel, columns)
+}
 
+/// The encoder for `spec` started on `sink` (wrapped for the text encoding), shared by the
+/// batches' callbacks.
+fn start_output(
+    spec: &spool_domain::OutputSpec,
+    schema: &polars::prelude::Schema,
+    sink: Box<dyn ResultSink>,
+    scratch: &Path,
+) -> Result<Arc<Mutex<Output>>, EngineError> {
+    let mut sink = formats::transcode(spec, sink);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut encoder =
+        formats::encoder(spec, schema, scratch.to_path_buf(), threads).map_err(sink_error)?;
+    encoder.begin(sink.as_mut()).map_err(sink_error)?;
+    Ok(Arc::new(Mutex::new(Output {
+        sink: Some(sink),
+        encoder,
+        rows: 0,
+        error: None,
+    })))
+}
+
+/// Runs `frame` on the streaming engine, handing each batch to `deliver`.
+fn stream_out(
+    frame: polars::prelude::LazyFrame,
+    output: &Arc<Mutex<Output>>,
+    deliver: impl Fn(&Mutex<Output>, DataFrame) -> bool + Send + Sync + 'static,
+) -> Result<(), EngineError> {
+    let callback_output = Arc::clone(output);
+    let callback = PlanCallback::new(move |batch: DataFrame| Ok(deliver(&callback_output, batch)));
+    frame
+        .sink_batches(callback, true, NonZeroUsize::new(BATCH_ROWS))
+        .map_err(planning_error)?
+        .collect_with_engine(Engine::Streaming)
+        .map_err(execution_error)?;
+    Ok(())
+}
+
+/// Ends the encoding: the error a batch met, a cancellation, or the finished sink.
+fn finish_output(
+    output: &Mutex<Output>,
+    cancel: &CancelToken,
+    columns: Vec<ResultColumn>,
+) -> Result<Execution, EngineError> {
     let mut out = output.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(e) = out.error.take() {
         return Err(sink_error(e));
@@ -334,6 +398,55 @@ fn run(
         rows: out.rows,
         columns,
     })
+}
+
+/// Re-encodes the stored result in `file` (written as `from`, with `columns`) as `to`.
+fn run_transcode(
+    file: &Path,
+    from: &spool_domain::OutputSpec,
+    columns: &[ResultColumn],
+    to: &spool_domain::OutputSpec,
+    sink: Box<dyn ResultSink>,
+    scratch: &Path,
+    cancel: &CancelToken,
+) -> Result<Execution, EngineError> {
+    use polars::prelude::*;
+    let path = PlRefPath::try_from_path(file).map_err(planning_error)?;
+    let frame = match from.format {
+        spool_domain::OutputFormat::Parquet => {
+            LazyFrame::scan_parquet(path, ScanArgsParquet::default()).map_err(planning_error)?
+        }
+        spool_domain::OutputFormat::Csv => {
+            let mut schema = Schema::with_capacity(columns.len());
+            for column in columns {
+                schema.insert(column.name.as_str().into(), types::dtype(&column.sql_type));
+            }
+            let separator = from.separator.as_bytes()[0];
+            LazyCsvReader::new(path)
+                .with_has_header(from.include_header)
+                .with_separator(separator)
+                .with_schema(Some(Arc::new(schema)))
+                .finish()
+                .map_err(planning_error)?
+        }
+        other => {
+            return Err(EngineError::InvalidQuery(format!(
+                "a {other} result cannot be converted at download"
+            )));
+        }
+    };
+    let mut frame = frame;
+    let schema = frame.collect_schema().map_err(planning_error)?;
+    let output = start_output(to, &schema, sink, scratch)?;
+    let cancel_seen = cancel.clone();
+    stream_out(frame, &output, move |output, mut batch| {
+        if cancel_seen.is_cancelled() {
+            return true;
+        }
+        let mut out = output.lock().unwrap_or_else(PoisonError::into_inner);
+        out.write(&mut batch)
+    })?;
+    finish_output(&output, cancel, columns.to_vec())
 }
 
 #[cfg(test)]

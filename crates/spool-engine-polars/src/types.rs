@@ -26,6 +26,33 @@ pub(crate) fn sql_type(dtype: &DataType) -> String {
     }
 }
 
+/// The Polars type a column of Kylin SQL type `name` is read back as (the inverse of
+/// [`sql_type`] for the types it names; anything else is text).
+pub(crate) fn dtype(name: &str) -> DataType {
+    let upper = name.trim().to_ascii_uppercase();
+    if let Some(args) = upper
+        .strip_prefix("DECIMAL(")
+        .and_then(|rest| rest.strip_suffix(')'))
+        && let Some((p, s)) = args.split_once(',')
+        && let (Ok(p), Ok(s)) = (p.trim().parse(), s.trim().parse())
+    {
+        return DataType::Decimal(p, s);
+    }
+    match upper.as_str() {
+        "BOOLEAN" => DataType::Boolean,
+        "TINYINT" => DataType::Int8,
+        "SMALLINT" => DataType::Int16,
+        "INTEGER" => DataType::Int32,
+        "BIGINT" => DataType::Int64,
+        "FLOAT" => DataType::Float32,
+        "DOUBLE" => DataType::Float64,
+        "DATE" => DataType::Date,
+        "TIMESTAMP" => DataType::Datetime(polars::prelude::TimeUnit::Microseconds, None),
+        "TIME" => DataType::Time,
+        _ => DataType::String,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -243,6 +243,24 @@ fn compressed(
     Body::from_stream(futures::stream::poll_fn(move |cx| out_rx.poll_recv(cx)))
 }
 
+/// Answers a download of a successful query's result converted to `wanted`: streamed as it
+/// is converted, so no length, ranges or validators (a ranged request gets the whole file).
+pub(crate) async fn respond_converted(
+    spool: &Spool,
+    info: &DownloadInfo,
+    wanted: spool_domain::OutputSpec,
+) -> Result<Response, ApiError> {
+    let content_type = header_value(&wanted.content_type())?;
+    let disposition = header_value(&content_disposition(&wanted.download_name()))?;
+    let body = spool.transcoded(info, wanted).await?;
+    let mut response = Response::new(Body::from_stream(body));
+    let out = response.headers_mut();
+    out.insert(header::CONTENT_TYPE, content_type);
+    out.insert(header::CONTENT_DISPOSITION, disposition);
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("none"));
+    Ok(response)
+}
+
 /// Answers a download of a successful query's result.
 pub(crate) async fn respond(
     spool: &Spool,

@@ -53,6 +53,7 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::Invalid(e) => Self::BadRequest(e.to_string()),
+            ServiceError::Unsupported(message) => Self::BadRequest(message),
             e @ ServiceError::NotFound(_) => Self::NotFound(e.to_string()),
             e @ ServiceError::NotReady(_) => Self::Conflict("SPOOL-QUERY-NOT-READY", e.to_string()),
             e @ ServiceError::QueryFailed { .. } => {

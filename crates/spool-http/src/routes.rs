@@ -814,13 +814,19 @@ async fn metadata(
     query: OneQuery,
 ) -> Result<impl IntoResponse, ApiError> {
     let info = query.succeeded(&state, &who).await?;
+    let sha256 = info.sha256.clone();
     let columns = match info.job.state {
         spool_domain::JobState::Succeeded { columns, .. } => columns,
         _ => Vec::new(),
     };
     let (names, types): (Vec<String>, Vec<String>) =
         columns.into_iter().map(|c| (c.name, c.sql_type)).unzip();
-    Ok(ok((names, types)))
+    // Kylin's `data` is the pair of lists; the file's digest rides beside it in the envelope.
+    let mut body = serde_json::json!({ "code": "000", "data": (names, types), "msg": "" });
+    if let (Value::Object(map), Some(sha256)) = (&mut body, sha256) {
+        map.insert("sha256".into(), Value::from(sha256));
+    }
+    Ok(Json(body))
 }
 
 async fn result_path(
@@ -836,10 +842,67 @@ async fn download(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
+    params: Result<
+        Query<std::collections::HashMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
     query: OneQuery,
 ) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(bad)?;
     let info = query.succeeded(&state, &who).await?;
-    download::respond(&state.spool, &info, &headers).await
+    let stored = &info.job.request.output;
+    let wanted = download_spec(stored, &params)?;
+    if wanted == *stored {
+        return download::respond(&state.spool, &info, &headers).await;
+    }
+    download::respond_converted(&state.spool, &info, wanted).await
+}
+
+/// The output a download asks for: the stored one, changed by `format`, `separator`,
+/// `include_header` (or Kylin 4's `includeHeader`) and `encode` in the query string.
+fn download_spec(
+    stored: &OutputSpec,
+    params: &std::collections::HashMap<String, String>,
+) -> Result<OutputSpec, ApiError> {
+    let mut spec = stored.clone();
+    let mut changed = false;
+    if let Some(format) = params.get("format") {
+        let format = OutputFormat::parse(format).map_err(bad)?;
+        changed |= format != spec.format;
+        spec.format = format;
+    }
+    if let Some(separator) = params.get("separator").filter(|s| !s.is_empty()) {
+        changed |= *separator != spec.separator;
+        spec = spec.with_separator(separator).map_err(bad)?;
+    }
+    let header = params
+        .get("include_header")
+        .or_else(|| params.get("includeHeader"));
+    if let Some(header) = header {
+        let include = match header.to_ascii_lowercase().as_str() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "'include_header' must be true or false, got {header:?}"
+                )));
+            }
+        };
+        // Only CSV and XLSX have a header row to add or drop.
+        let matters = matches!(spec.format, OutputFormat::Csv | OutputFormat::Xlsx);
+        changed |= matters && include != spec.include_header;
+        spec.include_header = include;
+    }
+    if let Some(encode) = params.get("encode") {
+        let encoding = TextEncoding::parse(encode).map_err(bad)?;
+        changed |= encoding != spec.encoding && spec.format.is_text();
+        spec.encoding = encoding;
+    }
+    if !changed {
+        return Ok(stored.clone());
+    }
+    spec.compression = None;
+    Ok(spec)
 }
 
 async fn delete_one(

@@ -73,6 +73,24 @@ pub trait QueryEngine: Send + Sync {
         cancel: CancelToken,
     ) -> Result<Execution, EngineError>;
 
+    /// Re-encodes a stored result (written as `from`, with `columns`) as `to` into `sink`, in
+    /// bounded memory, for a download in another format than the one submitted. The default:
+    /// this engine cannot (an invalid request).
+    async fn transcode(
+        &self,
+        stored: crate::StoredResult,
+        from: &spool_domain::OutputSpec,
+        columns: &[ResultColumn],
+        to: &spool_domain::OutputSpec,
+        sink: Box<dyn ResultSink>,
+        cancel: CancelToken,
+    ) -> Result<Execution, EngineError> {
+        let _ = (stored, from, columns, to, sink, cancel);
+        Err(EngineError::InvalidQuery(
+            "this engine cannot convert stored results".to_owned(),
+        ))
+    }
+
     /// A version of `project`'s tables: it changes whenever data a query could read changes
     /// (for files: their names, sizes and modification times). Result reuse compares it;
     /// `None` (the default) means this engine cannot tell, and nothing is reused.
