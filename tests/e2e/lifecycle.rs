@@ -808,3 +808,67 @@ fn a_webhook_outlives_a_crash_and_webhooks_are_off_unless_configured() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("callback_secret"));
 }
+
+#[test]
+fn revoking_a_grant_hides_the_users_earlier_queries_there() {
+    let server = Server::start(CONFIG);
+    server.add_user(&["alice", "--project", "ssb"], "wonderland");
+    let alice = crate::harness::basic("alice", "wonderland");
+    let body = json!({"sql": "select count(*) from dates", "project": "ssb", "wait_timeout": 30})
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let res = server.send("POST", "/kylin/api/async_query", Some(&alice), Some(&body));
+        if res.status().as_u16() == 200 {
+            let v: Value = res.json().expect("json");
+            break v["data"]["queryID"].as_str().expect("id").to_owned();
+        }
+        assert!(Instant::now() < deadline, "alice never got in");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let status_as = |who: &str| -> Value {
+        server
+            .send(
+                "GET",
+                &format!("/kylin/api/async_query/{id}/status"),
+                Some(who),
+                None,
+            )
+            .json()
+            .expect("json")
+    };
+    assert_eq!(status_as(&alice)["data"]["status"], "SUCCESSFUL");
+    // Her grant on ssb is revoked: she is re-created with another project only.
+    let status = std::process::Command::new(server.binary())
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .args(["user", "remove", "alice"])
+        .status()
+        .expect("user remove");
+    assert!(status.success());
+    server.add_user(&["alice", "--project", "DEFAULT"], "wonderland");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = status_as(&alice);
+        if v["data"]["status"] == "MISSING" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still visible after the revocation: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let res = server.send(
+        "GET",
+        &format!("/kylin/api/async_query/{id}/result"),
+        Some(&alice),
+        None,
+    );
+    assert_eq!(res.status().as_u16(), 404, "and so is its result");
+    assert_eq!(
+        status_as(ADMIN)["data"]["status"],
+        "SUCCESSFUL",
+        "an admin still sees it"
+    );
+}
