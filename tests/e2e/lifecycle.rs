@@ -414,11 +414,12 @@ fn older_than_is_read_in_the_configured_time_zone() {
     assert_eq!(server.status(&id)["data"]["status"], "MISSING");
 }
 
-#[test]
-fn an_unknown_time_zone_stops_the_start_with_a_clear_message() {
+/// Starts the server with the config file `text`, expects it to refuse, and returns what it
+/// said on stderr.
+fn refused_start(text: &str) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("spool.toml");
-    std::fs::write(&config, "time_zone = \"Mars/Olympus\"\n").expect("config");
+    std::fs::write(&config, text).expect("config");
     let out = std::process::Command::new(crate::harness::server_binary())
         .arg("--data-dir")
         .arg(dir.path().join("data"))
@@ -426,8 +427,13 @@ fn an_unknown_time_zone_stops_the_start_with_a_clear_message() {
         .arg(&config)
         .output()
         .expect("run");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the server started with {text:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn an_unknown_time_zone_stops_the_start_with_a_clear_message() {
+    let stderr = refused_start("time_zone = \"Mars/Olympus\"\n");
     assert!(
         stderr.contains("Mars/Olympus") && stderr.contains("IANA"),
         "{stderr}"
@@ -795,18 +801,7 @@ fn a_webhook_outlives_a_crash_and_webhooks_are_off_unless_configured() {
         v["msg"].as_str().expect("msg").contains("webhooks are off"),
         "{v}"
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("spool.toml");
-    std::fs::write(&config, "callback_allow = [\"example.com\"]\n").expect("config");
-    let out = std::process::Command::new(crate::harness::server_binary())
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("callback_secret"));
+    assert!(refused_start("callback_allow = [\"example.com\"]\n").contains("callback_secret"));
 }
 
 #[test]

@@ -124,6 +124,18 @@ fn queries() -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// The size of query `id`'s result, from `file_status`.
+fn result_size(agent: &ureq::Agent, base: &str, id: &str) -> anyhow::Result<u64> {
+    json(
+        agent
+            .get(&format!("{base}/kylin/api/async_query/{id}/file_status"))
+            .set("Authorization", ADMIN)
+            .call()?,
+    )?["data"]
+        .as_u64()
+        .context("file_status without a size")
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     if xs.is_empty() { 0.0 } else { xs[xs.len() / 2] }
@@ -567,17 +579,7 @@ fn export_phase(
         let id = submit(&agent, &server.base, EXPORT_SQL, format)?;
         wait(&agent, &server.base, &id, Duration::from_millis(20))?;
         let seconds = started.elapsed().as_secs_f64();
-        let size = json(
-            agent
-                .get(&format!(
-                    "{}/kylin/api/async_query/{id}/file_status",
-                    server.base
-                ))
-                .set("Authorization", ADMIN)
-                .call()?,
-        )?["data"]
-            .as_u64()
-            .context("file_status without a size")?;
+        let size = result_size(&agent, &server.base, &id)?;
         let rss = server.peak_rss_mib();
         let out = data.bench_dir.join(format!("duckdb-export.{format}"));
         let duck = duckdb(python, &["export", project, format, &out.to_string_lossy()])?;
@@ -622,17 +624,7 @@ fn progress_phase(
             let id = submit(&agent, &server.base, EXPORT_SQL, "csv")?;
             wait(&agent, &server.base, &id, Duration::from_millis(20))?;
             seconds[i].push(started.elapsed().as_secs_f64());
-            size = json(
-                agent
-                    .get(&format!(
-                        "{}/kylin/api/async_query/{id}/file_status",
-                        server.base
-                    ))
-                    .set("Authorization", ADMIN)
-                    .call()?,
-            )?["data"]
-                .as_u64()
-                .context("file_status without a size")?;
+            size = result_size(&agent, &server.base, &id)?;
         }
     }
     let medians: Vec<f64> = seconds.iter().map(|s| median(s.clone())).collect();

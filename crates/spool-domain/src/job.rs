@@ -230,6 +230,18 @@ pub enum CallbackState {
 }
 
 impl Job {
+    /// Moves the webhook's state from `expected` to `next`; `false` (and no change) if it is
+    /// not `expected` (another process moved it first) or there is no webhook.
+    pub fn advance_callback(&mut self, expected: &CallbackState, next: CallbackState) -> bool {
+        match &mut self.callback {
+            Some(callback) if callback.state == *expected => {
+                callback.state = next;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Whether this job's webhook is due at `now`: finished, pending, its time come.
     pub fn callback_due(&self, now: Timestamp) -> bool {
         self.is_finished()

@@ -21,6 +21,12 @@ const ADMIN: &str = "Basic QURNSU46S1lMSU4="; // ADMIN:KYLIN, as in Kylin's docs
 
 /// Answers `ok:<csv>` with the CSV and `fail:<reason>` with an invalid-query error.
 fn app() -> (axum::Router, spool_core::Workers) {
+    let (router, workers, _) = app_with(|_| {});
+    (router, workers)
+}
+
+/// [`app`] with the service's configuration tuned, and the service itself.
+fn app_with(tune: impl FnOnce(&mut SpoolConfig)) -> (axum::Router, spool_core::Workers, Spool) {
     let ports = Ports {
         jobs: Arc::new(MemoryJobStore::default()),
         results: Arc::new(MemoryResultStore::default()),
@@ -28,7 +34,9 @@ fn app() -> (axum::Router, spool_core::Workers) {
         clock: Arc::new(SystemClock),
         ids: Arc::new(RandomIds),
     };
-    let spool = Spool::new(ports, SpoolConfig::with_workers(1));
+    let mut config = SpoolConfig::with_workers(1);
+    tune(&mut config);
+    let spool = Spool::new(ports, config);
     let workers = spool.start();
     let user = |name: &str, password: &str, role, projects: &[&str]| UserRecord {
         name: name.into(),
@@ -42,7 +50,7 @@ fn app() -> (axum::Router, spool_core::Workers) {
         user("carol", "pw-carol", Role::User, &["other"]),
     ];
     let state = AppState {
-        spool,
+        spool: spool.clone(),
         auth: Arc::new(Authenticator::new(users)),
         limits: HttpLimits {
             max_body_bytes: 4096,
@@ -50,7 +58,7 @@ fn app() -> (axum::Router, spool_core::Workers) {
         time_zone: TimeZone::default(),
         callbacks: CallbackPolicy::default(),
     };
-    (router(state), workers)
+    (router(state), workers, spool)
 }
 
 /// A GET as ADMIN.
@@ -792,30 +800,9 @@ async fn a_repeated_idempotency_key_returns_the_first_query_and_a_changed_body_i
 
 #[tokio::test]
 async fn an_expired_query_says_so_to_its_owner() {
-    let ports = Ports {
-        jobs: Arc::new(MemoryJobStore::default()),
-        results: Arc::new(MemoryResultStore::default()),
-        engine: Arc::new(ScriptedEngine),
-        clock: Arc::new(SystemClock),
-        ids: Arc::new(RandomIds),
-    };
-    let mut config = SpoolConfig::with_workers(1);
-    config.result_retention = Some(Duration::from_millis(1));
-    config.retention_sweep_every = Duration::from_secs(3600);
-    let spool = Spool::new(ports, config);
-    let workers = spool.start();
-    let admin = UserRecord {
-        name: "ADMIN".into(),
-        password_hash: hash_password("KYLIN").expect("hash"),
-        role: Role::Admin,
-        projects: Vec::new(),
-    };
-    let app = router(AppState {
-        spool: spool.clone(),
-        auth: Arc::new(Authenticator::new(vec![admin])),
-        limits: HttpLimits::standard(),
-        time_zone: TimeZone::default(),
-        callbacks: CallbackPolicy::default(),
+    let (app, workers, spool) = app_with(|config| {
+        config.result_retention = Some(Duration::from_millis(1));
+        config.retention_sweep_every = Duration::from_secs(3600);
     });
     let id = submit(&app, "ok:1\n").await;
     wait_status(&app, &id, "SUCCESSFUL").await;

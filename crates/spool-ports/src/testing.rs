@@ -292,13 +292,7 @@ impl JobStore for MemoryJobStore {
     ) -> Result<bool, JobStoreError> {
         let mut jobs = self.jobs();
         let job = jobs.get_mut(&id).ok_or(JobStoreError::NotFound(id))?;
-        match &mut job.callback {
-            Some(callback) if callback.state == *expected => {
-                callback.state = next;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        Ok(job.advance_callback(expected, next))
     }
 
     async fn tombstone(&self, id: QueryId) -> Result<Option<Tombstone>, JobStoreError> {

@@ -800,9 +800,8 @@ impl JobStore for PgJobStore {
         let mut job = lock(&mut tx, id)
             .await?
             .ok_or(JobStoreError::NotFound(id))?;
-        match &mut job.callback {
-            Some(callback) if callback.state == *expected => callback.state = next,
-            _ => return Ok(false),
+        if !job.advance_callback(expected, next) {
+            return Ok(false);
         }
         update(&mut tx, &job, None).await?;
         tx.commit().await.map_err(backend)?;

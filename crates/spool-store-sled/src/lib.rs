@@ -635,11 +635,8 @@ impl JobStore for SledJobStore {
             let changed = t.transact(id, |tx| {
                 let before = tx.existing(id)?;
                 let mut job = before.clone();
-                match &mut job.callback {
-                    Some(callback) if callback.state == expected => {
-                        callback.state = next.clone();
-                    }
-                    _ => return Ok(false),
+                if !job.advance_callback(&expected, next.clone()) {
+                    return Ok(false);
                 }
                 tx.write(Some(&before), Some(&job))?;
                 Ok(true)

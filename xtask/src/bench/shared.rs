@@ -3,12 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-
 use super::load::{self, LoadResult};
 use super::{
-    ADMIN, Binaries, CLIENTS, Data, EXPORT_SQL, Options, fresh_data_dir, json, mb_per_s,
-    spawn_server, start_server, submit, wait,
+    ADMIN, Binaries, CLIENTS, Data, EXPORT_SQL, Options, fresh_data_dir, mb_per_s, spawn_server,
+    start_server, submit, wait,
 };
 use crate::services::{self, Fsync, Services};
 
@@ -52,14 +50,7 @@ fn measure(options: &Options, bases: &[String]) -> anyhow::Result<Figures> {
         Duration::from_millis(20),
     )?;
     let export_seconds = started.elapsed().as_secs_f64();
-    let export_bytes = json(
-        agent
-            .get(&format!("{first}/kylin/api/async_query/{id}/file_status"))
-            .set("Authorization", ADMIN)
-            .call()?,
-    )?["data"]
-        .as_u64()
-        .context("file_status without a size")?;
+    let export_bytes = super::result_size(&agent, first, &id)?;
 
     let submit_urls: Vec<String> = bases
         .iter()
