@@ -80,10 +80,10 @@ fn progress_grows_while_an_export_runs_and_a_stop_is_cancelled() {
         let v = server.status(&id);
         assert_eq!(v["data"]["status"], "RUNNING", "{v}");
         let rows = v["data"]["rows"].as_u64().expect("rows");
-        let bytes = v["data"]["bytes"].as_u64().expect("bytes");
+        // Rows count when a batch reaches the encoder, bytes when it is written: bytes may lag.
+        assert!(v["data"]["bytes"].as_u64().is_some(), "{v}");
         if rows > 0 && seen.last().is_none_or(|&last| rows > last) {
             assert_eq!(v["data"]["state"], "RUNNING");
-            assert!(bytes > rows, "{v}");
             seen.push(rows);
         }
         assert!(Instant::now() < deadline, "progress did not grow: {seen:?}");
@@ -105,6 +105,10 @@ fn progress_grows_while_an_export_runs_and_a_stop_is_cancelled() {
     assert_eq!(
         (&data["error_code"], &data["retryable"]),
         (&json!("SPOOL-QUERY-CANCELLED"), &json!(false))
+    );
+    assert!(
+        data["bytes"].as_u64().expect("bytes") > 0,
+        "bytes were written: {v}"
     );
 }
 
