@@ -70,11 +70,12 @@ pub struct Cli {
     /// Address to listen on (ADDR:PORT) [default: 127.0.0.1:7070]
     #[arg(long, env = "SPOOL_BIND")]
     pub bind: Option<SocketAddr>,
-    /// Directory for projects, jobs and results [default: ./spool-data]
-    #[arg(long, env = "SPOOL_DATA_DIR")]
+    /// Directory for projects, jobs and results [default: ./spool-data] (before or after a
+    /// subcommand)
+    #[arg(long, env = "SPOOL_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// TOML configuration file
-    #[arg(long, env = "SPOOL_CONFIG")]
+    /// TOML configuration file (before or after a subcommand)
+    #[arg(long, env = "SPOOL_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Queries that run at once [default: number of cores]
     #[arg(long, env = "SPOOL_WORKERS")]
@@ -419,6 +420,32 @@ mod tests {
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("spool-server").chain(args.iter().copied()))
             .expect("args")
+    }
+
+    #[test]
+    fn the_data_dir_and_config_go_before_or_after_a_subcommand() {
+        for args in [
+            &["--data-dir", "/d", "--config", "/c.toml", "user", "list"][..],
+            &["user", "list", "--data-dir", "/d", "--config", "/c.toml"][..],
+            &[
+                "user",
+                "add",
+                "alice",
+                "--project",
+                "ssb",
+                "--data-dir",
+                "/d",
+                "--config",
+                "/c.toml",
+            ][..],
+        ] {
+            let parsed = cli(args);
+            assert_eq!(
+                (parsed.data_dir.as_deref(), parsed.config.as_deref()),
+                (Some(Path::new("/d")), Some(Path::new("/c.toml"))),
+                "{args:?}"
+            );
+        }
     }
 
     #[test]

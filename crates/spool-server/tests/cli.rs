@@ -97,3 +97,27 @@ fn users_are_managed_without_editing_hashes() {
     let empty = user_cmd(&data, &["add", "bob"], Some(""));
     assert!(String::from_utf8_lossy(&empty.stderr).contains("must not be empty"));
 }
+
+#[test]
+fn the_data_dir_may_follow_the_subcommand_as_the_readme_shows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let out = Command::new(BIN)
+        .args(["user", "add", "alice", "--project", "ssb", "--data-dir"])
+        .arg(&data)
+        .env("SPOOL_PASSWORD", "wonderland")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = Command::new(BIN)
+        .args(["user", "list", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run");
+    let text = String::from_utf8(list.stdout).expect("utf-8");
+    assert!(text.contains("alice\tuser\tssb"), "{text}");
+}
