@@ -871,3 +871,37 @@ fn revoking_a_grant_hides_the_users_earlier_queries_there() {
         "an admin still sees it"
     );
 }
+
+#[test]
+fn head_on_a_download_answers_its_headers_without_reading_the_result() {
+    let server = Server::start(CONFIG);
+    let id = server.submit("select * from p_lineorder", "ssb");
+    server.wait(&id);
+    let bytes = server.result(&id);
+    let path = format!("/kylin/api/async_query/{id}/result");
+    let res = server.send("HEAD", &path, Some(ADMIN), None);
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(
+        res.headers()["content-length"],
+        bytes.len().to_string().as_str()
+    );
+    assert!(res.headers().contains_key("etag") && res.headers().contains_key("repr-digest"));
+    // Without the file the headers still come (from the job record); a GET needs the file.
+    for entry in std::fs::read_dir(server.data_dir.join("results"))
+        .expect("results")
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().starts_with(&id) {
+            std::fs::remove_file(entry.path()).expect("remove");
+        }
+    }
+    let res = server.send("HEAD", &path, Some(ADMIN), None);
+    assert_eq!(res.status().as_u16(), 200, "HEAD read nothing");
+    let res = server.http_get(
+        &format!("/kylin/api/async_query/{id}/result"),
+        &[("Range", "bytes=0-9")],
+    );
+    assert_eq!(res.status().as_u16(), 500, "a GET did need the file");
+    let res = server.send("HEAD", &path, None, None);
+    assert_eq!(res.status().as_u16(), 401, "HEAD is authenticated like GET");
+}

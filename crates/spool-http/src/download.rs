@@ -249,11 +249,16 @@ pub(crate) async fn respond_converted(
     spool: &Spool,
     info: &DownloadInfo,
     wanted: spool_domain::OutputSpec,
+    head: bool,
 ) -> Result<Response, ApiError> {
     let content_type = header_value(&wanted.content_type())?;
     let disposition = header_value(&content_disposition(&wanted.download_name()))?;
-    let body = spool.transcoded(info, wanted).await?;
-    let mut response = Response::new(Body::from_stream(body));
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from_stream(spool.transcoded(info, wanted).await?)
+    };
+    let mut response = Response::new(body);
     let out = response.headers_mut();
     out.insert(header::CONTENT_TYPE, content_type);
     out.insert(header::CONTENT_DISPOSITION, disposition);
@@ -262,10 +267,12 @@ pub(crate) async fn respond_converted(
 }
 
 /// Answers a download of a successful query's result.
+/// A `HEAD` (`head`) answers the same headers from the job record without opening the result.
 pub(crate) async fn respond(
     spool: &Spool,
     info: &DownloadInfo,
     headers: &HeaderMap,
+    head: bool,
 ) -> Result<Response, ApiError> {
     // A ranged request gets identity bytes: ranges count bytes of the file as stored.
     // A file stored compressed is served as it is.
@@ -315,8 +322,23 @@ pub(crate) async fn respond(
             (first..last + 1, StatusCode::PARTIAL_CONTENT)
         }
     };
-    let stored = spool.open_result_range(info, range).await?;
     *response.status_mut() = status;
+    if head {
+        if coding.is_some() {
+            // The coded length is known only once it is sent.
+            response.headers_mut().insert(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_static(coding.map_or("identity", Coding::name)),
+            );
+        } else {
+            response.headers_mut().insert(
+                header::CONTENT_LENGTH,
+                HeaderValue::from(range.end - range.start),
+            );
+        }
+        return Ok(response);
+    }
+    let stored = spool.open_result_range(info, range).await?;
     if let Some(coding) = coding {
         response.headers_mut().insert(
             header::CONTENT_ENCODING,

@@ -841,6 +841,7 @@ async fn result_path(
 async fn download(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    method: axum::http::Method,
     headers: HeaderMap,
     params: Result<
         Query<std::collections::HashMap<String, String>>,
@@ -852,10 +853,11 @@ async fn download(
     let info = query.succeeded(&state, &who).await?;
     let stored = &info.job.request.output;
     let wanted = download_spec(stored, &params)?;
+    let head = method == axum::http::Method::HEAD;
     if wanted == *stored {
-        return download::respond(&state.spool, &info, &headers).await;
+        return download::respond(&state.spool, &info, &headers, head).await;
     }
-    download::respond_converted(&state.spool, &info, wanted).await
+    download::respond_converted(&state.spool, &info, wanted, head).await
 }
 
 /// The output a download asks for: the stored one, changed by `format`, `separator`,
