@@ -281,15 +281,35 @@ impl Trees {
     }
 }
 
+/// Opens the sled database in `dir`. sled's background threads release the directory's lock
+/// a moment after the last handle of a closed store is dropped, so a lock held by this process
+/// a moment ago is waited for (up to two seconds); a lock another live process holds still
+/// fails, with sled's message.
+fn open_db(dir: &Path) -> Result<sled::Db, JobStoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+        {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(backend(e)),
+        }
+    }
+}
+
 impl SledJobStore {
     /// Opens (or creates) the store in `dir`, returning it with the ids of the jobs it put back
     /// in the queue because the process that ran them died.
     pub fn open(dir: &Path) -> Result<(Self, Vec<QueryId>), JobStoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(backend)?;
+        let db = open_db(dir)?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
         let trees = Trees {
             jobs: tree("jobs")?,
