@@ -32,8 +32,15 @@ const MAX_FAILURES: u32 = 10;
 const MAX_FAILURES_PER_ADDRESS: u32 = 100;
 /// The window in which failures are counted, and how long a client is then refused.
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Clients tracked at most; beyond it, stale entries are dropped first.
+/// Clients tracked at most; beyond it, stale entries are dropped first, and while it is still
+/// full new clients are not tracked (the map stays bounded under a flood from many addresses;
+/// the cap on password checks below bounds the CPU such a flood costs).
 const MAX_TRACKED_CLIENTS: usize = 10_000;
+/// Password checks (argon2, about 19 MiB and tens of milliseconds each) running at once per
+/// core; a login that cannot start one within [`CHECK_WAIT`] is answered 429.
+const CHECKS_PER_CORE: usize = 2;
+/// How long a login waits for a password check to be free before it is refused.
+const CHECK_WAIT: Duration = Duration::from_secs(2);
 
 /// Failed logins of one client address.
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +85,8 @@ pub struct Authenticator {
     failures: Mutex<HashMap<(IpAddr, String), Failures>>,
     key: [u8; 32],
     dummy_hash: String,
+    /// Permits for password checks running at once.
+    checks: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -89,6 +98,12 @@ impl std::fmt::Debug for Authenticator {
 impl Authenticator {
     /// Builds an authenticator for `users`.
     pub fn new(users: Vec<UserRecord>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        Self::with_check_limit(users, cores * CHECKS_PER_CORE)
+    }
+
+    /// Builds an authenticator for `users` that runs at most `checks` password checks at once.
+    pub fn with_check_limit(users: Vec<UserRecord>, checks: usize) -> Self {
         let dummy_hash = hash_password("spool-dummy-password").unwrap_or_default();
         let auth = Self {
             users: RwLock::new(Arc::new(HashMap::new())),
@@ -96,6 +111,7 @@ impl Authenticator {
             failures: Mutex::new(HashMap::new()),
             key: rand::random(),
             dummy_hash,
+            checks: Arc::new(tokio::sync::Semaphore::new(checks.max(1))),
         };
         auth.replace(users);
         auth
@@ -149,6 +165,9 @@ impl Authenticator {
             keys.push(((client, user.to_owned()), MAX_FAILURES));
         }
         for (key, limit) in keys {
+            if failures.len() >= MAX_TRACKED_CLIENTS && !failures.contains_key(&key) {
+                continue;
+            }
             let entry = failures.entry(key).or_insert(Failures {
                 count: 0,
                 since: now,
@@ -211,9 +230,19 @@ impl Authenticator {
         let hash = record
             .as_ref()
             .map_or_else(|| self.dummy_hash.clone(), |r| r.password_hash.clone());
-        let valid = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-            .await
-            .map_err(|e| ApiError::Internal(Box::new(e)))?;
+        // A flood of guesses cannot take every core and gigabytes of argon2 memory: checks run
+        // at most `checks` at once; a login that waits longer than CHECK_WAIT for its turn is
+        // refused (a burst of first logins waits; logins already verified skip argon2 above).
+        let permit = tokio::time::timeout(CHECK_WAIT, Arc::clone(&self.checks).acquire_owned());
+        let Ok(Ok(permit)) = permit.await else {
+            return Err(ApiError::LoginsBusy);
+        };
+        let valid = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            verify_password(&password, &hash)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
         match record {
             Some(record) if valid => {
                 self.verified
@@ -269,6 +298,65 @@ mod tests {
 
     fn header(text: &str) -> HeaderValue {
         HeaderValue::from_str(text).expect("header")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_guesses_is_refused_beyond_the_check_cap_and_known_logins_still_work() {
+        let a = Arc::new(Authenticator::with_check_limit(
+            vec![UserRecord {
+                name: "ADMIN".into(),
+                password_hash: hash_password("KYLIN").expect("hash"),
+                role: Role::Admin,
+                projects: vec![],
+            }],
+            1,
+        ));
+        // ADMIN logged in once: verified and cached.
+        let good = header("Basic QURNSU46S1lMSU4=");
+        a.authenticate(Some(&good), None).await.expect("valid");
+        let guess = |i: u32| {
+            let a = Arc::clone(&a);
+            async move {
+                use base64::Engine;
+                let text =
+                    base64::engine::general_purpose::STANDARD.encode(format!("ADMIN:guess-{i}"));
+                a.authenticate(Some(&header(&format!("Basic {text}"))), None)
+                    .await
+            }
+        };
+        // Every check is taken (as by a flood): guesses wait their turn, then are refused.
+        let taken = Arc::clone(&a.checks)
+            .try_acquire_owned()
+            .expect("the only permit");
+        let waited = std::time::Instant::now();
+        let refused = futures::future::join_all((0..3).map(guess)).await;
+        assert!(
+            refused
+                .iter()
+                .all(|r| matches!(r, Err(ApiError::LoginsBusy))),
+            "{refused:?}"
+        );
+        assert!(
+            waited.elapsed() >= CHECK_WAIT,
+            "they waited for a turn first"
+        );
+        // The cached login never waits for a check.
+        a.authenticate(Some(&good), None)
+            .await
+            .expect("still valid");
+        drop(taken);
+        assert!(matches!(guess(99).await, Err(ApiError::Unauthorized(_))));
+    }
+
+    #[test]
+    fn failures_from_a_flood_of_addresses_stay_bounded() {
+        let a = auth();
+        for i in 0..(MAX_TRACKED_CLIENTS as u32 + 5_000) {
+            let client = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            a.record_failure(client, "ADMIN");
+        }
+        let tracked = a.failures.lock().expect("lock").len();
+        assert!(tracked <= MAX_TRACKED_CLIENTS, "{tracked} entries");
     }
 
     #[tokio::test]

@@ -19,6 +19,9 @@ pub enum ApiError {
     /// The user has too many queries queued or running.
     #[error("{0}")]
     TooManyQueries(String),
+    /// As many password checks as allowed are running; the login was not checked.
+    #[error("too many logins are being checked at once; retry in a second")]
+    LoginsBusy,
     /// Too many failed logins from this client.
     #[error("too many failed logins; retry in {0} s")]
     TooManyAttempts(u64),
@@ -77,7 +80,9 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::TooManyAttempts(_) | Self::TooManyQueries(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyAttempts(_) | Self::TooManyQueries(_) | Self::LoginsBusy => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -95,6 +100,7 @@ impl ApiError {
         match self {
             Self::Unauthorized(_) => "KE-010003208",
             Self::TooManyAttempts(_) => "SPOOL-LOGIN-THROTTLED",
+            Self::LoginsBusy => "SPOOL-LOGIN-BUSY",
             Self::TooManyQueries(_) => "SPOOL-TOO-MANY-QUERIES",
             Self::BadRequest(_) => "SPOOL-BAD-REQUEST",
             Self::NotFound(_) => "SPOOL-NOT-FOUND",
@@ -147,6 +153,11 @@ impl IntoResponse for ApiError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Self::LoginsBusy => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }
