@@ -553,6 +553,9 @@ struct BackgroundDigest {
 
 /// The block size handed to the hashing thread.
 const DIGEST_BLOCK: usize = 1024 * 1024;
+/// The hashing thread's nice value: the engine's (its encoder threads run at 10).
+#[cfg(target_os = "linux")]
+const DIGEST_NICE: i32 = 10;
 
 impl BackgroundDigest {
     fn start() -> Self {
@@ -560,6 +563,14 @@ impl BackgroundDigest {
         let hasher = std::thread::Builder::new()
             .name("spool-digest".into())
             .spawn(move || {
+                // Query work, like the engine's threads: below the threads that answer HTTP.
+                #[cfg(target_os = "linux")]
+                if let Err(e) = rustix::process::setpriority_process(
+                    Some(rustix::thread::gettid()),
+                    DIGEST_NICE,
+                ) {
+                    debug!(error = %e, "lowering the digest thread's priority failed");
+                }
                 let mut digest = sha2::Sha256::default();
                 for block in received {
                     sha2::Digest::update(&mut digest, &block);
