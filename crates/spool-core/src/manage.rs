@@ -178,6 +178,7 @@ impl Spool {
         let sink = Box::new(PipeSink {
             tx: Some(tx),
             buffer: Vec::new(),
+            written: 0,
         });
         let engine = std::sync::Arc::clone(&self.inner.ports.engine);
         let id = info.job.id;
@@ -443,6 +444,8 @@ impl Spool {
 struct PipeSink {
     tx: Option<tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>>,
     buffer: Vec<u8>,
+    /// Bytes written, for the commit's answer.
+    written: u64,
 }
 
 /// Bytes gathered before they are handed on.
@@ -466,6 +469,7 @@ impl PipeSink {
 impl std::io::Write for PipeSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.buffer.extend_from_slice(buf);
+        self.written += buf.len() as u64;
         if self.buffer.len() >= PIPE_CHUNK {
             self.hand_on()?;
         }
@@ -481,13 +485,12 @@ impl std::io::Write for PipeSink {
 impl spool_ports::ResultSink for PipeSink {
     async fn commit(mut self: Box<Self>) -> Result<u64, spool_ports::ResultStoreError> {
         let chunk = bytes::Bytes::from(std::mem::take(&mut self.buffer));
-        let len = chunk.len() as u64;
         if let Some(tx) = self.tx.take()
             && !chunk.is_empty()
         {
             let _ = tx.send(Ok(chunk)).await;
         }
-        Ok(len)
+        Ok(self.written)
     }
 
     async fn abort(mut self: Box<Self>) -> Result<(), spool_ports::ResultStoreError> {

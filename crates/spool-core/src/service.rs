@@ -114,24 +114,31 @@ pub struct Submitted {
     pub cache_hit: bool,
 }
 
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SHA-256 of `parts` in order, as lowercase hex.
+fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut digest = sha2::Sha256::default();
+    for part in parts {
+        sha2::Digest::update(&mut digest, part);
+    }
+    hex(&sha2::Digest::finalize(digest))
+}
+
 /// The key a result of `request` over tables at `version` is reused under.
 pub(crate) fn reuse_key(request: &QueryRequest, version: &str) -> String {
-    let digest = sha2::Digest::finalize(sha2::Digest::chain_update(
-        sha2::Digest::chain_update(sha2::Sha256::default(), fingerprint(request).as_bytes()),
-        version.as_bytes(),
-    ));
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    sha256_hex(&[fingerprint(request).as_bytes(), version.as_bytes()])
 }
 
 /// A fingerprint of what a submission asks: the SHA-256 of the parsed request, so that the same
 /// request in other JSON spelling (field order, spaces) is the same request.
 fn fingerprint(request: &QueryRequest) -> String {
-    let text = serde_json::to_string(request).unwrap_or_default();
-    let digest = sha2::Digest::finalize(sha2::Digest::chain_update(
-        sha2::Sha256::default(),
-        text.as_bytes(),
-    ));
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    sha256_hex(&[serde_json::to_string(request)
+        .unwrap_or_default()
+        .as_bytes()])
 }
 
 /// A query's status as the status call reports it.

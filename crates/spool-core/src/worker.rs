@@ -606,7 +606,7 @@ impl BackgroundDigest {
         }
         drop(blocks);
         let digest = self.hasher.take()?.join().ok()?;
-        Some(digest.iter().map(|b| format!("{b:02x}")).collect())
+        Some(crate::service::hex(&digest))
     }
 }
 

@@ -20,7 +20,8 @@
 //!   `announce_queued`): notifying transactions commit one at a time.
 //! - A schema newer than this build is refused at start, never changed.
 //! - Finished jobs are kept in a per-process cache (see [`FinishedCache`]): they change only
-//!   by being deleted, and every delete is announced (`deleted:<id>`), so a status poll of a
+//!   by being deleted (or, for its webhook's delivery state, updated), and every such change is
+//!   announced (`forget:<id>`), so a status poll of a
 //!   finished query costs no round trip. The cache serves only while this process's `LISTEN`
 //!   connection is up; it is emptied when that connection drops.
 
@@ -62,7 +63,8 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
 ];
 
 /// The channel job events are sent on; payloads are `queued`, `stop:<id>`, `finished:<id>`
-/// and `deleted:<id>` (which only the cache of finished jobs listens to).
+/// and `forget:<id>` (a finished job was deleted or changed; only the cache of finished jobs
+/// listens to it).
 const JOBS_CHANNEL: &str = "spool_jobs";
 /// The channel user changes are announced on.
 const USERS_CHANNEL: &str = "spool_users";
@@ -81,7 +83,7 @@ const CACHE_MAX_RECORD: usize = 64 * 1024;
 /// The finished jobs this process has read, served without a round trip.
 ///
 /// Correctness rests on two facts: a finished job changes only by being deleted, and every
-/// delete sends `deleted:<id>` in its own transaction. So an entry is valid until this
+/// delete (and webhook state change) sends `forget:<id>` in its own transaction. So an entry is valid until this
 /// process hears of its delete, and the cache is only used while the `LISTEN` connection is
 /// up (`live`); a lost connection empties it, since deletes sent meanwhile are lost. A read
 /// that raced with a delete must not put the job back: `generation` counts invalidations, and
@@ -353,7 +355,7 @@ async fn announce_queued(pool: PgPool, requested: Arc<tokio::sync::Notify>) {
 fn dispatch(db: &PgDatabase, channel: &str, payload: &str) {
     if channel == USERS_CHANNEL {
         db.users.publish(JobEvent::Queued);
-    } else if let Some(id) = payload.strip_prefix("deleted:") {
+    } else if let Some(id) = payload.strip_prefix("forget:") {
         match id.parse() {
             Ok(id) => db.finished.forget(id),
             Err(_) => db.finished.reset(true),
@@ -725,7 +727,7 @@ impl JobStore for PgJobStore {
         // One statement, so one transaction: the announcement goes out only if the row went.
         let row = sqlx::query(
             "WITH gone AS (DELETE FROM spool_jobs WHERE id = $1 RETURNING job)
-             SELECT job, pg_notify($2, 'deleted:' || $1) FROM gone",
+             SELECT job, pg_notify($2, 'forget:' || $1) FROM gone",
         )
         .bind(id.to_string())
         .bind(JOBS_CHANNEL)
@@ -765,7 +767,7 @@ impl JobStore for PgJobStore {
                            ON CONFLICT (id) DO UPDATE
                               SET expired_at = excluded.expired_at,
                                   keep_until = excluded.keep_until)
-             SELECT job, pg_notify($2, 'deleted:' || $1) FROM gone",
+             SELECT job, pg_notify($2, 'forget:' || $1) FROM gone",
         )
         .bind(id.to_string())
         .bind(JOBS_CHANNEL)
@@ -804,8 +806,14 @@ impl JobStore for PgJobStore {
             return Ok(false);
         }
         update(&mut tx, &job, None).await?;
+        // The record of a finished job changed: every process's cached copy must go.
+        sqlx::query("SELECT pg_notify($1, 'forget:' || $2)")
+            .bind(JOBS_CHANNEL)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
-        // The record changed while finished: this process's cached copy must go.
         self.db.finished.forget(id);
         Ok(true)
     }

@@ -1,6 +1,6 @@
 //! The job store on sled, an embedded transactional key-value store.
 //!
-//! Layout, six trees changed together in sled transactions:
+//! Layout, seven trees changed together in sled transactions:
 //! - `jobs`: the 16 id bytes → the job as JSON;
 //! - `queue`: `submitted_at (8 bytes, big-endian) ++ id` for each queued job, so claims take
 //!   the oldest first;
@@ -11,7 +11,9 @@
 //! - `keys`: `owner ++ 0 ++ idempotency key` → the id of the newest job holding the key, for
 //!   idempotent submissions, checked in the insert's transaction;
 //! - `tombstones`: the 16 id bytes → the [`Tombstone`] of a job retention expired (as JSON),
-//!   written in the expiring transaction.
+//!   written in the expiring transaction;
+//! - `callbacks`: `next attempt (8 bytes) ++ id` for each finished job whose webhook is pending,
+//!   so the delivery loop finds due webhooks without reading every job.
 //!
 //! Invariants:
 //! - The four indexes always agree with `jobs`: every change goes through [`Tx::write`], which
@@ -52,6 +54,7 @@ struct Trees {
     in_flight: sled::Tree,
     keys: sled::Tree,
     tombstones: sled::Tree,
+    callbacks: sled::Tree,
 }
 
 /// Errors local to this adapter, wrapped as [`JobStoreError::Backend`].
@@ -81,6 +84,17 @@ fn index_key(t: Timestamp, id: QueryId) -> [u8; 24] {
 
 fn queue_key(job: &Job) -> [u8; 24] {
     index_key(job.submitted_at, job.id)
+}
+
+/// The `callbacks` entry of a finished job whose webhook is pending.
+fn callback_key(job: &Job) -> Option<[u8; 24]> {
+    match &job.callback {
+        Some(spool_domain::Callback {
+            state: CallbackState::Pending { next_at, .. },
+            ..
+        }) if job.is_finished() => Some(index_key(*next_at, job.id)),
+        _ => None,
+    }
 }
 
 fn lease_key(job: &Job) -> Option<[u8; 24]> {
@@ -123,6 +137,7 @@ struct Tx<'a> {
     in_flight: &'a TransactionalTree,
     keys: &'a TransactionalTree,
     tombstones: &'a TransactionalTree,
+    callbacks: &'a TransactionalTree,
 }
 
 /// The `keys` entry of a job with an idempotency key.
@@ -177,6 +192,9 @@ impl Tx<'_> {
             if let Some(key) = lease_key(old) {
                 self.leases.remove(&key[..])?;
             }
+            if let Some(key) = callback_key(old) {
+                self.callbacks.remove(&key[..])?;
+            }
             if !old.is_finished() {
                 self.add_in_flight(&old.owner, -1)?;
             }
@@ -198,6 +216,9 @@ impl Tx<'_> {
                 }
                 if let Some(key) = lease_key(new) {
                     self.leases.insert(&key[..], &new.id.as_bytes()[..])?;
+                }
+                if let Some(key) = callback_key(new) {
+                    self.callbacks.insert(&key[..], &new.id.as_bytes()[..])?;
                 }
                 if !new.is_finished() {
                     self.add_in_flight(&new.owner, 1)?;
@@ -246,17 +267,21 @@ impl Trees {
             &self.in_flight,
             &self.keys,
             &self.tombstones,
+            &self.callbacks,
         )
-            .transaction(|(jobs, queue, leases, in_flight, keys, tombstones)| {
-                op(&Tx {
-                    jobs,
-                    queue,
-                    leases,
-                    in_flight,
-                    keys,
-                    tombstones,
-                })
-            });
+            .transaction(
+                |(jobs, queue, leases, in_flight, keys, tombstones, callbacks)| {
+                    op(&Tx {
+                        jobs,
+                        queue,
+                        leases,
+                        in_flight,
+                        keys,
+                        tombstones,
+                        callbacks,
+                    })
+                },
+            );
         map_tx(id, r)
     }
 
@@ -318,6 +343,7 @@ impl SledJobStore {
             in_flight: tree("in_flight")?,
             keys: tree("keys")?,
             tombstones: tree("tombstones")?,
+            callbacks: tree("callbacks")?,
             db,
         };
         let store = Self {
@@ -348,7 +374,7 @@ impl SledJobStore {
             }
             jobs.push(job);
         }
-        for index in [&t.queue, &t.leases, &t.in_flight, &t.keys] {
+        for index in [&t.queue, &t.leases, &t.in_flight, &t.keys, &t.callbacks] {
             index.clear().map_err(backend)?;
         }
         let mut counts: HashMap<&str, u64> = HashMap::new();
@@ -360,6 +386,11 @@ impl SledJobStore {
             if matches!(job.state, JobState::Queued) {
                 t.queue
                     .insert(queue_key(job), &job.id.as_bytes()[..])
+                    .map_err(backend)?;
+            }
+            if let Some(key) = callback_key(job) {
+                t.callbacks
+                    .insert(key, &job.id.as_bytes()[..])
                     .map_err(backend)?;
             }
             if !job.is_finished() {
@@ -640,6 +671,24 @@ impl JobStore for SledJobStore {
                 Ok(Some(before))
             })?;
             Ok((gone, None))
+        })
+        .await
+    }
+
+    async fn callbacks_due(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>, JobStoreError> {
+        // Every entry up to `now` (whatever the id), soonest first.
+        let mut until = [0xff_u8; 24];
+        until[..8].copy_from_slice(&time_bytes(now));
+        self.read(move |t| {
+            let mut due = Vec::new();
+            for entry in t.callbacks.range(..=&until[..]).take(limit) {
+                let (_, id) = entry.map_err(backend)?;
+                let Some(id) = id_from(&id) else { continue };
+                if let Some(bytes) = t.jobs.get(id.as_bytes()).map_err(backend)? {
+                    due.push(decode(&bytes).map_err(backend)?);
+                }
+            }
+            Ok(due)
         })
         .await
     }
