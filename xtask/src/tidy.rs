@@ -16,7 +16,19 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("spool-store-sled", &["spool-domain", "spool-ports"]),
     (
         "spool-engine-polars",
-        &["spool-domain", "spool-ports", "spool-ssb"],
+        &[
+            "spool-domain",
+            "spool-ports",
+            "spool-formats",
+            "spool-sql",
+            "spool-ssb",
+        ],
+    ),
+    ("spool-formats", &["spool-domain", "spool-ports"]),
+    ("spool-sql", &[]),
+    (
+        "spool-engine-spark",
+        &["spool-domain", "spool-ports", "spool-formats", "spool-sql"],
     ),
     ("spool-store-postgres", &["spool-domain", "spool-ports"]),
     ("spool-results-fs", &["spool-domain", "spool-ports"]),
@@ -32,6 +44,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "spool-store-sled",
             "spool-store-postgres",
             "spool-engine-polars",
+            "spool-engine-spark",
             "spool-results-fs",
             "spool-results-s3",
             "spool-ssb",

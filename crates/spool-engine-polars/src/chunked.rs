@@ -341,7 +341,7 @@ pub(crate) fn run(
         let reader = std::thread::Builder::new()
             .name("spool-scan".to_owned())
             .spawn_scoped(scope, move || {
-                crate::priority::lower_current_thread();
+                spool_formats::priority::lower_current_thread();
                 for run in runs {
                     let frame = (|| {
                         let mut scoped = context.clone();

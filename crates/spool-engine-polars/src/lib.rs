@@ -13,14 +13,11 @@
 
 mod catalog;
 mod chunked;
-mod formats;
 mod joins;
-mod parallel;
 mod priority;
 mod rewrite;
 pub mod sample;
 mod sql;
-mod types;
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -31,6 +28,8 @@ use polars::prelude::{DataFrame, Engine, PlanCallback, PolarsError};
 use spool_domain::{ProjectName, QueryRequest, ResultColumn};
 use spool_ports::{CancelToken, EngineError, Execution, QueryEngine, ResultSink};
 use tracing::debug;
+
+use spool_formats::{Output, types};
 
 use crate::catalog::CatalogError;
 
@@ -204,49 +203,6 @@ fn execution_error(e: PolarsError) -> EngineError {
     }
 }
 
-/// A write into the result failed: for a reason the user can act on (the format or encoding
-/// cannot hold the result), or because the store broke.
-fn sink_error(e: std::io::Error) -> EngineError {
-    match formats::user_reason(&e) {
-        Some(reason) => EngineError::Execution(reason),
-        None => EngineError::Sink(e.into()),
-    }
-}
-
-/// What the batch callback shares with the code that started the query.
-struct Output {
-    sink: Option<Box<dyn ResultSink>>,
-    encoder: Box<dyn formats::Encoder>,
-    rows: u64,
-    error: Option<std::io::Error>,
-}
-
-impl Output {
-    /// Encodes one batch into the sink; returns `true` when the query should stop (the sink is
-    /// gone or a write failed, the error kept for the caller).
-    fn write(&mut self, batch: &mut DataFrame) -> bool {
-        let Some(sink) = self.sink.as_mut() else {
-            return true;
-        };
-        // Counted before writing: an encoder may take the batch (Parquet buffers it).
-        let rows = batch.height() as u64;
-        let written = self
-            .encoder
-            .write(batch, sink.as_mut())
-            .and_then(|()| sink.add_rows(rows));
-        match written {
-            Ok(()) => {
-                self.rows += rows;
-                false
-            }
-            Err(e) => {
-                self.error = Some(e);
-                true
-            }
-        }
-    }
-}
-
 /// The runs of row groups to read one after the other, if `prepared` is row-local over one
 /// Parquet table (see `chunked`).
 fn chunked_plan(
@@ -337,25 +293,16 @@ fn run(
     finish_output(&output, cancel, columns)
 }
 
-/// The encoder for `spec` started on `sink` (wrapped for the text encoding), shared by the
-/// batches' callbacks.
+/// The encoder for `spec` started on `sink`, shared by the batches' callbacks.
 fn start_output(
     spec: &spool_domain::OutputSpec,
     schema: &polars::prelude::Schema,
     sink: Box<dyn ResultSink>,
     scratch: &Path,
 ) -> Result<Arc<Mutex<Output>>, EngineError> {
-    let mut sink = formats::transcode(spec, sink);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut encoder =
-        formats::encoder(spec, schema, scratch.to_path_buf(), threads).map_err(sink_error)?;
-    encoder.begin(sink.as_mut()).map_err(sink_error)?;
-    Ok(Arc::new(Mutex::new(Output {
-        sink: Some(sink),
-        encoder,
-        rows: 0,
-        error: None,
-    })))
+    Ok(Arc::new(Mutex::new(Output::start(
+        spec, schema, sink, scratch,
+    )?)))
 }
 
 /// Runs `frame` on the streaming engine, handing each batch to `deliver`.
@@ -380,24 +327,10 @@ fn finish_output(
     cancel: &CancelToken,
     columns: Vec<ResultColumn>,
 ) -> Result<Execution, EngineError> {
-    let mut out = output.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(e) = out.error.take() {
-        return Err(sink_error(e));
-    }
-    if cancel.is_cancelled() {
-        return Err(EngineError::Cancelled);
-    }
-    let mut sink = out
-        .sink
-        .take()
-        .ok_or_else(|| EngineError::Internal("result sink vanished".to_owned()))?;
-    out.encoder.finish(sink.as_mut()).map_err(sink_error)?;
-    sink.flush().map_err(sink_error)?;
-    Ok(Execution {
-        sink,
-        rows: out.rows,
-        columns,
-    })
+    output
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .finish(cancel, columns)
 }
 
 /// Re-encodes the stored result in `file` (written as `from`, with `columns`) as `to`.

@@ -7,16 +7,14 @@
 //! - a `LEFT JOIN ... ON` whose extra conditions read only the joined table gets them applied to
 //!   that table before the join (Polars would otherwise filter after the join and lose the
 //!   unmatched left rows); extra conditions reading the left side are refused.
-//! - unaliased computed output columns get Calcite's (and so Kylin's) names `EXPR$<position>`,
-//!   so `upper(c), lower(c)` does not produce two columns named `c`.
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, JoinConstraint,
-    JoinOperator, ObjectNamePart, OrderBy, OrderByKind, Query, Select, SelectItem, SetExpr,
-    TableFactor, Value, VisitorMut, visit_expressions,
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, JoinConstraint,
+    JoinOperator, ObjectNamePart, Query, Select, SetExpr, TableFactor, Value, VisitorMut,
+    visit_expressions,
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
@@ -274,44 +272,4 @@ fn filter_before_left_join(select: &mut Select, names: &Names) -> Result<(), Str
         }
     }
     Ok(())
-}
-
-/// Names unaliased computed output columns of the outermost SELECT `EXPR$<position>`.
-pub(crate) fn name_computed_columns(query: &mut Query) {
-    let mut body = query.body.as_mut();
-    let query_order_by = &mut query.order_by;
-    loop {
-        match body {
-            SetExpr::SetOperation { left, .. } => body = left.as_mut(),
-            SetExpr::Select(select) => {
-                let mut named = Vec::new();
-                for (i, item) in select.projection.iter_mut().enumerate() {
-                    if let SelectItem::UnnamedExpr(expr) = item
-                        && !matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
-                    {
-                        let alias = Ident::with_quote('"', format!("EXPR${i}"));
-                        named.push((expr.clone(), alias.clone()));
-                        *item = SelectItem::ExprWithAlias {
-                            expr: expr.clone(),
-                            alias,
-                        };
-                    }
-                }
-                // ORDER BY may repeat a computed column's expression; point it at the name.
-                if let Some(OrderBy {
-                    kind: OrderByKind::Expressions(items),
-                    ..
-                }) = query_order_by.as_mut()
-                {
-                    for item in items {
-                        if let Some((_, alias)) = named.iter().find(|(e, _)| *e == item.expr) {
-                            item.expr = Expr::Identifier(alias.clone());
-                        }
-                    }
-                }
-                return;
-            }
-            _ => return,
-        }
-    }
 }

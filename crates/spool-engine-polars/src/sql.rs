@@ -13,8 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, Ident, LimitClause, ObjectName, ObjectNamePart, Offset, OffsetRows, Query, Statement,
-    TableFactor, Value, VisitMut, VisitorMut,
+    Expr, Ident, ObjectName, ObjectNamePart, Query, Statement, TableFactor, VisitMut, VisitorMut,
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
@@ -85,22 +84,9 @@ fn prepare_inner(
     limit: Option<u64>,
     with_views: bool,
 ) -> Result<String, String> {
-    let mut statements = Parser::parse_sql(&GenericDialect {}, sql)
-        .map_err(|e| format!("SQL syntax error: {}", strip_parser_prefix(&e.to_string())))?;
-    let mut statement = match statements.len() {
-        1 => statements.remove(0),
-        0 => return Err("the SQL text holds no statement".to_owned()),
-        n => {
-            return Err(format!(
-                "only one statement may be sent at a time; found {n}"
-            ));
-        }
-    };
+    let mut statement = spool_sql::parse_query(sql)?;
     let Statement::Query(query) = &mut statement else {
-        return Err(format!(
-            "only read-only queries (SELECT, WITH, VALUES) may run; {} statements are not allowed",
-            statement_kind(&statement)
-        ));
+        unreachable!("parse_query returns queries only");
     };
     let mut resolver = Resolver {
         names,
@@ -128,12 +114,12 @@ fn prepare_inner(
         return Err(error);
     }
     if with_views && resolver.reads_view {
-        prepend_views(query, &names.views)?;
+        prepend_views(query.as_mut(), &names.views)?;
     }
     if with_views {
-        rewrite::name_computed_columns(query);
+        spool_sql::name_computed_columns(query);
     }
-    apply_paging(query, offset, limit);
+    spool_sql::apply_paging(query, offset, limit);
     Ok(statement.to_string())
 }
 
@@ -158,38 +144,6 @@ fn prepend_views(query: &mut Query, views: &[(String, String)]) -> Result<(), St
     }
     query.with = Some(with);
     Ok(())
-}
-
-fn strip_parser_prefix(message: &str) -> &str {
-    message
-        .strip_prefix("sql parser error: ")
-        .unwrap_or(message)
-}
-
-/// Names the kind of a statement for an error message: its leading keywords.
-fn statement_kind(statement: &Statement) -> String {
-    let text = statement.to_string();
-    let words: Vec<&str> = text
-        .split_whitespace()
-        .take_while(|w| w.chars().all(|c| c.is_ascii_alphabetic()))
-        .take(2)
-        .collect();
-    match words.as_slice() {
-        [] => "such".to_owned(),
-        [first, second]
-            if matches!(
-                first.to_ascii_uppercase().as_str(),
-                "CREATE" | "DROP" | "ALTER" | "SHOW" | "TRUNCATE"
-            ) =>
-        {
-            format!(
-                "{} {}",
-                first.to_ascii_uppercase(),
-                second.to_ascii_uppercase()
-            )
-        }
-        [first, ..] => first.to_ascii_uppercase(),
-    }
 }
 
 struct Resolver<'a> {
@@ -364,46 +318,6 @@ impl VisitorMut for JoinPlanner<'_> {
             }
         }
     }
-}
-
-fn number(n: u64) -> Expr {
-    Expr::value(Value::Number(n.to_string(), false))
-}
-
-/// Applies the request's paging where the SQL has none of its own.
-fn apply_paging(query: &mut Query, offset: Option<u64>, limit: Option<u64>) {
-    if offset.is_none() && limit.is_none() {
-        return;
-    }
-    // `LIMIT a, b` (MySQL) sets both; nothing to add.
-    if matches!(
-        query.limit_clause,
-        Some(LimitClause::OffsetCommaLimit { .. })
-    ) {
-        return;
-    }
-    let (mut sql_limit, mut sql_offset, limit_by) = match query.limit_clause.take() {
-        Some(LimitClause::LimitOffset {
-            limit,
-            offset,
-            limit_by,
-        }) => (limit, offset, limit_by),
-        _ => (None, None, Vec::new()),
-    };
-    if sql_limit.is_none() {
-        sql_limit = limit.map(number);
-    }
-    if sql_offset.is_none() {
-        sql_offset = offset.map(|o| Offset {
-            value: number(o),
-            rows: OffsetRows::None,
-        });
-    }
-    query.limit_clause = Some(LimitClause::LimitOffset {
-        limit: sql_limit,
-        offset: sql_offset,
-        limit_by,
-    });
 }
 
 #[cfg(test)]

@@ -122,6 +122,10 @@ pub struct Cli {
     /// [default: none, so no webhooks]
     #[arg(long, env = "SPOOL_CALLBACK_ALLOW", value_delimiter = ',')]
     pub callback_allow: Option<Vec<String>>,
+    /// The Spark Connect server that projects with `engine = "spark"` in their `project.toml`
+    /// run on, as `sc://host:port` [default: none, so such projects' queries fail]
+    #[arg(long, env = "SPOOL_SPARK_REMOTE")]
+    pub spark_remote: Option<String>,
     /// Manage users instead of serving
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -227,6 +231,8 @@ pub struct FileConfig {
     pub callback_secret: Option<String>,
     /// The hosts webhooks may go to.
     pub callback_allow: Option<Vec<String>>,
+    /// The Spark Connect server for Spark projects (`sc://host:port`).
+    pub spark_remote: Option<String>,
 }
 
 /// The settings the server runs with.
@@ -272,6 +278,8 @@ pub struct Settings {
     pub callback_secret: Option<String>,
     /// The hosts webhooks may go to.
     pub callback_allow: Vec<String>,
+    /// The Spark Connect server for Spark projects; `None`: no Spark.
+    pub spark_remote: Option<String>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -350,7 +358,16 @@ impl Settings {
              characters): webhooks are signed with it, so set callback_secret to a long random \
              string, or empty callback_allow to keep webhooks off"
         );
+        let spark_remote = cli
+            .spark_remote
+            .clone()
+            .or(file.spark_remote.clone())
+            .filter(|s| !s.trim().is_empty());
+        if let Some(remote) = &spark_remote {
+            spool_engine_spark::Remote::parse(remote).map_err(anyhow::Error::msg)?;
+        }
         Ok(Self {
+            spark_remote,
             job_store,
             result_store,
             lease: std::time::Duration::from_secs(lease_secs),

@@ -6,6 +6,7 @@
 //! This is the only crate that names concrete adapters.
 
 mod config;
+mod engines;
 mod users;
 mod webhooks;
 
@@ -95,7 +96,7 @@ fn gen_ssb(args: &config::GenSsb) -> anyhow::Result<()> {
 /// as the server, without HTTP or the job store, and reports each run's time on stderr.
 async fn query(args: &config::QueryArgs, settings: &Settings) -> anyhow::Result<()> {
     use spool_ports::{CancelToken, QueryEngine, ResultStore};
-    let engine = PolarsEngine::new(settings.data_dir.join("projects"));
+    let engine = engines(&settings)?;
     let scratch = std::env::temp_dir().join(format!("spool-query-{}", std::process::id()));
     let store = FsResultStore::open(&scratch)
         .context("opening a scratch result store")?
@@ -282,15 +283,34 @@ async fn open_backends(settings: &Settings) -> anyhow::Result<Backends> {
     })
 }
 
+/// The engines of the server's projects: Polars, and Spark when `spark_remote` is set.
+fn engines(settings: &Settings) -> anyhow::Result<engines::Engines> {
+    let projects = settings.data_dir.join("projects");
+    let scratch = settings.data_dir.join("scratch");
+    let polars = PolarsEngine::new(&projects)
+        .with_scratch(&scratch)
+        .with_polars_threads_lowered();
+    let spark = match &settings.spark_remote {
+        Some(remote) => {
+            info!(remote, "Spark projects run on this Spark Connect server");
+            Some(
+                spool_engine_spark::SparkEngine::new(&projects, remote)
+                    .map_err(anyhow::Error::msg)?
+                    .with_scratch(&scratch),
+            )
+        }
+        None => None,
+    };
+    Ok(engines::Engines::new(projects, polars, spark))
+}
+
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
     prepare_data_dir(&settings)?;
     let backends = open_backends(&settings).await?;
     let users = users::load_or_init(backends.users.as_ref(), settings.default_admin).await?;
-    let engine = PolarsEngine::new(settings.data_dir.join("projects"))
-        .with_scratch(settings.data_dir.join("scratch"))
-        .with_polars_threads_lowered();
+    let engine = engines(&settings)?;
     let ports = Ports {
         jobs: backends.jobs,
         results: backends.results,

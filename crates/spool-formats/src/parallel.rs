@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use polars::prelude::DataFrame;
 use spool_ports::ResultSink;
 
-use crate::formats::{BatchEncoder, Encoder};
+use crate::{BatchEncoder, Encoder};
 
 /// Encoded bytes of one batch, or why it failed, by batch number.
 type Encoded = (u64, io::Result<Vec<u8>>);

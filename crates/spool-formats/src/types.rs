@@ -7,7 +7,7 @@ use polars::prelude::DataType;
 /// Unsigned integers widen to the next signed type that holds all their values (`count(*)` is
 /// a `UInt32` in Polars and a `BIGINT` in Kylin); types SQL has no name for are `VARCHAR`, the
 /// form they take in a CSV export.
-pub(crate) fn sql_type(dtype: &DataType) -> String {
+pub fn sql_type(dtype: &DataType) -> String {
     match dtype {
         DataType::Boolean => "BOOLEAN".to_owned(),
         DataType::Int8 => "TINYINT".to_owned(),
@@ -28,7 +28,7 @@ pub(crate) fn sql_type(dtype: &DataType) -> String {
 
 /// The Polars type a column of Kylin SQL type `name` is read back as (the inverse of
 /// [`sql_type`] for the types it names; anything else is text).
-pub(crate) fn dtype(name: &str) -> DataType {
+pub fn dtype(name: &str) -> DataType {
     let upper = name.trim().to_ascii_uppercase();
     if let Some(args) = upper
         .strip_prefix("DECIMAL(")

@@ -1,0 +1,386 @@
+//! The query engine on an Apache Spark cluster, over Spark Connect (Spark 4.x).
+//!
+//! One query, one Spark session: the project's tables the query reads are registered as temp
+//! views over their files (Spool resolves the paths, never user SQL), its views as SQL views,
+//! then the checked query runs as a reattachable execution whose Arrow batches are decoded by
+//! Polars' IPC reader and written by the shared encoders (`spool-formats`), so a result is the
+//! same file whichever engine ran it.
+//!
+//! Invariants:
+//! - SQL reaches Spark only after [`sandbox::check`] accepted it, printed from the checked AST.
+//! - The result streams: at most [`BATCHES_IN_FLIGHT`] decoded batches wait for the encoder;
+//!   memory does not grow with the number of result rows.
+//! - A stop interrupts the Spark operation (by its id) within [`CANCEL_POLL`]; a cancelled run
+//!   is never reported as a success.
+//! - A cluster that cannot be reached fails the query in seconds as
+//!   [`EngineError::Unavailable`].
+
+mod catalog;
+mod client;
+mod proto;
+mod sandbox;
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use polars::prelude::{DataFrame, IpcStreamReader, SerReader};
+use spool_domain::{ProjectName, QueryRequest, ResultColumn};
+use spool_formats::{Output, types};
+use spool_ports::{CancelToken, EngineError, Execution, QueryEngine, ResultSink};
+use tracing::debug;
+
+pub use crate::client::{Client, Remote, SparkError, reattaches};
+use crate::proto::spark::connect as pb;
+
+/// Decoded batches waiting for the encoder, at most.
+pub const BATCHES_IN_FLIGHT: usize = 2;
+/// How often a running query looks at its cancel token.
+pub const CANCEL_POLL: Duration = Duration::from_millis(100);
+
+/// Session settings every query runs with: Kylin's SQL means `"X"` as an identifier, and the
+/// text is never subject to variable substitution.
+const SESSION_CONFIG: &[(&str, &str)] = &[
+    ("spark.sql.ansi.enabled", "true"),
+    ("spark.sql.ansi.doubleQuotedIdentifiers", "true"),
+    ("spark.sql.variable.substitute", "false"),
+];
+
+/// A [`QueryEngine`] running queries on a Spark cluster, over project folders under `root`.
+#[derive(Debug, Clone)]
+pub struct SparkEngine {
+    root: PathBuf,
+    scratch: PathBuf,
+    client: Client,
+}
+
+impl SparkEngine {
+    /// Serves the projects under `root` on the Connect server at `remote` (`sc://host:port`).
+    /// Nothing is sent until the first query.
+    pub fn new(root: impl Into<PathBuf>, remote: &str) -> Result<Self, String> {
+        let remote = Remote::parse(remote)?;
+        Ok(Self {
+            root: root.into(),
+            scratch: std::env::temp_dir().join("spool-scratch"),
+            client: Client::new(remote)?,
+        })
+    }
+
+    /// Puts temporary files (XLSX sheets being written) under `dir`.
+    pub fn with_scratch(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.scratch = dir.into();
+        self
+    }
+
+    /// The Connect client (tests use it to look at the server's view of an operation).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+fn engine_error(e: SparkError) -> EngineError {
+    match e {
+        SparkError::Unavailable(m) => EngineError::Unavailable(m),
+        SparkError::Analysis(m) => EngineError::InvalidQuery(m),
+        SparkError::Execution(m) => EngineError::Execution(m),
+        SparkError::Interrupted => EngineError::Cancelled,
+        SparkError::Protocol(m) => EngineError::Internal(m),
+    }
+}
+
+#[async_trait]
+impl QueryEngine for SparkEngine {
+    async fn execute(
+        &self,
+        request: &QueryRequest,
+        sink: Box<dyn ResultSink>,
+        cancel: CancelToken,
+    ) -> Result<Execution, EngineError> {
+        let root = self.root.clone();
+        let name = request.project.as_str().to_owned();
+        let project = tokio::task::spawn_blocking(move || catalog::open(&root, &name))
+            .await
+            .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?
+            .map_err(|e| {
+                EngineError::Execution(format!(
+                    "project '{}' cannot be listed: {e}",
+                    request.project
+                ))
+            })?
+            .ok_or_else(|| EngineError::ProjectNotFound(request.project.clone()))?;
+        let checked = sandbox::check(&request.sql, &project, request.offset, request.limit)
+            .map_err(EngineError::InvalidQuery)?;
+        let session = self.client.session("spool");
+        let outcome = self
+            .run(&project, &checked, request, sink, &cancel, &session)
+            .await;
+        // Drops the session's views and anything it still runs; never delays the answer.
+        let client = self.client.clone();
+        tokio::spawn(async move { client.release_session(&session).await });
+        outcome
+    }
+
+    /// Spark projects are folders of files like Polars': the same version (every file with its
+    /// size and modification time) is computed by the server's Polars engine, which also
+    /// converts stored results; this engine does not repeat either.
+    async fn source_version(&self, project: &ProjectName) -> Result<Option<String>, EngineError> {
+        let _ = project;
+        Ok(None)
+    }
+}
+
+impl SparkEngine {
+    async fn run(
+        &self,
+        project: &catalog::Project,
+        checked: &sandbox::Checked,
+        request: &QueryRequest,
+        sink: Box<dyn ResultSink>,
+        cancel: &CancelToken,
+        session: &client::Session,
+    ) -> Result<Execution, EngineError> {
+        self.client
+            .set_config(session, SESSION_CONFIG)
+            .await
+            .map_err(engine_error)?;
+        register(&self.client, session, project, &checked.relations).await?;
+        if cancel.is_cancelled() {
+            return Err(EngineError::Cancelled);
+        }
+        debug!(sql = %checked.sql, remote = %self.client.remote(), "running on spark");
+        let plan = pb::Plan {
+            op_type: Some(pb::plan::OpType::Root(pb::Relation {
+                common: None,
+                rel_type: Some(pb::relation::RelType::Sql(pb::Sql {
+                    query: checked.sql.clone(),
+                    ..pb::Sql::default()
+                })),
+            })),
+        };
+        let mut execution = self
+            .client
+            .execute(session, plan, None)
+            .await
+            .map_err(engine_error)?;
+        let operation = execution.operation_id().to_owned();
+
+        // Decoding and encoding run on a blocking thread; the gRPC stream stays here.
+        let (batches, mut receive) = tokio::sync::mpsc::channel::<Bytes>(BATCHES_IN_FLIGHT);
+        let spec = request.output.clone();
+        let scratch = self.scratch.clone();
+        let encoder_cancel = cancel.clone();
+        let encoder = tokio::task::spawn_blocking(move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                encode(&mut receive, &spec, sink, &scratch, &encoder_cancel)
+            }))
+            .unwrap_or_else(|_| Err(EngineError::Internal("a result encoder panicked".into())))
+        });
+
+        let streamed = stream(&mut execution, &batches, cancel).await;
+        drop(batches);
+        if cancel.is_cancelled() || matches!(streamed, Err(EngineError::Cancelled)) {
+            match self.client.interrupt(session, &operation).await {
+                Ok(known) => debug!(operation, known, "interrupted a stopped Spark operation"),
+                Err(e) => debug!(operation, error = %e, "interrupting a Spark operation failed"),
+            }
+        }
+        let encoded = encoder
+            .await
+            .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?;
+        tokio::spawn(execution.release());
+        streamed?;
+        encoded
+    }
+}
+
+/// Registers the relations a query reads (and, for views, what they read) as temp views.
+async fn register(
+    client: &Client,
+    session: &client::Session,
+    project: &catalog::Project,
+    relations: &[String],
+) -> Result<(), EngineError> {
+    use pb::read::{DataSource, ReadType};
+    // Tables first, then views in an order where each follows what it reads.
+    let mut tables = Vec::new();
+    let mut views: Vec<(String, String)> = Vec::new();
+    let mut pending: Vec<(String, usize)> = relations.iter().map(|r| (r.clone(), 0)).collect();
+    let mut seen = std::collections::HashSet::new();
+    while let Some((name, depth)) = pending.pop() {
+        if depth > 32 {
+            return Err(EngineError::Execution(format!(
+                "view '{name}' of project '{}' reads views nested too deep (a cycle?)",
+                project.name
+            )));
+        }
+        let key = name.to_lowercase();
+        if let Some((spelled, source)) = project.tables.get(&key) {
+            if seen.insert(key) {
+                tables.push((spelled.clone(), source.clone()));
+            }
+        } else if let Some((spelled, text)) = project.views.get(&key) {
+            let checked = sandbox::check_view(text, project).map_err(|e| {
+                EngineError::Execution(format!(
+                    "view '{spelled}' of project '{}' is invalid: {e}",
+                    project.name
+                ))
+            })?;
+            // Registered after everything it reads: pushed to the front of the queue of views.
+            views.retain(|(v, _)| v != spelled);
+            views.insert(0, (spelled.clone(), checked.sql));
+            for read in checked.relations {
+                pending.push((read, depth + 1));
+            }
+        }
+    }
+    let tables = tables.into_iter().map(|(name, source)| {
+        let (format, path, csv) = match source {
+            catalog::Source::Parquet(path) => ("parquet", path, false),
+            catalog::Source::Csv(path) => ("csv", path, true),
+        };
+        let mut options = std::collections::HashMap::new();
+        if csv {
+            options.insert("header".to_owned(), "true".to_owned());
+            options.insert("inferSchema".to_owned(), "true".to_owned());
+        }
+        let input = pb::Relation {
+            common: None,
+            rel_type: Some(pb::relation::RelType::Read(pb::Read {
+                is_streaming: false,
+                read_type: Some(ReadType::DataSource(DataSource {
+                    format: Some(format.to_owned()),
+                    schema: None,
+                    options,
+                    paths: vec![path.to_string_lossy().into_owned()],
+                    predicates: Vec::new(),
+                    source_name: None,
+                })),
+            })),
+        };
+        (name, input)
+    });
+    let views = views.into_iter().map(|(name, sql)| {
+        let input = pb::Relation {
+            common: None,
+            rel_type: Some(pb::relation::RelType::Sql(pb::Sql {
+                query: sql,
+                ..pb::Sql::default()
+            })),
+        };
+        (name, input)
+    });
+    for (name, input) in tables.chain(views) {
+        let command =
+            pb::command::CommandType::CreateDataframeView(pb::CreateDataFrameViewCommand {
+                input: Some(input),
+                name: name.clone(),
+                is_global: false,
+                replace: true,
+            });
+        client
+            .command(session, command)
+            .await
+            .map_err(|e| match e {
+                SparkError::Analysis(m) | SparkError::Execution(m) => {
+                    EngineError::Execution(format!(
+                        "table '{name}' of project '{}' cannot be read on Spark: {m}",
+                        project.name
+                    ))
+                }
+                other => engine_error(other),
+            })?;
+    }
+    Ok(())
+}
+
+/// Moves the execution's batches to the encoder until the result is complete, the encoder
+/// stops taking them (it failed) or the query is cancelled.
+async fn stream(
+    execution: &mut client::Execution,
+    batches: &tokio::sync::mpsc::Sender<Bytes>,
+    cancel: &CancelToken,
+) -> Result<(), EngineError> {
+    let cancelled = async {
+        loop {
+            if cancel.is_cancelled() {
+                return;
+            }
+            tokio::time::sleep(CANCEL_POLL).await;
+        }
+    };
+    tokio::pin!(cancelled);
+    loop {
+        let event = tokio::select! {
+            () = &mut cancelled => return Err(EngineError::Cancelled),
+            event = execution.next() => event.map_err(engine_error)?,
+        };
+        match event {
+            Some(client::Event::Batch(data)) => {
+                let sent = tokio::select! {
+                    () = &mut cancelled => return Err(EngineError::Cancelled),
+                    sent = batches.send(data) => sent,
+                };
+                if sent.is_err() {
+                    // The encoder ended early; its own error says why.
+                    return Ok(());
+                }
+            }
+            Some(client::Event::Complete) | None => return Ok(()),
+        }
+    }
+}
+
+/// Decodes each Arrow IPC batch and encodes it into the sink (a blocking thread).
+fn encode(
+    batches: &mut tokio::sync::mpsc::Receiver<Bytes>,
+    spec: &spool_domain::OutputSpec,
+    sink: Box<dyn ResultSink>,
+    scratch: &std::path::Path,
+    cancel: &CancelToken,
+) -> Result<Execution, EngineError> {
+    let mut sink = Some(sink);
+    let mut output: Option<(Output, Vec<ResultColumn>)> = None;
+    while let Some(data) = batches.blocking_recv() {
+        if cancel.is_cancelled() {
+            return Err(EngineError::Cancelled);
+        }
+        let mut frame = decode(data)?;
+        if output.is_none() {
+            let schema = frame.schema().as_ref().clone();
+            let columns = schema
+                .iter()
+                .map(|(name, dtype)| ResultColumn {
+                    name: name.to_string(),
+                    sql_type: types::sql_type(dtype),
+                })
+                .collect();
+            let sink = sink
+                .take()
+                .ok_or_else(|| EngineError::Internal("result sink vanished".to_owned()))?;
+            output = Some((Output::start(spec, &schema, sink, scratch)?, columns));
+        }
+        let Some((out, _)) = output.as_mut() else {
+            unreachable!("started above");
+        };
+        if frame.height() > 0 && out.write(&mut frame) {
+            // The write failed; finishing reports why.
+            break;
+        }
+    }
+    match output {
+        Some((mut out, columns)) => out.finish(cancel, columns),
+        None if cancel.is_cancelled() => Err(EngineError::Cancelled),
+        None => Err(EngineError::Internal(
+            "Spark sent no result batch (not even an empty one with the schema)".to_owned(),
+        )),
+    }
+}
+
+/// One Arrow IPC stream (schema and record batches) as a `DataFrame`.
+fn decode(data: Bytes) -> Result<DataFrame, EngineError> {
+    IpcStreamReader::new(Cursor::new(data))
+        .finish()
+        .map_err(|e| EngineError::Internal(format!("decoding a Spark Arrow batch: {e}")))
+}

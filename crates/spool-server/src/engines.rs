@@ -1,0 +1,193 @@
+//! Which engine runs a project's queries. A project's folder may hold a `project.toml`:
+//!
+//! ```toml
+//! engine = "spark"   # or "polars", the default
+//! ```
+//!
+//! Spark projects run on the server's `spark_remote`; everything else on the embedded Polars
+//! engine. Both read the same folder layout, so the source version (for result reuse) and the
+//! conversion of stored results at download are Polars' for every project.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use spool_domain::{OutputSpec, ProjectName, QueryRequest, ResultColumn};
+use spool_engine_polars::PolarsEngine;
+use spool_engine_spark::SparkEngine;
+use spool_ports::{CancelToken, EngineError, Execution, QueryEngine, ResultSink, StoredResult};
+
+/// The file in a project's folder that chooses its engine.
+pub const PROJECT_FILE: &str = "project.toml";
+
+/// A project's settings file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectFile {
+    engine: Option<String>,
+}
+
+/// The engines a project can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Polars,
+    Spark,
+}
+
+/// Routes each query to its project's engine.
+#[derive(Debug, Clone)]
+pub struct Engines {
+    root: PathBuf,
+    polars: Arc<PolarsEngine>,
+    spark: Option<Arc<SparkEngine>>,
+}
+
+impl Engines {
+    /// Projects under `root`; Spark projects run on `spark` when there is one.
+    pub fn new(root: impl Into<PathBuf>, polars: PolarsEngine, spark: Option<SparkEngine>) -> Self {
+        Self {
+            root: root.into(),
+            polars: Arc::new(polars),
+            spark: spark.map(Arc::new),
+        }
+    }
+
+    fn kind(&self, project: &ProjectName) -> Result<Kind, EngineError> {
+        let Some(dir) = project_dir(&self.root, project.as_str()) else {
+            // The engine reports the missing project in its own words.
+            return Ok(Kind::Polars);
+        };
+        let path = dir.join(PROJECT_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Kind::Polars),
+            Err(e) => {
+                return Err(EngineError::Execution(format!(
+                    "{PROJECT_FILE} of project '{project}' cannot be read: {e}"
+                )));
+            }
+        };
+        let file: ProjectFile = toml::from_str(&text).map_err(|e| {
+            EngineError::Execution(format!(
+                "{PROJECT_FILE} of project '{project}' is invalid: {}",
+                e.message()
+            ))
+        })?;
+        match file
+            .engine
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("polars") => Ok(Kind::Polars),
+            Some("spark") => Ok(Kind::Spark),
+            Some(other) => Err(EngineError::Execution(format!(
+                "{PROJECT_FILE} of project '{project}' names engine {other:?}; \
+                 the engines are \"polars\" and \"spark\""
+            ))),
+        }
+    }
+
+    fn engine(&self, project: &ProjectName) -> Result<&dyn QueryEngine, EngineError> {
+        Ok(match self.kind(project)? {
+            Kind::Polars => self.polars.as_ref(),
+            Kind::Spark => match &self.spark {
+                Some(spark) => spark.as_ref(),
+                None => {
+                    return Err(EngineError::Execution(format!(
+                        "project '{project}' runs on Spark ({PROJECT_FILE}), but this server \
+                         has no spark_remote configured"
+                    )));
+                }
+            },
+        })
+    }
+}
+
+/// Finds the folder of `project` under `root`: exact name first, then ignoring ASCII case.
+fn project_dir(root: &Path, project: &str) -> Option<PathBuf> {
+    let exact = root.join(project);
+    if exact.is_dir() {
+        return Some(exact);
+    }
+    std::fs::read_dir(root).ok()?.flatten().find_map(|entry| {
+        let name = entry.file_name().into_string().ok()?;
+        (name.eq_ignore_ascii_case(project) && entry.path().is_dir()).then(|| entry.path())
+    })
+}
+
+#[async_trait]
+impl QueryEngine for Engines {
+    async fn execute(
+        &self,
+        request: &QueryRequest,
+        sink: Box<dyn ResultSink>,
+        cancel: CancelToken,
+    ) -> Result<Execution, EngineError> {
+        self.engine(&request.project)?
+            .execute(request, sink, cancel)
+            .await
+    }
+
+    async fn transcode(
+        &self,
+        stored: StoredResult,
+        from: &OutputSpec,
+        columns: &[ResultColumn],
+        to: &OutputSpec,
+        sink: Box<dyn ResultSink>,
+        cancel: CancelToken,
+    ) -> Result<Execution, EngineError> {
+        self.polars
+            .transcode(stored, from, columns, to, sink, cancel)
+            .await
+    }
+
+    async fn source_version(&self, project: &ProjectName) -> Result<Option<String>, EngineError> {
+        self.polars.source_version(project).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engines(root: &Path, spark: bool) -> Engines {
+        let spark = spark.then(|| SparkEngine::new(root, "sc://127.0.0.1:9").expect("remote"));
+        Engines::new(root, PolarsEngine::new(root), spark)
+    }
+
+    #[test]
+    fn project_toml_chooses_the_engine_and_bad_files_say_what_is_wrong() {
+        let root = tempfile::tempdir().expect("tempdir");
+        for p in ["plain", "Spark1", "bad", "odd"] {
+            std::fs::create_dir_all(root.path().join(p)).expect("mkdir");
+        }
+        std::fs::write(
+            root.path().join("Spark1/project.toml"),
+            "engine = \"spark\"\n",
+        )
+        .expect("w");
+        std::fs::write(root.path().join("bad/project.toml"), "engin = 1\n").expect("w");
+        std::fs::write(root.path().join("odd/project.toml"), "engine = \"duck\"\n").expect("w");
+        let name = |p: &str| ProjectName::parse(p).expect("name");
+        let with = engines(root.path(), true);
+        assert_eq!(with.kind(&name("plain")).expect("ok"), Kind::Polars);
+        assert_eq!(with.kind(&name("spark1")).expect("ok"), Kind::Spark);
+        assert_eq!(with.kind(&name("missing")).expect("ok"), Kind::Polars);
+        let bad = with.kind(&name("bad")).expect_err("bad").to_string();
+        assert!(
+            bad.contains("project.toml of project 'bad' is invalid"),
+            "{bad}"
+        );
+        let odd = with.kind(&name("odd")).expect_err("odd").to_string();
+        assert!(odd.contains("names engine \"duck\""), "{odd}");
+        let without = engines(root.path(), false);
+        let e = without
+            .engine(&name("Spark1"))
+            .err()
+            .expect("no spark")
+            .to_string();
+        assert!(e.contains("no spark_remote configured"), "{e}");
+    }
+}

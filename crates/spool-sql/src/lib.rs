@@ -1,0 +1,207 @@
+//! SQL rules every engine applies the same way, on sqlparser's AST (never on the text):
+//!
+//! - [`parse_query`]: exactly one statement, and it must be a read-only query (`SELECT`, `WITH`,
+//!   `VALUES`, set operations); the messages for everything else are the same on every engine;
+//! - [`apply_paging`]: the request's `offset` / `limit` apply unless the SQL has its own;
+//! - [`name_computed_columns`]: unaliased computed output columns get Calcite's (and so Kylin's)
+//!   names `EXPR$<position>`, so a result has the same header whichever engine ran it.
+//!
+//! Each engine then checks the relations and functions a query may use against its own catalog
+//! (an engine's sandbox), and rewrites what it runs differently.
+
+use sqlparser::ast::{
+    Expr, Ident, LimitClause, Offset, OffsetRows, OrderBy, OrderByKind, Query, SelectItem, SetExpr,
+    Statement, Value,
+};
+use sqlparser::dialect::GenericDialect;
+use sqlparser::parser::Parser;
+
+/// Parses `sql` as Kylin's clients write it (sqlparser's generic dialect) and returns its one
+/// statement, a query; anything else is refused with a message for the user.
+pub fn parse_query(sql: &str) -> Result<Statement, String> {
+    let mut statements = Parser::parse_sql(&GenericDialect {}, sql)
+        .map_err(|e| format!("SQL syntax error: {}", strip_parser_prefix(&e.to_string())))?;
+    let statement = match statements.len() {
+        1 => statements.remove(0),
+        0 => return Err("the SQL text holds no statement".to_owned()),
+        n => {
+            return Err(format!(
+                "only one statement may be sent at a time; found {n}"
+            ));
+        }
+    };
+    if !matches!(statement, Statement::Query(_)) {
+        return Err(format!(
+            "only read-only queries (SELECT, WITH, VALUES) may run; {} statements are not allowed",
+            statement_kind(&statement)
+        ));
+    }
+    Ok(statement)
+}
+
+/// The parser's message without its "sql parser error: " prefix.
+pub fn strip_parser_prefix(message: &str) -> &str {
+    message
+        .strip_prefix("sql parser error: ")
+        .unwrap_or(message)
+}
+
+/// Names the kind of a statement for an error message: its leading keywords.
+pub fn statement_kind(statement: &Statement) -> String {
+    let text = statement.to_string();
+    let words: Vec<&str> = text
+        .split_whitespace()
+        .take_while(|w| w.chars().all(|c| c.is_ascii_alphabetic()))
+        .take(2)
+        .collect();
+    match words.as_slice() {
+        [] => "such".to_owned(),
+        [first, second]
+            if matches!(
+                first.to_ascii_uppercase().as_str(),
+                "CREATE" | "DROP" | "ALTER" | "SHOW" | "TRUNCATE"
+            ) =>
+        {
+            format!(
+                "{} {}",
+                first.to_ascii_uppercase(),
+                second.to_ascii_uppercase()
+            )
+        }
+        [first, ..] => first.to_ascii_uppercase(),
+    }
+}
+
+fn number(n: u64) -> Expr {
+    Expr::value(Value::Number(n.to_string(), false))
+}
+
+/// Applies the request's paging where the SQL has none of its own.
+pub fn apply_paging(query: &mut Query, offset: Option<u64>, limit: Option<u64>) {
+    if offset.is_none() && limit.is_none() {
+        return;
+    }
+    // `LIMIT a, b` (MySQL) sets both; nothing to add.
+    if matches!(
+        query.limit_clause,
+        Some(LimitClause::OffsetCommaLimit { .. })
+    ) {
+        return;
+    }
+    let (mut sql_limit, mut sql_offset, limit_by) = match query.limit_clause.take() {
+        Some(LimitClause::LimitOffset {
+            limit,
+            offset,
+            limit_by,
+        }) => (limit, offset, limit_by),
+        _ => (None, None, Vec::new()),
+    };
+    if sql_limit.is_none() {
+        sql_limit = limit.map(number);
+    }
+    if sql_offset.is_none() {
+        sql_offset = offset.map(|o| Offset {
+            value: number(o),
+            rows: OffsetRows::None,
+        });
+    }
+    query.limit_clause = Some(LimitClause::LimitOffset {
+        limit: sql_limit,
+        offset: sql_offset,
+        limit_by,
+    });
+}
+
+/// Names unaliased computed output columns of the outermost SELECT `EXPR$<position>`.
+pub fn name_computed_columns(query: &mut Query) {
+    let mut body = query.body.as_mut();
+    let query_order_by = &mut query.order_by;
+    loop {
+        match body {
+            SetExpr::SetOperation { left, .. } => body = left.as_mut(),
+            SetExpr::Select(select) => {
+                let mut named = Vec::new();
+                for (i, item) in select.projection.iter_mut().enumerate() {
+                    if let SelectItem::UnnamedExpr(expr) = item
+                        && !matches!(expr, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
+                    {
+                        let alias = Ident::with_quote('"', format!("EXPR${i}"));
+                        named.push((expr.clone(), alias.clone()));
+                        *item = SelectItem::ExprWithAlias {
+                            expr: expr.clone(),
+                            alias,
+                        };
+                    }
+                }
+                // ORDER BY may repeat a computed column's expression; point it at the name.
+                if let Some(OrderBy {
+                    kind: OrderByKind::Expressions(items),
+                    ..
+                }) = query_order_by.as_mut()
+                {
+                    for item in items {
+                        if let Some((_, alias)) = named.iter().find(|(e, _)| *e == item.expr) {
+                            item.expr = Expr::Identifier(alias.clone());
+                        }
+                    }
+                }
+                return;
+            }
+            _ => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(sql: &str) -> Box<Query> {
+        match parse_query(sql).expect("a query") {
+            Statement::Query(q) => q,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn only_one_read_only_statement_is_accepted() {
+        assert_eq!(
+            parse_query("select 1; select 2").expect_err("two"),
+            "only one statement may be sent at a time; found 2"
+        );
+        assert_eq!(
+            parse_query("drop table t").expect_err("ddl"),
+            "only read-only queries (SELECT, WITH, VALUES) may run; DROP TABLE statements are not allowed"
+        );
+        assert_eq!(
+            parse_query("insert into t values (1)").expect_err("dml"),
+            "only read-only queries (SELECT, WITH, VALUES) may run; INSERT statements are not allowed"
+        );
+        assert!(
+            parse_query("select from")
+                .expect_err("syntax")
+                .starts_with("SQL syntax error: ")
+        );
+        assert!(parse_query("with a as (select 1) select * from a").is_ok());
+    }
+
+    #[test]
+    fn paging_applies_where_the_sql_has_none() {
+        let mut q = query("select a from t");
+        apply_paging(&mut q, Some(5), Some(10));
+        assert_eq!(q.to_string(), "SELECT a FROM t LIMIT 10 OFFSET 5");
+        let mut q = query("select a from t limit 3");
+        apply_paging(&mut q, None, Some(10));
+        assert_eq!(q.to_string(), "SELECT a FROM t LIMIT 3");
+    }
+
+    #[test]
+    fn computed_columns_get_calcites_names_and_order_by_follows() {
+        let mut q = query("select a, sum(b) from t group by a order by sum(b) desc");
+        name_computed_columns(&mut q);
+        assert_eq!(
+            q.to_string(),
+            "SELECT a, sum(b) AS \"EXPR$1\" FROM t GROUP BY a ORDER BY \"EXPR$1\" DESC"
+        );
+    }
+}
