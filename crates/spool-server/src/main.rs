@@ -96,7 +96,7 @@ fn gen_ssb(args: &config::GenSsb) -> anyhow::Result<()> {
 /// as the server, without HTTP or the job store, and reports each run's time on stderr.
 async fn query(args: &config::QueryArgs, settings: &Settings) -> anyhow::Result<()> {
     use spool_ports::{CancelToken, QueryEngine, ResultStore};
-    let engine = engines(&settings)?;
+    let engine = engines(settings)?;
     let scratch = std::env::temp_dir().join(format!("spool-query-{}", std::process::id()));
     let store = FsResultStore::open(&scratch)
         .context("opening a scratch result store")?
