@@ -58,7 +58,8 @@ pub struct SparkEngine {
 
 impl SparkEngine {
     /// Serves the projects under `root` on the Connect server at `remote` (`sc://host:port`).
-    /// Nothing is sent until the first query.
+    /// Nothing is sent until the first query. Must be called inside a Tokio runtime (the
+    /// connection's background task starts there).
     pub fn new(root: impl Into<PathBuf>, remote: &str) -> Result<Self, String> {
         let remote = Remote::parse(remote)?;
         Ok(Self {

@@ -157,8 +157,9 @@ mod tests {
         Engines::new(root, PolarsEngine::new(root), spark)
     }
 
-    #[test]
-    fn project_toml_chooses_the_engine_and_bad_files_say_what_is_wrong() {
+    // The Spark client's channel is made inside a runtime, as the server makes it.
+    #[tokio::test]
+    async fn project_toml_chooses_the_engine_and_bad_files_say_what_is_wrong() {
         let root = tempfile::tempdir().expect("tempdir");
         for p in ["plain", "Spark1", "bad", "odd"] {
             std::fs::create_dir_all(root.path().join(p)).expect("mkdir");
