@@ -161,16 +161,6 @@ impl Resolver<'_> {
     }
 }
 
-fn ident_parts(name: &ObjectName) -> Option<Vec<&Ident>> {
-    name.0
-        .iter()
-        .map(|part| match part {
-            ObjectNamePart::Identifier(ident) => Some(ident),
-            ObjectNamePart::Function(_) => None,
-        })
-        .collect()
-}
-
 fn quoted(value: &str) -> Ident {
     Ident::with_quote('"', value)
 }
@@ -179,64 +169,22 @@ impl VisitorMut for Resolver<'_> {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
-        if let Some(with) = &query.with {
-            for cte in &with.cte_tables {
-                self.ctes.insert(cte.alias.name.value.to_lowercase());
-            }
-        }
+        self.ctes.extend(spool_sql::cte_names(query));
         ControlFlow::Continue(())
     }
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
-        match factor {
-            TableFactor::Table { name, args, .. } => {
-                if args.is_some() {
-                    return self.fail(format!(
-                        "table functions are not allowed: {name}(...); a query reads only the project's tables"
-                    ));
-                }
-                ControlFlow::Continue(())
-            }
-            TableFactor::Derived { .. } | TableFactor::NestedJoin { .. } => {
-                ControlFlow::Continue(())
-            }
-            other => {
-                let text = other.to_string();
-                let head: String = text.chars().take(40).collect();
-                self.fail(format!(
-                    "this kind of FROM item is not supported: {head}; a query reads only the project's tables"
-                ))
-            }
+        match spool_sql::check_from_item(factor) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => self.fail(e),
         }
     }
 
     fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
-        let Some(parts) = ident_parts(relation) else {
-            return self.fail(format!("table name {relation} is not supported"));
+        let table = match spool_sql::project_relation(relation, self.project) {
+            Ok((table, _)) => table.clone(),
+            Err(e) => return self.fail(e),
         };
-        let (qualifier, table) = match parts.as_slice() {
-            [table] => (None, *table),
-            [qualifier, table] => (Some(*qualifier), *table),
-            _ => {
-                return self.fail(format!(
-                    "table '{relation}' not found in project '{}'",
-                    self.project
-                ));
-            }
-        };
-        if let Some(q) = qualifier {
-            let same = if q.quote_style.is_some() {
-                q.value == self.project
-            } else {
-                q.value.eq_ignore_ascii_case(self.project)
-            };
-            if !same {
-                return self.fail(format!(
-                    "table '{relation}' not found: a query reads only the tables of project '{}'",
-                    self.project
-                ));
-            }
-        }
         let key = table.value.to_lowercase();
         let resolved = if table.quote_style.is_some() {
             self.names

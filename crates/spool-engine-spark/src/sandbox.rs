@@ -378,66 +378,28 @@ impl Checker<'_> {
     }
 }
 
-fn idents(name: &ObjectName) -> Option<Vec<&Ident>> {
-    name.0.iter().map(ObjectNamePart::as_ident).collect()
-}
-
 impl VisitorMut for Checker<'_> {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
-        if let Some(with) = &query.with {
-            for cte in &with.cte_tables {
-                self.ctes.insert(cte.alias.name.value.to_lowercase());
-            }
-        }
+        self.ctes.extend(spool_sql::cte_names(query));
         ControlFlow::Continue(())
     }
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
-        match factor {
-            TableFactor::Table { args: Some(_), .. } => self.fail(
-                "table functions are not allowed; a query reads only the project's tables"
-                    .to_owned(),
-            ),
-            TableFactor::Table { .. }
-            | TableFactor::Derived { .. }
-            | TableFactor::NestedJoin { .. } => ControlFlow::Continue(()),
-            other => {
-                let text = other.to_string();
-                let head: String = text.chars().take(40).collect();
-                self.fail(format!(
-                    "this kind of FROM item is not supported: {head}; a query reads only the project's tables"
-                ))
-            }
+        match spool_sql::check_from_item(factor) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => self.fail(e),
         }
     }
 
     fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
-        let Some(parts) = idents(relation) else {
-            return self.fail(format!("table name {relation} is not supported"));
-        };
-        let table = match parts.as_slice() {
-            [table] => (*table).clone(),
-            [qualifier, table] => {
-                let same = if qualifier.quote_style.is_some() {
-                    qualifier.value == self.project.name
-                } else {
-                    qualifier.value.eq_ignore_ascii_case(&self.project.name)
-                };
-                if !same {
-                    let message = format!(
-                        "table '{relation}' not found: a query reads only the tables of project '{}'",
-                        self.project.name
-                    );
-                    return self.fail(message);
-                }
-                (*table).clone()
-            }
-            _ => return self.not_found(relation),
+        let (table, qualified) = match spool_sql::project_relation(relation, &self.project.name) {
+            Ok((table, qualified)) => (table.clone(), qualified),
+            Err(e) => return self.fail(e),
         };
         let key = table.value.to_lowercase();
-        if parts.len() == 1 && self.ctes.contains(&key) {
+        if !qualified && self.ctes.contains(&key) {
             return ControlFlow::Continue(());
         }
         let resolved = match self.project.relation(&table.value) {
@@ -455,7 +417,13 @@ impl VisitorMut for Checker<'_> {
 
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         if let Expr::Function(function) = expr {
-            let name = match idents(&function.name).as_deref() {
+            let parts: Option<Vec<&Ident>> = function
+                .name
+                .0
+                .iter()
+                .map(ObjectNamePart::as_ident)
+                .collect();
+            let name = match parts.as_deref() {
                 Some([one]) => one.value.to_lowercase(),
                 _ => {
                     let message = format!(

@@ -4,14 +4,17 @@
 //!   `VALUES`, set operations); the messages for everything else are the same on every engine;
 //! - [`apply_paging`]: the request's `offset` / `limit` apply unless the SQL has its own;
 //! - [`name_computed_columns`]: unaliased computed output columns get Calcite's (and so Kylin's)
-//!   names `EXPR$<position>`, so a result has the same header whichever engine ran it.
+//!   names `EXPR$<position>`, so a result has the same header whichever engine ran it;
+//! - [`check_from_item`], [`project_relation`], [`cte_names`]: the relation rules of every
+//!   sandbox (no table functions, only the project's own tables, optionally qualified with its
+//!   name, and the query's CTEs).
 //!
 //! Each engine then checks the relations and functions a query may use against its own catalog
 //! (an engine's sandbox), and rewrites what it runs differently.
 
 use sqlparser::ast::{
-    Expr, Ident, LimitClause, Offset, OffsetRows, OrderBy, OrderByKind, Query, SelectItem, SetExpr,
-    Statement, Value,
+    Expr, Ident, LimitClause, ObjectName, ObjectNamePart, Offset, OffsetRows, OrderBy, OrderByKind,
+    Query, SelectItem, SetExpr, Statement, TableFactor, Value,
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
@@ -152,6 +155,73 @@ pub fn name_computed_columns(query: &mut Query) {
     }
 }
 
+/// The names of the CTEs `query` defines, lowercase.
+pub fn cte_names(query: &Query) -> impl Iterator<Item = String> + '_ {
+    query
+        .with
+        .iter()
+        .flat_map(|with| &with.cte_tables)
+        .map(|cte| cte.alias.name.value.to_lowercase())
+}
+
+/// Refuses every FROM item but a plain table name, a subquery and a parenthesized join: table
+/// functions (`read_csv(...)`, `read_files(...)`, `range(10)`) and `UNNEST`, `TABLE(...)`, ...
+/// could read what no project holds.
+pub fn check_from_item(factor: &TableFactor) -> Result<(), String> {
+    match factor {
+        TableFactor::Table {
+            name,
+            args: Some(_),
+            ..
+        } => Err(format!(
+            "table functions are not allowed: {name}(...); a query reads only the project's tables"
+        )),
+        TableFactor::Table { .. }
+        | TableFactor::Derived { .. }
+        | TableFactor::NestedJoin { .. } => Ok(()),
+        other => {
+            let text = other.to_string();
+            let head: String = text.chars().take(40).collect();
+            Err(format!(
+                "this kind of FROM item is not supported: {head}; a query reads only the project's tables"
+            ))
+        }
+    }
+}
+
+/// A relation as written: its table identifier and whether it was qualified (with the
+/// project's name: `SSB.P_LINEORDER`, the qualifier compared ignoring ASCII case unless quoted).
+/// Any other qualifier, or more parts, is refused with the message for the user.
+pub fn project_relation<'a>(
+    relation: &'a ObjectName,
+    project: &str,
+) -> Result<(&'a Ident, bool), String> {
+    let parts: Option<Vec<&Ident>> = relation.0.iter().map(ObjectNamePart::as_ident).collect();
+    let Some(parts) = parts else {
+        return Err(format!("table name {relation} is not supported"));
+    };
+    match parts.as_slice() {
+        [table] => Ok((table, false)),
+        [qualifier, table] => {
+            let same = if qualifier.quote_style.is_some() {
+                qualifier.value == project
+            } else {
+                qualifier.value.eq_ignore_ascii_case(project)
+            };
+            if same {
+                Ok((table, true))
+            } else {
+                Err(format!(
+                    "table '{relation}' not found: a query reads only the tables of project '{project}'"
+                ))
+            }
+        }
+        _ => Err(format!(
+            "table '{relation}' not found in project '{project}'"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +253,38 @@ mod tests {
                 .starts_with("SQL syntax error: ")
         );
         assert!(parse_query("with a as (select 1) select * from a").is_ok());
+    }
+
+    #[test]
+    fn relations_are_the_projects_or_refused() {
+        let name = |t: &str| {
+            ObjectName(
+                t.split('.')
+                    .map(|p| ObjectNamePart::Identifier(Ident::new(p)))
+                    .collect(),
+            )
+        };
+        let t = name("SSB.lineorder");
+        assert_eq!(
+            project_relation(&t, "ssb").expect("ok").0.value,
+            "lineorder"
+        );
+        assert!(
+            project_relation(&name("other.t"), "ssb")
+                .expect_err("other")
+                .contains("only the tables of project 'ssb'")
+        );
+        assert!(
+            project_relation(&name("a.b.c"), "ssb")
+                .expect_err("three")
+                .contains("not found in project 'ssb'")
+        );
+        let q = query("select * from read_files('/etc')");
+        let SetExpr::Select(select) = q.body.as_ref() else {
+            unreachable!()
+        };
+        let e = check_from_item(&select.from[0].relation).expect_err("a table function");
+        assert!(e.starts_with("table functions are not allowed"), "{e}");
     }
 
     #[test]
