@@ -84,8 +84,10 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--phases" => {
                 options.phases = value("--phases")?.split(',').map(str::to_owned).collect();
                 if let Some(p) = options.phases.iter().find(|p| {
-                    !["ssb", "export", "download", "load", "progress", "shared"]
-                        .contains(&p.as_str())
+                    ![
+                        "ssb", "export", "download", "load", "progress", "shared", "spark",
+                    ]
+                    .contains(&p.as_str())
                 }) {
                     bail!(
                         "unknown phase {p}; phases are ssb, export, download, load, progress, shared, spark"

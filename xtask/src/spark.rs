@@ -1,5 +1,5 @@
 //! A real Spark cluster on loopback for the Spark engine's suites: a standalone master, two
-//! workers (one core and 1 GiB each) and a Spark Connect server, all from the `pyspark` wheel on
+//! workers (one core and 2 GiB each) and a Spark Connect server, all from the `pyspark` wheel on
 //! PyPI (it ships Spark's jars and scripts; Java 17 is on the machine), installed into a virtual
 //! environment under the tools' cache directory when missing.
 //!
@@ -23,7 +23,7 @@ pub const PYSPARK: &str = "pyspark==4.3.0";
 const START_TIMEOUT: Duration = Duration::from_secs(180);
 /// Each worker's share of the machine.
 const WORKER_CORES: &str = "1";
-const WORKER_MEMORY: &str = "1g";
+const WORKER_MEMORY: &str = "2g";
 
 /// The Connect server ends a reattachable stream after this long (Spark's default: 2 minutes),
 /// so the suites see the client resume a result; see the engine's streaming test.
@@ -216,7 +216,7 @@ impl Cluster {
             "--master".into(),
             master.clone(),
             "--executor-memory".into(),
-            "768m".into(),
+            "1536m".into(),
             "--driver-memory".into(),
             "1g".into(),
         ];
@@ -233,6 +233,9 @@ impl Cluster {
                 SENDER_MAX_STREAM,
             ),
             ("spark.sql.shuffle.partitions", "4"),
+            // Spark Connect holds each task's whole result (as Arrow batches) in the executor
+            // until the driver takes it: scan splits of 32 MiB keep an export's tasks small.
+            ("spark.sql.files.maxPartitionBytes", "32m"),
             ("spark.ui.showConsoleProgress", "false"),
         ] {
             args.extend(conf(k, v));

@@ -40,7 +40,7 @@ pub(super) fn phase(
     let agent = ureq::AgentBuilder::new().build();
     emit(format!(
         "## Spark: the 13 SSB queries through the API (medians of {} runs after a warm-up, seconds)\n\n\
-         A local standalone cluster on the same machine: two workers of one core and 1 GiB each, \
+         A local standalone cluster on the same machine: two workers of one core and 2 GiB each (executors of 1.5 GiB), \
          the Connect server's driver beside them, Spark {}.\n\n\
          | query | Polars | Spark | Spark / Polars |\n|---|---:|---:|---:|\n",
         options.runs,
@@ -73,6 +73,26 @@ pub(super) fn phase(
         sums[1],
         sums[1] / sums[0]
     ));
+    // What every query pays on Spark whatever it reads: a session, its settings, the views.
+    emit(
+        "What any query pays (medians, seconds):\n\n| query | Polars | Spark |\n|---|---:|---:|\n"
+            .to_owned(),
+    );
+    for sql in ["select 1", "select count(*) from dates"] {
+        let mut row = [0.0f64; 2];
+        for (i, project) in ["ssb", "ssb_spark"].into_iter().enumerate() {
+            let mut times = Vec::new();
+            for run in 0..=options.runs {
+                let (t, _) = through_api_on(&agent, &server.base, project, sql)?;
+                if run > 0 {
+                    times.push(t);
+                }
+            }
+            row[i] = median(times);
+        }
+        emit(format!("| `{sql}` | {:.3} | {:.3} |\n", row[0], row[1]));
+    }
+    emit("\n".to_owned());
     emit(format!(
         "CSV export of `{EXPORT_SQL}` through the API (one run each):\n\n\
          | engine | seconds | bytes | MB/s |\n|---|---:|---:|---:|\n"
