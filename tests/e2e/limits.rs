@@ -139,3 +139,106 @@ fn result_caps_fail_the_query_and_leave_no_file() {
     let csv = server.run("select lo_linenumber from lineorder limit 1000", "ssb");
     assert_eq!(csv.lines().count(), 1000);
 }
+
+#[test]
+fn behind_a_trusted_proxy_login_throttling_follows_the_forwarded_client() {
+    let http = reqwest::blocking::Client::new();
+    for (config, behind_proxy) in [("trusted_proxies = [\"127.0.0.1\"]\n", true), ("", false)] {
+        let server = Server::start(&format!("sample_sf = 0.002\n{config}"));
+        let url = server.url("/kylin/api/async_query/00000000-0000-4000-8000-000000000000/status");
+        let call = |forwarded_for: &str, auth: &str| {
+            http.get(&url)
+                .header("Authorization", auth)
+                .header("X-Forwarded-For", forwarded_for)
+                .send()
+                .expect("request")
+                .status()
+                .as_u16()
+        };
+        let wrong = basic("ADMIN", "not-the-password");
+        for _ in 0..10 {
+            assert_eq!(call("203.0.113.1", &wrong), 401);
+        }
+        assert_eq!(
+            call("203.0.113.1", ADMIN),
+            429,
+            "ADMIN from the guessing client is refused for a while"
+        );
+        let elsewhere = call("203.0.113.2", ADMIN);
+        if behind_proxy {
+            assert!(
+                elsewhere != 429 && elsewhere != 401,
+                "behind the proxy, ADMIN from another client logs in: {elsewhere}"
+            );
+        } else {
+            assert_eq!(
+                elsewhere, 429,
+                "without trusted_proxies the header is the client's to forge and is ignored"
+            );
+        }
+    }
+}
+
+#[test]
+fn request_ids_come_back_in_responses_and_reach_the_json_log() {
+    let server = Server::start("sample_sf = 0.002\nlog_format = \"json\"\n");
+    let path = "/kylin/api/async_query/00000000-0000-4000-8000-000000000000/status";
+    let res = server.http_get(path, &[("X-Request-Id", "trace-abc-123")]);
+    assert_eq!(
+        res.headers()["x-request-id"],
+        "trace-abc-123",
+        "the client's id is kept"
+    );
+    let header = |res: reqwest::blocking::Response| {
+        res.headers()["x-request-id"]
+            .to_str()
+            .expect("ascii")
+            .to_owned()
+    };
+    let fresh = header(server.http_get(path, &[]));
+    assert_eq!(
+        fresh.len(),
+        36,
+        "a UUID when the client sends none: {fresh}"
+    );
+    let odd = header(server.http_get(path, &[("X-Request-Id", "two words")]));
+    assert!(
+        odd != "two words" && odd.len() == 36,
+        "a token, or a fresh id: {odd}"
+    );
+    let body = json!({"sql": "select 1", "project": "ssb"}).to_string();
+    let submitted = server.http_send(
+        "POST",
+        "/kylin/api/async_query",
+        &[
+            ("X-Request-Id", "submit-42"),
+            ("Content-Type", "application/json"),
+        ],
+        Some(&body),
+    );
+    assert_eq!(header(submitted), "submit-42");
+    // Every log line is one JSON object; "query submitted" is logged inside the request and
+    // carries its id.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = server.log();
+        let lines: Vec<Value> = log
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        if lines.iter().any(|v| {
+            v["fields"]["message"] == "query submitted"
+                && v["spans"]
+                    .as_array()
+                    .is_some_and(|spans| spans.iter().any(|s| s["request_id"] == "submit-42"))
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line with the request id:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -181,9 +181,14 @@ impl SparkEngine {
 
         let streamed = stream(&mut execution, &batches, cancel).await;
         drop(batches);
-        if cancel.is_cancelled() || matches!(streamed, Err(EngineError::Cancelled)) {
+        // Stopped, failed, or the encoder gave up (a result cap, a full store): the Spark
+        // job must not run on for nothing.
+        if !matches!(streamed, Ok(true)) {
             match self.client.interrupt(session, &operation).await {
-                Ok(known) => debug!(operation, known, "interrupted a stopped Spark operation"),
+                Ok(known) => debug!(
+                    operation,
+                    known, "interrupted an unfinished Spark operation"
+                ),
                 Err(e) => debug!(operation, error = %e, "interrupting a Spark operation failed"),
             }
         }
@@ -205,37 +210,7 @@ async fn register(
 ) -> Result<(), EngineError> {
     use pb::read::{DataSource, ReadType};
     // Tables first, then views in an order where each follows what it reads.
-    let mut tables = Vec::new();
-    let mut views: Vec<(String, String)> = Vec::new();
-    let mut pending: Vec<(String, usize)> = relations.iter().map(|r| (r.clone(), 0)).collect();
-    let mut seen = std::collections::HashSet::new();
-    while let Some((name, depth)) = pending.pop() {
-        if depth > 32 {
-            return Err(EngineError::Execution(format!(
-                "view '{name}' of project '{}' reads views nested too deep (a cycle?)",
-                project.name
-            )));
-        }
-        let key = name.to_lowercase();
-        if let Some((spelled, source)) = project.tables.get(&key) {
-            if seen.insert(key) {
-                tables.push((spelled.clone(), source.clone()));
-            }
-        } else if let Some((spelled, text)) = project.views.get(&key) {
-            let checked = sandbox::check_view(text, project).map_err(|e| {
-                EngineError::Execution(format!(
-                    "view '{spelled}' of project '{}' is invalid: {e}",
-                    project.name
-                ))
-            })?;
-            // Registered after everything it reads: pushed to the front of the queue of views.
-            views.retain(|(v, _)| v != spelled);
-            views.insert(0, (spelled.clone(), checked.sql));
-            for read in checked.relations {
-                pending.push((read, depth + 1));
-            }
-        }
-    }
+    let (tables, views) = registration_order(project, relations)?;
     let tables = tables.into_iter().map(|(name, source)| {
         let (format, path, csv) = match source {
             catalog::Source::Parquet(path) => ("parquet", path, false),
@@ -296,13 +271,73 @@ async fn register(
     Ok(())
 }
 
-/// Moves the execution's batches to the encoder until the result is complete, the encoder
-/// stops taking them (it failed) or the query is cancelled.
+/// The tables (with their sources) and views (with their checked SQL) that reading
+/// `relations` needs, views after everything they read (a depth-first post-order), each once.
+#[allow(clippy::type_complexity)]
+fn registration_order(
+    project: &catalog::Project,
+    relations: &[String],
+) -> Result<(Vec<(String, catalog::Source)>, Vec<(String, String)>), EngineError> {
+    struct Walk<'a> {
+        project: &'a catalog::Project,
+        done: std::collections::HashSet<String>,
+        open: Vec<String>,
+        tables: Vec<(String, catalog::Source)>,
+        views: Vec<(String, String)>,
+    }
+    impl Walk<'_> {
+        fn visit(&mut self, name: &str) -> Result<(), EngineError> {
+            let key = name.to_lowercase();
+            if self.done.contains(&key) {
+                return Ok(());
+            }
+            if let Some((spelled, source)) = self.project.tables.get(&key) {
+                self.tables.push((spelled.clone(), source.clone()));
+            } else if let Some((spelled, text)) = self.project.views.get(&key) {
+                if self.open.contains(&key) {
+                    return Err(EngineError::Execution(format!(
+                        "view '{spelled}' of project '{}' reads itself (through {})",
+                        self.project.name,
+                        self.open.join(" -> ")
+                    )));
+                }
+                let checked = sandbox::check_view(text, self.project).map_err(|e| {
+                    EngineError::Execution(format!(
+                        "view '{spelled}' of project '{}' is invalid: {e}",
+                        self.project.name
+                    ))
+                })?;
+                self.open.push(key.clone());
+                for read in &checked.relations {
+                    self.visit(read)?;
+                }
+                self.open.pop();
+                self.views.push((spelled.clone(), checked.sql));
+            }
+            self.done.insert(key);
+            Ok(())
+        }
+    }
+    let mut walk = Walk {
+        project,
+        done: std::collections::HashSet::new(),
+        open: Vec::new(),
+        tables: Vec::new(),
+        views: Vec::new(),
+    };
+    for relation in relations {
+        walk.visit(relation)?;
+    }
+    Ok((walk.tables, walk.views))
+}
+
+/// Moves the execution's batches to the encoder until the result is complete (`true`), the
+/// encoder stops taking them (`false`: it failed, and says why) or the query is cancelled.
 async fn stream(
     execution: &mut client::Execution,
     batches: &tokio::sync::mpsc::Sender<Bytes>,
     cancel: &CancelToken,
-) -> Result<(), EngineError> {
+) -> Result<bool, EngineError> {
     let cancelled = async {
         loop {
             if cancel.is_cancelled() {
@@ -325,10 +360,10 @@ async fn stream(
                 };
                 if sent.is_err() {
                     // The encoder ended early; its own error says why.
-                    return Ok(());
+                    return Ok(false);
                 }
             }
-            Some(client::Event::Complete) | None => return Ok(()),
+            Some(client::Event::Complete) | None => return Ok(true),
         }
     }
 }
@@ -384,4 +419,46 @@ fn decode(data: Bytes) -> Result<DataFrame, EngineError> {
     IpcStreamReader::new(Cursor::new(data))
         .finish()
         .map_err(|e| EngineError::Internal(format!("decoding a Spark Arrow batch: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn views_are_registered_after_what_they_read_and_cycles_are_refused() {
+        let mut p = catalog::Project {
+            name: "p".to_owned(),
+            ..catalog::Project::default()
+        };
+        p.tables.insert(
+            "t".into(),
+            (
+                "T".into(),
+                catalog::Source::Parquet(PathBuf::from("/d/T.parquet")),
+            ),
+        );
+        for (name, sql) in [
+            ("base", "select * from t"),
+            ("a", "select * from base"),
+            ("c", "select * from base join a on 1 = 1"),
+        ] {
+            p.views
+                .insert(name.into(), (name.to_uppercase(), sql.to_owned()));
+        }
+        let (tables, views) =
+            registration_order(&p, &["A".to_owned(), "C".to_owned()]).expect("an order");
+        assert_eq!(tables.len(), 1);
+        let order: Vec<&str> = views.iter().map(|(v, _)| v.as_str()).collect();
+        assert_eq!(order, ["BASE", "A", "C"]);
+
+        p.views
+            .insert("x".into(), ("X".into(), "select * from y".into()));
+        p.views
+            .insert("y".into(), ("Y".into(), "select * from x".into()));
+        let e = registration_order(&p, &["X".to_owned()]).expect_err("a cycle");
+        assert!(e.to_string().contains("reads itself"), "{e}");
+    }
 }

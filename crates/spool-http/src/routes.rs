@@ -55,6 +55,8 @@ pub struct AppState {
     pub time_zone: TimeZone,
     /// Which webhook URLs submissions may give.
     pub callbacks: CallbackPolicy,
+    /// Peers whose `X-Forwarded-For` names the client (`trusted_proxies`).
+    pub proxies: crate::TrustedProxies,
 }
 
 /// Where completion webhooks may go: only to the hosts listed (`callback_allow`), so the
@@ -169,7 +171,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(middleware::from_fn(request_id))
         .layer(CatchPanicLayer::custom(|_| {
             envelope(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -177,6 +180,53 @@ pub fn router(state: AppState) -> Router {
                 "internal error",
             )
         }))
+}
+
+/// The header a request's id travels in, both ways.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A request's id: the client's `X-Request-Id` when it is a plain token (letters, digits,
+/// `-`, `_`, `.`, at most 128), else a fresh UUID. Logged with everything the request does
+/// and sent back in the response's `X-Request-Id`, so a user's report and the server's log
+/// meet.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+fn valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(value) = header::HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+/// The span every request's logs carry: method, path and request id.
+fn request_span(request: &Request) -> tracing::Span {
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .map_or("", |r| r.0.as_str());
+    tracing::info_span!(
+        "http",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %id,
+    )
 }
 
 async fn authenticate(
@@ -187,7 +237,7 @@ async fn authenticate(
     let client = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+        .map(|c| state.proxies.client(c.0.ip(), request.headers()));
     let principal = state
         .auth
         .authenticate(request.headers().get(header::AUTHORIZATION), client)

@@ -83,6 +83,10 @@ pub struct Cli {
     /// Log filter, as RUST_LOG (which wins if set) [default: info]
     #[arg(long, env = "SPOOL_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Log lines as `text` (for people) or `json` (one object a line, for log pipelines)
+    /// [default: text]
+    #[arg(long, env = "SPOOL_LOG_FORMAT")]
+    pub log_format: Option<String>,
     /// SSB scale factor of the `ssb` sample project made on first start; 0: no sample
     /// [default: 0.01]
     #[arg(long, env = "SPOOL_SAMPLE_SF")]
@@ -122,6 +126,10 @@ pub struct Cli {
     /// [default: none, so no webhooks]
     #[arg(long, env = "SPOOL_CALLBACK_ALLOW", value_delimiter = ',')]
     pub callback_allow: Option<Vec<String>>,
+    /// Reverse proxies (addresses or networks, comma-separated) whose `X-Forwarded-For` names
+    /// the client, for login throttling [default: none]
+    #[arg(long, env = "SPOOL_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
     /// The Spark Connect server that projects with `engine = "spark"` in their `project.toml`
     /// run on, as `sc://host:port` [default: none, so such projects' queries fail]
     #[arg(long, env = "SPOOL_SPARK_REMOTE")]
@@ -233,6 +241,10 @@ pub struct FileConfig {
     pub callback_allow: Option<Vec<String>>,
     /// The Spark Connect server for Spark projects (`sc://host:port`).
     pub spark_remote: Option<String>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Option<Vec<String>>,
+    /// `text` or `json`.
+    pub log_format: Option<String>,
 }
 
 /// The settings the server runs with.
@@ -280,6 +292,10 @@ pub struct Settings {
     pub callback_allow: Vec<String>,
     /// The Spark Connect server for Spark projects; `None`: no Spark.
     pub spark_remote: Option<String>,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: spool_http::TrustedProxies,
+    /// Whether log lines are JSON objects.
+    pub log_json: bool,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -366,7 +382,27 @@ impl Settings {
         if let Some(remote) = &spark_remote {
             spool_engine_spark::Remote::parse(remote).map_err(anyhow::Error::msg)?;
         }
+        let trusted_proxies = spool_http::TrustedProxies::parse(
+            &cli.trusted_proxies
+                .clone()
+                .or(file.trusted_proxies.clone())
+                .unwrap_or_default(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        let log_json = match cli
+            .log_format
+            .as_deref()
+            .or(file.log_format.as_deref())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => anyhow::bail!("log_format {other:?} is not one of \"text\", \"json\""),
+        };
         Ok(Self {
+            log_json,
+            trusted_proxies,
             spark_remote,
             job_store,
             result_store,

@@ -60,10 +60,18 @@ fn main() -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.log_level))
         .context("invalid log filter")?;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if settings.log_json {
+        // Every enclosing span, so a line inside a request carries its `request_id`.
+        logs.json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .init();
+    } else {
+        logs.init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("spool")
@@ -341,6 +349,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         callbacks: spool_http::CallbackPolicy {
             allow: settings.callback_allow.clone(),
         },
+        proxies: settings.trusted_proxies.clone(),
     };
     if let Some(secret) = settings.callback_secret.clone() {
         let sender = Arc::new(webhooks::HttpSender::new()?);
