@@ -142,6 +142,22 @@ fn wait_until_claimed(server: &Server, id: &str) {
     }
 }
 
+/// Which of `servers` runs query `id`, from their logs (waits up to a minute for a claim).
+pub(crate) fn runner_of(servers: &[Server], id: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(i) = servers.iter().position(|s| {
+            s.log()
+                .lines()
+                .any(|l| l.contains(id) && l.contains("query started"))
+        }) {
+            return i;
+        }
+        assert!(Instant::now() < deadline, "nobody claimed {id}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// The same query on the embedded defaults (sled, local files), for comparison.
 fn embedded_result(sql: &str) -> Vec<u8> {
     let server = Server::start("sample_sf = 0.05\n");
@@ -247,18 +263,7 @@ fn a_query_whose_process_is_killed_is_finished_by_another() {
     let mut servers = start_all(dir.path(), &vec![config(&b, "lease_secs = 2\n"); 3]);
     let id = submit_json_export(&servers[0]);
     // Find the process running it from the logs, and kill it mid-export.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let runner = loop {
-        if let Some(i) = servers.iter().position(|s| {
-            s.log()
-                .lines()
-                .any(|l| l.contains(&id) && l.contains("query started"))
-        }) {
-            break i;
-        }
-        assert!(Instant::now() < deadline, "nobody claimed {id}");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let runner = runner_of(&servers, &id);
     servers.remove(runner).kill();
     let (still, _) = status_of(&servers[0], &id);
     assert_eq!(still, "RUNNING", "the export was caught while it ran");

@@ -377,7 +377,7 @@ fn the_sandbox_holds_on_spark() {
 #[test]
 fn three_processes_on_postgres_s3_and_spark_finish_a_query_whose_process_died() {
     let _turn = cluster_turn();
-    use crate::scaled::{config, fresh_backends, start_all, status_of};
+    use crate::scaled::{config, fresh_backends, runner_of, start_all, status_of};
     let b = fresh_backends();
     let dir = tempfile::tempdir().expect("tempdir");
     let remote = env("SPOOL_TEST_SPARK_REMOTE");
@@ -387,18 +387,7 @@ fn three_processes_on_postgres_s3_and_spark_finish_a_query_whose_process_died() 
     let sql = HEAVY;
     let expected = servers[0].run(sql, "ssb");
     let id = servers[0].submit(sql, "ssb_spark");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let runner = loop {
-        if let Some(i) = servers.iter().position(|s| {
-            s.log()
-                .lines()
-                .any(|l| l.contains(&id) && l.contains("query started"))
-        }) {
-            break i;
-        }
-        assert!(Instant::now() < deadline, "nobody claimed {id}");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let runner = runner_of(&servers, &id);
     servers.remove(runner).kill();
     let (still, _) = status_of(&servers[0], &id);
     assert_eq!(still, "RUNNING", "the query was caught while it ran");
