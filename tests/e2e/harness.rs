@@ -327,3 +327,18 @@ pub fn basic(user: &str, password: &str) -> String {
     }
     format!("Basic {out}")
 }
+
+/// The cells of an XLSX result's first sheet, as text.
+pub fn xlsx_cells(bytes: &[u8]) -> Vec<Vec<String>> {
+    use calamine::{Reader, Xlsx};
+    let mut book: Xlsx<_> =
+        Xlsx::new(std::io::Cursor::new(bytes.to_vec())).expect("valid workbook");
+    let sheet = book
+        .worksheet_range_at(0)
+        .expect("a sheet")
+        .expect("readable");
+    sheet
+        .rows()
+        .map(|r| r.iter().map(ToString::to_string).collect())
+        .collect()
+}

@@ -174,16 +174,7 @@ fn every_format_comes_back_complete_and_parseable() {
         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     );
     let bytes = res.bytes().expect("xlsx");
-    use calamine::{Reader, Xlsx};
-    let mut book: Xlsx<_> = Xlsx::new(Cursor::new(bytes.to_vec())).expect("valid workbook");
-    let sheet = book
-        .worksheet_range_at(0)
-        .expect("a sheet")
-        .expect("readable");
-    let cells: Vec<Vec<String>> = sheet
-        .rows()
-        .map(|r| r.iter().map(|c| c.to_string()).collect())
-        .collect();
+    let cells = crate::harness::xlsx_cells(&bytes);
     assert_eq!(cells[0], NAMES);
     assert_eq!(&cells[1..], &rows[..]);
 
@@ -554,17 +545,7 @@ fn a_csv_result_downloads_as_any_format_without_running_again() {
 
     // XLSX with a header row.
     let res = get(&server, &format!("{path}?format=xlsx&include_header=true"));
-    use calamine::{Reader, Xlsx};
-    let mut book: Xlsx<_> =
-        Xlsx::new(Cursor::new(res.bytes().expect("xlsx").to_vec())).expect("valid workbook");
-    let sheet = book
-        .worksheet_range_at(0)
-        .expect("a sheet")
-        .expect("readable");
-    let cells: Vec<Vec<String>> = sheet
-        .rows()
-        .map(|r| r.iter().map(|c| c.to_string()).collect())
-        .collect();
+    let cells = crate::harness::xlsx_cells(&res.bytes().expect("xlsx"));
     assert_eq!(cells[0], NAMES);
     assert_eq!(&cells[1..], &rows[..]);
 

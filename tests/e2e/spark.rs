@@ -12,7 +12,7 @@ use serde_json::Value;
 use spool_ssb::Ssb;
 use spool_ssb::answers::{QUERIES, answers, check};
 
-use crate::harness::Server;
+use crate::harness::{Server, xlsx_cells};
 
 const SF: f64 = 0.02;
 
@@ -94,7 +94,12 @@ fn the_13_ssb_queries_on_spark_give_the_oracles_rows() {
             ("as written", sql.to_string()),
             ("on P_LINEORDER", sql.replace("lineorder", "p_lineorder")),
         ] {
+            let before = spark_jobs("succeeded");
             let csv = server.run(&text, "ssb_spark");
+            assert!(
+                spark_jobs("succeeded") > before,
+                "{name} {variant} ran on the cluster"
+            );
             if let Err(e) = check(answer, &rows_of(&csv)) {
                 panic!("{name} {variant} on Spark: {e}\n{text}");
             }
@@ -115,6 +120,7 @@ fn spark_and_polars_write_the_same_files() {
     ] {
         let mut results = Vec::new();
         for project in ["ssb", "ssb_spark"] {
+            let before = spark_jobs("succeeded");
             let id = submit(
                 &server,
                 &serde_json::json!({"sql": sql, "project": project, "format": format, "include_header": true}),
@@ -123,6 +129,11 @@ fn spark_and_polars_write_the_same_files() {
             assert_eq!(
                 v["data"]["status"], "SUCCESSFUL",
                 "{format} on {project}: {v}"
+            );
+            assert_eq!(
+                spark_jobs("succeeded") > before,
+                project == "ssb_spark",
+                "{format}: only the Spark project runs on the cluster"
             );
             results.push(id);
         }
@@ -146,20 +157,9 @@ fn spark_and_polars_write_the_same_files() {
             );
             assert!(a == b, "parquet: the same rows from both engines");
         } else {
-            let sheet = |bytes: Vec<u8>| -> Vec<Vec<String>> {
-                use calamine::Reader;
-                let mut book: calamine::Xlsx<_> =
-                    calamine::open_workbook_from_rs(std::io::Cursor::new(bytes)).expect("xlsx");
-                let name = book.sheet_names()[0].clone();
-                let range = book.worksheet_range(&name).expect("sheet");
-                range
-                    .rows()
-                    .map(|r| r.iter().map(ToString::to_string).collect())
-                    .collect()
-            };
             let (a, b) = (
-                sheet(download(&server, polars, "")),
-                sheet(download(&server, spark, "")),
+                xlsx_cells(&download(&server, polars, "")),
+                xlsx_cells(&download(&server, spark, "")),
             );
             assert!(a.len() > 1_000, "{} rows", a.len());
             assert!(a == b, "xlsx: the same cells from both engines");
@@ -167,8 +167,9 @@ fn spark_and_polars_write_the_same_files() {
     }
 }
 
-/// Jobs the Connect server's driver runs now, from its UI's REST API.
-fn running_spark_jobs() -> usize {
+/// Jobs of the Connect server's driver in `status` (`running`, `succeeded`), from its UI's
+/// REST API.
+fn spark_jobs(status: &str) -> usize {
     let ui = env("SPOOL_TEST_SPARK_UI");
     let client = reqwest::blocking::Client::new();
     let apps: Value = client
@@ -179,12 +180,16 @@ fn running_spark_jobs() -> usize {
     let app = apps[0]["id"].as_str().expect("an application").to_owned();
     let jobs: Value = client
         .get(format!(
-            "{ui}/api/v1/applications/{app}/jobs?status=running"
+            "{ui}/api/v1/applications/{app}/jobs?status={status}"
         ))
         .send()
         .and_then(|r| r.json())
         .expect("jobs");
     jobs.as_array().map_or(0, Vec::len)
+}
+
+fn running_spark_jobs() -> usize {
+    spark_jobs("running")
 }
 
 /// A query that keeps the cluster busy for several seconds (a self-join of about 24 million
@@ -347,11 +352,11 @@ fn the_sandbox_holds_on_spark() {
         ),
         (
             "select reflect('java.lang.Runtime', 'getRuntime')",
-            "function reflect is not allowed",
+            "function reflect is not allowed on Spark",
         ),
         (
             "select java_method('java.lang.System', 'exit', 1)",
-            "function java_method is not allowed",
+            "function java_method is not allowed on Spark",
         ),
         (
             "select * from read_files('/etc')",

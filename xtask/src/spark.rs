@@ -237,6 +237,8 @@ impl Cluster {
             // until the driver takes it: scan splits of 32 MiB keep an export's tasks small.
             ("spark.sql.files.maxPartitionBytes", "32m"),
             ("spark.ui.showConsoleProgress", "false"),
+            // The suites count finished jobs through the UI; keep every one of a CI run.
+            ("spark.ui.retainedJobs", "100000"),
         ] {
             args.extend(conf(k, v));
         }

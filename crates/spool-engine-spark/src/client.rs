@@ -14,7 +14,6 @@
 //! - a server that cannot be reached fails within [`CONNECT_TIMEOUT`] times
 //!   [`MAX_RETRIES`] as [`SparkError::Unavailable`].
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -59,9 +58,6 @@ pub enum SparkError {
     /// The operation was interrupted (by us: a stop).
     #[error("the Spark operation was interrupted")]
     Interrupted,
-    /// The server answered something this client does not understand.
-    #[error("{0}")]
-    Protocol(String),
 }
 
 /// Where the Connect server is: `sc://host:port` (port 15002 when left out).
@@ -314,40 +310,6 @@ impl Client {
         if let Err(e) = self.service().release_session(request).await {
             tracing::debug!(session = %session.id, error = %e.message(), "releasing a Spark session failed");
         }
-    }
-
-    /// The states of `operation_ids` in `session`, as the server reports them.
-    pub async fn operation_states(
-        &self,
-        session_id: &str,
-        operation_ids: &[String],
-    ) -> Result<HashMap<String, i32>, SparkError> {
-        let request = pb::GetStatusRequest {
-            session_id: session_id.to_owned(),
-            user_context: Some(pb::UserContext {
-                user_id: "spool".to_owned(),
-                user_name: "spool".to_owned(),
-                extensions: Vec::new(),
-            }),
-            client_type: Some(CLIENT_TYPE.to_owned()),
-            client_observed_server_side_session_id: None,
-            operation_status: Some(pb::get_status_request::OperationStatusRequest {
-                operation_ids: operation_ids.to_vec(),
-                extensions: Vec::new(),
-            }),
-            extensions: Vec::new(),
-        };
-        let response = self
-            .service()
-            .get_status(request)
-            .await
-            .map_err(|s| classify(&self.remote, &s))?
-            .into_inner();
-        Ok(response
-            .operation_statuses
-            .into_iter()
-            .map(|s| (s.operation_id, s.state))
-            .collect())
     }
 
     /// Runs `call` again on transient failures, at most [`MAX_RETRIES`] times.

@@ -27,12 +27,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use polars::prelude::{DataFrame, IpcStreamReader, SerReader};
-use spool_domain::{ProjectName, QueryRequest, ResultColumn};
+use spool_domain::{QueryRequest, ResultColumn};
 use spool_formats::{Output, types};
 use spool_ports::{CancelToken, EngineError, Execution, QueryEngine, ResultSink};
 use tracing::debug;
 
-pub use crate::client::{Client, Remote, SparkError, reattaches};
+use crate::client::Client;
+pub use crate::client::{Remote, SparkError, reattaches};
 use crate::proto::spark::connect as pb;
 
 /// Decoded batches waiting for the encoder, at most.
@@ -74,11 +75,6 @@ impl SparkEngine {
         self.scratch = dir.into();
         self
     }
-
-    /// The Connect client (tests use it to look at the server's view of an operation).
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
 }
 
 fn engine_error(e: SparkError) -> EngineError {
@@ -87,7 +83,6 @@ fn engine_error(e: SparkError) -> EngineError {
         SparkError::Analysis(m) => EngineError::InvalidQuery(m),
         SparkError::Execution(m) => EngineError::Execution(m),
         SparkError::Interrupted => EngineError::Cancelled,
-        SparkError::Protocol(m) => EngineError::Internal(m),
     }
 }
 
@@ -121,14 +116,6 @@ impl QueryEngine for SparkEngine {
         let client = self.client.clone();
         tokio::spawn(async move { client.release_session(&session).await });
         outcome
-    }
-
-    /// Spark projects are folders of files like Polars': the same version (every file with its
-    /// size and modification time) is computed by the server's Polars engine, which also
-    /// converts stored results; this engine does not repeat either.
-    async fn source_version(&self, project: &ProjectName) -> Result<Option<String>, EngineError> {
-        let _ = project;
-        Ok(None)
     }
 }
 

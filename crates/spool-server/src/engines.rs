@@ -52,44 +52,17 @@ impl Engines {
         }
     }
 
-    fn kind(&self, project: &ProjectName) -> Result<Kind, EngineError> {
-        let Some(dir) = project_dir(&self.root, project.as_str()) else {
-            // The engine reports the missing project in its own words.
-            return Ok(Kind::Polars);
-        };
-        let path = dir.join(PROJECT_FILE);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Kind::Polars),
-            Err(e) => {
-                return Err(EngineError::Execution(format!(
-                    "{PROJECT_FILE} of project '{project}' cannot be read: {e}"
-                )));
-            }
-        };
-        let file: ProjectFile = toml::from_str(&text).map_err(|e| {
-            EngineError::Execution(format!(
-                "{PROJECT_FILE} of project '{project}' is invalid: {}",
-                e.message()
-            ))
-        })?;
-        match file
-            .engine
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("polars") => Ok(Kind::Polars),
-            Some("spark") => Ok(Kind::Spark),
-            Some(other) => Err(EngineError::Execution(format!(
-                "{PROJECT_FILE} of project '{project}' names engine {other:?}; \
-                 the engines are \"polars\" and \"spark\""
-            ))),
-        }
+    /// Reads the project's choice (a directory lookup and a small file; off the reactor).
+    async fn kind_of(&self, project: &ProjectName) -> Result<Kind, EngineError> {
+        let root = self.root.clone();
+        let project = project.clone();
+        tokio::task::spawn_blocking(move || kind(&root, &project))
+            .await
+            .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?
     }
 
-    fn engine(&self, project: &ProjectName) -> Result<&dyn QueryEngine, EngineError> {
-        Ok(match self.kind(project)? {
+    async fn engine(&self, project: &ProjectName) -> Result<&dyn QueryEngine, EngineError> {
+        Ok(match self.kind_of(project).await? {
             Kind::Polars => self.polars.as_ref(),
             Kind::Spark => match &self.spark {
                 Some(spark) => spark.as_ref(),
@@ -101,6 +74,43 @@ impl Engines {
                 }
             },
         })
+    }
+}
+
+/// The engine `project.toml` in `project`'s folder under `root` names.
+fn kind(root: &Path, project: &ProjectName) -> Result<Kind, EngineError> {
+    let Some(dir) = project_dir(root, project.as_str()) else {
+        // The engine reports the missing project in its own words.
+        return Ok(Kind::Polars);
+    };
+    let path = dir.join(PROJECT_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Kind::Polars),
+        Err(e) => {
+            return Err(EngineError::Execution(format!(
+                "{PROJECT_FILE} of project '{project}' cannot be read: {e}"
+            )));
+        }
+    };
+    let file: ProjectFile = toml::from_str(&text).map_err(|e| {
+        EngineError::Execution(format!(
+            "{PROJECT_FILE} of project '{project}' is invalid: {}",
+            e.message()
+        ))
+    })?;
+    match file
+        .engine
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("polars") => Ok(Kind::Polars),
+        Some("spark") => Ok(Kind::Spark),
+        Some(other) => Err(EngineError::Execution(format!(
+            "{PROJECT_FILE} of project '{project}' names engine {other:?}; \
+             the engines are \"polars\" and \"spark\""
+        ))),
     }
 }
 
@@ -124,7 +134,8 @@ impl QueryEngine for Engines {
         sink: Box<dyn ResultSink>,
         cancel: CancelToken,
     ) -> Result<Execution, EngineError> {
-        self.engine(&request.project)?
+        self.engine(&request.project)
+            .await?
             .execute(request, sink, cancel)
             .await
     }
@@ -172,23 +183,26 @@ mod tests {
         std::fs::write(root.path().join("bad/project.toml"), "engin = 1\n").expect("w");
         std::fs::write(root.path().join("odd/project.toml"), "engine = \"duck\"\n").expect("w");
         let name = |p: &str| ProjectName::parse(p).expect("name");
-        let with = engines(root.path(), true);
-        assert_eq!(with.kind(&name("plain")).expect("ok"), Kind::Polars);
-        assert_eq!(with.kind(&name("spark1")).expect("ok"), Kind::Spark);
-        assert_eq!(with.kind(&name("missing")).expect("ok"), Kind::Polars);
-        let bad = with.kind(&name("bad")).expect_err("bad").to_string();
+        let kind_of = |p: &str| kind(root.path(), &name(p));
+        assert_eq!(kind_of("plain").expect("ok"), Kind::Polars);
+        assert_eq!(kind_of("spark1").expect("ok"), Kind::Spark);
+        assert_eq!(kind_of("missing").expect("ok"), Kind::Polars);
+        let bad = kind_of("bad").expect_err("bad").to_string();
         assert!(
             bad.contains("project.toml of project 'bad' is invalid"),
             "{bad}"
         );
-        let odd = with.kind(&name("odd")).expect_err("odd").to_string();
+        let odd = kind_of("odd").expect_err("odd").to_string();
         assert!(odd.contains("names engine \"duck\""), "{odd}");
         let without = engines(root.path(), false);
         let e = without
             .engine(&name("Spark1"))
+            .await
             .err()
             .expect("no spark")
             .to_string();
         assert!(e.contains("no spark_remote configured"), "{e}");
+        let with = engines(root.path(), true);
+        assert!(with.engine(&name("Spark1")).await.is_ok());
     }
 }
