@@ -2,6 +2,7 @@
 
 mod harness;
 mod kylin5;
+mod kylin_query;
 mod lifecycle;
 mod limits;
 mod scaled;

@@ -190,8 +190,16 @@ pub(crate) fn stop_pid(pid: u32) {
 }
 
 impl Services {
-    /// Installs what is missing and starts PostgreSQL and the S3 store.
+    /// Installs what is missing and starts PostgreSQL, the S3 store and the Spark cluster.
     pub fn start(fsync: Fsync) -> anyhow::Result<Self> {
+        let mut services = Self::start_stores(fsync)?;
+        services.spark = Some(crate::spark::Cluster::start(&services.dir.join("spark"))?);
+        Ok(services)
+    }
+
+    /// Installs what is missing and starts PostgreSQL and the S3 store only (the bench's
+    /// shared phase, which must not share its cores with an idle Spark cluster).
+    pub fn start_stores(fsync: Fsync) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("spool-services-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -205,7 +213,6 @@ impl Services {
         };
         services.start_postgres(fsync)?;
         services.start_s3()?;
-        services.spark = Some(crate::spark::Cluster::start(&services.dir.join("spark"))?);
         Ok(services)
     }
 

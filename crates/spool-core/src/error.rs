@@ -45,6 +45,9 @@ pub enum ServiceError {
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// No project has this name.
+    #[error("project '{0}' does not exist")]
+    ProjectNotFound(String),
     /// The request names a project that is not the query's.
     #[error("query {id} does not belong to project '{project}'")]
     WrongProject {

@@ -28,8 +28,10 @@
 //! ```
 
 mod callbacks;
+mod catalog;
 mod error;
 mod lifecycle;
+mod listing;
 mod manage;
 mod service;
 mod worker;
@@ -37,6 +39,7 @@ mod worker;
 pub use callbacks::{CALLBACK_WINDOW, ClaimedCallback};
 pub use error::ServiceError;
 pub use lifecycle::{MAX_WAIT, StatusDetail};
+pub use listing::{DEFAULT_PAGE, ListRequest, ListedQuery, MAX_PAGE, QueryPage};
 pub use manage::{DownloadInfo, Sweep};
 pub use service::{Ports, QueryStatus, Spool, SpoolConfig, SubmitOptions, Submitted};
 pub use worker::Workers;

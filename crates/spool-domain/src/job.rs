@@ -118,6 +118,44 @@ impl JobState {
     }
 }
 
+/// The kind of a [`JobState`], without its details: what stores index and listings filter by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateKind {
+    /// [`JobState::Queued`].
+    Queued,
+    /// [`JobState::Running`].
+    Running,
+    /// [`JobState::Succeeded`].
+    Succeeded,
+    /// [`JobState::Failed`] (stopped queries included).
+    Failed,
+}
+
+impl StateKind {
+    /// The lower-case name stores keep (`queued`, `running`, `succeeded`, `failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl JobState {
+    /// This state's kind.
+    pub fn kind(&self) -> StateKind {
+        match self {
+            Self::Queued => StateKind::Queued,
+            Self::Running { .. } => StateKind::Running,
+            Self::Succeeded { .. } => StateKind::Succeeded,
+            Self::Failed { .. } => StateKind::Failed,
+        }
+    }
+}
+
 /// The four statuses of Kylin's API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]

@@ -14,7 +14,7 @@ mod user;
 pub use id::{InvalidQueryId, QueryId, ResultKey};
 pub use job::{
     Callback, CallbackState, IDEMPOTENCY_WINDOW_MILLIS, Idempotency, Job, JobState, Lease,
-    LeaseToken, PublicStatus, ResultColumn, StopEffect, Tombstone, TransitionError,
+    LeaseToken, PublicStatus, ResultColumn, StateKind, StopEffect, Tombstone, TransitionError,
 };
 pub use lifecycle::{FailureCode, Lifecycle, Progress, STOPPED_BY_USER};
 pub use output::{Compression, InvalidOutput, OutputFormat, OutputSpec, TextEncoding};

@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use polars::sql::SQLContext;
 
+use spool_domain::ResultColumn;
+use spool_ports::TableInfo;
+
 use crate::sql::{self, Names};
 
 /// Where a table's rows live.
@@ -33,6 +36,38 @@ pub(crate) struct OpenProject {
     pub names: Names,
     /// Each table's source, by the table's name as the catalog spells it.
     pub sources: HashMap<String, Source>,
+    /// Every table and view with its columns, sorted by name.
+    pub described: Vec<TableInfo>,
+}
+
+/// The projects under `root`: its folders whose names are project names, sorted.
+pub(crate) fn projects(root: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(root)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if entry.file_type()?.is_dir() && spool_domain::ProjectName::parse(&name).is_ok() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn describe_schema(name: &str, view: bool, schema: &Schema) -> TableInfo {
+    TableInfo {
+        name: name.to_owned(),
+        view,
+        columns: schema
+            .iter()
+            .map(|(column, dtype)| ResultColumn {
+                name: column.to_string(),
+                sql_type: spool_formats::types::sql_type(dtype),
+            })
+            .collect(),
+    }
 }
 
 /// Why a project could not be opened.
@@ -230,6 +265,7 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
         .map_err(|e| CatalogError::Broken(format!("project '{name}' cannot be listed: {e}")))?;
     let context = SQLContext::new();
     let mut names = Names::default();
+    let mut described = Vec::new();
     for (table, source) in &tables {
         let lf = scan(source).map_err(|e| {
             CatalogError::Broken(format!(
@@ -243,6 +279,7 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
             ))
         })?;
         names.add_table(table, schema.iter_names().map(|n| n.as_str()));
+        described.push(describe_schema(table, false, &schema));
         if let Some(rows) = estimate_rows(source) {
             names.rows.insert(table.to_lowercase(), rows);
         }
@@ -264,8 +301,9 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
         let mut still = Vec::new();
         for (view, text) in pending {
             match define_view(&context, &names, &name, &text) {
-                Ok((prepared, columns)) => {
-                    names.add_table(&view, columns.iter().map(String::as_str));
+                Ok((prepared, schema)) => {
+                    names.add_table(&view, schema.iter_names().map(|n| n.as_str()));
+                    described.push(describe_schema(&view, true, &schema));
                     // A view may read anything in the project; assume the largest.
                     if let Some(&largest) = names.rows.values().max() {
                         names.rows.insert(view.to_lowercase(), largest);
@@ -284,11 +322,13 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
         }
         pending = still;
     }
+    described.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(OpenProject {
         name,
         context,
         names,
         sources: tables.into_iter().collect(),
+        described,
     })
 }
 
@@ -298,7 +338,7 @@ fn define_view(
     names: &Names,
     project: &str,
     text: &str,
-) -> Result<(String, Vec<String>), String> {
+) -> Result<(String, Schema), String> {
     let prepared = sql::prepare(text, names, project, None, None)?;
     let mut scratch = context.clone();
     let schema = scratch
@@ -307,5 +347,5 @@ fn define_view(
         .map_err(|e| e.to_string())?;
     // The view is stored without the CTEs of the views it reads; queries get all views at once.
     let own = sql::prepare_view_body(text, names, project)?;
-    Ok((own, schema.iter_names().map(|n| n.to_string()).collect()))
+    Ok((own, Schema::clone(&schema)))
 }

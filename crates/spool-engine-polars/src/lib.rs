@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use polars::prelude::{DataFrame, Engine, PlanCallback, PolarsError};
 use spool_domain::{ProjectName, QueryRequest, ResultColumn};
-use spool_ports::{CancelToken, EngineError, Execution, QueryEngine, ResultSink};
+use spool_ports::{CancelToken, EngineError, Execution, QueryEngine, ResultSink, TableInfo};
 use tracing::debug;
 
 use spool_formats::{Output, types};
@@ -158,6 +158,26 @@ impl QueryEngine for PolarsEngine {
             .await
             .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?
             .map_err(|e| EngineError::Internal(format!("reading the project's files: {e}")))
+    }
+
+    async fn projects(&self) -> Result<Vec<String>, EngineError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || catalog::projects(&root))
+            .await
+            .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?
+            .map_err(|e| EngineError::Internal(format!("listing the projects folder: {e}")))
+    }
+
+    async fn describe(&self, project: &ProjectName) -> Result<Vec<TableInfo>, EngineError> {
+        let root = self.root.clone();
+        let name = project.clone();
+        tokio::task::spawn_blocking(move || match catalog::open(&root, name.as_str()) {
+            Ok(open) => Ok(open.described),
+            Err(CatalogError::NotFound) => Err(EngineError::ProjectNotFound(name)),
+            Err(CatalogError::Broken(message)) => Err(EngineError::Execution(message)),
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?
     }
 }
 

@@ -63,6 +63,7 @@ impl From<ServiceError> for ApiError {
                 Self::Conflict("SPOOL-QUERY-FAILED", e.to_string())
             }
             ServiceError::Forbidden(message) => Self::Forbidden(message),
+            e @ ServiceError::ProjectNotFound(_) => Self::NotFound(e.to_string()),
             e @ ServiceError::WrongProject { .. } => Self::BadRequest(e.to_string()),
             e @ ServiceError::IdempotencyConflict { .. } => {
                 Self::Conflict("SPOOL-IDEMPOTENCY-CONFLICT", e.to_string())

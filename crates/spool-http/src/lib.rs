@@ -13,12 +13,14 @@ mod auth;
 mod callbacks;
 mod download;
 mod error;
+mod kylin;
 mod proxies;
 mod routes;
 
 pub use auth::{Authenticator, hash_password, verify_password};
 pub use callbacks::{deliver as deliver_callbacks, hmac_sha256, signature};
 pub use error::ApiError;
+pub use kylin::SyncQueryLimits;
 pub use proxies::TrustedProxies;
 pub use routes::{AppState, CallbackPolicy, HttpLimits, TimeZone, router};
 pub use spool_domain::UserRecord;

@@ -57,6 +57,8 @@ pub struct AppState {
     pub callbacks: CallbackPolicy,
     /// Peers whose `X-Forwarded-For` names the client (`trusted_proxies`).
     pub proxies: crate::TrustedProxies,
+    /// The row cap and the wait of Kylin's synchronous query call.
+    pub sync: crate::SyncQueryLimits,
 }
 
 /// Where completion webhooks may go: only to the hosts listed (`callback_allow`), so the
@@ -151,7 +153,10 @@ impl TimeZone {
 pub fn router(state: AppState) -> Router {
     let max_body = state.limits.max_body_bytes;
     let api = Router::new()
-        .route("/kylin/api/async_query", post(submit).delete(delete_many))
+        .route(
+            "/kylin/api/async_query",
+            post(submit).delete(delete_many).get(list),
+        )
         .route("/kylin/api/async_query/{id}", delete(delete_one))
         .route("/kylin/api/async_query/stop/{id}", delete(stop))
         .route("/kylin/api/async_query/{id}/status", get(status))
@@ -163,6 +168,20 @@ pub fn router(state: AppState) -> Router {
         .route("/kylin/api/async_query/{id}/result", get(download))
         .route("/kylin/api/async_query/{id}/result_download", get(download))
         .route("/kylin/api/async_query/{id}/result_path", get(result_path))
+        .route("/kylin/api/query", post(crate::kylin::query))
+        .route(
+            "/kylin/api/query/tables_and_columns",
+            get(crate::kylin::query_tables_and_columns),
+        )
+        .route(
+            "/kylin/api/tables_and_columns",
+            get(crate::kylin::tables_and_columns),
+        )
+        .route("/kylin/api/projects", get(crate::kylin::projects))
+        .route(
+            "/kylin/api/user/authentication",
+            get(crate::kylin::authentication).post(crate::kylin::authentication),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(max_body));
     Router::new()
@@ -261,13 +280,13 @@ async fn method_not_allowed() -> ApiError {
 
 /// Kylin's success envelope.
 #[derive(Serialize)]
-struct Envelope<T> {
+pub(crate) struct Envelope<T> {
     code: &'static str,
     data: T,
     msg: &'static str,
 }
 
-fn ok<T: Serialize>(data: T) -> Json<Envelope<T>> {
+pub(crate) fn ok<T: Serialize>(data: T) -> Json<Envelope<T>> {
     Json(Envelope {
         code: "000",
         data,
@@ -284,7 +303,7 @@ pub(crate) enum Shape {
 }
 
 impl Shape {
-    fn of(headers: &HeaderMap) -> Self {
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
         let v4 = headers.get_all(header::ACCEPT).iter().any(|value| {
             value.to_str().is_ok_and(|v| {
                 v.to_ascii_lowercase()
@@ -361,7 +380,7 @@ impl Shape {
 
 /// Reads an optional count (`offset`, `limit`): a whole number, or one written as a string
 /// (Kylin's JSON reader accepts both); zero or less means none, as in Kylin.
-fn count(body: &Map<String, Value>, field: &str) -> Result<Option<u64>, ApiError> {
+pub(crate) fn count(body: &Map<String, Value>, field: &str) -> Result<Option<u64>, ApiError> {
     let wrong = |got: &str| {
         ApiError::BadRequest(format!("field '{field}' must be a whole number, got {got}"))
     };
@@ -401,7 +420,10 @@ fn wait_timeout(body: &Map<String, Value>) -> Result<Duration, ApiError> {
 const MAX_SUBMIT_WAIT: Duration = Duration::from_secs(50);
 
 /// Reads an optional string field.
-fn string<'a>(body: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, ApiError> {
+pub(crate) fn string<'a>(
+    body: &'a Map<String, Value>,
+    field: &str,
+) -> Result<Option<&'a str>, ApiError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.as_str())),
@@ -413,7 +435,7 @@ fn string<'a>(body: &'a Map<String, Value>, field: &str) -> Result<Option<&'a st
 }
 
 /// Reads an optional boolean field (`true`/`false`, or those words as strings).
-fn boolean(body: &Map<String, Value>, field: &str) -> Result<Option<bool>, ApiError> {
+pub(crate) fn boolean(body: &Map<String, Value>, field: &str) -> Result<Option<bool>, ApiError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -437,7 +459,7 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+pub(crate) fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("request body is not valid JSON: {e}")))?;
     match value {
@@ -448,7 +470,7 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-fn bad(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest(e.to_string())
 }
 
@@ -740,6 +762,101 @@ async fn status(
         ),
     };
     Ok(ok(data))
+}
+
+/// The query string of the listing: `project`, `state`, `limit`, `before`.
+#[derive(serde::Deserialize)]
+struct ListParams {
+    project: Option<String>,
+    state: Option<String>,
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+/// Reads a listing's `state`: the `state` words of a status (`QUEUED`, `RUNNING`, `SUCCEEDED`,
+/// `FAILED`) or Kylin's `SUCCESSFUL`, in any case. `FAILED` includes stopped queries.
+fn state_param(value: &str) -> Result<spool_domain::StateKind, ApiError> {
+    use spool_domain::StateKind;
+    match value.trim().to_ascii_uppercase().as_str() {
+        "QUEUED" => Ok(StateKind::Queued),
+        "RUNNING" => Ok(StateKind::Running),
+        "SUCCEEDED" | "SUCCESSFUL" => Ok(StateKind::Succeeded),
+        "FAILED" => Ok(StateKind::Failed),
+        _ => Err(ApiError::BadRequest(format!(
+            "'state' must be QUEUED, RUNNING, SUCCEEDED (or SUCCESSFUL) or FAILED, got '{}'",
+            value.chars().take(40).collect::<String>()
+        ))),
+    }
+}
+
+/// `GET /kylin/api/async_query`: the caller's queries (an admin's: everyone's), newest
+/// first, `limit` (1 to 1000, default 50) at a time; `before` takes the previous page's
+/// `next_before`.
+async fn list(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(params) = params.map_err(bad)?;
+    let mut request = spool_core::ListRequest::default();
+    if let Some(project) = params.project.as_deref().filter(|p| !p.is_empty()) {
+        request.project = Some(ProjectName::parse(project).map_err(bad)?);
+    }
+    if let Some(value) = params.state.as_deref().filter(|s| !s.is_empty()) {
+        request.state = Some(state_param(value)?);
+    }
+    if let Some(limit) = params.limit.as_deref() {
+        request.limit = match limit.trim().parse::<usize>() {
+            Ok(n) if (1..=spool_core::MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "'limit' must be a whole number from 1 to {}, got '{}'",
+                    spool_core::MAX_PAGE,
+                    limit.chars().take(40).collect::<String>()
+                )));
+            }
+        };
+    }
+    if let Some(before) = params.before.as_deref().filter(|b| !b.is_empty()) {
+        let cursor = before.parse::<QueryId>().map_err(|_| {
+            ApiError::BadRequest(
+                "'before' must be the next_before of an earlier page (a query id)".to_owned(),
+            )
+        })?;
+        request.before = Some(cursor);
+    }
+    let page = state
+        .spool
+        .list_queries(&who, &request)
+        .await
+        .map_err(|e| match e {
+            spool_core::ServiceError::NotFound(id) => ApiError::BadRequest(format!(
+                "'before' names query {id}, which is not one of your queries"
+            )),
+            other => other.into(),
+        })?;
+    let shape = Shape::of(&headers);
+    let queries: Vec<Value> = page
+        .queries
+        .iter()
+        .map(|q| {
+            let mut item = shape.status_of(&q.status);
+            if let Value::Object(map) = &mut item {
+                map.insert(
+                    "project".into(),
+                    Value::from(q.job.request.project.as_str()),
+                );
+                map.insert("owner".into(), Value::from(q.job.owner.as_str()));
+                map.insert("sql".into(), Value::from(q.job.request.sql.as_str()));
+            }
+            item
+        })
+        .collect();
+    Ok(ok(serde_json::json!({
+        "queries": queries,
+        "next_before": page.next_before.map(|id| id.to_string()),
+    })))
 }
 
 /// Reads a whole number of seconds from 0 to `max`.

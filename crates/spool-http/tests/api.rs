@@ -58,6 +58,7 @@ fn app_with(tune: impl FnOnce(&mut SpoolConfig)) -> (axum::Router, spool_core::W
         time_zone: TimeZone::default(),
         callbacks: CallbackPolicy::default(),
         proxies: spool_http::TrustedProxies::default(),
+        sync: spool_http::SyncQueryLimits::default(),
     };
     (router(state), workers, spool)
 }

@@ -51,6 +51,17 @@ impl std::fmt::Debug for Execution {
     }
 }
 
+/// A table or view of a project, as SQL sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInfo {
+    /// The name queries use, spelled as the catalog reports it.
+    pub name: String,
+    /// A view (defined by SQL over the project's tables) rather than a table of data files.
+    pub view: bool,
+    /// Its columns in order, with their SQL types.
+    pub columns: Vec<ResultColumn>,
+}
+
 /// Runs SQL against a project's tables.
 ///
 /// Contract:
@@ -97,5 +108,20 @@ pub trait QueryEngine: Send + Sync {
     async fn source_version(&self, project: &ProjectName) -> Result<Option<String>, EngineError> {
         let _ = project;
         Ok(None)
+    }
+
+    /// The names of the projects this engine serves, as the catalog spells them, sorted. The
+    /// default: none.
+    async fn projects(&self) -> Result<Vec<String>, EngineError> {
+        Ok(Vec::new())
+    }
+
+    /// The tables and views of `project`, sorted by name, with their columns;
+    /// `ProjectNotFound` when there is no such project. The default: this engine cannot tell.
+    async fn describe(&self, project: &ProjectName) -> Result<Vec<TableInfo>, EngineError> {
+        let _ = project;
+        Err(EngineError::InvalidQuery(
+            "this engine cannot describe its projects".to_owned(),
+        ))
     }
 }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use spool_domain::{
-    CallbackState, Job, JobState, Lease, LeaseToken, Progress, ProjectName, QueryId, Timestamp,
-    Tombstone,
+    CallbackState, Job, JobState, Lease, LeaseToken, Progress, ProjectName, QueryId, StateKind,
+    Timestamp, Tombstone,
 };
 
 /// What can go wrong in a job store.
@@ -58,6 +58,30 @@ pub struct JobFilter {
     pub submitted_before: Option<Timestamp>,
     /// Only finished jobs that finished strictly before this instant.
     pub finished_before: Option<Timestamp>,
+    /// Only jobs in this kind of state.
+    pub state: Option<StateKind>,
+    /// Only jobs that come strictly before this one in submission order (submission time,
+    /// then id): the cursor of a paged listing.
+    pub before: Option<JobPosition>,
+}
+
+/// A job's place in submission order: its submission time, then its id (which breaks ties).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobPosition {
+    /// When the job was submitted.
+    pub submitted_at: Timestamp,
+    /// The job's id.
+    pub id: QueryId,
+}
+
+impl JobPosition {
+    /// The position of `job`.
+    pub fn of(job: &Job) -> Self {
+        Self {
+            submitted_at: job.submitted_at,
+            id: job.id,
+        }
+    }
 }
 
 impl JobFilter {
@@ -71,6 +95,8 @@ impl JobFilter {
             && self
                 .finished_before
                 .is_none_or(|t| job.finished_at().is_some_and(|f| f < t))
+            && self.state.is_none_or(|k| job.state.kind() == k)
+            && self.before.is_none_or(|b| JobPosition::of(job) < b)
     }
 }
 
@@ -250,6 +276,21 @@ pub trait JobStore: Send + Sync {
     /// Returns the jobs `filter` selects, oldest submission first. The store evaluates the
     /// filter itself; it does not hand every job to the caller.
     async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobStoreError>;
+
+    /// Returns at most `limit` of the jobs `filter` selects, newest first (descending
+    /// [`JobPosition`]): one page of a listing, the next page starting `before` the last job
+    /// returned. The default sorts the store's list; stores with an index over submission
+    /// times read only the page.
+    async fn list_newest(
+        &self,
+        filter: &JobFilter,
+        limit: usize,
+    ) -> Result<Vec<Job>, JobStoreError> {
+        let mut jobs = self.list(filter).await?;
+        jobs.sort_by_key(|j| std::cmp::Reverse(JobPosition::of(j)));
+        jobs.truncate(limit);
+        Ok(jobs)
+    }
 
     /// Returns how many queued jobs are ahead of `job` (queued jobs submitted before it, in
     /// claim order): its position in the queue, 0 when it is next. The default lists the

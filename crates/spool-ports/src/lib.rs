@@ -18,9 +18,9 @@ mod webhooks;
 
 pub use cancel::{CancelReason, CancelToken};
 pub use clock::{Clock, IdGenerator, RandomIds, SystemClock};
-pub use engine::{EngineError, Execution, QueryEngine};
+pub use engine::{EngineError, Execution, QueryEngine, TableInfo};
 pub use events::EventHub;
-pub use jobs::{JobEvent, JobFilter, JobStore, JobStoreError, Renewal, Stopped};
+pub use jobs::{JobEvent, JobFilter, JobPosition, JobStore, JobStoreError, Renewal, Stopped};
 pub use results::{ResultSink, ResultStore, ResultStoreError, StoredResult};
 pub use users::{UserStore, UserStoreError};
 pub use webhooks::WebhookSender;

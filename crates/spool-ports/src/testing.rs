@@ -13,13 +13,13 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use spool_domain::{
     Job, JobState, Lease, LeaseToken, Progress, ProjectName, QueryId, QueryRequest, ResultKey,
-    StopEffect, Timestamp, Tombstone,
+    StateKind, StopEffect, Timestamp, Tombstone,
 };
 
 use crate::{
-    CancelToken, Clock, EngineError, EventHub, Execution, JobEvent, JobFilter, JobStore,
-    JobStoreError, QueryEngine, Renewal, ResultSink, ResultStore, ResultStoreError, Stopped,
-    StoredResult,
+    CancelToken, Clock, EngineError, EventHub, Execution, JobEvent, JobFilter, JobPosition,
+    JobStore, JobStoreError, QueryEngine, Renewal, ResultSink, ResultStore, ResultStoreError,
+    Stopped, StoredResult,
 };
 
 /// A clock that stands still until moved, for tests of time-based behaviour (retention).
@@ -1084,6 +1084,71 @@ pub async fn job_store_contract(store: &dyn JobStore, other: &dyn JobStore) {
         .insert(&keyed(7_000 + window, "kim", "k-1"), None)
         .await
         .expect("a deleted job's key is free");
+
+    // Pages of a listing: newest first, ties broken by id, a cursor, a state, on both handles.
+    let of_pat = |at: i64| {
+        let mut job = sample_job(at);
+        job.owner = "pat".into();
+        job
+    };
+    let (first, second, third) = (of_pat(90_000), of_pat(90_100), of_pat(90_100));
+    for job in [&first, &second, &third] {
+        store.insert(job, None).await.expect("insert");
+    }
+    let (low, high) = if second.id < third.id {
+        (second.id, third.id)
+    } else {
+        (third.id, second.id)
+    };
+    let pats = |state, before| JobFilter {
+        owner: Some("pat".into()),
+        state,
+        before,
+        ..JobFilter::default()
+    };
+    let page = |filter: JobFilter, limit: usize| async move {
+        let jobs = other
+            .list_newest(&filter, limit)
+            .await
+            .expect("list_newest");
+        jobs.iter().map(|j| j.id).collect::<Vec<_>>()
+    };
+    assert_eq!(page(pats(None, None), 10).await, vec![high, low, first.id]);
+    assert_eq!(
+        page(pats(None, None), 1).await,
+        vec![high],
+        "at most the limit"
+    );
+    let cursor = other.get(high).await.expect("get").expect("stored");
+    assert_eq!(
+        page(pats(None, Some(JobPosition::of(&cursor))), 10).await,
+        vec![low, first.id],
+        "the next page starts strictly after the cursor, even on a tie"
+    );
+    store
+        .stop(
+            first.id,
+            Timestamp::from_millis(90_200),
+            stopped_by_user(Timestamp::from_millis(90_200)),
+        )
+        .await
+        .expect("stop");
+    assert_eq!(
+        page(pats(Some(StateKind::Failed), None), 10).await,
+        vec![first.id]
+    );
+    assert_eq!(
+        page(pats(Some(StateKind::Queued), None), 10).await,
+        vec![high, low]
+    );
+    assert_eq!(
+        ids(store
+            .list(&pats(Some(StateKind::Queued), None))
+            .await
+            .expect("list")),
+        vec![low, high],
+        "list filters by state too, oldest first"
+    );
 }
 
 /// Reads a whole stored result.

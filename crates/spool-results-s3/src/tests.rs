@@ -109,3 +109,36 @@ fn result_store_urls_name_a_bucket_and_a_prefix() {
         assert!(S3Config::from_url(bad).is_err(), "{bad}");
     }
 }
+
+#[tokio::test]
+async fn results_are_stored_as_opaque_bytes_in_one_put_and_in_parts() {
+    // Text sent untyped is sniffed and gzipped by SeaweedFS; every object Spool stores says it is
+    // opaque bytes, whether it went up in one PUT or as a multipart upload.
+    let store = S3ResultStore::open(&config()).await.expect("open");
+    let line = b"1,19970101,ASIA,MFGR#12,1234.5600\n";
+    for len in [1_000, 2 * SMALL_PART + 77] {
+        let key = ResultKey::new(spool_domain::QueryId::new_random(), 1);
+        let text: Vec<u8> = line.iter().copied().cycle().take(len).collect();
+        let mut sink = store.create(key).await.expect("create");
+        let sink = tokio::task::spawn_blocking(move || {
+            io::Write::write_all(&mut sink, &text).expect("write");
+            sink
+        })
+        .await
+        .expect("writer");
+        assert_eq!(sink.commit().await.expect("commit"), len as u64);
+        let got = store
+            .store
+            .get(&store.path_of(key))
+            .await
+            .expect("get the object");
+        assert_eq!(
+            got.attributes
+                .get(&object_store::Attribute::ContentType)
+                .map(|v| v.as_ref().to_owned()),
+            Some(OPAQUE.to_owned()),
+            "a result of {len} bytes"
+        );
+        store.delete(key).await.expect("delete");
+    }
+}

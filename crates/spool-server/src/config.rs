@@ -134,6 +134,14 @@ pub struct Cli {
     /// run on, as `sc://host:port` [default: none, so such projects' queries fail]
     #[arg(long, env = "SPOOL_SPARK_REMOTE")]
     pub spark_remote: Option<String>,
+    /// Rows Kylin's synchronous query call (`POST /kylin/api/query`) answers with at most; a
+    /// larger result is cut there and marked partial [default: 50000]
+    #[arg(long, env = "SPOOL_SYNC_QUERY_MAX_ROWS")]
+    pub sync_query_max_rows: Option<u64>,
+    /// Seconds the synchronous query call waits before it stops the query and answers with
+    /// an error [default: 300]
+    #[arg(long, env = "SPOOL_SYNC_QUERY_TIMEOUT_SECS")]
+    pub sync_query_timeout_secs: Option<u64>,
     /// Manage users instead of serving
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -245,6 +253,10 @@ pub struct FileConfig {
     pub trusted_proxies: Option<Vec<String>>,
     /// `text` or `json`.
     pub log_format: Option<String>,
+    /// Rows a synchronous query answers with at most.
+    pub sync_query_max_rows: Option<u64>,
+    /// Seconds a synchronous query is waited for.
+    pub sync_query_timeout_secs: Option<u64>,
 }
 
 /// The settings the server runs with.
@@ -296,6 +308,8 @@ pub struct Settings {
     pub trusted_proxies: spool_http::TrustedProxies,
     /// Whether log lines are JSON objects.
     pub log_json: bool,
+    /// The row cap and the wait of Kylin's synchronous query call.
+    pub sync: spool_http::SyncQueryLimits,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -400,7 +414,30 @@ impl Settings {
             Some("json") => true,
             Some(other) => anyhow::bail!("log_format {other:?} is not one of \"text\", \"json\""),
         };
+        let defaults = spool_http::SyncQueryLimits::default();
+        let max_rows = cli
+            .sync_query_max_rows
+            .or(file.sync_query_max_rows)
+            .unwrap_or(defaults.max_rows);
+        anyhow::ensure!(
+            (1..=10_000_000).contains(&max_rows),
+            "sync_query_max_rows must be from 1 to 10000000 (larger results belong in \
+             /kylin/api/async_query), got {max_rows}"
+        );
+        let timeout_secs = cli
+            .sync_query_timeout_secs
+            .or(file.sync_query_timeout_secs)
+            .unwrap_or(defaults.timeout.as_secs());
+        anyhow::ensure!(
+            timeout_secs >= 1,
+            "sync_query_timeout_secs must be at least 1"
+        );
+        let sync = spool_http::SyncQueryLimits {
+            max_rows,
+            timeout: std::time::Duration::from_secs(timeout_secs),
+        };
         Ok(Self {
+            sync,
             log_json,
             trusted_proxies,
             spark_remote,

@@ -15,7 +15,9 @@ use async_trait::async_trait;
 use spool_domain::{OutputSpec, ProjectName, QueryRequest, ResultColumn};
 use spool_engine_polars::PolarsEngine;
 use spool_engine_spark::SparkEngine;
-use spool_ports::{CancelToken, EngineError, Execution, QueryEngine, ResultSink, StoredResult};
+use spool_ports::{
+    CancelToken, EngineError, Execution, QueryEngine, ResultSink, StoredResult, TableInfo,
+};
 
 /// The file in a project's folder that chooses its engine.
 pub const PROJECT_FILE: &str = "project.toml";
@@ -156,6 +158,15 @@ impl QueryEngine for Engines {
 
     async fn source_version(&self, project: &ProjectName) -> Result<Option<String>, EngineError> {
         self.polars.source_version(project).await
+    }
+
+    // Both engines read the same folders; Polars lists and describes them for every project.
+    async fn projects(&self) -> Result<Vec<String>, EngineError> {
+        self.polars.projects().await
+    }
+
+    async fn describe(&self, project: &ProjectName) -> Result<Vec<TableInfo>, EngineError> {
+        self.polars.describe(project).await
     }
 }
 

@@ -350,6 +350,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             allow: settings.callback_allow.clone(),
         },
         proxies: settings.trusted_proxies.clone(),
+        sync: settings.sync,
     };
     if let Some(secret) = settings.callback_secret.clone() {
         let sender = Arc::new(webhooks::HttpSender::new()?);

@@ -33,8 +33,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use spool_domain::{
-    CallbackState, Job, JobState, Lease, LeaseToken, Progress, QueryId, StopEffect, Timestamp,
-    Tombstone, UserRecord,
+    CallbackState, Job, JobState, Lease, LeaseToken, Progress, QueryId, StateKind, StopEffect,
+    Timestamp, Tombstone, UserRecord,
 };
 use spool_ports::{
     EventHub, JobEvent, JobFilter, JobStore, JobStoreError, Renewal, Stopped, UserStore,
@@ -409,12 +409,34 @@ fn backend(e: sqlx::Error) -> JobStoreError {
 }
 
 fn state_name(state: &JobState) -> &'static str {
-    match state {
-        JobState::Queued => "queued",
-        JobState::Running { .. } => "running",
-        JobState::Succeeded { .. } => "succeeded",
-        JobState::Failed { .. } => "failed",
-    }
+    state.kind().as_str()
+}
+
+/// The `WHERE` clause of a [`JobFilter`], its values bound by [`bind_filter`] as `$1`-`$7`.
+/// Ids compare byte-wise (`COLLATE "C"`), as [`spool_ports::JobPosition`] orders them.
+macro_rules! filter_sql {
+    () => {
+        "($1::text IS NULL OR lower(project) = lower($1))
+    AND ($2::text IS NULL OR owner = $2)
+    AND ($3::bigint IS NULL OR submitted_at < $3)
+    AND ($4::bigint IS NULL OR finished_at < $4)
+    AND ($5::text IS NULL OR state = $5)
+    AND ($6::bigint IS NULL OR (submitted_at, id COLLATE \"C\") < ($6, $7::text COLLATE \"C\"))"
+    };
+}
+
+fn bind_filter<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    filter: &JobFilter,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(filter.project.as_ref().map(|p| p.as_str().to_owned()))
+        .bind(filter.owner.clone())
+        .bind(filter.submitted_before.map(Timestamp::as_millis))
+        .bind(filter.finished_before.map(Timestamp::as_millis))
+        .bind(filter.state.map(StateKind::as_str))
+        .bind(filter.before.map(|b| b.submitted_at.as_millis()))
+        .bind(filter.before.map(|b| b.id.to_string()))
 }
 
 fn job_of(row: &PgRow) -> Result<Job, JobStoreError> {
@@ -864,21 +886,33 @@ impl JobStore for PgJobStore {
     }
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobStoreError> {
-        let rows = sqlx::query(
-            "SELECT job FROM spool_jobs
-              WHERE ($1::text IS NULL OR lower(project) = lower($1))
-                AND ($2::text IS NULL OR owner = $2)
-                AND ($3::bigint IS NULL OR submitted_at < $3)
-                AND ($4::bigint IS NULL OR finished_at < $4)
-              ORDER BY submitted_at, id",
-        )
-        .bind(filter.project.as_ref().map(|p| p.as_str().to_owned()))
-        .bind(filter.owner.clone())
-        .bind(filter.submitted_before.map(Timestamp::as_millis))
-        .bind(filter.finished_before.map(Timestamp::as_millis))
-        .fetch_all(&self.db.pool)
-        .await
-        .map_err(backend)?;
+        let sql = concat!(
+            "SELECT job FROM spool_jobs WHERE ",
+            filter_sql!(),
+            " ORDER BY submitted_at, id COLLATE \"C\""
+        );
+        let rows = bind_filter(sqlx::query(sql), filter)
+            .fetch_all(&self.db.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(job_of).collect()
+    }
+
+    async fn list_newest(
+        &self,
+        filter: &JobFilter,
+        limit: usize,
+    ) -> Result<Vec<Job>, JobStoreError> {
+        let sql = concat!(
+            "SELECT job FROM spool_jobs WHERE ",
+            filter_sql!(),
+            " ORDER BY submitted_at DESC, id COLLATE \"C\" DESC LIMIT $8"
+        );
+        let rows = bind_filter(sqlx::query(sql), filter)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.db.pool)
+            .await
+            .map_err(backend)?;
         rows.iter().map(job_of).collect()
     }
 

@@ -87,7 +87,7 @@ pub(super) fn phase(
     };
 
     // PostgreSQL as production runs it: fsync on.
-    let backends = Services::start(Fsync::On)?;
+    let backends = Services::start_stores(Fsync::On)?;
     let env = backends.env();
     let value = |name: &str| {
         env.iter()
