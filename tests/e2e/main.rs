@@ -5,6 +5,7 @@ mod kylin5;
 mod kylin_query;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod scaled;
 mod spark;
 mod ssb;

@@ -33,6 +33,7 @@ mod error;
 mod lifecycle;
 mod listing;
 mod manage;
+mod metrics;
 mod service;
 mod worker;
 
@@ -41,5 +42,6 @@ pub use error::ServiceError;
 pub use lifecycle::{MAX_WAIT, StatusDetail};
 pub use listing::{DEFAULT_PAGE, ListRequest, ListedQuery, MAX_PAGE, QueryPage};
 pub use manage::{DownloadInfo, Sweep};
+pub use metrics::{DURATION_BUCKETS, Histogram, HistogramReading, MetricsSnapshot, Outcome};
 pub use service::{Ports, QueryStatus, Spool, SpoolConfig, SubmitOptions, Submitted};
 pub use worker::Workers;

@@ -176,6 +176,8 @@ pub(crate) struct Inner {
     pub(crate) waiters: crate::lifecycle::Waiters,
     /// Wakes webhook delivery when a query ends.
     pub(crate) callbacks_due: Arc<Notify>,
+    /// What this process counts of the queries it runs.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl Inner {
@@ -196,6 +198,7 @@ impl Spool {
                 ended: Notify::new(),
                 waiters: crate::lifecycle::Waiters::default(),
                 callbacks_due: Arc::new(Notify::new()),
+                metrics: crate::metrics::Metrics::default(),
             }),
         }
     }

@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::Spool;
+use crate::metrics::Outcome;
 use crate::service::Inner;
 
 /// How often a running query's deadline and cancellation are checked.
@@ -182,6 +183,13 @@ async fn claim(inner: &Inner) -> Result<Option<(Job, Lease)>, JobStoreError> {
             finish(inner, job.id, lease.token, stopped).await;
             continue;
         }
+        if job.attempts == 1 {
+            let waited = inner.ports.clock.now().millis_since(job.submitted_at);
+            inner
+                .metrics
+                .queue_wait
+                .observe(Duration::from_millis(waited));
+        }
         return Ok(Some((job, lease)));
     }
 }
@@ -200,6 +208,7 @@ impl Drop for RunningGuard<'_> {
 }
 
 async fn run_job(inner: &Inner, job: Job, lease: Lease) {
+    let started = std::time::Instant::now();
     let id = job.id;
     let key = ResultKey::new(id, job.attempts);
     let cancel = CancelToken::new();
@@ -320,7 +329,20 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
         }
     };
     let succeeded = matches!(state, JobState::Succeeded { .. });
+    let (outcome, rows, bytes) = match &state {
+        JobState::Succeeded { rows, bytes, .. } => (Outcome::Succeeded, *rows, *bytes),
+        JobState::Failed {
+            code: Some(FailureCode::Cancelled),
+            ..
+        } => (Outcome::Cancelled, 0, 0),
+        _ => (Outcome::Failed, 0, 0),
+    };
     let recorded = finish(inner, id, lease.token, state).await;
+    if recorded {
+        inner
+            .metrics
+            .finished(outcome, started.elapsed(), rows, bytes);
+    }
     if succeeded && !recorded {
         // The job was deleted or taken over while it ran: this attempt's result must not
         // outlive it. Only this attempt's key: the winner's result is under another.

@@ -14,6 +14,7 @@ mod callbacks;
 mod download;
 mod error;
 mod kylin;
+mod metrics;
 mod proxies;
 mod routes;
 
@@ -21,6 +22,7 @@ pub use auth::{Authenticator, hash_password, verify_password};
 pub use callbacks::{deliver as deliver_callbacks, hmac_sha256, signature};
 pub use error::ApiError;
 pub use kylin::SyncQueryLimits;
+pub use metrics::{HttpMetrics, metrics_router};
 pub use proxies::TrustedProxies;
 pub use routes::{AppState, CallbackPolicy, HttpLimits, TimeZone, router};
 pub use spool_domain::UserRecord;

@@ -59,6 +59,8 @@ pub struct AppState {
     pub proxies: crate::TrustedProxies,
     /// The row cap and the wait of Kylin's synchronous query call.
     pub sync: crate::SyncQueryLimits,
+    /// What the HTTP layer counts for `/metrics`.
+    pub http_metrics: Arc<crate::HttpMetrics>,
 }
 
 /// Where completion webhooks may go: only to the hosts listed (`callback_allow`), so the
@@ -178,6 +180,7 @@ pub fn router(state: AppState) -> Router {
             get(crate::kylin::tables_and_columns),
         )
         .route("/kylin/api/projects", get(crate::kylin::projects))
+        .route("/metrics", get(crate::metrics::metrics))
         .route(
             "/kylin/api/user/authentication",
             get(crate::kylin::authentication).post(crate::kylin::authentication),
@@ -189,6 +192,10 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .with_state(state)
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(middleware::from_fn(request_id))

@@ -59,6 +59,7 @@ fn app_with(tune: impl FnOnce(&mut SpoolConfig)) -> (axum::Router, spool_core::W
         callbacks: CallbackPolicy::default(),
         proxies: spool_http::TrustedProxies::default(),
         sync: spool_http::SyncQueryLimits::default(),
+        http_metrics: Default::default(),
     };
     (router(state), workers, spool)
 }

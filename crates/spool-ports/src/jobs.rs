@@ -292,6 +292,16 @@ pub trait JobStore: Send + Sync {
         Ok(jobs)
     }
 
+    /// How many jobs the store holds in each kind of state (kinds with none may be absent).
+    /// The default counts the store's list; stores with an index over states count there.
+    async fn count_by_state(&self) -> Result<HashMap<StateKind, u64>, JobStoreError> {
+        let mut counts = HashMap::new();
+        for job in self.list(&JobFilter::default()).await? {
+            *counts.entry(job.state.kind()).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
     /// Returns how many queued jobs are ahead of `job` (queued jobs submitted before it, in
     /// claim order): its position in the queue, 0 when it is next. The default lists the
     /// queue; stores with an index over it count there.

@@ -1141,6 +1141,22 @@ pub async fn job_store_contract(store: &dyn JobStore, other: &dyn JobStore) {
         page(pats(Some(StateKind::Queued), None), 10).await,
         vec![high, low]
     );
+    let counts = other.count_by_state().await.expect("count_by_state");
+    let all = store.list(&JobFilter::default()).await.expect("list");
+    for kind in [
+        StateKind::Queued,
+        StateKind::Running,
+        StateKind::Succeeded,
+        StateKind::Failed,
+    ] {
+        let expected = all.iter().filter(|j| j.state.kind() == kind).count() as u64;
+        assert_eq!(
+            counts.get(&kind).copied().unwrap_or(0),
+            expected,
+            "jobs counted as {kind:?}"
+        );
+    }
+    assert!(counts.get(&StateKind::Queued).copied().unwrap_or(0) >= 2);
     assert_eq!(
         ids(store
             .list(&pats(Some(StateKind::Queued), None))

@@ -134,6 +134,10 @@ pub struct Cli {
     /// run on, as `sc://host:port` [default: none, so such projects' queries fail]
     #[arg(long, env = "SPOOL_SPARK_REMOTE")]
     pub spark_remote: Option<String>,
+    /// A second address serving only `GET /metrics`, without credentials, for a Prometheus
+    /// scraper on a trusted network [default: none; /metrics on the API address, admins only]
+    #[arg(long, env = "SPOOL_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
     /// Rows Kylin's synchronous query call (`POST /kylin/api/query`) answers with at most; a
     /// larger result is cut there and marked partial [default: 50000]
     #[arg(long, env = "SPOOL_SYNC_QUERY_MAX_ROWS")]
@@ -253,6 +257,8 @@ pub struct FileConfig {
     pub trusted_proxies: Option<Vec<String>>,
     /// `text` or `json`.
     pub log_format: Option<String>,
+    /// The address that serves only `/metrics`, without credentials.
+    pub metrics_bind: Option<SocketAddr>,
     /// Rows a synchronous query answers with at most.
     pub sync_query_max_rows: Option<u64>,
     /// Seconds a synchronous query is waited for.
@@ -310,6 +316,8 @@ pub struct Settings {
     pub log_json: bool,
     /// The row cap and the wait of Kylin's synchronous query call.
     pub sync: spool_http::SyncQueryLimits,
+    /// The address that serves only `/metrics`, without credentials; `None`: not served apart.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -437,6 +445,7 @@ impl Settings {
             timeout: std::time::Duration::from_secs(timeout_secs),
         };
         Ok(Self {
+            metrics_bind: cli.metrics_bind.or(file.metrics_bind),
             sync,
             log_json,
             trusted_proxies,

@@ -24,7 +24,7 @@ use spool_ports::{JobStore, RandomIds, ResultStore, SystemClock, UserStore};
 use spool_results_fs::FsResultStore;
 use spool_results_s3::S3ResultStore;
 use spool_store_sled::SledJobStore;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Cli, Command, JobStoreSetting, ResultStoreSetting, Settings};
@@ -351,6 +351,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         },
         proxies: settings.trusted_proxies.clone(),
         sync: settings.sync,
+        http_metrics: Default::default(),
     };
     if let Some(secret) = settings.callback_secret.clone() {
         let sender = Arc::new(webhooks::HttpSender::new()?);
@@ -379,6 +380,20 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             warn!(error = %e, "setting TCP_NODELAY failed");
         }
     });
+    if let Some(bind) = settings.metrics_bind {
+        let metrics = tokio::net::TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("binding metrics_bind {bind}"))?;
+        let metrics_addr = metrics.local_addr()?;
+        info!(addr = %metrics_addr, "metrics served without credentials");
+        println!("spool metrics on http://{metrics_addr}/metrics");
+        let app = spool_http::metrics_router(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(metrics, app).await {
+                error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     let app = spool_http::router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

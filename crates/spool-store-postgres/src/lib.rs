@@ -898,6 +898,31 @@ impl JobStore for PgJobStore {
         rows.iter().map(job_of).collect()
     }
 
+    async fn count_by_state(&self) -> Result<HashMap<StateKind, u64>, JobStoreError> {
+        let rows = sqlx::query("SELECT state, count(*) AS n FROM spool_jobs GROUP BY state")
+            .fetch_all(&self.db.pool)
+            .await
+            .map_err(backend)?;
+        let mut counts = HashMap::new();
+        for row in rows {
+            let state: String = row.try_get("state").map_err(backend)?;
+            let n: i64 = row.try_get("n").map_err(backend)?;
+            let kind = match state.as_str() {
+                "queued" => StateKind::Queued,
+                "running" => StateKind::Running,
+                "succeeded" => StateKind::Succeeded,
+                "failed" => StateKind::Failed,
+                other => {
+                    return Err(JobStoreError::backend(std::io::Error::other(format!(
+                        "spool_jobs holds an unknown state {other:?}"
+                    ))));
+                }
+            };
+            counts.insert(kind, u64::try_from(n).unwrap_or(0));
+        }
+        Ok(counts)
+    }
+
     async fn list_newest(
         &self,
         filter: &JobFilter,
