@@ -1,5 +1,6 @@
 //! End-to-end: the real `spool-server` binary, driven over loopback HTTP as a user would.
 
+mod cli;
 mod harness;
 mod kylin5;
 mod kylin_query;

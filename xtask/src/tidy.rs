@@ -50,6 +50,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "spool-ssb",
         ],
     ),
+    ("spool-cli", &[]),
     ("spool-e2e", &["spool-ssb"]),
     ("xtask", &[]),
 ];
