@@ -1,6 +1,7 @@
 //! End-to-end: the real `spool-server` binary, driven over loopback HTTP as a user would.
 
 mod cli;
+mod console;
 mod harness;
 mod kylin5;
 mod kylin_query;

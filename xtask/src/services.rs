@@ -44,6 +44,8 @@ pub struct Services {
     weed_pid: Option<u32>,
     s3_endpoint: String,
     spark: Option<crate::spark::Cluster>,
+    /// Chromium and chromedriver for the console's browser test (the test starts the driver).
+    chromium: Option<(PathBuf, PathBuf)>,
 }
 
 /// The directory for tools the project installs (virtual environments).
@@ -110,6 +112,38 @@ fn postgres_bin() -> anyhow::Result<PathBuf> {
         "apt-get install postgresql",
     )?;
     find().context("postgresql installed, but no /usr/lib/postgresql/*/bin/initdb")
+}
+
+/// Chromium and its WebDriver server, from Debian's packages (`chromium`, `chromium-driver`),
+/// installed when missing: the console's browser test drives them.
+pub fn chromium() -> anyhow::Result<(PathBuf, PathBuf)> {
+    let browser = PathBuf::from("/usr/bin/chromium");
+    let driver = PathBuf::from("/usr/bin/chromedriver");
+    if browser.exists() && driver.exists() {
+        return Ok((browser, driver));
+    }
+    if !is_root() {
+        anyhow::bail!(
+            "Chromium is not installed and this is not root: apt-get install chromium chromium-driver"
+        );
+    }
+    run(
+        Command::new("apt-get").args(["update", "-qq"]),
+        "apt-get update",
+    )?;
+    run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "chromium", "chromium-driver"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        "apt-get install chromium chromium-driver",
+    )?;
+    anyhow::ensure!(
+        browser.exists() && driver.exists(),
+        "chromium and chromium-driver installed, but {} or {} is missing",
+        browser.display(),
+        driver.display()
+    );
+    Ok((browser, driver))
 }
 
 /// A command run as the `postgres` user when we are root (initdb refuses root).
@@ -194,6 +228,7 @@ impl Services {
     pub fn start(fsync: Fsync) -> anyhow::Result<Self> {
         let mut services = Self::start_stores(fsync)?;
         services.spark = Some(crate::spark::Cluster::start(&services.dir.join("spark"))?);
+        services.chromium = Some(chromium()?);
         Ok(services)
     }
 
@@ -210,6 +245,7 @@ impl Services {
             weed_pid: None,
             s3_endpoint: String::new(),
             spark: None,
+            chromium: None,
         };
         services.start_postgres(fsync)?;
         services.start_s3()?;
@@ -357,6 +393,10 @@ impl Services {
             ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
         ];
         env.extend(spark.into_iter().flatten());
+        if let Some((browser, driver)) = &self.chromium {
+            env.push(("SPOOL_TEST_CHROMIUM", browser.display().to_string()));
+            env.push(("SPOOL_TEST_CHROMEDRIVER", driver.display().to_string()));
+        }
         env
     }
 

@@ -11,6 +11,7 @@
 
 mod auth;
 mod callbacks;
+mod console;
 mod download;
 mod error;
 mod kylin;

@@ -61,6 +61,8 @@ pub struct AppState {
     pub sync: crate::SyncQueryLimits,
     /// What the HTTP layer counts for `/metrics`.
     pub http_metrics: Arc<crate::HttpMetrics>,
+    /// Whether `GET /` serves the web console (`console`).
+    pub console: bool,
 }
 
 /// Where completion webhooks may go: only to the hosts listed (`callback_allow`), so the
@@ -187,8 +189,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(max_body));
+    let console = if state.console {
+        crate::console::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(console)
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -264,10 +272,26 @@ async fn authenticate(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| state.proxies.client(c.0.ip(), request.headers()));
-    let principal = state
+    // A page's script (the console) says so, and gets no `WWW-Authenticate` challenge on a
+    // 401: browsers answer a challenge with their own login dialog, which would hold its call.
+    let from_script = request
+        .headers()
+        .get("x-requested-with")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"));
+    let principal = match state
         .auth
         .authenticate(request.headers().get(header::AUTHORIZATION), client)
-        .await?;
+        .await
+    {
+        Ok(principal) => principal,
+        Err(e) => {
+            let mut response = e.into_response();
+            if from_script {
+                response.headers_mut().remove(header::WWW_AUTHENTICATE);
+            }
+            return Ok(response);
+        }
+    };
     let span = tracing::info_span!("request", user = %principal.name);
     request.extensions_mut().insert(principal);
     Ok(next.run(request).instrument(span).await)

@@ -60,6 +60,7 @@ fn app_with(tune: impl FnOnce(&mut SpoolConfig)) -> (axum::Router, spool_core::W
         proxies: spool_http::TrustedProxies::default(),
         sync: spool_http::SyncQueryLimits::default(),
         http_metrics: Default::default(),
+        console: true,
     };
     (router(state), workers, spool)
 }

@@ -134,6 +134,9 @@ pub struct Cli {
     /// run on, as `sc://host:port` [default: none, so such projects' queries fail]
     #[arg(long, env = "SPOOL_SPARK_REMOTE")]
     pub spark_remote: Option<String>,
+    /// Serve the web console at `/` [default: true]
+    #[arg(long, env = "SPOOL_CONSOLE")]
+    pub console: Option<bool>,
     /// A second address serving only `GET /metrics`, without credentials, for a Prometheus
     /// scraper on a trusted network [default: none; /metrics on the API address, admins only]
     #[arg(long, env = "SPOOL_METRICS_BIND")]
@@ -257,6 +260,8 @@ pub struct FileConfig {
     pub trusted_proxies: Option<Vec<String>>,
     /// `text` or `json`.
     pub log_format: Option<String>,
+    /// Whether `/` serves the web console.
+    pub console: Option<bool>,
     /// The address that serves only `/metrics`, without credentials.
     pub metrics_bind: Option<SocketAddr>,
     /// Rows a synchronous query answers with at most.
@@ -318,6 +323,8 @@ pub struct Settings {
     pub sync: spool_http::SyncQueryLimits,
     /// The address that serves only `/metrics`, without credentials; `None`: not served apart.
     pub metrics_bind: Option<SocketAddr>,
+    /// Whether `/` serves the web console.
+    pub console: bool,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -446,6 +453,7 @@ impl Settings {
         };
         Ok(Self {
             metrics_bind: cli.metrics_bind.or(file.metrics_bind),
+            console: cli.console.or(file.console).unwrap_or(true),
             sync,
             log_json,
             trusted_proxies,

@@ -352,6 +352,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         proxies: settings.trusted_proxies.clone(),
         sync: settings.sync,
         http_metrics: Default::default(),
+        console: settings.console,
     };
     if let Some(secret) = settings.callback_secret.clone() {
         let sender = Arc::new(webhooks::HttpSender::new()?);
