@@ -40,19 +40,31 @@ fn asset(kind: &'static str, body: &'static str) -> Response {
     response
 }
 
+/// `GET /`: the console's page.
+#[utoipa::path(get, path = "/", security(()),
+    responses((status = 200, description = "The web console", content_type = "text/html")))]
+pub(crate) async fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX)
+}
+
+/// The console's script.
+#[utoipa::path(get, path = "/console/app.js", security(()),
+    responses((status = 200, description = "The console's script", content_type = "text/javascript")))]
+pub(crate) async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+/// The console's style sheet.
+#[utoipa::path(get, path = "/console/app.css", security(()),
+    responses((status = 200, description = "The console's style sheet", content_type = "text/css")))]
+pub(crate) async fn style() -> Response {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
 /// The console's routes: `GET /` and its two assets.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
-        .route(
-            "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
-        )
-        .route(
-            "/console/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
-        )
-        .route(
-            "/console/app.css",
-            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
-        )
+        .route("/", get(index))
+        .route("/console/app.js", get(script))
+        .route("/console/app.css", get(style))
 }

@@ -295,6 +295,20 @@ fn sql_response(
 
 /// `POST /kylin/api/query`: runs the query as a job like any other (same sandbox, grants,
 /// limits; listed and downloadable afterwards), waits for it, and answers with its rows.
+#[utoipa::path(
+    post,
+    path = "/kylin/api/query",
+    request_body = crate::openapi::SqlRequest,
+    responses(
+        (status = 200, description = "Kylin's SQLResponse: bare with Kylin 4's Accept, in the envelope (isException on a query error) with Kylin 5's", body = crate::openapi::SqlResponse),
+        (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
+        (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
+        (status = 403, description = "The caller may not do this", body = crate::openapi::ErrorEnvelope),
+        (status = 429, description = "Too many failed logins, or too many queries in flight", body = crate::openapi::ErrorEnvelope),
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope),
+        (status = 503, description = "The engine is unavailable", body = crate::openapi::ErrorEnvelope)
+    )
+)]
 pub(crate) async fn query(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -432,6 +446,24 @@ fn number(name: &str, value: Option<&str>, default: usize) -> Result<usize, ApiE
 }
 
 /// `GET /kylin/api/projects`: the projects the caller may query.
+#[utoipa::path(
+    get,
+    path = "/kylin/api/projects",
+    params(
+        ("offset" = Option<u32>, Query, description = "Kylin 4: projects to skip"),
+        ("limit" = Option<u32>, Query, description = "Kylin 4: projects to return"),
+        ("page_offset" = Option<u32>, Query, description = "Kylin 5: the page"),
+        ("page_size" = Option<u32>, Query, description = "Kylin 5: the page size (default 10)"),
+        ("project" = Option<String>, Query, description = "Kylin 5: a name filter"),
+        ("exact" = Option<bool>, Query, description = "Kylin 5: match the whole name")
+    ),
+    responses(
+        (status = 200, description = "The projects the caller may query (Kylin 5: in the envelope, paged)", body = Vec<crate::openapi::Project>),
+        (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
+        (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope)
+    )
+)]
 pub(crate) async fn projects(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -578,6 +610,19 @@ async fn tables(
 
 /// `GET /kylin/api/tables_and_columns?project=P` (Kylin 4's path): a bare list, or Kylin 5's
 /// envelope when asked for with Kylin 5's `Accept`.
+#[utoipa::path(
+    get,
+    path = "/kylin/api/tables_and_columns",
+    params(("project" = String, Query, description = "The project")),
+    responses(
+        (status = 200, description = "The project's tables and views with their columns", body = Vec<crate::openapi::Table>),
+        (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
+        (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
+        (status = 403, description = "The caller may not do this", body = crate::openapi::ErrorEnvelope),
+        (status = 404, description = "Unknown, or not the caller's", body = crate::openapi::ErrorEnvelope),
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope)
+    )
+)]
 pub(crate) async fn tables_and_columns(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -598,6 +643,19 @@ pub(crate) async fn tables_and_columns(
 }
 
 /// `GET /kylin/api/query/tables_and_columns?project=P` (Kylin 5's path): always the envelope.
+#[utoipa::path(
+    get,
+    path = "/kylin/api/query/tables_and_columns",
+    params(("project" = String, Query, description = "The project")),
+    responses(
+        (status = 200, description = "The project's tables and views with their columns", body = crate::openapi::Envelope<Vec<crate::openapi::Table>>),
+        (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
+        (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
+        (status = 403, description = "The caller may not do this", body = crate::openapi::ErrorEnvelope),
+        (status = 404, description = "Unknown, or not the caller's", body = crate::openapi::ErrorEnvelope),
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope)
+    )
+)]
 pub(crate) async fn query_tables_and_columns(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -613,6 +671,16 @@ pub(crate) async fn query_tables_and_columns(
 
 /// `POST|GET /kylin/api/user/authentication`: who the credentials belong to. Kylin 4's shape
 /// is `{"userDetails": {...}}`; Kylin 5's the envelope around the user details.
+#[utoipa::path(
+    method(get, post),
+    path = "/kylin/api/user/authentication",
+    responses(
+        (status = 200, description = "Whose credentials these are (Kylin 5: in the envelope)", body = crate::openapi::Authentication),
+        (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
+        (status = 429, description = "Too many failed logins, or too many queries in flight", body = crate::openapi::ErrorEnvelope),
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope)
+    )
+)]
 pub(crate) async fn authentication(
     Extension(who): Extension<Principal>,
     headers: HeaderMap,

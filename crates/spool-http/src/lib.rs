@@ -16,6 +16,7 @@ mod download;
 mod error;
 mod kylin;
 mod metrics;
+mod openapi;
 mod proxies;
 mod routes;
 

@@ -321,6 +321,17 @@ async fn answer(state: &AppState) -> Result<Response, ApiError> {
 }
 
 /// `GET /metrics` on the API's address: admins only.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    responses(
+        (status = 200, description = "Prometheus' text format", content_type = "text/plain"),
+        (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
+        (status = 403, description = "The caller may not do this", body = crate::openapi::ErrorEnvelope),
+        (status = 429, description = "Too many failed logins, or too many queries in flight", body = crate::openapi::ErrorEnvelope),
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope)
+    )
+)]
 pub(crate) async fn metrics(
     State(state): State<AppState>,
     axum::Extension(who): axum::Extension<spool_domain::Principal>,

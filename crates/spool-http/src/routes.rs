@@ -196,6 +196,7 @@ pub fn router(state: AppState) -> Router {
     };
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/kylin/api/openapi.json", get(crate::openapi::openapi_json))
         .merge(console)
         .merge(api)
         .fallback(not_found)
@@ -297,7 +298,13 @@ async fn authenticate(
     Ok(next.run(request).instrument(span).await)
 }
 
-async fn healthz() -> Json<Value> {
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    security(()),
+    responses((status = 200, description = "The server is up", body = crate::openapi::Health))
+)]
+pub(crate) async fn healthz() -> Json<Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
@@ -602,7 +609,23 @@ fn parse_submit_call(body: &[u8]) -> Result<SubmitCall, ApiError> {
     })
 }
 
-async fn submit(
+#[utoipa::path(
+    post,
+    path = "/kylin/api/async_query",
+    request_body = crate::openapi::SubmitBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried submission return the first one's id")),
+    responses(
+        (status = 200, description = "Submitted (or replayed): the query's status", body = crate::openapi::Envelope<crate::openapi::QueryStatus>),
+        (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
+        (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
+        (status = 403, description = "The caller may not do this", body = crate::openapi::ErrorEnvelope),
+        (status = 409, description = "Not in a state that allows this", body = crate::openapi::ErrorEnvelope),
+        (status = 413, description = "The body is too large", body = crate::openapi::ErrorEnvelope),
+        (status = 429, description = "Too many failed logins, or too many queries in flight", body = crate::openapi::ErrorEnvelope),
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope)
+    )
+)]
+pub(crate) async fn submit(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
@@ -674,7 +697,7 @@ async fn submit(
 
 /// The `{id}` of a path, as text; a path that is not valid UTF-8 gets the error envelope
 /// (axum's own rejection would be plain text).
-struct IdPath(String);
+pub(crate) struct IdPath(String);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdPath {
     type Rejection = ApiError;
@@ -714,7 +737,7 @@ fn query_id(id: &str) -> Result<QueryId, ApiError> {
 
 /// The parameters of a call that Kylin lets come either in the query string or as fields of a
 /// JSON body (`project`, `older_than`); the query string wins. The body is parsed once.
-struct CallParams {
+pub(crate) struct CallParams {
     query: std::collections::HashMap<String, String>,
     body: Map<String, Value>,
 }
@@ -758,11 +781,22 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for CallParams {
 
 /// The query string of the status call: `wait` (seconds, up to 60) long-polls.
 #[derive(serde::Deserialize)]
-struct StatusParams {
+pub(crate) struct StatusParams {
     wait: Option<String>,
 }
 
-async fn status(
+#[utoipa::path(
+    get,
+    path = "/kylin/api/async_query/{id}/status",
+    params(("id" = String, Path, description = "The query id"), ("wait" = Option<u32>, Query, description = "Seconds (up to 60) to wait for the status to change")),
+    responses(
+        (status = 200, description = "The status; MISSING for an unknown id", body = crate::openapi::Envelope<crate::openapi::QueryStatus>),
+        (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
+        (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope)
+    )
+)]
+pub(crate) async fn status(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
@@ -797,7 +831,7 @@ async fn status(
 
 /// The query string of the listing: `project`, `state`, `limit`, `before`.
 #[derive(serde::Deserialize)]
-struct ListParams {
+pub(crate) struct ListParams {
     project: Option<String>,
     state: Option<String>,
     limit: Option<String>,
@@ -823,7 +857,24 @@ fn state_param(value: &str) -> Result<spool_domain::StateKind, ApiError> {
 /// `GET /kylin/api/async_query`: the caller's queries (an admin's: everyone's), newest
 /// first, `limit` (1 to 1000, default 50) at a time; `before` takes the previous page's
 /// `next_before`.
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/kylin/api/async_query",
+    params(
+        ("project" = Option<String>, Query, description = "Only this project's queries"),
+        ("state" = Option<String>, Query, description = "QUEUED, RUNNING, SUCCEEDED (or SUCCESSFUL) or FAILED"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000 (default 50)"),
+        ("before" = Option<String>, Query, description = "The previous page's next_before")
+    ),
+    responses(
+        (status = 200, description = "A page of the caller's queries, newest first", body = crate::openapi::Envelope<crate::openapi::QueryPage>),
+        (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
+        (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
+        (status = 403, description = "The caller may not do this", body = crate::openapi::ErrorEnvelope),
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope)
+    )
+)]
+pub(crate) async fn list(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
@@ -909,7 +960,19 @@ const EVENTS_EVERY: Duration = Duration::from_secs(1);
 /// once and whenever it changed, at most every second, while the query is queued or running;
 /// then one `status` event with its final status (or MISSING), and the stream ends. Woken by
 /// the query's end, not by the clock.
-async fn events(
+#[utoipa::path(
+    get,
+    path = "/kylin/api/async_query/{id}/events",
+    params(("id" = String, Path, description = "The query id")),
+    responses(
+        (status = 200, description = "Server-sent events: progress, then the final status", content_type = "text/event-stream"),
+        (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
+        (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
+        (status = 404, description = "Unknown, or not the caller's", body = crate::openapi::ErrorEnvelope),
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope)
+    )
+)]
+pub(crate) async fn events(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     headers: HeaderMap,
@@ -959,7 +1022,7 @@ async fn events(
 
 /// The query a call on one query is about, read from the path (`{id}`) and the optional
 /// `project` (query parameter or JSON body).
-struct OneQuery {
+pub(crate) struct OneQuery {
     id: QueryId,
     project: Option<ProjectName>,
 }
@@ -993,7 +1056,20 @@ impl OneQuery {
     }
 }
 
-async fn file_status(
+#[utoipa::path(
+    get,
+    path = "/kylin/api/async_query/{id}/file_status",
+    params(("id" = String, Path, description = "The query id"), ("project" = Option<String>, Query, description = "When given, the query's project")),
+    responses(
+        (status = 200, description = "The result's size in bytes", body = crate::openapi::Envelope<u64>),
+        (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
+        (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
+        (status = 404, description = "Unknown, or not the caller's", body = crate::openapi::ErrorEnvelope),
+        (status = 409, description = "Not in a state that allows this", body = crate::openapi::ErrorEnvelope),
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope)
+    )
+)]
+pub(crate) async fn file_status(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     query: OneQuery,
@@ -1006,7 +1082,20 @@ async fn file_status(
     }))
 }
 
-async fn metadata(
+#[utoipa::path(
+    get,
+    path = "/kylin/api/async_query/{id}/metadata",
+    params(("id" = String, Path, description = "The query id"), ("project" = Option<String>, Query, description = "When given, the query's project")),
+    responses(
+        (status = 200, description = "The result's column names, then their SQL types: two lists", body = crate::openapi::Envelope<Vec<Vec<String>>>),
+        (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
+        (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
+        (status = 404, description = "Unknown, or not the caller's", body = crate::openapi::ErrorEnvelope),
+        (status = 409, description = "Not in a state that allows this", body = crate::openapi::ErrorEnvelope),
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope)
+    )
+)]
+pub(crate) async fn metadata(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     query: OneQuery,
@@ -1027,7 +1116,20 @@ async fn metadata(
     Ok(Json(body))
 }
 
-async fn result_path(
+#[utoipa::path(
+    get,
+    path = "/kylin/api/async_query/{id}/result_path",
+    params(("id" = String, Path, description = "The query id"), ("project" = Option<String>, Query, description = "When given, the query's project")),
+    responses(
+        (status = 200, description = "Where the result store keeps the result", body = crate::openapi::Envelope<String>),
+        (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
+        (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
+        (status = 404, description = "Unknown, or not the caller's", body = crate::openapi::ErrorEnvelope),
+        (status = 409, description = "Not in a state that allows this", body = crate::openapi::ErrorEnvelope),
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope)
+    )
+)]
+pub(crate) async fn result_path(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     query: OneQuery,
@@ -1036,7 +1138,29 @@ async fn result_path(
     Ok(ok(state.spool.result_location(&info)))
 }
 
-async fn download(
+#[utoipa::path(
+    get,
+    path = "/kylin/api/async_query/{id}/result",
+    params(("id" = String, Path, description = "The query id"), ("project" = Option<String>, Query, description = "When given, the query's project"),
+        ("format" = Option<String>, Query, description = "Convert to csv, json, parquet or xlsx"),
+        ("separator" = Option<String>, Query, description = "The CSV separator"),
+        ("include_header" = Option<bool>, Query, description = "A header row (CSV, XLSX)"),
+        ("encode" = Option<String>, Query, description = "utf-8 or gbk"),
+        ("Range" = Option<String>, Header, description = "One byte range"),
+        ("If-Range" = Option<String>, Header, description = "Resume only if the ETag still matches")),
+    responses(
+        (status = 200, description = "The result file", content_type = "application/octet-stream"),
+        (status = 206, description = "The requested range", content_type = "application/octet-stream"),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
+        (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
+        (status = 404, description = "Unknown, or not the caller's", body = crate::openapi::ErrorEnvelope),
+        (status = 409, description = "Not in a state that allows this", body = crate::openapi::ErrorEnvelope),
+        (status = 416, description = "The range lies outside the result", body = crate::openapi::ErrorEnvelope),
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope)
+    )
+)]
+pub(crate) async fn download(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     method: axum::http::Method,
@@ -1105,7 +1229,19 @@ fn download_spec(
     Ok(spec)
 }
 
-async fn delete_one(
+#[utoipa::path(
+    delete,
+    path = "/kylin/api/async_query/{id}",
+    params(("id" = String, Path, description = "The query id"), ("project" = Option<String>, Query, description = "When given, the query's project")),
+    responses(
+        (status = 200, description = "Deleted", body = crate::openapi::Envelope<bool>),
+        (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
+        (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
+        (status = 404, description = "Unknown, or not the caller's", body = crate::openapi::ErrorEnvelope),
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope)
+    )
+)]
+pub(crate) async fn delete_one(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     query: OneQuery,
@@ -1117,7 +1253,20 @@ async fn delete_one(
     Ok(ok(true))
 }
 
-async fn stop(
+#[utoipa::path(
+    delete,
+    path = "/kylin/api/async_query/stop/{id}",
+    params(("id" = String, Path, description = "The query id"), ("project" = Option<String>, Query, description = "When given, the query's project")),
+    responses(
+        (status = 200, description = "Stopped", body = crate::openapi::Envelope<bool>),
+        (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
+        (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
+        (status = 404, description = "Unknown, or not the caller's", body = crate::openapi::ErrorEnvelope),
+        (status = 409, description = "Not in a state that allows this", body = crate::openapi::ErrorEnvelope),
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope)
+    )
+)]
+pub(crate) async fn stop(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     query: OneQuery,
@@ -1155,7 +1304,22 @@ fn parse_older_than(text: &str, zone: TimeZone) -> Result<Timestamp, ApiError> {
 
 /// `DELETE /kylin/api/async_query`: with neither `project` nor `older_than`, every query (as
 /// in the seed); with either, the matching ones. Admins only.
-async fn delete_many(
+#[utoipa::path(
+    delete,
+    path = "/kylin/api/async_query",
+    params(
+        ("project" = Option<String>, Query, description = "Only this project's queries"),
+        ("older_than" = Option<String>, Query, description = "Only queries submitted before this time, yyyy-MM-dd HH:mm:ss")
+    ),
+    responses(
+        (status = 200, description = "Deleted", body = crate::openapi::Envelope<bool>),
+        (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
+        (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
+        (status = 403, description = "The caller may not do this", body = crate::openapi::ErrorEnvelope),
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope)
+    )
+)]
+pub(crate) async fn delete_many(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     params: CallParams,
@@ -1175,6 +1339,43 @@ async fn delete_many(
     }
     Ok(ok(true))
 }
+
+/// Kylin 4's spelling of `file_status` (the same handler serves both).
+#[utoipa::path(
+    get,
+    path = "/kylin/api/async_query/{id}/filestatus",
+    params(("id" = String, Path, description = "The query id"), ("project" = Option<String>, Query, description = "When given, the query's project")),
+    responses(
+        (status = 200, description = "The result's size in bytes", body = crate::openapi::Envelope<u64>),
+        (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
+        (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
+        (status = 404, description = "Unknown, or not the caller's", body = crate::openapi::ErrorEnvelope),
+        (status = 409, description = "Not in a state that allows this", body = crate::openapi::ErrorEnvelope),
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope)
+    )
+)]
+#[allow(dead_code)]
+pub(crate) fn file_status_kylin4() {}
+
+/// Kylin 5's name for the download (the same handler serves both).
+#[utoipa::path(
+    get,
+    path = "/kylin/api/async_query/{id}/result_download",
+    params(("id" = String, Path, description = "The query id"), ("project" = Option<String>, Query, description = "When given, the query's project")),
+    responses(
+        (status = 200, description = "The result file", content_type = "application/octet-stream"),
+        (status = 206, description = "The requested range", content_type = "application/octet-stream"),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
+        (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
+        (status = 404, description = "Unknown, or not the caller's", body = crate::openapi::ErrorEnvelope),
+        (status = 409, description = "Not in a state that allows this", body = crate::openapi::ErrorEnvelope),
+        (status = 416, description = "The range lies outside the result", body = crate::openapi::ErrorEnvelope),
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope)
+    )
+)]
+#[allow(dead_code)]
+pub(crate) fn download_kylin5() {}
 
 #[cfg(test)]
 mod tests {
