@@ -8,6 +8,7 @@ mod kylin_query;
 mod lifecycle;
 mod limits;
 mod metrics;
+mod openapi;
 mod scaled;
 mod spark;
 mod ssb;

@@ -46,6 +46,8 @@ pub struct Services {
     spark: Option<crate::spark::Cluster>,
     /// Chromium and chromedriver for the console's browser test (the test starts the driver).
     chromium: Option<(PathBuf, PathBuf)>,
+    /// The OpenAPI fuzzer the schemathesis suite runs against a server it starts.
+    schemathesis: Option<PathBuf>,
 }
 
 /// The directory for tools the project installs (virtual environments).
@@ -186,6 +188,41 @@ fn weed_bin() -> anyhow::Result<PathBuf> {
     Ok(weed)
 }
 
+/// The fuzzer the OpenAPI suite runs, pinned.
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// Installs `schemathesis` into a virtual environment of its own if it is not there.
+pub fn schemathesis_bin() -> anyhow::Result<PathBuf> {
+    let venv = tools_dir().join("schemathesis-venv");
+    let bin = venv.join("bin/schemathesis");
+    let marker = venv.join(".schemathesis-version");
+    if bin.exists() && std::fs::read_to_string(&marker).is_ok_and(|v| v == SCHEMATHESIS) {
+        return Ok(bin);
+    }
+    eprintln!(
+        "services: installing {SCHEMATHESIS} into {}",
+        venv.display()
+    );
+    std::fs::create_dir_all(tools_dir())?;
+    if !venv.join("bin/pip").exists() {
+        run(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "python3 -m venv (the OpenAPI fuzzer needs Python 3 with venv)",
+        )?;
+    }
+    run(
+        Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            SCHEMATHESIS,
+        ]),
+        &format!("pip install {SCHEMATHESIS}"),
+    )?;
+    std::fs::write(&marker, SCHEMATHESIS)?;
+    Ok(bin)
+}
+
 fn wait_for_port(port: u16, what: &str, log: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     while Instant::now() < deadline {
@@ -229,6 +266,7 @@ impl Services {
         let mut services = Self::start_stores(fsync)?;
         services.spark = Some(crate::spark::Cluster::start(&services.dir.join("spark"))?);
         services.chromium = Some(chromium()?);
+        services.schemathesis = Some(schemathesis_bin()?);
         Ok(services)
     }
 
@@ -246,6 +284,7 @@ impl Services {
             s3_endpoint: String::new(),
             spark: None,
             chromium: None,
+            schemathesis: None,
         };
         services.start_postgres(fsync)?;
         services.start_s3()?;
@@ -393,6 +432,9 @@ impl Services {
             ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
         ];
         env.extend(spark.into_iter().flatten());
+        if let Some(bin) = &self.schemathesis {
+            env.push(("SPOOL_TEST_SCHEMATHESIS", bin.display().to_string()));
+        }
         if let Some((browser, driver)) = &self.chromium {
             env.push(("SPOOL_TEST_CHROMIUM", browser.display().to_string()));
             env.push(("SPOOL_TEST_CHROMEDRIVER", driver.display().to_string()));

@@ -1149,8 +1149,16 @@ pub(crate) async fn result_path(
         ("Range" = Option<String>, Header, description = "One byte range"),
         ("If-Range" = Option<String>, Header, description = "Resume only if the ETag still matches")),
     responses(
-        (status = 200, description = "The result file", content_type = "application/octet-stream"),
-        (status = 206, description = "The requested range", content_type = "application/octet-stream"),
+        (status = 200, description = "The result file, typed by its format", content(
+            (String = "text/csv"), (String = "application/json"),
+            (Vec<u8> = "application/vnd.apache.parquet"),
+            (Vec<u8> = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+            (Vec<u8> = "application/gzip"), (Vec<u8> = "application/zstd"))),
+        (status = 206, description = "The requested range", content(
+            (String = "text/csv"), (String = "application/json"),
+            (Vec<u8> = "application/vnd.apache.parquet"),
+            (Vec<u8> = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+            (Vec<u8> = "application/gzip"), (Vec<u8> = "application/zstd"))),
         (status = 304, description = "Not modified (If-None-Match)"),
         (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
         (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
@@ -1363,8 +1371,16 @@ pub(crate) fn file_status_kylin4() {}
     path = "/kylin/api/async_query/{id}/result_download",
     params(("id" = String, Path, description = "The query id"), ("project" = Option<String>, Query, description = "When given, the query's project")),
     responses(
-        (status = 200, description = "The result file", content_type = "application/octet-stream"),
-        (status = 206, description = "The requested range", content_type = "application/octet-stream"),
+        (status = 200, description = "The result file, typed by its format", content(
+            (String = "text/csv"), (String = "application/json"),
+            (Vec<u8> = "application/vnd.apache.parquet"),
+            (Vec<u8> = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+            (Vec<u8> = "application/gzip"), (Vec<u8> = "application/zstd"))),
+        (status = 206, description = "The requested range", content(
+            (String = "text/csv"), (String = "application/json"),
+            (Vec<u8> = "application/vnd.apache.parquet"),
+            (Vec<u8> = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+            (Vec<u8> = "application/gzip"), (Vec<u8> = "application/zstd"))),
         (status = 304, description = "Not modified (If-None-Match)"),
         (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
         (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
