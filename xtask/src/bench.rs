@@ -22,6 +22,7 @@
 //! Every figure is a median of `--runs` runs after a warm-up, except the exports and the load
 //! phase, which run once (they take seconds each and their peak RSS needs a fresh process).
 
+mod charts;
 mod load;
 mod shared;
 mod spark;
@@ -466,17 +467,18 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .join(" "),
         DUCKDB.trim_start_matches("duckdb=="),
     );
+    let mut charts: Vec<charts::BarChart> = Vec::new();
     let mut emit = |text: String| {
         eprint!("{text}");
         report.push_str(&text);
     };
 
     if has("ssb") {
-        ssb_phase(&options, &binaries, &data, &python, &mut emit)?;
+        ssb_phase(&options, &binaries, &data, &python, &mut emit, &mut charts)?;
     }
     let mut csv_export = None;
     if has("export") || has("download") {
-        csv_export = export_phase(&options, &binaries, &data, &python, &mut emit)?;
+        csv_export = export_phase(&options, &binaries, &data, &python, &mut emit, &mut charts)?;
     }
     if has("download")
         && let Some((server, id, bytes)) = &csv_export
@@ -491,21 +493,31 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         progress_phase(&options, &binaries, &data, &mut emit)?;
     }
     if has("shared") {
-        shared::phase(&options, &binaries, &data, &mut emit)?;
+        shared::phase(&options, &binaries, &data, &mut emit, &mut charts)?;
     }
     if has("spark") {
-        spark::phase(&options, &binaries, &data, &mut emit)?;
+        spark::phase(&options, &binaries, &data, &mut emit, &mut charts)?;
     }
 
-    // The report also lands in the checkout's `target/bench`, where the docs point.
+    // The report also lands in the checkout's `target/bench`, where the docs point; the
+    // charts beside it, linked from it.
     let mut written = vec![bench_dir.join("report.md")];
     let local = crate::workspace().join("target/bench/report.md");
     if !written.contains(&local) {
         written.push(local);
     }
+    if !charts.is_empty() {
+        report.push_str("## Charts\n\n");
+        for chart in &charts {
+            report.push_str(&format!("![{}]({}.svg)\n\n", chart.title, chart.name));
+        }
+    }
     for path in &written {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
+            for chart in &charts {
+                chart.write(dir)?;
+            }
         }
         std::fs::write(path, &report)?;
     }
@@ -520,6 +532,7 @@ fn ssb_phase(
     data: &Data,
     python: &Path,
     emit: &mut impl FnMut(String),
+    charts: &mut Vec<charts::BarChart>,
 ) -> anyhow::Result<()> {
     let project = &*data.project.to_string_lossy();
     let queries_dir = queries_dir().to_string_lossy().into_owned();
@@ -545,6 +558,20 @@ fn ssb_phase(
         options.runs
     ));
     let mut sums = [0.0f64; 4];
+    let mut chart = charts::BarChart {
+        name: "ssb".into(),
+        title: format!(
+            "The 13 SSB queries, SF {} (seconds, lower is better)",
+            options.sf
+        ),
+        y_label: "seconds".into(),
+        groups: Vec::new(),
+        series: vec![
+            ("Spool API".into(), Vec::new()),
+            ("in-process Polars".into(), Vec::new()),
+            ("DuckDB".into(), Vec::new()),
+        ],
+    };
     for (name, sql) in queries()? {
         let mut times = Vec::new();
         for run in 0..=options.runs {
@@ -561,6 +588,10 @@ fn ssb_phase(
         ];
         for (sum, x) in sums.iter_mut().zip(row) {
             *sum += x;
+        }
+        chart.groups.push(name.clone());
+        for (series, x) in chart.series.iter_mut().zip([row[0], row[1], row[3]]) {
+            series.1.push(x);
         }
         emit(format!(
             "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |\n",
@@ -581,6 +612,7 @@ fn ssb_phase(
         sums[0] / sums[3],
         server.peak_rss_mib(),
     ));
+    charts.push(chart);
     Ok(())
 }
 
@@ -596,7 +628,18 @@ fn export_phase(
     data: &Data,
     python: &Path,
     emit: &mut impl FnMut(String),
+    charts: &mut Vec<charts::BarChart>,
 ) -> anyhow::Result<Option<(RunningServer, String, u64)>> {
+    let mut chart = charts::BarChart {
+        name: "export".into(),
+        title: format!("Export of {EXPORT_SQL} (MB/s, higher is better)"),
+        y_label: "MB/s".into(),
+        groups: Vec::new(),
+        series: vec![
+            ("Spool".into(), Vec::new()),
+            ("DuckDB COPY".into(), Vec::new()),
+        ],
+    };
     let project = &*data.project.to_string_lossy();
     emit(format!(
         "## Export of `{EXPORT_SQL}` (one run each; a fresh server per format)\n\n\
@@ -624,11 +667,15 @@ fn export_phase(
             mb_per_s(duck_bytes, duck_seconds),
             duck["peak_rss_mib"].as_f64().unwrap_or(0.0),
         ));
+        chart.groups.push(format.to_owned());
+        chart.series[0].1.push(mb_per_s(size, seconds));
+        chart.series[1].1.push(mb_per_s(duck_bytes, duck_seconds));
         if format == "csv" {
             kept = Some((server, id, size));
         }
     }
     emit("\n".to_owned());
+    charts.push(chart);
     Ok(kept)
 }
 

@@ -80,6 +80,7 @@ pub(super) fn phase(
     binaries: &Binaries,
     data: &Data,
     emit: &mut impl FnMut(String),
+    charts: &mut Vec<super::charts::BarChart>,
 ) -> anyhow::Result<()> {
     let embedded = {
         let server = start_server(&binaries.jemalloc, data, "shared-embedded", 1)?;
@@ -153,5 +154,40 @@ pub(super) fn phase(
         mb_per_s(shared.export_bytes, shared.export_seconds),
         100.0 * embedded.export_seconds / shared.export_seconds,
     ));
+    charts.push(super::charts::BarChart {
+        name: "shared-calls".into(),
+        title: format!("One embedded process against {PROCESSES} on PostgreSQL + S3 (requests/s)"),
+        y_label: "requests/s".into(),
+        groups: vec!["status polls".into(), "submissions".into()],
+        series: vec![
+            (
+                "embedded".into(),
+                vec![
+                    embedded.polls.per_second(),
+                    embedded.submissions.per_second(),
+                ],
+            ),
+            (
+                "shared".into(),
+                vec![shared.polls.per_second(), shared.submissions.per_second()],
+            ),
+        ],
+    });
+    charts.push(super::charts::BarChart {
+        name: "shared-export".into(),
+        title: format!("{EXPORT_SQL} as CSV (MB/s)"),
+        y_label: "MB/s".into(),
+        groups: vec![
+            "embedded (sled, files)".into(),
+            "shared (PostgreSQL, S3)".into(),
+        ],
+        series: vec![(
+            "CSV export".into(),
+            vec![
+                mb_per_s(embedded.export_bytes, embedded.export_seconds),
+                mb_per_s(shared.export_bytes, shared.export_seconds),
+            ],
+        )],
+    });
     Ok(())
 }

@@ -17,6 +17,7 @@ pub(super) fn phase(
     binaries: &Binaries,
     data: &Data,
     emit: &mut impl FnMut(String),
+    charts: &mut Vec<super::charts::BarChart>,
 ) -> anyhow::Result<()> {
     let cluster_dir = data.bench_dir.join("spark-cluster");
     let _ = std::fs::remove_dir_all(&cluster_dir);
@@ -47,6 +48,13 @@ pub(super) fn phase(
         crate::spark::PYSPARK.trim_start_matches("pyspark=="),
     ));
     let mut sums = [0.0f64; 2];
+    let mut chart = super::charts::BarChart {
+        name: "spark".into(),
+        title: "The 13 SSB queries: Polars and Spark projects through the API (seconds)".into(),
+        y_label: "seconds".into(),
+        groups: Vec::new(),
+        series: vec![("Polars".into(), Vec::new()), ("Spark".into(), Vec::new())],
+    };
     for (name, sql) in queries()? {
         let mut row = [0.0f64; 2];
         for (i, project) in ["ssb", "ssb_spark"].into_iter().enumerate() {
@@ -60,6 +68,9 @@ pub(super) fn phase(
             row[i] = median(times);
             sums[i] += row[i];
         }
+        chart.groups.push(name.clone());
+        chart.series[0].1.push(row[0]);
+        chart.series[1].1.push(row[1]);
         emit(format!(
             "| {name} | {:.3} | {:.3} | {:.1} |\n",
             row[0],
@@ -67,6 +78,7 @@ pub(super) fn phase(
             row[1] / row[0]
         ));
     }
+    charts.push(chart);
     emit(format!(
         "| **sum** | **{:.3}** | **{:.3}** | **{:.1}** |\n\n",
         sums[0],
