@@ -12,6 +12,7 @@ mod openapi;
 mod scaled;
 mod spark;
 mod ssb;
+mod upgrade;
 
 use std::process::Command;
 use std::time::Instant;

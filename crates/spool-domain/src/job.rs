@@ -226,6 +226,10 @@ pub struct Job {
     /// Where to POST the final status when the job ends, and how far that delivery got.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<Callback>,
+    /// The record's format ([`crate::JOB_FORMAT`] when this release wrote it; 1 for records
+    /// from before formats were kept).
+    #[serde(default = "crate::format::first")]
+    pub format: u32,
 }
 
 /// A completion webhook.
@@ -341,6 +345,7 @@ impl Job {
             idempotency: None,
             reused_from: None,
             callback: None,
+            format: crate::JOB_FORMAT,
         }
     }
 

@@ -3,6 +3,7 @@
 //! Invariant: this crate does no I/O and knows no async runtime. Everything here is plain data
 //! and pure functions, so it is tested without fixtures and shared by every other crate.
 
+mod format;
 mod id;
 mod job;
 mod lifecycle;
@@ -11,6 +12,7 @@ mod request;
 mod time;
 mod user;
 
+pub use format::{DATA_FORMAT, FormatPeek, JOB_FORMAT, NewerFormat, USER_FORMAT, check_format};
 pub use id::{InvalidQueryId, QueryId, ResultKey};
 pub use job::{
     Callback, CallbackState, IDEMPOTENCY_WINDOW_MILLIS, Idempotency, Job, JobState, Lease,

@@ -24,6 +24,10 @@ pub struct UserRecord {
     /// Projects the user may query (`*`: all); ignored for admins.
     #[serde(default)]
     pub projects: Vec<String>,
+    /// The record's format ([`crate::USER_FORMAT`] when this release wrote it; 1 for records
+    /// from before formats were kept).
+    #[serde(default = "crate::format::first")]
+    pub format: u32,
 }
 
 /// An authenticated caller.

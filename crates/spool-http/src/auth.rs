@@ -293,6 +293,7 @@ mod tests {
             password_hash: hash_password("KYLIN").expect("hash"),
             role: Role::Admin,
             projects: vec![],
+            format: spool_domain::USER_FORMAT,
         }])
     }
 
@@ -308,6 +309,7 @@ mod tests {
                 password_hash: hash_password("KYLIN").expect("hash"),
                 role: Role::Admin,
                 projects: vec![],
+                format: spool_domain::USER_FORMAT,
             }],
             1,
         ));

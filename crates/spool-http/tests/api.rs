@@ -43,6 +43,7 @@ fn app_with(tune: impl FnOnce(&mut SpoolConfig)) -> (axum::Router, spool_core::W
         password_hash: hash_password(password).expect("hash"),
         role,
         projects: projects.iter().map(|p| (*p).to_owned()).collect(),
+        format: spool_domain::USER_FORMAT,
     };
     let users = vec![
         user("ADMIN", "KYLIN", Role::Admin, &[]),

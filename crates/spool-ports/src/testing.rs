@@ -1306,6 +1306,7 @@ fn user_record(
         password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${name}"),
         role,
         projects: projects.iter().map(|p| (*p).to_owned()).collect(),
+        format: spool_domain::USER_FORMAT,
     }
 }
 

@@ -36,6 +36,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
     let settings = Settings::resolve(&cli)?;
+    // Before anything reads or writes the data dir: a newer release's is left alone.
+    check_data_format(&settings.data_dir)?;
     match cli.command.take() {
         Some(Command::User(command)) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -312,9 +314,58 @@ fn engines(settings: &Settings) -> anyhow::Result<engines::Engines> {
     Ok(engines::Engines::new(projects, polars, spark))
 }
 
+/// The file that says which layout format a data dir is in.
+const FORMAT_FILE: &str = "FORMAT";
+
+/// Refuses a data dir written by a newer release (its `FORMAT` says a newer format than
+/// [`spool_domain::DATA_FORMAT`]); nothing is changed. A dir without the file is older than
+/// formats (format 1) or new.
+fn check_data_format(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let path = data_dir.join(FORMAT_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let found = text
+        .trim()
+        .strip_prefix("spool data format ")
+        .and_then(|n| n.trim().parse::<u32>().ok())
+        .with_context(|| {
+            format!(
+                "{} does not say a format (expected \"spool data format <n>\", found {:?})",
+                path.display(),
+                text.chars().take(60).collect::<String>()
+            )
+        })?;
+    spool_domain::check_format(
+        || format!("data directory {}", data_dir.display()),
+        found,
+        spool_domain::DATA_FORMAT,
+    )?;
+    Ok(())
+}
+
+/// Marks the data dir with this release's layout format, if it has no mark yet (written to a
+/// temporary file and renamed, so processes starting together agree).
+fn mark_data_format(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let path = data_dir.join(FORMAT_FILE);
+    if path.exists() {
+        return Ok(());
+    }
+    let tmp = data_dir.join(format!(".{FORMAT_FILE}.{}", std::process::id()));
+    std::fs::write(
+        &tmp,
+        format!("spool data format {}\n", spool_domain::DATA_FORMAT),
+    )
+    .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+}
+
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    mark_data_format(&settings.data_dir)?;
     prepare_data_dir(&settings)?;
     let backends = open_backends(&settings).await?;
     let users = users::load_or_init(backends.users.as_ref(), settings.default_admin).await?;

@@ -43,6 +43,14 @@ impl FileUserStore {
     fn read(&self) -> Result<Vec<UserRecord>, UserStoreError> {
         let text = std::fs::read_to_string(&self.path).map_err(|e| file_error(&self.path, e))?;
         let file: UsersFile = toml::from_str(&text).map_err(|e| file_error(&self.path, e))?;
+        for user in &file.users {
+            spool_domain::check_format(
+                || format!("user {}", user.name),
+                user.format,
+                spool_domain::USER_FORMAT,
+            )
+            .map_err(|e| file_error(&self.path, e))?;
+        }
         Ok(file.users)
     }
 
@@ -198,6 +206,7 @@ pub async fn load_or_init(
             password_hash: hash(DEFAULT_PASSWORD)?,
             role: Role::Admin,
             projects: Vec::new(),
+            format: spool_domain::USER_FORMAT,
         });
     }
     if store
@@ -312,6 +321,7 @@ pub async fn run(
                     password_hash: hash(&password(&name)?)?,
                     role,
                     projects,
+                    format: spool_domain::USER_FORMAT,
                 })
                 .await?;
             format!("added user {name}")

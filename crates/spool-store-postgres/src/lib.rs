@@ -439,9 +439,20 @@ fn bind_filter<'q>(
         .bind(filter.before.map(|b| b.id.to_string()))
 }
 
+/// Reads a row's job record: its format first, so that a newer release's record is refused by
+/// name rather than misread.
 fn job_of(row: &PgRow) -> Result<Job, JobStoreError> {
-    let Json(job): Json<Job> = row.try_get("job").map_err(backend)?;
-    Ok(job)
+    let Json(value): Json<serde_json::Value> = row.try_get("job").map_err(backend)?;
+    let format = value["format"]
+        .as_u64()
+        .map_or(1, |f| u32::try_from(f).unwrap_or(u32::MAX));
+    spool_domain::check_format(
+        || format!("job record {}", value["id"].as_str().unwrap_or("")),
+        format,
+        spool_domain::JOB_FORMAT,
+    )
+    .map_err(JobStoreError::backend)?;
+    serde_json::from_value(value).map_err(JobStoreError::backend)
 }
 
 /// The lease columns of `job`: token (its bits as a signed integer) and expiry.
@@ -995,9 +1006,17 @@ impl UserStore for PgUserStore {
             .map_err(user_backend)?;
         rows.iter()
             .map(|row| {
-                row.try_get::<Json<UserRecord>, _>("record")
+                let user = row
+                    .try_get::<Json<UserRecord>, _>("record")
                     .map(|Json(user)| user)
-                    .map_err(user_backend)
+                    .map_err(user_backend)?;
+                spool_domain::check_format(
+                    || format!("user record {}", user.name),
+                    user.format,
+                    spool_domain::USER_FORMAT,
+                )
+                .map_err(|e| UserStoreError::Backend(Box::new(e)))?;
+                Ok(user)
             })
             .collect()
     }

@@ -240,3 +240,29 @@ async fn a_lost_listen_connection_empties_the_cache_and_events_resume() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_job_record_from_a_newer_release_is_refused_by_name() {
+    let db = connect(&fresh_database().await).await.expect("connect");
+    let store = db.job_store();
+    let job = finished_job(&store).await;
+    sqlx::query(
+        "UPDATE spool_jobs SET job = jsonb_set(job::jsonb, '{format}', '2')::json WHERE id = $1",
+    )
+    .bind(job.id.to_string())
+    .execute(&db.pool)
+    .await
+    .expect("a newer record");
+    let err = store
+        .list(&JobFilter::default())
+        .await
+        .expect_err("a newer record is not misread");
+    let text = format!("{}", std::error::Error::source(&err).expect("source"));
+    assert!(
+        text.starts_with(&format!(
+            "job record {} was written by a newer Spool (format 2",
+            job.id
+        )),
+        "{text}"
+    );
+}

@@ -64,6 +64,8 @@ enum SledError {
     Sled(#[from] sled::Error),
     #[error("job record is corrupt")]
     Corrupt(#[from] serde_json::Error),
+    #[error(transparent)]
+    Newer(spool_domain::NewerFormat),
 }
 
 fn backend(e: impl Into<SledError>) -> JobStoreError {
@@ -108,7 +110,22 @@ fn id_from(bytes: &[u8]) -> Option<QueryId> {
     <[u8; 16]>::try_from(bytes).ok().map(QueryId::from_bytes)
 }
 
+/// Reads a job record: its format first, so that a newer release's record is refused by name
+/// rather than misread.
 fn decode(bytes: &[u8]) -> Result<Job, SledError> {
+    let spool_domain::FormatPeek { format } = serde_json::from_slice(bytes)?;
+    if format > spool_domain::JOB_FORMAT {
+        let id = serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(|v| v["id"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        spool_domain::check_format(
+            || format!("job record {id}"),
+            format,
+            spool_domain::JOB_FORMAT,
+        )
+        .map_err(SledError::Newer)?;
+    }
     Ok(serde_json::from_slice(bytes)?)
 }
 

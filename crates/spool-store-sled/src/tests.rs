@@ -142,3 +142,21 @@ async fn the_per_user_cap_counts_survive_reopening() {
         .await
         .expect("a slot is free");
 }
+
+#[test]
+fn a_record_from_a_newer_release_is_refused_by_name_and_an_old_one_is_read() {
+    let mut record = serde_json::to_value(job(1_000)).expect("json");
+    assert_eq!(record["format"], spool_domain::JOB_FORMAT);
+    record["format"] = serde_json::json!(spool_domain::JOB_FORMAT + 1);
+    let id = record["id"].as_str().expect("id").to_owned();
+    let err = decode(&serde_json::to_vec(&record).expect("bytes")).expect_err("newer");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("job record {id} was written by a newer Spool")),
+        "{err}"
+    );
+    // A record from before formats were kept reads as format 1.
+    record.as_object_mut().expect("object").remove("format");
+    let old = decode(&serde_json::to_vec(&record).expect("bytes")).expect("an old record");
+    assert_eq!(old.format, 1);
+}
