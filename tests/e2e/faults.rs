@@ -1,0 +1,115 @@
+//! Faults that must end in a clear answer, through the real server: a result store whose disk
+//! fills up. The file system is a small ext4 image mounted over the data dir's `results/`
+//! (loop devices need root; CI runs as root).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::Server;
+
+/// A loop-mounted ext4 file system, unmounted on drop.
+struct SmallDisk {
+    mount: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(image: &Path, at: &Path, megabytes: u64) -> Self {
+        let root = Command::new("id").arg("-u").output().expect("id -u");
+        assert_eq!(
+            String::from_utf8_lossy(&root.stdout).trim(),
+            "0",
+            "this test mounts a small ext4 file system and needs root: run it as root (CI does)"
+        );
+        let run =
+            |program: &str, args: &[&str]| {
+                let out = Command::new(program).args(args).output().unwrap_or_else(|e| {
+                panic!("{program} is needed to build the small disk (e2fsprogs, util-linux): {e}")
+            });
+                assert!(
+                    out.status.success(),
+                    "{program} {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+        let image_s = image.to_str().expect("utf-8");
+        run("truncate", &["-s", &format!("{megabytes}M"), image_s]);
+        // No blocks reserved for root: the test runs as root and must see the disk fill.
+        run("mkfs.ext4", &["-q", "-F", "-m", "0", image_s]);
+        std::fs::create_dir_all(at).expect("mount point");
+        run(
+            "mount",
+            &["-o", "loop", image_s, at.to_str().expect("utf-8")],
+        );
+        Self {
+            mount: at.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+    }
+}
+
+#[test]
+fn a_result_that_does_not_fit_fails_saying_the_disk_is_full_and_the_server_recovers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let results = data.join("results");
+    let disk = SmallDisk::mount(&tmp.path().join("results.img"), &results, 40);
+    let config = tmp.path().join("spool.toml");
+    std::fs::write(&config, "workers = 1\nsample_sf = 0.02\n").expect("config");
+    let server = Server::start_on(&data, &config);
+
+    // A small result that fits, stored before the disk fills.
+    let kept = server.submit(
+        "select d_year, count(*) from dates group by d_year order by d_year",
+        "ssb",
+    );
+    assert_eq!(server.wait(&kept)["data"]["status"], "SUCCESSFUL");
+    let kept_bytes = server.result(&kept);
+
+    // Something else takes the disk's space.
+    let filler = disk.mount.join("filler");
+    let free = 40 * 1024 * 1024 - 4 * 1024 * 1024;
+    std::fs::write(&filler, vec![7u8; free]).ok();
+    let sql = "select * from p_lineorder order by lo_orderkey, lo_linenumber limit 60000";
+    let id = server.submit(sql, "ssb");
+    let status = server.wait(&id);
+    assert_eq!(status["data"]["status"], "FAILED", "{status}");
+    assert_eq!(status["data"]["error_code"], "SPOOL-DISK-FULL", "{status}");
+    assert_eq!(status["data"]["retryable"], true);
+    let info = status["data"]["info"].as_str().expect("info");
+    assert!(
+        info.contains("out of space (disk full)")
+            && info.contains(" rows and ")
+            && info.contains("removed"),
+        "{info}"
+    );
+    // Its partial file is gone; the stored result and the server are as they were.
+    let tmp_files: Vec<_> = std::fs::read_dir(results.join(".tmp"))
+        .expect("tmp dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(tmp_files.is_empty(), "partial files left: {tmp_files:?}");
+    assert_eq!(server.result(&kept), kept_bytes);
+    let health = server.send("GET", "/healthz", None, None);
+    assert_eq!(health.status().as_u16(), 200);
+
+    // Space returns: the same query succeeds, with no restart.
+    std::fs::remove_file(&filler).expect("remove filler");
+    std::thread::sleep(Duration::from_millis(50));
+    let again = server.submit(sql, "ssb");
+    let status = server.wait(&again);
+    assert_eq!(status["data"]["status"], "SUCCESSFUL", "{status}");
+    let rows = String::from_utf8(server.result(&again))
+        .expect("utf-8")
+        .lines()
+        .count();
+    assert_eq!(rows, 60_000);
+    drop(server);
+    drop(disk);
+}
