@@ -132,6 +132,22 @@ impl Server {
         next
     }
 
+    /// Sends SIGTERM, waits for the process to stop, then starts a new one on the same data.
+    #[cfg(unix)]
+    pub fn terminate_and_restart(mut self) -> Self {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        child.wait().expect("reap");
+        let mut next = Self::spawn(self.data_dir.clone(), self.config.clone());
+        next._tmp = self._tmp.take();
+        next
+    }
+
     /// Sends SIGTERM and returns the exit status once the process has stopped.
     #[cfg(unix)]
     pub fn terminate(mut self) -> std::process::ExitStatus {
