@@ -404,6 +404,229 @@ impl ResultStore for MemoryResultStore {
     }
 }
 
+/// A seeded source of injected failures for the flaky adapters: each guarded call fails with
+/// probability `per_mille` / 1000. Clones share the sequence and the count.
+#[derive(Debug, Clone)]
+pub struct Faults {
+    state: Arc<Mutex<u64>>,
+    per_mille: u64,
+    injected: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Faults {
+    /// Failures at `per_mille` / 1000 of the guarded calls, in the order `seed` gives.
+    pub fn new(seed: u64, per_mille: u64) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(seed | 1)),
+            per_mille,
+            injected: Arc::default(),
+        }
+    }
+
+    /// Whether this call fails.
+    fn strike(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        let hit = *s % 1000 < self.per_mille;
+        if hit {
+            self.injected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        hit
+    }
+
+    /// How many failures were injected so far.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn io(&self, at: &str) -> io::Result<()> {
+        if self.strike() {
+            Err(io::Error::other(format!("injected failure: {at}")))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn job(&self, at: &str) -> Result<(), JobStoreError> {
+        self.io(at).map_err(JobStoreError::backend)
+    }
+
+    fn result(&self, at: &str) -> Result<(), ResultStoreError> {
+        self.io(at).map_err(ResultStoreError::Io)
+    }
+}
+
+/// A [`ResultStore`] that fails at random points: creating a sink, writing, committing,
+/// opening, deleting. A failed commit leaves nothing stored.
+#[derive(Debug, Clone)]
+pub struct FlakyResultStore<S> {
+    inner: S,
+    faults: Faults,
+}
+
+impl<S> FlakyResultStore<S> {
+    /// `inner`, failing as `faults` says.
+    pub fn new(inner: S, faults: Faults) -> Self {
+        Self { inner, faults }
+    }
+}
+
+struct FlakySink {
+    inner: Box<dyn ResultSink>,
+    faults: Faults,
+}
+
+impl io::Write for FlakySink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.faults.io("result write")?;
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[async_trait]
+impl ResultSink for FlakySink {
+    async fn commit(self: Box<Self>) -> Result<u64, ResultStoreError> {
+        if let Err(e) = self.faults.result("result commit") {
+            self.inner.abort().await?;
+            return Err(e);
+        }
+        self.inner.commit().await
+    }
+
+    async fn abort(self: Box<Self>) -> Result<(), ResultStoreError> {
+        self.inner.abort().await
+    }
+
+    fn add_rows(&mut self, rows: u64) -> io::Result<()> {
+        self.inner.add_rows(rows)
+    }
+}
+
+#[async_trait]
+impl<S: ResultStore> ResultStore for FlakyResultStore<S> {
+    async fn create(&self, key: ResultKey) -> Result<Box<dyn ResultSink>, ResultStoreError> {
+        self.faults.result("result create")?;
+        Ok(Box::new(FlakySink {
+            inner: self.inner.create(key).await?,
+            faults: self.faults.clone(),
+        }))
+    }
+
+    async fn open(&self, key: ResultKey) -> Result<Option<StoredResult>, ResultStoreError> {
+        self.faults.result("result open")?;
+        self.inner.open(key).await
+    }
+
+    async fn delete(&self, key: ResultKey) -> Result<(), ResultStoreError> {
+        self.faults.result("result delete")?;
+        self.inner.delete(key).await
+    }
+
+    async fn list(&self) -> Result<Vec<ResultKey>, ResultStoreError> {
+        self.inner.list().await
+    }
+}
+
+/// A [`JobStore`] whose worker-side calls fail at random points (claims, renewals, finishes,
+/// releases), each before it takes effect, as a store that lost its connection fails.
+#[derive(Debug, Clone)]
+pub struct FlakyJobStore<S> {
+    inner: S,
+    faults: Faults,
+}
+
+impl<S> FlakyJobStore<S> {
+    /// `inner`, failing as `faults` says.
+    pub fn new(inner: S, faults: Faults) -> Self {
+        Self { inner, faults }
+    }
+}
+
+#[async_trait]
+impl<S: JobStore> JobStore for FlakyJobStore<S> {
+    async fn insert(&self, job: &Job, max_in_flight: Option<usize>) -> Result<(), JobStoreError> {
+        self.inner.insert(job, max_in_flight).await
+    }
+    async fn get(&self, id: QueryId) -> Result<Option<Job>, JobStoreError> {
+        self.inner.get(id).await
+    }
+    async fn get_many(&self, ids: &[QueryId]) -> Result<HashMap<QueryId, Job>, JobStoreError> {
+        self.inner.get_many(ids).await
+    }
+    async fn claim_next(&self, now: Timestamp, lease: Lease) -> Result<Option<Job>, JobStoreError> {
+        self.faults.job("claim")?;
+        self.inner.claim_next(now, lease).await
+    }
+    async fn renew(
+        &self,
+        id: QueryId,
+        token: LeaseToken,
+        expires_at: Timestamp,
+        progress: Progress,
+    ) -> Result<Renewal, JobStoreError> {
+        self.faults.job("renew")?;
+        self.inner.renew(id, token, expires_at, progress).await
+    }
+    async fn finish(
+        &self,
+        id: QueryId,
+        token: LeaseToken,
+        outcome: JobState,
+    ) -> Result<Job, JobStoreError> {
+        self.faults.job("finish")?;
+        self.inner.finish(id, token, outcome).await
+    }
+    async fn release(&self, id: QueryId, token: LeaseToken) -> Result<(), JobStoreError> {
+        self.faults.job("release")?;
+        self.inner.release(id, token).await
+    }
+    async fn stop(
+        &self,
+        id: QueryId,
+        now: Timestamp,
+        outcome: JobState,
+    ) -> Result<Stopped, JobStoreError> {
+        self.inner.stop(id, now, outcome).await
+    }
+    async fn delete(&self, id: QueryId) -> Result<Option<Job>, JobStoreError> {
+        self.inner.delete(id).await
+    }
+    async fn expire(
+        &self,
+        id: QueryId,
+        at: Timestamp,
+        keep_until: Timestamp,
+    ) -> Result<Option<Job>, JobStoreError> {
+        self.inner.expire(id, at, keep_until).await
+    }
+    async fn tombstone(&self, id: QueryId) -> Result<Option<Tombstone>, JobStoreError> {
+        self.inner.tombstone(id).await
+    }
+    async fn forget_tombstones(&self, now: Timestamp) -> Result<usize, JobStoreError> {
+        self.inner.forget_tombstones(now).await
+    }
+    async fn update_callback(
+        &self,
+        id: QueryId,
+        expected: &spool_domain::CallbackState,
+        next: spool_domain::CallbackState,
+    ) -> Result<bool, JobStoreError> {
+        self.inner.update_callback(id, expected, next).await
+    }
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobStoreError> {
+        self.inner.list(filter).await
+    }
+    fn events(&self) -> BoxStream<'static, JobEvent> {
+        self.inner.events()
+    }
+}
+
 fn sample_job(submitted_at: i64) -> Job {
     let request = QueryRequest {
         sql: "select 1".into(),
