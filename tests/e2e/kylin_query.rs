@@ -103,17 +103,17 @@ fn has_all(v: &Value, fields: &[&str]) {
     }
 }
 
-/// POSTs a sync query as `auth` with an optional Accept header; status and JSON body.
-fn sync(server: &Server, auth: &str, accept: Option<&str>, body: &Value) -> (u16, Value) {
-    let mut req = reqwest::blocking::Client::new()
-        .post(server.url("/kylin/api/query"))
-        .header("Authorization", auth)
-        .header("Content-Type", "application/json")
-        .body(body.to_string());
+/// Sends `request` as `auth` with an optional Accept header; the status and the JSON body.
+fn call(
+    request: reqwest::blocking::RequestBuilder,
+    auth: &str,
+    accept: Option<&str>,
+) -> (u16, Value) {
+    let mut request = request.header("Authorization", auth);
     if let Some(a) = accept {
-        req = req.header("Accept", a);
+        request = request.header("Accept", a);
     }
-    let res = req.send().expect("request");
+    let res = request.send().expect("request");
     let status = res.status().as_u16();
     let text = res.text().expect("body");
     (
@@ -122,19 +122,20 @@ fn sync(server: &Server, auth: &str, accept: Option<&str>, body: &Value) -> (u16
     )
 }
 
+/// POSTs a sync query as `auth` with an optional Accept header; status and JSON body.
+fn sync(server: &Server, auth: &str, accept: Option<&str>, body: &Value) -> (u16, Value) {
+    let request = reqwest::blocking::Client::new()
+        .post(server.url("/kylin/api/query"))
+        .header("Content-Type", "application/json")
+        .body(body.to_string());
+    call(request, auth, accept)
+}
+
 fn get_as(server: &Server, auth: &str, path: &str, accept: Option<&str>) -> (u16, Value) {
-    let mut req = reqwest::blocking::Client::new()
-        .get(server.url(path))
-        .header("Authorization", auth);
-    if let Some(a) = accept {
-        req = req.header("Accept", a);
-    }
-    let res = req.send().expect("request");
-    let status = res.status().as_u16();
-    let text = res.text().expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")),
+    call(
+        reqwest::blocking::Client::new().get(server.url(path)),
+        auth,
+        accept,
     )
 }
 

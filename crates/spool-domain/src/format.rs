@@ -19,13 +19,16 @@ pub(crate) fn first() -> u32 {
     1
 }
 
-/// The `format` of a stored record, read before the record itself (whose other fields a newer
-/// release may have changed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The `format` and `id` of a stored job record, read on their own when the record does not
+/// decode (a newer release may have changed its other fields).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct FormatPeek {
     /// The record's format.
     #[serde(default = "first")]
     pub format: u32,
+    /// The record's id, when it has one.
+    #[serde(default)]
+    pub id: String,
 }
 
 /// A record (or data directory) written by a newer release than this one.

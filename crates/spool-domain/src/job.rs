@@ -133,6 +133,13 @@ pub enum StateKind {
 }
 
 impl StateKind {
+    /// The kind whose [`StateKind::as_str`] name is `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Queued, Self::Running, Self::Succeeded, Self::Failed]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+    }
+
     /// The lower-case name stores keep (`queued`, `running`, `succeeded`, `failed`).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -367,8 +367,9 @@ pub(crate) async fn query(
             break status;
         }
     };
-    let job = match status.status {
-        PublicStatus::Successful => state.spool.job(&who, id).await?,
+    // One read of the job: the download facts carry its record, columns included.
+    let info = match status.status {
+        PublicStatus::Successful => state.spool.download_info(&who, id, None).await?,
         PublicStatus::Failed => {
             let code = status
                 .detail
@@ -395,19 +396,22 @@ pub(crate) async fn query(
             ));
         }
     };
-    let JobState::Succeeded { columns, .. } = &job.state else {
+    let JobState::Succeeded { columns, .. } = &info.job.state else {
         return Err(ApiError::Internal(
             format!("query {id} is SUCCESSFUL without a succeeded record").into(),
         ));
     };
-    let info = state.spool.download_info(&who, id, None).await?;
     let mut stored = state.spool.open_result_range(&info, 0..info.bytes).await?;
     let mut bytes = Vec::with_capacity(usize::try_from(info.bytes).unwrap_or(0));
     while let Some(chunk) = stored.body.next().await {
         let chunk = chunk.map_err(|e| ApiError::Internal(Box::new(e)))?;
         bytes.extend_from_slice(&chunk);
     }
-    let mut rows = parse_csv(&bytes).map_err(|e| ApiError::Internal(Box::new(e)))?;
+    // Up to the row cap of text to split: off the reactor.
+    let mut rows = tokio::task::spawn_blocking(move || parse_csv(&bytes))
+        .await
+        .map_err(|e| ApiError::Internal(Box::new(e)))?
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
     let partial = cut_at.is_some_and(|cap| rows.len() as u64 > cap);
     if let Some(cap) = cut_at {
         rows.truncate(usize::try_from(cap).unwrap_or(usize::MAX));

@@ -32,11 +32,19 @@ const UNMATCHED: &str = "unmatched";
 /// What the HTTP layer counts. Shared by every handler through [`AppState`].
 #[derive(Debug, Default)]
 pub struct HttpMetrics {
-    requests: Mutex<HashMap<(String, &'static str, u16), u64>>,
-    durations: Mutex<HashMap<String, Arc<Histogram>>>,
+    /// Per route template: requests by method and status, and their durations. One lock a
+    /// request, and no allocation once a route has been seen.
+    routes: Mutex<HashMap<String, RouteStats>>,
     downloads: AtomicU64,
     download_bytes: Arc<AtomicU64>,
     login_failures: AtomicU64,
+}
+
+/// What one route has seen.
+#[derive(Debug)]
+struct RouteStats {
+    requests: HashMap<(&'static str, u16), u64>,
+    durations: Histogram,
 }
 
 /// A method as a label: the standard ones by name, anything else as `other`.
@@ -55,20 +63,21 @@ fn method_label(method: &Method) -> &'static str {
 
 impl HttpMetrics {
     fn record(&self, route: &str, method: &'static str, status: StatusCode, started: Instant) {
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry((route.to_owned(), method, status.as_u16()))
-            .or_insert(0) += 1;
-        let histogram = Arc::clone(
-            self.durations
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(route.to_owned())
-                .or_insert_with(|| Arc::new(Histogram::new(HTTP_BUCKETS))),
-        );
-        histogram.observe(started.elapsed());
+        let elapsed = started.elapsed();
+        let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        if !routes.contains_key(route) {
+            routes.insert(
+                route.to_owned(),
+                RouteStats {
+                    requests: HashMap::new(),
+                    durations: Histogram::new(HTTP_BUCKETS),
+                },
+            );
+        }
+        if let Some(stats) = routes.get_mut(route) {
+            *stats.requests.entry((method, status.as_u16())).or_insert(0) += 1;
+            stats.durations.observe(elapsed);
+        }
     }
 
     /// Counts a login refused for wrong or missing credentials.
@@ -86,11 +95,9 @@ fn is_download(route: &str) -> bool {
 /// download as they are sent.
 pub(crate) async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED, MatchedPath::as_str)
-        .to_owned();
+    // A clone of the matched path shares its text; nothing is copied per request.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
     let method = method_label(request.method());
     let response = next.run(request).await;
     let metrics = &state.http_metrics;
@@ -98,8 +105,8 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
     if status == StatusCode::UNAUTHORIZED {
         metrics.login_failed();
     }
-    metrics.record(&route, method, status, started);
-    if !(is_download(&route) && status.is_success() && method == "GET") {
+    metrics.record(route, method, status, started);
+    if !(is_download(route) && status.is_success() && method == "GET") {
         return response;
     }
     metrics.downloads.fetch_add(1, Ordering::Relaxed);
@@ -117,6 +124,12 @@ pub(crate) async fn track(State(state): State<AppState>, request: Request, next:
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A family of one unlabelled sample.
+fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// Escapes a label value (backslash, quote, newline), as the text format requires.
@@ -164,14 +177,13 @@ pub(crate) fn render(core: &MetricsSnapshot, http: &HttpMetrics) -> String {
         let n = core.jobs.get(&kind).copied().unwrap_or(0);
         let _ = writeln!(out, "spool_queries{{state=\"{}\"}} {n}", kind.as_str());
     }
-    family(
+    scalar(
         &mut out,
         "spool_queue_depth",
         "gauge",
         "Queries waiting for a worker.",
+        core.jobs.get(&StateKind::Queued).copied().unwrap_or(0),
     );
-    let queued = core.jobs.get(&StateKind::Queued).copied().unwrap_or(0);
-    let _ = writeln!(out, "spool_queue_depth {queued}");
     family(
         &mut out,
         "spool_queries_finished_total",
@@ -199,66 +211,54 @@ pub(crate) fn render(core: &MetricsSnapshot, http: &HttpMetrics) -> String {
         "How long queries waited from submission to a worker of this process.",
     );
     histogram(&mut out, "spool_queue_wait_seconds", "", &core.queue_wait);
-    family(
+    scalar(
         &mut out,
         "spool_result_rows_total",
         "counter",
         "Rows of the results this process stored.",
+        core.rows,
     );
-    let _ = writeln!(out, "spool_result_rows_total {}", core.rows);
-    family(
+    scalar(
         &mut out,
         "spool_result_bytes_total",
         "counter",
         "Bytes of the results this process stored.",
+        core.bytes,
     );
-    let _ = writeln!(out, "spool_result_bytes_total {}", core.bytes);
-    family(
+    scalar(
         &mut out,
         "spool_workers_busy",
         "gauge",
         "Queries this process runs now.",
+        core.workers_busy,
     );
-    let _ = writeln!(out, "spool_workers_busy {}", core.workers_busy);
-    family(
+    scalar(
         &mut out,
         "spool_workers",
         "gauge",
         "This process's workers.",
+        core.workers,
     );
-    let _ = writeln!(out, "spool_workers {}", core.workers);
-    family(
+    scalar(
         &mut out,
         "spool_downloads_total",
         "counter",
         "Result downloads this process answered with a success status.",
+        http.downloads.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "spool_downloads_total {}",
-        http.downloads.load(Ordering::Relaxed)
-    );
-    family(
+    scalar(
         &mut out,
         "spool_download_bytes_total",
         "counter",
         "Bytes of results this process sent.",
+        http.download_bytes.load(Ordering::Relaxed),
     );
-    let _ = writeln!(
-        out,
-        "spool_download_bytes_total {}",
-        http.download_bytes.load(Ordering::Relaxed)
-    );
-    family(
+    scalar(
         &mut out,
         "spool_login_failures_total",
         "counter",
         "Requests refused for missing or wrong credentials.",
-    );
-    let _ = writeln!(
-        out,
-        "spool_login_failures_total {}",
-        http.login_failures.load(Ordering::Relaxed)
+        http.login_failures.load(Ordering::Relaxed),
     );
     family(
         &mut out,
@@ -266,20 +266,19 @@ pub(crate) fn render(core: &MetricsSnapshot, http: &HttpMetrics) -> String {
         "counter",
         "HTTP requests by route template, method and status.",
     );
-    let mut requests: Vec<_> = http
-        .requests
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .iter()
-        .map(|(k, v)| (k.clone(), *v))
-        .collect();
-    requests.sort();
-    for ((route, method, status), n) in requests {
-        let _ = writeln!(
-            out,
-            "spool_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
-            label(&route)
-        );
+    let routes = http.routes.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut names: Vec<&String> = routes.keys().collect();
+    names.sort();
+    for route in &names {
+        let mut requests: Vec<_> = routes[*route].requests.iter().collect();
+        requests.sort();
+        for ((method, status), n) in requests {
+            let _ = writeln!(
+                out,
+                "spool_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
+                label(route)
+            );
+        }
     }
     family(
         &mut out,
@@ -287,20 +286,12 @@ pub(crate) fn render(core: &MetricsSnapshot, http: &HttpMetrics) -> String {
         "histogram",
         "HTTP request durations by route template, to the response's first byte.",
     );
-    let mut durations: Vec<(String, HistogramReading)> = http
-        .durations
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .iter()
-        .map(|(route, h)| (route.clone(), h.read()))
-        .collect();
-    durations.sort_by(|a, b| a.0.cmp(&b.0));
-    for (route, reading) in durations {
+    for route in &names {
         histogram(
             &mut out,
             "spool_http_request_duration_seconds",
-            &format!("route=\"{}\"", label(&route)),
-            &reading,
+            &format!("route=\"{}\"", label(route)),
+            &routes[*route].durations.read(),
         );
     }
     out

@@ -842,15 +842,14 @@ pub(crate) struct ListParams {
 /// `FAILED`) or Kylin's `SUCCESSFUL`, in any case. `FAILED` includes stopped queries.
 fn state_param(value: &str) -> Result<spool_domain::StateKind, ApiError> {
     use spool_domain::StateKind;
-    match value.trim().to_ascii_uppercase().as_str() {
-        "QUEUED" => Ok(StateKind::Queued),
-        "RUNNING" => Ok(StateKind::Running),
-        "SUCCEEDED" | "SUCCESSFUL" => Ok(StateKind::Succeeded),
-        "FAILED" => Ok(StateKind::Failed),
-        _ => Err(ApiError::BadRequest(format!(
-            "'state' must be QUEUED, RUNNING, SUCCEEDED (or SUCCESSFUL) or FAILED, got '{}'",
-            value.chars().take(40).collect::<String>()
-        ))),
+    match value.trim().to_ascii_lowercase().as_str() {
+        "successful" => Ok(StateKind::Succeeded),
+        name => StateKind::from_name(name).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "'state' must be QUEUED, RUNNING, SUCCEEDED (or SUCCESSFUL) or FAILED, got '{}'",
+                value.chars().take(40).collect::<String>()
+            ))
+        }),
     }
 }
 

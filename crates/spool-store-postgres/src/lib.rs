@@ -439,20 +439,29 @@ fn bind_filter<'q>(
         .bind(filter.before.map(|b| b.id.to_string()))
 }
 
-/// Reads a row's job record: its format first, so that a newer release's record is refused by
-/// name rather than misread.
+/// Reads a row's job record, parsed once. A newer release's record is refused by name, whether
+/// it still decodes (its `format` says so) or not (its format is then read on its own).
 fn job_of(row: &PgRow) -> Result<Job, JobStoreError> {
-    let Json(value): Json<serde_json::Value> = row.try_get("job").map_err(backend)?;
-    let format = value["format"]
-        .as_u64()
-        .map_or(1, |f| u32::try_from(f).unwrap_or(u32::MAX));
-    spool_domain::check_format(
-        || format!("job record {}", value["id"].as_str().unwrap_or("")),
-        format,
-        spool_domain::JOB_FORMAT,
-    )
-    .map_err(JobStoreError::backend)?;
-    serde_json::from_value(value).map_err(JobStoreError::backend)
+    let newer = |format, id: &str| {
+        spool_domain::check_format(
+            || format!("job record {id}"),
+            format,
+            spool_domain::JOB_FORMAT,
+        )
+        .map_err(JobStoreError::backend)
+    };
+    match row.try_get::<Json<Job>, _>("job") {
+        Ok(Json(job)) => {
+            newer(job.format, &job.id.to_string())?;
+            Ok(job)
+        }
+        Err(e) => {
+            if let Ok(Json(peek)) = row.try_get::<Json<spool_domain::FormatPeek>, _>("job") {
+                newer(peek.format, &peek.id)?;
+            }
+            Err(backend(e))
+        }
+    }
 }
 
 /// The lease columns of `job`: token (its bits as a signed integer) and expiry.
@@ -918,17 +927,11 @@ impl JobStore for PgJobStore {
         for row in rows {
             let state: String = row.try_get("state").map_err(backend)?;
             let n: i64 = row.try_get("n").map_err(backend)?;
-            let kind = match state.as_str() {
-                "queued" => StateKind::Queued,
-                "running" => StateKind::Running,
-                "succeeded" => StateKind::Succeeded,
-                "failed" => StateKind::Failed,
-                other => {
-                    return Err(JobStoreError::backend(std::io::Error::other(format!(
-                        "spool_jobs holds an unknown state {other:?}"
-                    ))));
-                }
-            };
+            let kind = StateKind::from_name(&state).ok_or_else(|| {
+                JobStoreError::backend(std::io::Error::other(format!(
+                    "spool_jobs holds an unknown state {state:?}"
+                )))
+            })?;
             counts.insert(kind, u64::try_from(n).unwrap_or(0));
         }
         Ok(counts)

@@ -110,23 +110,29 @@ fn id_from(bytes: &[u8]) -> Option<QueryId> {
     <[u8; 16]>::try_from(bytes).ok().map(QueryId::from_bytes)
 }
 
-/// Reads a job record: its format first, so that a newer release's record is refused by name
-/// rather than misread.
+/// Reads a job record, parsed once. A newer release's record is refused by name, whether it
+/// still decodes (its `format` says so) or not (its format is then read on its own).
 fn decode(bytes: &[u8]) -> Result<Job, SledError> {
-    let spool_domain::FormatPeek { format } = serde_json::from_slice(bytes)?;
-    if format > spool_domain::JOB_FORMAT {
-        let id = serde_json::from_slice::<serde_json::Value>(bytes)
-            .ok()
-            .and_then(|v| v["id"].as_str().map(str::to_owned))
-            .unwrap_or_default();
+    let newer = |format, id: &str| {
         spool_domain::check_format(
             || format!("job record {id}"),
             format,
             spool_domain::JOB_FORMAT,
         )
-        .map_err(SledError::Newer)?;
+        .map_err(SledError::Newer)
+    };
+    match serde_json::from_slice::<Job>(bytes) {
+        Ok(job) => {
+            newer(job.format, &job.id.to_string())?;
+            Ok(job)
+        }
+        Err(e) => {
+            if let Ok(peek) = serde_json::from_slice::<spool_domain::FormatPeek>(bytes) {
+                newer(peek.format, &peek.id)?;
+            }
+            Err(e.into())
+        }
     }
-    Ok(serde_json::from_slice(bytes)?)
 }
 
 /// How an operation inside a transaction ended, when it did not commit.
