@@ -195,7 +195,7 @@ impl Drop for Browser {
 
 /// The workspace's `target/`, where the screenshot is kept.
 fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    crate::harness::tests_dir()
         .parent()
         .expect("workspace")
         .join("target")

@@ -13,6 +13,15 @@ use serde_json::Value;
 /// Kylin's documented credentials, as the seed's curl lines send them.
 pub const ADMIN: &str = "Basic QURNSU46S1lMSU4=";
 
+/// This package's folder (`tests/`) in the checkout being tested: cargo says it when it runs
+/// the tests; the path compiled in is only a fallback, since a test binary built in another
+/// checkout of the same commit (the shared target directory) is reused as it is.
+pub fn tests_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// Returns the path of the server binary that `cargo test --workspace` (or `cargo xtask ci`)
 /// built beside this test binary. The e2e tests do not build it themselves: a nested cargo
 /// would see a different environment and rebuild Polars.
@@ -311,13 +320,46 @@ impl Drop for Server {
     }
 }
 
-/// Returns the peak resident set size (VmHWM) of a process in KiB, on Linux.
+/// Returns the peak resident set size (VmHWM) of a server in KiB, on Linux: its own and its
+/// worker processes' (the queries run there), summed, so at least the peak of the whole.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let own = vm_hwm_kib(pid)?;
+    Some(
+        own + children(pid)
+            .into_iter()
+            .filter_map(vm_hwm_kib)
+            .sum::<u64>(),
+    )
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The live child processes of `pid` (a server's are its query worker processes).
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
+                // pid (comm) state ppid ...: comm may hold spaces, so read after its `)`.
+                let fields: Vec<&str> = stat
+                    .rsplit_once(')')
+                    .map_or("", |(_, rest)| rest)
+                    .split_whitespace()
+                    .collect();
+                fields.first() != Some(&"Z") && fields.get(1) == Some(&pid.to_string().as_str())
+            })
+        })
+        .collect()
 }
 
 /// Returns the Basic Authorization header value for a user.

@@ -4,6 +4,7 @@ mod cli;
 mod console;
 mod faults;
 mod harness;
+mod isolation;
 mod kylin5;
 mod kylin_query;
 mod lifecycle;

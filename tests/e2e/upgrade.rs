@@ -14,7 +14,7 @@ const JSON_QUERY: &str = "32c56aad-5b45-4673-ab74-94d5cf6986fb";
 const FAILED_QUERY: &str = "19bf2a0e-f2a4-4ce7-8371-c5299aa90e67";
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/data-format-1")
+    crate::harness::tests_dir().join("fixtures/data-format-1")
 }
 
 fn copy_dir(from: &Path, to: &Path) {

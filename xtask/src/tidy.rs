@@ -32,6 +32,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("spool-store-postgres", &["spool-domain", "spool-ports"]),
     ("spool-results-fs", &["spool-domain", "spool-ports"]),
+    ("spool-engine-process", &["spool-domain", "spool-ports"]),
     ("spool-results-s3", &["spool-domain", "spool-ports"]),
     ("spool-http", &["spool-core", "spool-domain", "spool-ports"]),
     (
@@ -45,6 +46,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "spool-store-postgres",
             "spool-engine-polars",
             "spool-engine-spark",
+            "spool-engine-process",
             "spool-results-fs",
             "spool-results-s3",
             "spool-ssb",

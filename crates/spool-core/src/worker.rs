@@ -338,6 +338,14 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
             Err(e @ EngineError::Execution(_)) => {
                 JobState::failed(now, FailureCode::Execution, e.to_string())
             }
+            Err(e @ EngineError::OutOfMemory(_)) => {
+                warn!(query_id = %id, error = %e, "the query ran out of memory");
+                JobState::failed(now, FailureCode::OutOfMemory, e.to_string())
+            }
+            Err(e @ EngineError::Crashed(_)) => {
+                error!(query_id = %id, error = %e, "the query's engine crashed");
+                JobState::failed(now, FailureCode::EngineCrashed, e.to_string())
+            }
             Err(e @ EngineError::Unavailable(_)) => {
                 warn!(query_id = %id, error = %e, "the engine is unavailable");
                 JobState::failed(now, FailureCode::EngineUnavailable, e.to_string())

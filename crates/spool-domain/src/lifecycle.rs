@@ -54,6 +54,10 @@ pub enum FailureCode {
     /// The result store ran out of space while the result was written; submitting again once
     /// space is freed may succeed.
     DiskFull,
+    /// The query needed more memory than its budget (`max_query_memory`).
+    OutOfMemory,
+    /// The engine's process crashed while it ran the query; other queries went on.
+    EngineCrashed,
     /// A user stopped it.
     Cancelled,
     /// Its workers stopped while it ran, too many times.
@@ -77,6 +81,8 @@ impl FailureCode {
             Self::TooLarge => "SPOOL-RESULT-TOO-LARGE",
             Self::TimedOut => "SPOOL-QUERY-TIMEOUT",
             Self::DiskFull => "SPOOL-DISK-FULL",
+            Self::OutOfMemory => "SPOOL-OUT-OF-MEMORY",
+            Self::EngineCrashed => "SPOOL-ENGINE-CRASHED",
             Self::Cancelled => "SPOOL-QUERY-CANCELLED",
             Self::Interrupted => "SPOOL-QUERY-INTERRUPTED",
             Self::EngineUnavailable => "SPOOL-ENGINE-UNAVAILABLE",
@@ -90,7 +96,11 @@ impl FailureCode {
     pub fn retryable(self) -> bool {
         matches!(
             self,
-            Self::Interrupted | Self::EngineUnavailable | Self::Internal | Self::DiskFull
+            Self::Interrupted
+                | Self::EngineUnavailable
+                | Self::Internal
+                | Self::DiskFull
+                | Self::EngineCrashed
         )
     }
 

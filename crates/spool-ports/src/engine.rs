@@ -28,6 +28,14 @@ pub enum EngineError {
     /// again later may succeed. The message says which engine and why.
     #[error("{0}")]
     Unavailable(String),
+    /// The query needed more memory than its budget (or than the machine had) and was
+    /// stopped. The message names the budget and is meant for the user.
+    #[error("{0}")]
+    OutOfMemory(String),
+    /// The engine's process ended while it ran the query (a crash, a signal). The message
+    /// says how and is meant for the user; no other query was affected.
+    #[error("{0}")]
+    Crashed(String),
     /// The engine broke (a panic, a bug); details are for the log, not the user.
     #[error("internal engine error: {0}")]
     Internal(String),

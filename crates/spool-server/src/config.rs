@@ -28,6 +28,25 @@ pub const DEFAULT_SAMPLE_SF: f64 = 0.01;
 pub const DEFAULT_LEASE_SECS: u64 = 30;
 /// How often a running query's progress is recorded, by default.
 pub const DEFAULT_PROGRESS_SECS: u64 = 1;
+/// The smallest memory budget accepted: a worker process with the engine loaded maps about
+/// 100 MiB before it reads a row.
+pub const MIN_QUERY_MEMORY: u64 = 192 << 20;
+
+/// The default memory budget of a query: half the machine's memory (`MemTotal`), so that a
+/// runaway query fails before the kernel's out-of-memory killer picks a victim; `None` where
+/// the machine's memory cannot be read.
+fn default_query_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024 / 2)
+}
 
 /// Where jobs (and, with PostgreSQL, users) are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +168,14 @@ pub struct Cli {
     /// an error [default: 300]
     #[arg(long, env = "SPOOL_SYNC_QUERY_TIMEOUT_SECS")]
     pub sync_query_timeout_secs: Option<u64>,
+    /// Memory each Polars query may use, in bytes or with a unit ("256MiB", "4GiB"); a query
+    /// that needs more ends FAILED alone; 0: no budget [default: half the machine's memory]
+    #[arg(long, env = "SPOOL_MAX_QUERY_MEMORY")]
+    pub max_query_memory: Option<String>,
+    /// Run each Polars query in a worker process of its own (what enforces max_query_memory
+    /// and keeps a crashing query from taking the server down) [default: true]
+    #[arg(long, env = "SPOOL_QUERY_PROCESSES")]
+    pub query_processes: Option<bool>,
     /// Manage users instead of serving
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -165,6 +192,26 @@ pub enum Command {
     /// Run one query in this process on the data dir's projects (no HTTP, no job store) and
     /// report its time: for scripts, debugging and measuring the service's own overhead
     Query(QueryArgs),
+    /// A worker process of the server's: runs queries sent on stdin (started by the server)
+    #[command(hide = true)]
+    EngineWorker(EngineWorkerArgs),
+}
+
+/// Arguments of `spool-server engine-worker` (the server passes them; not for people).
+#[derive(Debug, clap::Args)]
+pub struct EngineWorkerArgs {
+    /// The projects folder
+    #[arg(long)]
+    pub projects: PathBuf,
+    /// The scratch folder
+    #[arg(long)]
+    pub scratch: PathBuf,
+    /// The memory budget in bytes
+    #[arg(long)]
+    pub memory_limit: Option<u64>,
+    /// The server's process id
+    #[arg(long)]
+    pub parent: Option<u32>,
 }
 
 /// Arguments of `spool-server query`.
@@ -268,6 +315,20 @@ pub struct FileConfig {
     pub sync_query_max_rows: Option<u64>,
     /// Seconds a synchronous query is waited for.
     pub sync_query_timeout_secs: Option<u64>,
+    /// Memory each query may use: bytes, or a string with a unit.
+    pub max_query_memory: Option<ByteSize>,
+    /// Whether each Polars query runs in a worker process.
+    pub query_processes: Option<bool>,
+}
+
+/// A size in the configuration file: a number of bytes, or a string with a unit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    /// Bytes.
+    Bytes(u64),
+    /// `"256MiB"`, `"4GiB"`, ...
+    Text(String),
 }
 
 /// The settings the server runs with.
@@ -325,6 +386,10 @@ pub struct Settings {
     pub metrics_bind: Option<SocketAddr>,
     /// Whether `/` serves the web console.
     pub console: bool,
+    /// Whether each Polars query runs in a worker process.
+    pub query_processes: bool,
+    /// The memory budget of each query in a worker process; `None`: no budget.
+    pub max_query_memory: Option<u64>,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -451,7 +516,37 @@ impl Settings {
             max_rows,
             timeout: std::time::Duration::from_secs(timeout_secs),
         };
+        let query_processes = cli.query_processes.or(file.query_processes).unwrap_or(true);
+        let budget = match (cli.max_query_memory.clone(), file.max_query_memory.clone()) {
+            (Some(text), _) | (None, Some(ByteSize::Text(text))) => Some(
+                spool_engine_process::parse_size(&text)
+                    .map_err(|e| anyhow::anyhow!("max_query_memory: {e}"))?,
+            ),
+            (None, Some(ByteSize::Bytes(bytes))) => Some(bytes),
+            (None, None) => None,
+        };
+        anyhow::ensure!(
+            query_processes || budget.is_none_or(|b| b == 0),
+            "max_query_memory is set but query_processes = false: the budget is enforced on \
+             the worker processes, so set query_processes = true or remove max_query_memory"
+        );
+        if let Some(bytes) = budget.filter(|&b| b > 0) {
+            anyhow::ensure!(
+                bytes >= MIN_QUERY_MEMORY,
+                "max_query_memory must be at least {} (the engine alone needs about that), got {}",
+                spool_engine_process::show_size(MIN_QUERY_MEMORY),
+                spool_engine_process::show_size(bytes)
+            );
+        }
+        let max_query_memory = match budget {
+            Some(0) => None,
+            Some(bytes) => Some(bytes),
+            None if query_processes => default_query_memory(),
+            None => None,
+        };
         Ok(Self {
+            query_processes,
+            max_query_memory,
             metrics_bind: cli.metrics_bind.or(file.metrics_bind),
             console: cli.console.or(file.console).unwrap_or(true),
             sync,

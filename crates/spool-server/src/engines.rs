@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use spool_domain::{OutputSpec, ProjectName, QueryRequest, ResultColumn};
-use spool_engine_polars::PolarsEngine;
 use spool_engine_spark::SparkEngine;
 use spool_ports::{
     CancelToken, EngineError, Execution, QueryEngine, ResultSink, StoredResult, TableInfo,
@@ -37,19 +36,23 @@ enum Kind {
 }
 
 /// Routes each query to its project's engine.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Engines {
     root: PathBuf,
-    polars: Arc<PolarsEngine>,
+    polars: Arc<dyn QueryEngine>,
     spark: Option<Arc<SparkEngine>>,
 }
 
 impl Engines {
     /// Projects under `root`; Spark projects run on `spark` when there is one.
-    pub fn new(root: impl Into<PathBuf>, polars: PolarsEngine, spark: Option<SparkEngine>) -> Self {
+    pub fn new(
+        root: impl Into<PathBuf>,
+        polars: Arc<dyn QueryEngine>,
+        spark: Option<SparkEngine>,
+    ) -> Self {
         Self {
             root: root.into(),
-            polars: Arc::new(polars),
+            polars,
             spark: spark.map(Arc::new),
         }
     }
@@ -173,10 +176,11 @@ impl QueryEngine for Engines {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spool_engine_polars::PolarsEngine;
 
     fn engines(root: &Path, spark: bool) -> Engines {
         let spark = spark.then(|| SparkEngine::new(root, "sc://127.0.0.1:9").expect("remote"));
-        Engines::new(root, PolarsEngine::new(root), spark)
+        Engines::new(root, Arc::new(PolarsEngine::new(root)), spark)
     }
 
     // The Spark client's channel is made inside a runtime, as the server makes it.

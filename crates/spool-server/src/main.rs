@@ -35,6 +35,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
+    if let Some(Command::EngineWorker(args)) = &cli.command {
+        return engine_worker(args);
+    }
     let settings = Settings::resolve(&cli)?;
     // Before anything reads or writes the data dir: a newer release's is left alone.
     check_data_format(&settings.data_dir)?;
@@ -51,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Command::GenSsb(args)) => return gen_ssb(&args),
+        Some(Command::EngineWorker(_)) => unreachable!("served above"),
         Some(Command::Query(args)) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -106,7 +110,7 @@ fn gen_ssb(args: &config::GenSsb) -> anyhow::Result<()> {
 /// as the server, without HTTP or the job store, and reports each run's time on stderr.
 async fn query(args: &config::QueryArgs, settings: &Settings) -> anyhow::Result<()> {
     use spool_ports::{CancelToken, QueryEngine, ResultStore};
-    let engine = engines(settings)?;
+    let engine = engines(settings, Isolation::InProcess)?;
     let scratch = std::env::temp_dir().join(format!("spool-query-{}", std::process::id()));
     let store = FsResultStore::open(&scratch)
         .context("opening a scratch result store")?
@@ -293,13 +297,85 @@ async fn open_backends(settings: &Settings) -> anyhow::Result<Backends> {
     })
 }
 
-/// The engines of the server's projects: Polars, and Spark when `spark_remote` is set.
-fn engines(settings: &Settings) -> anyhow::Result<engines::Engines> {
+/// Where Polars queries run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// In worker processes when `query_processes` says so (the server).
+    AsConfigured,
+    /// In this process (`spool-server query`, which is one query already).
+    InProcess,
+}
+
+/// `spool-server engine-worker`: a worker process the server started; serves the queries the
+/// server sends on stdin until stdin ends. Its log lines go to stderr, which the server reads
+/// into its own log.
+fn engine_worker(args: &config::EngineWorkerArgs) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .init();
+    let polars = PolarsEngine::new(&args.projects)
+        .with_scratch(&args.scratch)
+        .with_polars_threads_lowered();
+    let limits = spool_engine_process::WorkerLimits {
+        memory: args.memory_limit,
+        parent: args.parent,
+    };
+    spool_engine_process::serve(Arc::new(polars), limits).context("serving queries")
+}
+
+/// The engines of the server's projects: Polars (in worker processes when configured), and
+/// Spark when `spark_remote` is set (a Spark query's memory is the cluster's business).
+fn engines(settings: &Settings, isolation: Isolation) -> anyhow::Result<engines::Engines> {
     let projects = settings.data_dir.join("projects");
     let scratch = settings.data_dir.join("scratch");
-    let polars = PolarsEngine::new(&projects)
-        .with_scratch(&scratch)
-        .with_polars_threads_lowered();
+    let local = Arc::new(
+        PolarsEngine::new(&projects)
+            .with_scratch(&scratch)
+            .with_polars_threads_lowered(),
+    );
+    let polars: Arc<dyn spool_ports::QueryEngine> = if settings.query_processes
+        && isolation == Isolation::AsConfigured
+    {
+        let program = std::env::current_exe().context("finding the server's executable")?;
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "engine-worker".into(),
+            "--projects".into(),
+            projects.clone().into(),
+            "--scratch".into(),
+            scratch.clone().into(),
+            "--parent".into(),
+            std::process::id().to_string().into(),
+        ];
+        if let Some(bytes) = settings.max_query_memory {
+            args.extend(["--memory-limit".into(), bytes.to_string().into()]);
+        }
+        let engine = Arc::new(spool_engine_process::ProcessEngine::new(
+            local,
+            spool_engine_process::WorkerCommand { program, args },
+            settings.max_query_memory,
+            settings.workers,
+        ));
+        info!(
+            budget = settings
+                .max_query_memory
+                .map_or_else(|| "none".to_owned(), spool_engine_process::show_size),
+            "Polars queries run in worker processes"
+        );
+        // The first queries need not wait for a process to start.
+        let warm = Arc::clone(&engine);
+        std::thread::spawn(move || {
+            if let Err(e) = warm.warm() {
+                warn!(error = %e, "starting worker processes failed; each query will try again");
+            }
+        });
+        engine
+    } else {
+        local
+    };
     let spark = match &settings.spark_remote {
         Some(remote) => {
             info!(remote, "Spark projects run on this Spark Connect server");
@@ -369,7 +445,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     prepare_data_dir(&settings)?;
     let backends = open_backends(&settings).await?;
     let users = users::load_or_init(backends.users.as_ref(), settings.default_admin).await?;
-    let engine = engines(&settings)?;
+    let engine = engines(&settings, Isolation::AsConfigured)?;
     let ports = Ports {
         jobs: backends.jobs,
         results: backends.results,

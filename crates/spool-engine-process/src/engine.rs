@@ -1,0 +1,450 @@
+//! The server's side: a [`QueryEngine`] that runs each query in a worker process.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use spool_domain::{OutputSpec, ProjectName, QueryRequest, ResultColumn};
+use spool_ports::{
+    CancelToken, EngineError, Execution, QueryEngine, ResultSink, ResultStoreError, StoredResult,
+    TableInfo,
+};
+use tracing::{debug, info, warn};
+
+use crate::protocol::{DATA, DONE, Done, FAILED, Failure, REQUEST, ROWS, read_frame, write_frame};
+use crate::size::show_size;
+
+/// How often a running query's cancel token is looked at.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
+/// Lines of a worker's stderr kept to explain how it ended.
+const TAIL_LINES: usize = 20;
+/// What Rust's default allocation error handler prints before it aborts the process.
+const ALLOCATION_FAILED: &str = "memory allocation of";
+
+/// The program and arguments that start a worker process: one that calls
+/// [`crate::serve`] with the same engine configuration as the server's.
+#[derive(Debug, Clone)]
+pub struct WorkerCommand {
+    /// The executable.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+}
+
+/// Runs every query's [`QueryEngine::execute`] in a worker process of its own (one query at a
+/// time per process; idle processes are kept for the next query), so that a query that needs
+/// more memory than its budget, or that crashes its engine, ends alone: FAILED with a reason,
+/// the server and the queries beside it untouched. Everything else (conversions, the catalog,
+/// source versions) runs on `local` in this process: those calls are bounded and small.
+pub struct ProcessEngine {
+    local: Arc<dyn QueryEngine>,
+    command: WorkerCommand,
+    budget: Option<u64>,
+    idle: Mutex<Vec<Worker>>,
+    keep_idle: usize,
+}
+
+impl std::fmt::Debug for ProcessEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessEngine")
+            .field("command", &self.command)
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcessEngine {
+    /// Queries run in processes started by `command`, each under `budget` bytes of memory
+    /// (`None`: no limit; `command` must pass the budget on to [`crate::WorkerLimits`]). At
+    /// most `keep_idle` idle processes are kept (the number of queries that run at once).
+    pub fn new(
+        local: Arc<dyn QueryEngine>,
+        command: WorkerCommand,
+        budget: Option<u64>,
+        keep_idle: usize,
+    ) -> Self {
+        Self {
+            local,
+            command,
+            budget,
+            idle: Mutex::new(Vec::new()),
+            keep_idle: keep_idle.max(1),
+        }
+    }
+
+    /// Starts idle worker processes up to the number kept, so the first queries do not wait
+    /// for one. Blocking (it forks); call it off the reactor.
+    pub fn warm(&self) -> Result<(), EngineError> {
+        let missing = self.keep_idle.saturating_sub(self.idle().len());
+        for _ in 0..missing {
+            let worker = self.spawn()?;
+            self.put_back(worker);
+        }
+        Ok(())
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Worker>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn spawn(&self) -> Result<Worker, EngineError> {
+        Worker::spawn(&self.command).map_err(|e| {
+            EngineError::Internal(format!(
+                "starting a worker process ({}): {e}",
+                self.command.program.display()
+            ))
+        })
+    }
+
+    /// An idle worker (unless `fresh`), or a new one.
+    async fn checkout(&self, fresh: bool) -> Result<Worker, EngineError> {
+        let idle = if fresh { None } else { self.idle().pop() };
+        if let Some(worker) = idle {
+            return Ok(worker);
+        }
+        let command = self.command.clone();
+        tokio::task::spawn_blocking(move || Worker::spawn(&command))
+            .await
+            .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?
+            .map_err(|e| {
+                EngineError::Internal(format!(
+                    "starting a worker process ({}): {e}",
+                    self.command.program.display()
+                ))
+            })
+    }
+
+    fn put_back(&self, worker: Worker) {
+        let mut idle = self.idle();
+        if idle.len() < self.keep_idle {
+            idle.push(worker);
+        } else {
+            drop(idle);
+            worker.retire();
+        }
+    }
+}
+
+#[async_trait]
+impl QueryEngine for ProcessEngine {
+    async fn execute(
+        &self,
+        request: &QueryRequest,
+        sink: Box<dyn ResultSink>,
+        cancel: CancelToken,
+    ) -> Result<Execution, EngineError> {
+        let request_json = serde_json::to_vec(request)
+            .map_err(|e| EngineError::Internal(format!("encoding the request: {e}")))?;
+        let mut sink = sink;
+        // A worker that died while idle (the kernel's out-of-memory killer, an operator) takes
+        // no request: the query goes to a fresh one instead.
+        for fresh in [false, true] {
+            let worker = self.checkout(fresh).await?;
+            let pid = worker.pid;
+            debug!(worker_pid = pid, "query sent to a worker process");
+            // Stopping a query is killing its process: the engine inside needs no token, and
+            // whatever it holds is returned to the machine at once.
+            let ended = Arc::new(AtomicBool::new(false));
+            let watcher = {
+                let (cancel, ended) = (cancel.clone(), ended.clone());
+                tokio::spawn(async move {
+                    while !ended.load(Ordering::Acquire) {
+                        if cancel.is_cancelled() {
+                            kill(pid);
+                            return;
+                        }
+                        tokio::time::sleep(CANCEL_POLL).await;
+                    }
+                })
+            };
+            let (budget, cancel, request) = (self.budget, cancel.clone(), request_json.clone());
+            let joined = tokio::task::spawn_blocking(move || {
+                run_on(worker, &request, sink, &cancel, budget)
+            })
+            .await;
+            ended.store(true, Ordering::Release);
+            watcher.abort();
+            match joined.map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))? {
+                Ran::Ended(outcome, worker) => {
+                    if let Some(worker) = worker {
+                        self.put_back(worker);
+                    }
+                    return outcome;
+                }
+                Ran::NotTaken(back) => sink = back,
+            }
+        }
+        Err(EngineError::Crashed(
+            "a new worker process ended before it took the query; the server's log says why"
+                .to_owned(),
+        ))
+    }
+
+    async fn transcode(
+        &self,
+        stored: StoredResult,
+        from: &OutputSpec,
+        columns: &[ResultColumn],
+        to: &OutputSpec,
+        sink: Box<dyn ResultSink>,
+        cancel: CancelToken,
+    ) -> Result<Execution, EngineError> {
+        self.local
+            .transcode(stored, from, columns, to, sink, cancel)
+            .await
+    }
+
+    async fn source_version(&self, project: &ProjectName) -> Result<Option<String>, EngineError> {
+        self.local.source_version(project).await
+    }
+
+    async fn projects(&self) -> Result<Vec<String>, EngineError> {
+        self.local.projects().await
+    }
+
+    async fn describe(&self, project: &ProjectName) -> Result<Vec<TableInfo>, EngineError> {
+        self.local.describe(project).await
+    }
+}
+
+impl Drop for ProcessEngine {
+    fn drop(&mut self) {
+        for worker in self.idle().drain(..) {
+            worker.retire();
+        }
+    }
+}
+
+/// How a query's run on a worker went.
+enum Ran {
+    /// The query ended, with the worker when it is fit for the next query.
+    Ended(Result<Execution, EngineError>, Option<Worker>),
+    /// The worker was gone before it took the request; the sink is untouched.
+    NotTaken(Box<dyn ResultSink>),
+}
+
+/// Runs one query on `worker`, copying its result into `sink`.
+fn run_on(
+    mut worker: Worker,
+    request: &[u8],
+    sink: Box<dyn ResultSink>,
+    cancel: &CancelToken,
+    budget: Option<u64>,
+) -> Ran {
+    if let Err(e) =
+        write_frame(&mut worker.stdin, REQUEST, request).and_then(|()| worker.stdin.flush())
+    {
+        warn!(worker_pid = worker.pid, error = %e, "an idle worker process was gone; the query goes to another");
+        worker.retire();
+        return Ran::NotTaken(sink);
+    }
+    let (outcome, worker) = stream(worker, sink, cancel, budget);
+    Ran::Ended(outcome, worker)
+}
+
+/// Copies the result the worker sends into `sink` until the query ends.
+fn stream(
+    mut worker: Worker,
+    mut sink: Box<dyn ResultSink>,
+    cancel: &CancelToken,
+    budget: Option<u64>,
+) -> (Result<Execution, EngineError>, Option<Worker>) {
+    let mut payload = Vec::new();
+    loop {
+        match read_frame(&mut worker.stdout, &mut payload) {
+            Ok(Some(DATA)) => {
+                if let Err(e) = sink.write_all(&payload) {
+                    worker.retire();
+                    return (Err(EngineError::Sink(ResultStoreError::Io(e))), None);
+                }
+            }
+            Ok(Some(ROWS)) => {
+                let rows = <[u8; 8]>::try_from(payload.as_slice()).map(u64::from_le_bytes);
+                let Ok(rows) = rows else {
+                    return (Err(worker.broken("a malformed row count")), None);
+                };
+                if let Err(e) = sink.add_rows(rows) {
+                    worker.retire();
+                    return (Err(EngineError::Sink(ResultStoreError::Io(e))), None);
+                }
+            }
+            Ok(Some(DONE)) => {
+                return match serde_json::from_slice::<Done>(&payload) {
+                    Ok(done) => (
+                        Ok(Execution {
+                            sink,
+                            rows: done.rows,
+                            columns: done.columns,
+                        }),
+                        Some(worker),
+                    ),
+                    Err(_) => (Err(worker.broken("a malformed end of result")), None),
+                };
+            }
+            Ok(Some(FAILED)) => {
+                return match serde_json::from_slice::<Failure>(&payload) {
+                    Ok(failure) => (Err(failure.into()), Some(worker)),
+                    Err(_) => (Err(worker.broken("a malformed failure")), None),
+                };
+            }
+            Ok(Some(other)) => {
+                return (
+                    Err(worker.broken(&format!("an unknown frame (tag {other})"))),
+                    None,
+                );
+            }
+            // The stream ended inside a query: the process is gone (killed, crashed, out of
+            // memory).
+            Ok(None) | Err(_) => return (Err(worker.ended(cancel, budget)), None),
+        }
+    }
+}
+
+fn kill(pid: u32) {
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        // It may be gone already; nothing to do then.
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// A worker process and its pipes.
+struct Worker {
+    child: Child,
+    pid: u32,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    stderr: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    fn spawn(command: &WorkerCommand) -> std::io::Result<Self> {
+        let mut child = Command::new(&command.program)
+            .args(&command.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let pid = child.id();
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other("the worker's pipes were not set up"));
+        };
+        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+        // Its stderr goes to the server's log, and the last lines are kept to explain its end.
+        let stderr = {
+            let tail = tail.clone();
+            std::thread::Builder::new()
+                .name(format!("worker-{pid}-stderr"))
+                .spawn(move || {
+                    for line in BufReader::new(stderr).lines() {
+                        let Ok(line) = line else { break };
+                        info!(worker_pid = pid, "{line}");
+                        let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
+                        if tail.len() == TAIL_LINES {
+                            tail.pop_front();
+                        }
+                        tail.push_back(line);
+                    }
+                })?
+        };
+        info!(worker_pid = pid, "worker process started");
+        Ok(Self {
+            child,
+            pid,
+            stdin,
+            stdout: BufReader::with_capacity(256 << 10, stdout),
+            tail,
+            stderr: Some(stderr),
+        })
+    }
+
+    /// Waits for the process to end and its stderr to be read.
+    fn reap(&mut self) -> Option<ExitStatus> {
+        let status = self.child.wait().ok();
+        if let Some(reader) = self.stderr.take() {
+            let _ = reader.join();
+        }
+        status
+    }
+
+    /// Ends the process (it is not fit for another query, or not needed).
+    fn retire(mut self) {
+        kill(self.pid);
+        self.reap();
+    }
+
+    /// The process spoke out of protocol: it is killed, and the query fails.
+    fn broken(mut self, what: &str) -> EngineError {
+        warn!(
+            worker_pid = self.pid,
+            "a worker process sent {what}; it was stopped"
+        );
+        kill(self.pid);
+        self.reap();
+        EngineError::Internal(format!("the query's worker process sent {what}"))
+    }
+
+    /// The process ended inside a query: why, in the words the user will read.
+    fn ended(mut self, cancel: &CancelToken, budget: Option<u64>) -> EngineError {
+        // A process that closed its pipes but lingers is ended here.
+        kill(self.pid);
+        let status = self.reap();
+        if cancel.is_cancelled() {
+            return EngineError::Cancelled;
+        }
+        let tail: Vec<String> = self
+            .tail
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
+        let out_of_memory = tail.iter().any(|line| line.contains(ALLOCATION_FAILED));
+        let how = status.map_or_else(|| "ended".to_owned(), describe_status);
+        warn!(worker_pid = self.pid, status = %how, last = tail.last().map_or("", String::as_str), "a worker process ended inside a query");
+        match (out_of_memory, budget) {
+            (true, Some(budget)) => EngineError::OutOfMemory(format!(
+                "the query needed more memory than its budget of {} (max_query_memory) and \
+                 was stopped; the server and the other queries were not affected. Ask for \
+                 less (filter or aggregate more, select fewer columns) or raise \
+                 max_query_memory",
+                show_size(budget)
+            )),
+            (true, None) => EngineError::OutOfMemory(
+                "the query needed more memory than the machine could give and was stopped; \
+                 the server and the other queries were not affected"
+                    .to_owned(),
+            ),
+            (false, _) if how.contains("signal 9") => EngineError::Crashed(format!(
+                "the query's engine process was killed ({how}; the machine may be out of \
+                 memory); the server and the other queries were not affected"
+            )),
+            (false, _) => EngineError::Crashed(format!(
+                "the query's engine process crashed ({how}); the server and the other \
+                 queries were not affected"
+            )),
+        }
+    }
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "ended".to_owned(),
+    }
+}
