@@ -1,6 +1,5 @@
 //! The server's side: a [`QueryEngine`] that runs each query in a worker process.
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -22,8 +21,6 @@ use crate::size::show_size;
 
 /// How often a running query's cancel token is looked at.
 const CANCEL_POLL: Duration = Duration::from_millis(20);
-/// Lines of a worker's stderr kept to explain how it ended.
-const TAIL_LINES: usize = 20;
 /// What Rust's default allocation error handler prints before it aborts the process.
 const ALLOCATION_FAILED: &str = "memory allocation of";
 
@@ -322,7 +319,8 @@ struct Worker {
     pid: u32,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
-    tail: Arc<Mutex<VecDeque<String>>>,
+    /// Whether its stderr said an allocation failed.
+    allocation_failed: Arc<AtomicBool>,
     stderr: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -342,21 +340,20 @@ impl Worker {
             let _ = child.wait();
             return Err(std::io::Error::other("the worker's pipes were not set up"));
         };
-        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
-        // Its stderr goes to the server's log, and the last lines are kept to explain its end.
+        let allocation_failed = Arc::new(AtomicBool::new(false));
+        // Its stderr goes to the server's log, line by line, and is watched for the one line
+        // that explains an end (it may be followed by a long backtrace).
         let stderr = {
-            let tail = tail.clone();
+            let failed = allocation_failed.clone();
             std::thread::Builder::new()
                 .name(format!("worker-{pid}-stderr"))
                 .spawn(move || {
                     for line in BufReader::new(stderr).lines() {
                         let Ok(line) = line else { break };
                         info!(worker_pid = pid, "{line}");
-                        let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
-                        if tail.len() == TAIL_LINES {
-                            tail.pop_front();
+                        if line.contains(ALLOCATION_FAILED) {
+                            failed.store(true, Ordering::Release);
                         }
-                        tail.push_back(line);
                     }
                 })?
         };
@@ -366,7 +363,7 @@ impl Worker {
             pid,
             stdin,
             stdout: BufReader::with_capacity(256 << 10, stdout),
-            tail,
+            allocation_failed,
             stderr: Some(stderr),
         })
     }
@@ -405,16 +402,9 @@ impl Worker {
         if cancel.is_cancelled() {
             return EngineError::Cancelled;
         }
-        let tail: Vec<String> = self
-            .tail
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .cloned()
-            .collect();
-        let out_of_memory = tail.iter().any(|line| line.contains(ALLOCATION_FAILED));
+        let out_of_memory = self.allocation_failed.load(Ordering::Acquire);
         let how = status.map_or_else(|| "ended".to_owned(), describe_status);
-        warn!(worker_pid = self.pid, status = %how, last = tail.last().map_or("", String::as_str), "a worker process ended inside a query");
+        warn!(worker_pid = self.pid, status = %how, out_of_memory, "a worker process ended inside a query");
         match (out_of_memory, budget) {
             (true, Some(budget)) => EngineError::OutOfMemory(format!(
                 "the query needed more memory than its budget of {} (max_query_memory) and \

@@ -1,0 +1,261 @@
+//! The process engine against real worker processes: this test binary, re-run with
+//! `SPOOL_TEST_WORKER` set, is the worker (it serves the scripted engine, plus `hog:<bytes>`,
+//! which allocates and touches that much memory, and `abort`, which crashes the process).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use spool_domain::{QueryId, QueryRequest, ResultKey};
+use spool_engine_process::{ProcessEngine, WorkerCommand, WorkerLimits, serve};
+use spool_ports::testing::{MemoryResultStore, ScriptedEngine};
+use spool_ports::{
+    CancelReason, CancelToken, EngineError, Execution, QueryEngine, ResultSink, ResultStore,
+};
+
+/// The argument that makes this binary the worker.
+const WORKER: &str = "--spool-test-worker";
+const BUDGET: u64 = 96 << 20;
+
+/// The scripted engine, and two ways to die.
+struct Hostile;
+
+#[async_trait]
+impl QueryEngine for Hostile {
+    async fn execute(
+        &self,
+        request: &QueryRequest,
+        sink: Box<dyn ResultSink>,
+        cancel: CancelToken,
+    ) -> Result<Execution, EngineError> {
+        if let Some(bytes) = request.sql.strip_prefix("hog:") {
+            let bytes: usize = bytes.parse().expect("bytes");
+            let mut hog = vec![0u8; bytes];
+            for page in hog.chunks_mut(4096) {
+                page[0] = 1;
+            }
+            let sum: u64 = hog.iter().step_by(4096).map(|&b| u64::from(b)).sum();
+            let request =
+                QueryRequest::new(format!("ok:{sum}\n"), Some("ssb"), None, None).expect("request");
+            return ScriptedEngine.execute(&request, sink, cancel).await;
+        }
+        if request.sql == "abort" {
+            std::process::abort();
+        }
+        ScriptedEngine.execute(request, sink, cancel).await
+    }
+}
+
+/// A test: a name and its body.
+type Test = fn(&Rig) -> futures::future::BoxFuture<'_, ()>;
+
+fn main() {
+    if std::env::args().any(|arg| arg == WORKER) {
+        let limits = WorkerLimits {
+            memory: Some(BUDGET),
+            parent: None,
+        };
+        serve(Arc::new(Hostile), limits).expect("serving");
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let tests: [(&str, Test); 6] = [
+        ("results_stream_whole_and_workers_are_reused", |rig| {
+            Box::pin(results_stream_whole(rig))
+        }),
+        ("errors_cross_the_pipe_as_they_were", |rig| {
+            Box::pin(errors_cross_the_pipe(rig))
+        }),
+        ("a_query_over_the_budget_ends_out_of_memory", |rig| {
+            Box::pin(over_the_budget(rig))
+        }),
+        ("a_crash_fails_the_query_and_the_next_runs", |rig| {
+            Box::pin(a_crash(rig))
+        }),
+        ("cancelling_kills_the_process_at_once", |rig| {
+            Box::pin(cancelling(rig))
+        }),
+        ("a_sink_that_refuses_stops_the_query", |rig| {
+            Box::pin(a_refusing_sink(rig))
+        }),
+    ];
+    let rig = Rig::new();
+    for (name, test) in tests {
+        let started = Instant::now();
+        runtime.block_on(test(&rig));
+        println!("test {name} ... ok ({} ms)", started.elapsed().as_millis());
+    }
+    println!("test result: ok. {} passed", tests.len());
+}
+
+struct Rig {
+    engine: ProcessEngine,
+    store: MemoryResultStore,
+}
+
+impl Rig {
+    fn new() -> Self {
+        let command = WorkerCommand {
+            program: std::env::current_exe().expect("exe"),
+            args: vec![WORKER.into()],
+        };
+        let engine = ProcessEngine::new(Arc::new(ScriptedEngine), command, Some(BUDGET), 2);
+        engine.warm().expect("warm");
+        Self {
+            engine,
+            store: MemoryResultStore::default(),
+        }
+    }
+
+    async fn run(&self, sql: &str, cancel: CancelToken) -> Result<(Vec<u8>, u64), EngineError> {
+        let request = QueryRequest::new(sql.to_owned(), Some("ssb"), None, None).expect("request");
+        let key = ResultKey::new(QueryId::new_random(), 1);
+        let sink = self.store.create(key).await.expect("sink");
+        let execution = self.engine.execute(&request, sink, cancel).await?;
+        let rows = execution.rows;
+        execution.sink.commit().await.expect("commit");
+        let mut stored = self.store.open(key).await.expect("open").expect("stored");
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stored.body.next().await {
+            bytes.extend_from_slice(&chunk.expect("chunk"));
+        }
+        Ok((bytes, rows))
+    }
+}
+
+async fn results_stream_whole(rig: &Rig) {
+    // Large enough for many data frames.
+    let csv: String = (0..200_000).map(|i| format!("{i},row {i}\n")).collect();
+    for _ in 0..4 {
+        let (bytes, rows) = rig
+            .run(&format!("ok:{csv}"), CancelToken::new())
+            .await
+            .expect("ok");
+        assert_eq!(bytes, csv.as_bytes());
+        assert_eq!(rows, 200_000);
+    }
+}
+
+async fn errors_cross_the_pipe(rig: &Rig) {
+    let err = rig.run("fail:no such table", CancelToken::new()).await;
+    assert!(
+        matches!(&err, Err(EngineError::InvalidQuery(m)) if m == "no such table"),
+        "{err:?}"
+    );
+    let err = rig.run("down:cluster gone", CancelToken::new()).await;
+    assert!(
+        matches!(&err, Err(EngineError::Unavailable(m)) if m == "cluster gone"),
+        "{err:?}"
+    );
+    // The worker that answered them serves the next query.
+    assert_eq!(
+        rig.run("ok:1\n", CancelToken::new()).await.expect("ok").0,
+        b"1\n"
+    );
+}
+
+async fn over_the_budget(rig: &Rig) {
+    // Within the budget: fine.
+    let (bytes, _) = rig
+        .run(&format!("hog:{}", 32 << 20), CancelToken::new())
+        .await
+        .expect("within the budget");
+    assert_eq!(bytes, format!("{}\n", (32 << 20) / 4096).as_bytes());
+    let err = rig
+        .run(&format!("hog:{}", 512 << 20), CancelToken::new())
+        .await;
+    match err {
+        Err(EngineError::OutOfMemory(m)) => {
+            assert!(
+                m.contains("96 MiB") && m.contains("max_query_memory"),
+                "{m}"
+            );
+        }
+        other => panic!("expected out of memory, got {other:?}"),
+    }
+    assert_eq!(
+        rig.run("ok:2\n", CancelToken::new()).await.expect("ok").0,
+        b"2\n"
+    );
+}
+
+async fn a_crash(rig: &Rig) {
+    match rig.run("abort", CancelToken::new()).await {
+        Err(EngineError::Crashed(m)) => assert!(m.contains("signal 6"), "{m}"),
+        other => panic!("expected a crash, got {other:?}"),
+    }
+    assert_eq!(
+        rig.run("ok:3\n", CancelToken::new()).await.expect("ok").0,
+        b"3\n"
+    );
+}
+
+async fn cancelling(rig: &Rig) {
+    let cancel = CancelToken::new();
+    let later = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        later.cancel(CancelReason::Stopped);
+    });
+    let started = Instant::now();
+    // Writes a row, then waits for a token the worker never sees set: only the kill ends it.
+    let err = rig.run("wait", cancel).await;
+    assert!(matches!(err, Err(EngineError::Cancelled)), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        rig.run("ok:4\n", CancelToken::new()).await.expect("ok").0,
+        b"4\n"
+    );
+}
+
+/// A sink that takes one row, then refuses (as the core's row cap does).
+struct OneRow(Vec<u8>, u64);
+
+impl std::io::Write for OneRow {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ResultSink for OneRow {
+    async fn commit(self: Box<Self>) -> Result<u64, spool_ports::ResultStoreError> {
+        Ok(self.0.len() as u64)
+    }
+    async fn abort(self: Box<Self>) -> Result<(), spool_ports::ResultStoreError> {
+        Ok(())
+    }
+    fn add_rows(&mut self, rows: u64) -> std::io::Result<()> {
+        self.1 += rows;
+        if self.1 > 1 {
+            return Err(std::io::Error::other("too many rows"));
+        }
+        Ok(())
+    }
+}
+
+async fn a_refusing_sink(rig: &Rig) {
+    // `wait` writes and reports one row, then waits to be cancelled; this sink holds a row
+    // already, so it refuses that one, and the query must end there, not wait forever.
+    let request = QueryRequest::new("wait".into(), Some("ssb"), None, None).expect("request");
+    let sink = Box::new(OneRow(Vec::new(), 1));
+    let err = rig.engine.execute(&request, sink, CancelToken::new()).await;
+    assert!(matches!(err, Err(EngineError::Sink(_))), "{err:?}");
+    assert_eq!(
+        rig.run("ok:5\n", CancelToken::new()).await.expect("ok").0,
+        b"5\n"
+    );
+}
