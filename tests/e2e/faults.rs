@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::Server;
+use crate::harness::{ADMIN, Server};
 
 /// A loop-mounted ext4 file system, unmounted on drop.
 struct SmallDisk {
@@ -110,6 +110,110 @@ fn a_result_that_does_not_fit_fails_saying_the_disk_is_full_and_the_server_recov
         .lines()
         .count();
     assert_eq!(rows, 60_000);
+    drop(server);
+    drop(disk);
+}
+
+#[test]
+fn a_submit_the_job_store_cannot_write_answers_503_stores_nothing_and_recovers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    // The whole data dir, job store included, on a small disk.
+    let disk = SmallDisk::mount(&tmp.path().join("data.img"), &data, 48);
+    let config = tmp.path().join("spool.toml");
+    let settings = "workers = 1\nsample_sf = 0.01\nmax_in_flight_per_user = 0\n";
+    std::fs::write(&config, settings).expect("config");
+    let server = Server::start_on(&data, &config);
+    let count = "select count(*) from p_lineorder";
+    let kept = server.submit(count, "ssb");
+    assert_eq!(server.wait(&kept)["data"]["status"], "SUCCESSFUL");
+    let kept_bytes = server.result(&kept);
+    let listed = |server: &Server| {
+        let (status, v) = server.json("GET", "/kylin/api/async_query?limit=1000", None);
+        assert_eq!(status, 200, "{v}; log:\n{}", server.log());
+        v["data"]["queries"].as_array().map_or(0, Vec::len)
+    };
+    let before = listed(&server);
+
+    // Something else takes every block left.
+    let filler = disk.mount.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).expect("filler");
+        let block = vec![7u8; 1 << 20];
+        while file
+            .write_all(&block)
+            .and_then(|()| file.sync_all())
+            .is_ok()
+        {}
+        let small = [7u8; 4096];
+        while file
+            .write_all(&small)
+            .and_then(|()| file.sync_all())
+            .is_ok()
+        {}
+    }
+    // Submit until the job store takes no more (it keeps a reserve for the queries it runs,
+    // so it refuses at once here), then a few more.
+    let body = serde_json::json!({ "sql": count, "project": "ssb" }).to_string();
+    let submit = || {
+        let res = server.send("POST", "/kylin/api/async_query", Some(ADMIN), Some(&body));
+        let status = res.status().as_u16();
+        let retry_after = res.headers().get("retry-after").is_some();
+        let v: serde_json::Value = res.json().expect("json");
+        (status, retry_after, v)
+    };
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for _ in 0..3000 {
+        let (status, retry_after, v) = submit();
+        if status == 200 && refused == 0 {
+            accepted.push(v["data"]["queryID"].as_str().expect("id").to_owned());
+            continue;
+        }
+        assert_eq!(status, 503, "a submit on a full disk: {v}");
+        assert_eq!(v["error_code"], "SPOOL-DISK-FULL", "{v}");
+        let msg = v["msg"].as_str().expect("msg");
+        assert!(
+            msg.contains("disk full") && msg.contains("not stored"),
+            "{msg}"
+        );
+        assert!(retry_after, "no Retry-After on a 503");
+        refused += 1;
+        if refused == 5 {
+            break;
+        }
+    }
+    assert_eq!(refused, 5, "3000 submits were stored on a full disk");
+    // Nothing was stored half-way, and what was stored is served as it was.
+    assert_eq!(
+        listed(&server),
+        before + accepted.len(),
+        "a refused submit left a query behind; log:\n{}",
+        server.log()
+    );
+    assert_eq!(server.result(&kept), kept_bytes);
+    let health = server.send("GET", "/healthz", None, None);
+    assert_eq!(health.status().as_u16(), 200);
+
+    // Space returns: submits are taken again, with no restart, and every query taken ends.
+    std::fs::remove_file(&filler).expect("remove filler");
+    let again = server.submit(count, "ssb");
+    assert_eq!(server.wait(&again)["data"]["status"], "SUCCESSFUL");
+    assert_eq!(server.result(&again), kept_bytes);
+    for id in &accepted {
+        let status = server.wait(id);
+        assert_ne!(status["data"]["status"], "MISSING", "{status}");
+    }
+    assert_eq!(listed(&server), before + accepted.len() + 1);
+    // And what the store holds survives a restart.
+    let server = server.terminate_and_restart();
+    assert_eq!(server.result(&kept), kept_bytes);
+    assert_eq!(server.result(&again), kept_bytes);
+    eprintln!(
+        "figures: job store disk full: {} submits stored until the disk was full, then {refused} refused with 503 SPOOL-DISK-FULL and none stored; recovered without a restart",
+        accepted.len()
+    );
     drop(server);
     drop(disk);
 }

@@ -1,5 +1,7 @@
 //! The errors of Spool's use cases, one variant per answer a client can get.
 
+use std::io;
+
 use spool_domain::{InvalidRequest, QueryId};
 
 /// Why a use case did not succeed.
@@ -64,6 +66,15 @@ pub enum ServiceError {
         /// Its status, `SUCCESSFUL` or `FAILED`.
         status: &'static str,
     },
+    /// The job store's disk is full: the query was not stored.
+    #[error(
+        "the job store is out of space (disk full), so the query was not stored; free space on \
+         the server and submit it again"
+    )]
+    StoreFull,
+    /// The job store failed (a lost database connection, an I/O error, a full disk).
+    #[error("the job store is unavailable ({0}); try again shortly")]
+    StoreUnavailable(String),
     /// A backend failed; the details are for the log.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -71,7 +82,11 @@ pub enum ServiceError {
 
 impl From<spool_ports::JobStoreError> for ServiceError {
     fn from(e: spool_ports::JobStoreError) -> Self {
-        Self::Internal(Box::new(e))
+        if is_storage_full(&e) {
+            Self::StoreUnavailable("its disk is full".to_owned())
+        } else {
+            Self::Internal(Box::new(e))
+        }
     }
 }
 
@@ -79,4 +94,27 @@ impl From<spool_ports::ResultStoreError> for ServiceError {
     fn from(e: spool_ports::ResultStoreError) -> Self {
         Self::Internal(Box::new(e))
     }
+}
+
+/// Whether `e` (or an error it wraps) is a file system out of space (`ENOSPC`, or `EDQUOT`: a
+/// quota), however the store wrapped it.
+pub(crate) fn is_storage_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if io.kind() == io::ErrorKind::StorageFull
+                || io.kind() == io::ErrorKind::QuotaExceeded
+                || matches!(io.raw_os_error(), Some(28 | 122))
+            {
+                return true;
+            }
+            if let Some(inner) = io.get_ref()
+                && is_storage_full(inner)
+            {
+                return true;
+            }
+        }
+        current = err.source();
+    }
+    false
 }

@@ -309,6 +309,17 @@ impl Spool {
             Err(JobStoreError::TooManyInFlight { limit }) => {
                 return Err(ServiceError::TooManyQueries { limit });
             }
+            Err(e @ JobStoreError::Backend(_)) => {
+                tracing::warn!(user = %who.name, error = %e, source = ?std::error::Error::source(&e), "the job store did not take a query");
+                return Err(if crate::error::is_storage_full(&e) {
+                    ServiceError::StoreFull
+                } else {
+                    ServiceError::StoreUnavailable(
+                        std::error::Error::source(&e)
+                            .map_or_else(|| e.to_string(), ToString::to_string),
+                    )
+                });
+            }
             Err(e) => return Err(e.into()),
         }
         info!(query_id = %job.id, user = %who.name, project = %job.request.project, "query submitted");

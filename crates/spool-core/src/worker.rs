@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::Spool;
+use crate::error::is_storage_full;
 use crate::metrics::Outcome;
 use crate::service::Inner;
 
@@ -762,29 +763,6 @@ struct Oversize {
     rows: AtomicBool,
     /// The result store said its disk is full.
     full: AtomicBool,
-}
-
-/// Whether `e` (or an error it wraps) is a file system out of space (`ENOSPC`, or `EDQUOT`: a
-/// quota), however the store wrapped it.
-fn is_storage_full(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(e);
-    while let Some(err) = current {
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            if io.kind() == io::ErrorKind::StorageFull
-                || io.kind() == io::ErrorKind::QuotaExceeded
-                || matches!(io.raw_os_error(), Some(28 | 122))
-            {
-                return true;
-            }
-            if let Some(inner) = io.get_ref()
-                && is_storage_full(inner)
-            {
-                return true;
-            }
-        }
-        current = err.source();
-    }
-    false
 }
 
 #[cfg(test)]

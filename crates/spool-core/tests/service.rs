@@ -273,7 +273,11 @@ mod interactions {
         let mut jobs = MockJobStore::new();
         jobs.expect_insert()
             .times(1)
-            .returning(|_, _| Err(JobStoreError::Backend("disk full".into())));
+            .returning(|_, _| Err(JobStoreError::Backend("connection reset".into())));
+        jobs.expect_insert().times(1).returning(|_, _| {
+            let enospc = std::io::Error::from_raw_os_error(28);
+            Err(JobStoreError::backend(std::io::Error::other(enospc)))
+        });
         // No expectations: any call to the engine or the result store fails the test.
         let ports = Ports {
             jobs: Arc::new(jobs),
@@ -287,7 +291,17 @@ mod interactions {
             .submit(&admin(), request("select 1"))
             .await
             .expect_err("refused");
-        assert!(matches!(err, ServiceError::Internal(_)));
+        assert!(
+            matches!(&err, ServiceError::StoreUnavailable(m) if m == "connection reset"),
+            "{err:?}"
+        );
+        // A full disk, however the store wrapped it, says so.
+        let err = spool
+            .submit(&admin(), request("select 1"))
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, ServiceError::StoreFull), "{err:?}");
+        assert!(err.to_string().contains("disk full") && err.to_string().contains("not stored"));
     }
 }
 

@@ -47,6 +47,10 @@ pub enum ApiError {
     /// The request body is larger than allowed.
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// A backend cannot take the request now; the code says which and why. Retrying later
+    /// may succeed.
+    #[error("{1}")]
+    Unavailable(&'static str, String),
     /// Something broke on our side.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -72,6 +76,10 @@ impl From<ServiceError> for ApiError {
                 Self::Conflict("SPOOL-QUERY-FINISHED", e.to_string())
             }
             e @ ServiceError::TooManyQueries { .. } => Self::TooManyQueries(e.to_string()),
+            e @ ServiceError::StoreFull => Self::Unavailable("SPOOL-DISK-FULL", e.to_string()),
+            e @ ServiceError::StoreUnavailable(_) => {
+                Self::Unavailable("SPOOL-STORE-UNAVAILABLE", e.to_string())
+            }
             ServiceError::Internal(source) => Self::Internal(source),
         }
     }
@@ -91,6 +99,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            Self::Unavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -110,6 +119,7 @@ impl ApiError {
             Self::Forbidden(_) => "SPOOL-FORBIDDEN",
             Self::RangeNotSatisfiable(_) => "SPOOL-RANGE-NOT-SATISFIABLE",
             Self::PayloadTooLarge(_) => "SPOOL-PAYLOAD-TOO-LARGE",
+            Self::Unavailable(code, _) => code,
             Self::Internal(_) => "SPOOL-INTERNAL",
         }
     }
@@ -159,6 +169,11 @@ impl IntoResponse for ApiError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::Unavailable(..) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
             }
             _ => {}
         }

@@ -622,7 +622,8 @@ fn parse_submit_call(body: &[u8]) -> Result<SubmitCall, ApiError> {
         (status = 409, description = "Not in a state that allows this", body = crate::openapi::ErrorEnvelope),
         (status = 413, description = "The body is too large", body = crate::openapi::ErrorEnvelope),
         (status = 429, description = "Too many failed logins, or too many queries in flight", body = crate::openapi::ErrorEnvelope),
-        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope)
+        (status = 500, description = "Internal error", body = crate::openapi::ErrorEnvelope),
+        (status = 503, description = "The job store cannot store the query now (SPOOL-DISK-FULL: its disk is full; SPOOL-STORE-UNAVAILABLE); nothing was stored; Retry-After says when to try again", body = crate::openapi::ErrorEnvelope)
     )
 )]
 pub(crate) async fn submit(

@@ -42,8 +42,57 @@ use tracing::info;
 /// A [`JobStore`] in a sled database directory.
 #[derive(Clone)]
 pub struct SledJobStore {
-    inner: Arc<Trees>,
+    handle: Arc<Handle>,
     events: EventHub,
+}
+
+/// The open database, replaced when sled breaks. After an I/O error (a full disk) sled fails
+/// every later call of that instance, so the store lets it go and the next call opens the
+/// directory again, from what reached the disk: once space returns, the store works again
+/// without a restart.
+struct Handle {
+    dir: std::path::PathBuf,
+    current: std::sync::Mutex<Option<Arc<Trees>>>,
+}
+
+impl Handle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Trees>>> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The open database, opened again first when the last one broke. Blocking.
+    fn trees(&self) -> Result<Arc<Trees>, JobStoreError> {
+        let mut current = self.lock();
+        if let Some(trees) = &*current {
+            return Ok(Arc::clone(trees));
+        }
+        // The broken instance's last handles are dropped as their calls return; its file lock
+        // goes with them (`open_db` waits for it a moment).
+        let trees = Arc::new(open_trees(&self.dir)?);
+        info!("the job store was opened again after an I/O error");
+        *current = Some(Arc::clone(&trees));
+        Ok(trees)
+    }
+
+    /// Lets `trees` go when `error` is sled's I/O error, so that the next call reopens it.
+    fn check<T>(
+        &self,
+        trees: &Arc<Trees>,
+        result: Result<T, JobStoreError>,
+    ) -> Result<T, JobStoreError> {
+        if let Err(JobStoreError::Backend(e)) = &result
+            && matches!(e.downcast_ref::<SledError>(), Some(SledError::Io(_)))
+        {
+            let mut current = self.lock();
+            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, trees)) {
+                tracing::warn!(error = %e, "the job store hit an I/O error; it is opened again on the next call");
+                *current = None;
+            }
+        }
+        result
+    }
 }
 
 struct Trees {
@@ -60,12 +109,35 @@ struct Trees {
 /// Errors local to this adapter, wrapped as [`JobStoreError::Backend`].
 #[derive(Debug, thiserror::Error)]
 enum SledError {
+    /// sled's own `Error` names no source: its I/O error is kept as one, so the core can tell
+    /// a full disk from other failures.
+    #[error("sled: {0}")]
+    Io(#[source] std::io::Error),
     #[error("sled failure")]
-    Sled(#[from] sled::Error),
+    Sled(#[source] sled::Error),
+    /// A submission refused before it was written: the disk is (nearly) full.
+    #[error("job store: {0}")]
+    Full(#[source] std::io::Error),
     #[error("job record is corrupt")]
     Corrupt(#[from] serde_json::Error),
     #[error(transparent)]
     Newer(spool_domain::NewerFormat),
+}
+
+impl From<sled::Error> for SledError {
+    fn from(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Io(io) => Self::Io(io),
+            other => Self::Sled(other),
+        }
+    }
+}
+
+/// Free bytes below which the store takes no new query (see [`SledJobStore::insert`]).
+const SPACE_RESERVE: u64 = 16 << 20;
+
+fn backend_io(e: std::io::Error) -> JobStoreError {
+    JobStoreError::backend(SledError::Io(e))
 }
 
 fn backend(e: impl Into<SledError>) -> JobStoreError {
@@ -357,23 +429,15 @@ impl SledJobStore {
     /// Opens (or creates) the store in `dir`, returning it with the ids of the jobs it put back
     /// in the queue because the process that ran them died.
     pub fn open(dir: &Path) -> Result<(Self, Vec<QueryId>), JobStoreError> {
-        let db = open_db(dir)?;
-        let tree = |name: &str| db.open_tree(name).map_err(backend);
-        let trees = Trees {
-            jobs: tree("jobs")?,
-            queue: tree("queue")?,
-            leases: tree("leases")?,
-            in_flight: tree("in_flight")?,
-            keys: tree("keys")?,
-            tombstones: tree("tombstones")?,
-            callbacks: tree("callbacks")?,
-            db,
-        };
+        let trees = Arc::new(open_trees(dir)?);
+        let recovered = recover(&trees)?;
         let store = Self {
-            inner: Arc::new(trees),
+            handle: Arc::new(Handle {
+                dir: dir.to_path_buf(),
+                current: std::sync::Mutex::new(Some(trees)),
+            }),
             events: EventHub::new(),
         };
-        let recovered = store.recover()?;
         if !recovered.is_empty() {
             info!(
                 count = recovered.len(),
@@ -382,79 +446,100 @@ impl SledJobStore {
         }
         Ok((store, recovered))
     }
+}
 
-    /// Requeues the jobs of a dead process and rebuilds the indexes from `jobs`.
-    fn recover(&self) -> Result<Vec<QueryId>, JobStoreError> {
-        let t = &self.inner;
-        let mut recovered = Vec::new();
-        let mut jobs = Vec::new();
-        for entry in t.jobs.iter() {
-            let (_, bytes) = entry.map_err(backend)?;
-            let mut job = decode(&bytes).map_err(backend)?;
-            if matches!(job.state, JobState::Running { .. }) {
-                job.requeue();
-                recovered.push(job.id);
-            }
-            jobs.push(job);
+/// Opens the database and its trees in `dir`.
+fn open_trees(dir: &Path) -> Result<Trees, JobStoreError> {
+    let db = open_db(dir)?;
+    let tree = |name: &str| db.open_tree(name).map_err(backend);
+    Ok(Trees {
+        jobs: tree("jobs")?,
+        queue: tree("queue")?,
+        leases: tree("leases")?,
+        in_flight: tree("in_flight")?,
+        keys: tree("keys")?,
+        tombstones: tree("tombstones")?,
+        callbacks: tree("callbacks")?,
+        db,
+    })
+}
+
+/// Requeues the jobs of a dead process and rebuilds the indexes from `jobs` (at start only:
+/// a reopen after an I/O error finds this process's running jobs alive).
+fn recover(t: &Trees) -> Result<Vec<QueryId>, JobStoreError> {
+    let mut recovered = Vec::new();
+    let mut jobs = Vec::new();
+    for entry in t.jobs.iter() {
+        let (_, bytes) = entry.map_err(backend)?;
+        let mut job = decode(&bytes).map_err(backend)?;
+        if matches!(job.state, JobState::Running { .. }) {
+            job.requeue();
+            recovered.push(job.id);
         }
-        for index in [&t.queue, &t.leases, &t.in_flight, &t.keys, &t.callbacks] {
-            index.clear().map_err(backend)?;
+        jobs.push(job);
+    }
+    for index in [&t.queue, &t.leases, &t.in_flight, &t.keys, &t.callbacks] {
+        index.clear().map_err(backend)?;
+    }
+    let mut counts: HashMap<&str, u64> = HashMap::new();
+    for job in &jobs {
+        if recovered.contains(&job.id) {
+            let bytes = serde_json::to_vec(job).map_err(backend)?;
+            t.jobs.insert(job.id.as_bytes(), bytes).map_err(backend)?;
         }
-        let mut counts: HashMap<&str, u64> = HashMap::new();
-        for job in &jobs {
-            if recovered.contains(&job.id) {
-                let bytes = serde_json::to_vec(job).map_err(backend)?;
-                t.jobs.insert(job.id.as_bytes(), bytes).map_err(backend)?;
-            }
-            if matches!(job.state, JobState::Queued) {
-                t.queue
-                    .insert(queue_key(job), &job.id.as_bytes()[..])
-                    .map_err(backend)?;
-            }
-            if let Some(key) = callback_key(job) {
-                t.callbacks
-                    .insert(key, &job.id.as_bytes()[..])
-                    .map_err(backend)?;
-            }
-            if !job.is_finished() {
-                *counts.entry(job.owner.as_str()).or_insert(0) += 1;
-            }
+        if matches!(job.state, JobState::Queued) {
+            t.queue
+                .insert(queue_key(job), &job.id.as_bytes()[..])
+                .map_err(backend)?;
         }
-        // Each key names its newest holder.
-        let mut holders: HashMap<Vec<u8>, &Job> = HashMap::new();
-        for job in &jobs {
-            if let Some(key) = idempotency_key(job) {
-                let newest = holders.entry(key).or_insert(job);
-                if (job.submitted_at, job.id) > (newest.submitted_at, newest.id) {
-                    *newest = job;
-                }
-            }
-        }
-        for (key, job) in holders {
-            t.keys
+        if let Some(key) = callback_key(job) {
+            t.callbacks
                 .insert(key, &job.id.as_bytes()[..])
                 .map_err(backend)?;
         }
-        for (owner, n) in counts {
-            t.in_flight
-                .insert(owner.as_bytes(), &n.to_be_bytes())
-                .map_err(backend)?;
+        if !job.is_finished() {
+            *counts.entry(job.owner.as_str()).or_insert(0) += 1;
         }
-        t.db.flush().map_err(backend)?;
-        Ok(recovered)
     }
+    // Each key names its newest holder.
+    let mut holders: HashMap<Vec<u8>, &Job> = HashMap::new();
+    for job in &jobs {
+        if let Some(key) = idempotency_key(job) {
+            let newest = holders.entry(key).or_insert(job);
+            if (job.submitted_at, job.id) > (newest.submitted_at, newest.id) {
+                *newest = job;
+            }
+        }
+    }
+    for (key, job) in holders {
+        t.keys
+            .insert(key, &job.id.as_bytes()[..])
+            .map_err(backend)?;
+    }
+    for (owner, n) in counts {
+        t.in_flight
+            .insert(owner.as_bytes(), &n.to_be_bytes())
+            .map_err(backend)?;
+    }
+    t.db.flush().map_err(backend)?;
+    Ok(recovered)
+}
 
+impl SledJobStore {
     /// Runs a blocking sled operation off the reactor, flushes it to disk, then publishes what
     /// it announces.
     async fn blocking<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Trees) -> Result<(T, Option<JobEvent>), JobStoreError> + Send + 'static,
     ) -> Result<T, JobStoreError> {
-        let inner = Arc::clone(&self.inner);
+        let handle = Arc::clone(&self.handle);
         let (value, event) = tokio::task::spawn_blocking(move || {
-            let value = op(&inner)?;
-            inner.db.flush().map_err(backend)?;
-            Ok::<_, JobStoreError>(value)
+            let trees = handle.trees()?;
+            let done = op(&trees).and_then(|value| {
+                trees.db.flush().map_err(backend)?;
+                Ok(value)
+            });
+            handle.check(&trees, done)
         })
         .await
         .map_err(JobStoreError::backend)??;
@@ -469,10 +554,14 @@ impl SledJobStore {
         &self,
         op: impl FnOnce(&Trees) -> Result<T, JobStoreError> + Send + 'static,
     ) -> Result<T, JobStoreError> {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || op(&inner))
-            .await
-            .map_err(JobStoreError::backend)?
+        let handle = Arc::clone(&self.handle);
+        tokio::task::spawn_blocking(move || {
+            let trees = handle.trees()?;
+            let done = op(&trees);
+            handle.check(&trees, done)
+        })
+        .await
+        .map_err(JobStoreError::backend)?
     }
 }
 
@@ -480,7 +569,24 @@ impl SledJobStore {
 impl JobStore for SledJobStore {
     async fn insert(&self, job: &Job, max_in_flight: Option<usize>) -> Result<(), JobStoreError> {
         let job = job.clone();
+        let dir = self.handle.dir.clone();
+        // A query whose write does not reach the disk is not stored: sled fails the flush, the
+        // broken instance is let go, and the reopened one holds what reached the disk. Before
+        // that, a disk with less than the reserve left refuses new queries, so the space that
+        // remains serves the queries already taken (their claims and outcomes).
         self.blocking(move |t| {
+            let free = fs2::available_space(&dir).map_err(backend_io)?;
+            if free < SPACE_RESERVE {
+                return Err(JobStoreError::backend(SledError::Full(
+                    std::io::Error::new(
+                        std::io::ErrorKind::StorageFull,
+                        format!(
+                            "{free} bytes free on its disk, less than the {SPACE_RESERVE} it keeps \
+                         for the queries it runs"
+                        ),
+                    ),
+                )));
+            }
             t.transact(job.id, |tx| {
                 if tx.get(job.id)?.is_some() {
                     return abort(Abort::Exists);
@@ -660,10 +766,10 @@ impl JobStore for SledJobStore {
     }
 
     async fn queued_ahead(&self, job: &Job) -> Result<u64, JobStoreError> {
-        let inner = Arc::clone(&self.inner);
+        let handle = Arc::clone(&self.handle);
         let key = queue_key(job);
         tokio::task::spawn_blocking(move || {
-            let ahead = inner.queue.range(..&key[..]).count();
+            let ahead = handle.trees()?.queue.range(..&key[..]).count();
             Ok(u64::try_from(ahead).unwrap_or(u64::MAX))
         })
         .await
