@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: the release server measured against what a user would pick instead, in
 //! one run on one machine. Writes `target/bench/report.md`.
 //!
-//! Phases (all by default; `--phases ssb,export,download,load,progress,shared,spark` picks some):
+//! Phases (all but `soak` by default; `--phases ssb,export,download,load,progress,shared,spark,soak`
+//! picks some):
 //! - `ssb`: the 13 SSB queries through the HTTP API (submit to SUCCESSFUL, then the download),
 //!   next to the same SQL in-process (`spool-server query`: same engine and result store, no HTTP,
 //!   no job store) with jemalloc and with the system allocator, and on DuckDB (the Python
@@ -18,6 +19,8 @@
 //! - `spark`: the 13 SSB queries and the CSV export through the API on a Spark project (a local
 //!   standalone cluster: master, two one-core workers, a Connect server, started as `cargo xtask
 //!   ci` starts it), next to the same on Polars in the same server and run.
+//! - `soak`: `--soak-minutes` (20) of mixed load on one server: resident memory and open file
+//!   descriptors after a warm-up and at the end, and every unexpected answer (`bench/soak.rs`).
 //!
 //! Every figure is a median of `--runs` runs after a warm-up, except the exports and the load
 //! phase, which run once (they take seconds each and their peak RSS needs a fresh process).
@@ -25,6 +28,7 @@
 mod charts;
 mod load;
 mod shared;
+mod soak;
 mod spark;
 
 use std::io::{BufRead, BufReader, Read};
@@ -49,6 +53,7 @@ struct Options {
     phases: Vec<String>,
     formats: Vec<String>,
     load_seconds: u64,
+    soak_minutes: f64,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
@@ -62,6 +67,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         .to_vec(),
         formats: ["csv", "parquet", "json"].map(str::to_owned).to_vec(),
         load_seconds: 5,
+        soak_minutes: 20.0,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -71,6 +77,11 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--runs" => options.runs = value("--runs")?.parse().context("--runs")?,
             "--load-seconds" => {
                 options.load_seconds = value("--load-seconds")?.parse().context("--load-seconds")?
+            }
+            "--soak-minutes" => {
+                options.soak_minutes =
+                    value("--soak-minutes")?.parse().context("--soak-minutes")?;
+                anyhow::ensure!(options.soak_minutes > 0.0, "--soak-minutes must be above 0");
             }
             "--formats" => {
                 options.formats = value("--formats")?.split(',').map(str::to_owned).collect();
@@ -86,18 +97,18 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
                 options.phases = value("--phases")?.split(',').map(str::to_owned).collect();
                 if let Some(p) = options.phases.iter().find(|p| {
                     ![
-                        "ssb", "export", "download", "load", "progress", "shared", "spark",
+                        "ssb", "export", "download", "load", "progress", "shared", "spark", "soak",
                     ]
                     .contains(&p.as_str())
                 }) {
                     bail!(
-                        "unknown phase {p}; phases are ssb, export, download, load, progress, shared, spark"
+                        "unknown phase {p}; phases are ssb, export, download, load, progress, shared, spark, soak"
                     );
                 }
             }
             other => bail!(
                 "unknown bench argument {other}; expected --sf N, --runs N, --phases LIST, \
-                 --formats LIST, --load-seconds N"
+                 --formats LIST, --load-seconds N, --soak-minutes N"
             ),
         }
     }
@@ -232,11 +243,42 @@ fn spawn_server(
     Ok(RunningServer { child, base })
 }
 
+/// The peak RSS (VmHWM) of a server and its live worker processes (where its queries run),
+/// summed: at least the peak of the whole.
 fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let own = status_kib(pid, "VmHWM:")?;
+    let workers: f64 = children(pid)
+        .into_iter()
+        .filter_map(|child| status_kib(child, "VmHWM:"))
+        .sum();
+    Some((own + workers) / 1024.0)
+}
+
+/// A `/proc/PID/status` figure in KiB.
+fn status_kib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The live child processes of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let parent = pid.to_string();
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|child| {
+                    std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
+                        let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+                        let mut fields = rest.split_whitespace();
+                        fields.next() != Some("Z") && fields.next() == Some(parent.as_str())
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn json(response: ureq::Response) -> anyhow::Result<Value> {
@@ -498,6 +540,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if has("spark") {
         spark::phase(&options, &binaries, &data, &mut emit, &mut charts)?;
     }
+    if has("soak") {
+        soak::phase(&options, &binaries, &data, &mut emit)?;
+    }
 
     // The report also lands in the checkout's `target/bench`, where the docs point; the
     // charts beside it, linked from it.
@@ -550,14 +595,18 @@ fn ssb_phase(
         .unwrap_or(0.0);
 
     let server = start_server(&binaries.jemalloc, data, "ssb", cores_or_one())?;
+    // The same server with every query in its own process, not in a worker process: what the
+    // memory budget and crash isolation cost.
+    let shared_dir = fresh_data_dir(data, "ssb-no-processes", "query_processes = false\n")?;
+    let unisolated = spawn_server(&binaries.jemalloc, &shared_dir, cores_or_one(), &[])?;
     let agent = ureq::AgentBuilder::new().build();
     emit(format!(
         "## The 13 SSB queries (medians of {} runs after a warm-up, seconds)\n\n\
-         | query | API: submit to SUCCESSFUL + download | in-process, jemalloc | in-process, system malloc | DuckDB | API / DuckDB |\n\
-         |---|---:|---:|---:|---:|---:|\n",
+         | query | API: submit to SUCCESSFUL + download | API, queries in the server's process | in-process, jemalloc | in-process, system malloc | DuckDB | API / DuckDB |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
         options.runs
     ));
-    let mut sums = [0.0f64; 4];
+    let mut sums = [0.0f64; 5];
     let mut chart = charts::BarChart {
         name: "ssb".into(),
         title: format!(
@@ -573,15 +622,19 @@ fn ssb_phase(
         ],
     };
     for (name, sql) in queries()? {
-        let mut times = Vec::new();
+        // Interleaved, so both servers see the same machine.
+        let (mut times, mut times_unisolated) = (Vec::new(), Vec::new());
         for run in 0..=options.runs {
             let (t, _bytes) = through_api(&agent, &server.base, &sql)?;
+            let (u, _bytes) = through_api(&agent, &unisolated.base, &sql)?;
             if run > 0 {
                 times.push(t);
+                times_unisolated.push(u);
             }
         }
         let row = [
             median(times),
+            median(times_unisolated),
             in_process(&binaries.jemalloc, &data.generated, &sql, options.runs)?,
             in_process(&binaries.system, &data.generated, &sql, options.runs)?,
             duck_time(&name),
@@ -590,27 +643,34 @@ fn ssb_phase(
             *sum += x;
         }
         chart.groups.push(name.clone());
-        for (series, x) in chart.series.iter_mut().zip([row[0], row[1], row[3]]) {
+        for (series, x) in chart.series.iter_mut().zip([row[0], row[2], row[4]]) {
             series.1.push(x);
         }
         emit(format!(
-            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |\n",
+            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |\n",
             row[0],
             row[1],
             row[2],
             row[3],
-            row[0] / row[3]
+            row[4],
+            row[0] / row[4]
         ));
     }
     emit(format!(
-        "| **sum** | **{:.3}** | **{:.3}** | **{:.3}** | **{:.3}** | **{:.2}** |\n\n\
-         Peak RSS: server {:.0} MiB over all API runs; DuckDB process {duck_rss:.0} MiB.\n\n",
+        "| **sum** | **{:.3}** | **{:.3}** | **{:.3}** | **{:.3}** | **{:.3}** | **{:.2}** |\n\n\
+         Worker processes (`query_processes`, what enforces `max_query_memory`) cost \
+         {:+.1} ms a query on average against the queries in the server's own process.\n\n\
+         Peak RSS: server and its worker processes {:.0} MiB over all API runs (in-process \
+         server: {:.0} MiB); DuckDB process {duck_rss:.0} MiB.\n\n",
         sums[0],
         sums[1],
         sums[2],
         sums[3],
-        sums[0] / sums[3],
+        sums[4],
+        sums[0] / sums[4],
+        (sums[0] - sums[1]) * 1000.0 / 13.0,
         server.peak_rss_mib(),
+        unisolated.peak_rss_mib(),
     ));
     charts.push(chart);
     Ok(())
