@@ -29,7 +29,55 @@ pub(crate) enum Source {
     Csv(PathBuf),
 }
 
-/// A project opened for one query: its tables registered in a fresh SQL context.
+/// Opened projects, kept while their files are as they were: a query reuses the tables' scans
+/// and schemas, the row estimates and the planned views instead of reading every footer and
+/// planning every view again. Whether the files changed is the project's [`version`] (names,
+/// sizes and modification times of every file), read for each query: a handful of `stat`s.
+#[derive(Default)]
+pub(crate) struct Cache {
+    open: std::sync::Mutex<HashMap<String, (String, OpenProject)>>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// `project` under `root`, from the cache when its files have not changed since it was
+    /// opened, else opened now (and kept).
+    pub(crate) fn open(&self, root: &Path, project: &str) -> Result<OpenProject, CatalogError> {
+        // Read before opening: a change while it opens makes the next query open it again.
+        let version = version(root, project)
+            .map_err(|e| {
+                CatalogError::Broken(format!("project '{project}' cannot be listed: {e}"))
+            })?
+            .ok_or(CatalogError::NotFound)?;
+        let key = project.to_ascii_lowercase();
+        {
+            let cached = self.lock();
+            if let Some((seen, open)) = cached.get(&key)
+                && *seen == version
+            {
+                return Ok(open.clone());
+            }
+        }
+        let opened = open(root, project)?;
+        self.lock().insert(key, (version, opened.clone()));
+        Ok(opened)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, OpenProject)>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A project opened for queries: its tables registered in an SQL context (each query runs on
+/// a clone of it: lazy frames, cheap to copy).
+#[derive(Clone)]
 pub(crate) struct OpenProject {
     pub name: String,
     pub context: SQLContext,

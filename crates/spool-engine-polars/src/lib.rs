@@ -48,6 +48,7 @@ pub struct PolarsEngine {
     root: PathBuf,
     scratch: PathBuf,
     lower_polars_threads: bool,
+    catalogs: Arc<catalog::Cache>,
 }
 
 impl PolarsEngine {
@@ -59,6 +60,7 @@ impl PolarsEngine {
             root: root.into(),
             scratch: std::env::temp_dir().join("spool-scratch"),
             lower_polars_threads: false,
+            catalogs: Arc::default(),
         }
     }
 
@@ -93,11 +95,12 @@ impl QueryEngine for PolarsEngine {
     ) -> Result<Execution, EngineError> {
         let root = self.root.clone();
         let scratch = self.scratch.clone();
+        let catalogs = Arc::clone(&self.catalogs);
         let request = request.clone();
         let lower = self.lower_polars_threads;
         let joined = tokio::task::spawn_blocking(move || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run(&root, &scratch, &request, sink, &cancel, lower)
+                run(&catalogs, &root, &scratch, &request, sink, &cancel, lower)
             }))
         })
         .await;
@@ -169,9 +172,9 @@ impl QueryEngine for PolarsEngine {
     }
 
     async fn describe(&self, project: &ProjectName) -> Result<Vec<TableInfo>, EngineError> {
-        let root = self.root.clone();
+        let (root, catalogs) = (self.root.clone(), Arc::clone(&self.catalogs));
         let name = project.clone();
-        tokio::task::spawn_blocking(move || match catalog::open(&root, name.as_str()) {
+        tokio::task::spawn_blocking(move || match catalogs.open(&root, name.as_str()) {
             Ok(open) => Ok(open.described),
             Err(CatalogError::NotFound) => Err(EngineError::ProjectNotFound(name)),
             Err(CatalogError::Broken(message)) => Err(EngineError::Execution(message)),
@@ -240,6 +243,7 @@ fn chunked_plan(
 
 /// Runs one query to completion on the calling (blocking) thread.
 fn run(
+    catalogs: &catalog::Cache,
     root: &Path,
     scratch: &Path,
     request: &QueryRequest,
@@ -247,10 +251,12 @@ fn run(
     cancel: &CancelToken,
     lower_polars_threads: bool,
 ) -> Result<Execution, EngineError> {
-    let project = catalog::open(root, request.project.as_str()).map_err(|e| match e {
-        CatalogError::NotFound => EngineError::ProjectNotFound(request.project.clone()),
-        CatalogError::Broken(message) => EngineError::Execution(message),
-    })?;
+    let project = catalogs
+        .open(root, request.project.as_str())
+        .map_err(|e| match e {
+            CatalogError::NotFound => EngineError::ProjectNotFound(request.project.clone()),
+            CatalogError::Broken(message) => EngineError::Execution(message),
+        })?;
     let prepared = sql::prepare(
         &request.sql,
         &project.names,

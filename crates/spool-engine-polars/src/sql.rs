@@ -21,7 +21,7 @@ use sqlparser::parser::Parser;
 use crate::{joins, rewrite};
 
 /// The names a query may refer to, each keyed by its lowercase form.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Names {
     /// Tables and views of the project.
     pub tables: HashMap<String, String>,

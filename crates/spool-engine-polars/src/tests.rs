@@ -60,7 +60,16 @@ async fn run(
     offset: Option<u64>,
     limit: Option<u64>,
 ) -> Result<String, EngineError> {
-    let engine = PolarsEngine::new(root);
+    run_on(&PolarsEngine::new(root), project, sql, offset, limit).await
+}
+
+async fn run_on(
+    engine: &PolarsEngine,
+    project: &str,
+    sql: &str,
+    offset: Option<u64>,
+    limit: Option<u64>,
+) -> Result<String, EngineError> {
     let store = MemoryResultStore::default();
     let id = ResultKey::new(QueryId::new_random(), 1);
     let request = QueryRequest::new(sql.into(), Some(project), offset, limit).expect("request");
@@ -85,6 +94,54 @@ async fn ok(root: &Path, sql: &str) -> String {
     run(root, "shop", sql, None, None)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+#[tokio::test]
+async fn the_catalog_is_kept_until_a_file_of_the_project_changes() {
+    let root = fixture();
+    let dir = root.path().join("shop");
+    let engine = PolarsEngine::new(root.path());
+    let ask = |sql: &'static str| run_on(&engine, "shop", sql, None, None);
+    assert_eq!(
+        ask("select count(*) from customers").await.expect("count"),
+        "3\n"
+    );
+    assert_eq!(
+        ask("select count(*) from customers").await.expect("again"),
+        "3\n"
+    );
+    // A table's file rewritten under the same name: the next query reads the new rows.
+    fs::write(
+        dir.join("CUSTOMERS.csv"),
+        "C_ID,C_NAME\n10,Ann\n20,Bob\n30,Cy\n40,Di\n",
+    )
+    .expect("csv");
+    assert_eq!(
+        ask("select count(*) from customers")
+            .await
+            .expect("new rows"),
+        "4\n"
+    );
+    // A view added: there at once.
+    fs::write(
+        dir.join("ANNS.sql"),
+        "select c_id from customers where c_name = 'Ann'",
+    )
+    .expect("view");
+    assert_eq!(
+        ask("select count(*) from anns").await.expect("new view"),
+        "1\n"
+    );
+    // A table removed: gone at once.
+    fs::remove_file(dir.join("EVENTS.parquet")).expect("rm");
+    let err = ask("select count(*) from events")
+        .await
+        .expect_err("removed table");
+    assert!(matches!(err, EngineError::InvalidQuery(_)), "{err:?}");
+    // The project removed: not found.
+    fs::remove_dir_all(&dir).expect("rm project");
+    let err = ask("select 1").await.expect_err("removed project");
+    assert!(matches!(err, EngineError::ProjectNotFound(_)), "{err:?}");
 }
 
 #[tokio::test]
