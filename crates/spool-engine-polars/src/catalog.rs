@@ -54,6 +54,9 @@ impl Cache {
                 CatalogError::Broken(format!("project '{project}' cannot be listed: {e}"))
             })?
             .ok_or(CatalogError::NotFound)?;
+        if !cache_enabled() {
+            return open(root, project);
+        }
         let key = project.to_ascii_lowercase();
         {
             let cached = self.lock();
@@ -73,6 +76,13 @@ impl Cache {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Whether opened projects are kept: they are, unless the environment says
+/// `SPOOL_CATALOG_CACHE=off` (for measuring what the cache buys; read once).
+fn cache_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("SPOOL_CATALOG_CACHE").map_or(true, |v| v != "off"))
 }
 
 /// A project opened for queries: its tables registered in an SQL context (each query runs on
