@@ -160,3 +160,103 @@ fn a_record_from_a_newer_release_is_refused_by_name_and_an_old_one_is_read() {
     let old = decode(&serde_json::to_vec(&record).expect("bytes")).expect("an old record");
     assert_eq!(old.format, 1);
 }
+
+/// A small tmpfs, unmounted on drop (mounting needs root; CI runs as root).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, megabytes: u64) -> Self {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("mount is needed (util-linux)");
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs and needs root (CI runs as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Writes into `path` until the file system has no byte left.
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("filler");
+    for size in [1 << 20, 4096, 1] {
+        let block = vec![7u8; size];
+        while file
+            .write_all(&block)
+            .and_then(|()| file.sync_all())
+            .is_ok()
+        {}
+    }
+}
+
+#[tokio::test]
+async fn after_sled_fails_on_a_full_disk_the_store_opens_itself_again_once_space_returns() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let _disk = SmallDisk::mount(tmp.path(), 40);
+    let dir = tmp.path().join("jobs");
+    let (store, _) = SledJobStore::open(&dir).expect("open");
+    let (first, second) = (job(1), job(2));
+    store.insert(&first, None).await.expect("insert");
+    store.insert(&second, None).await.expect("insert");
+    let filler = tmp.path().join("filler");
+    fill(&filler);
+
+    // New queries are refused while the disk is full, before sled writes anything.
+    let refused = store.insert(&job(3), None).await.expect_err("a full disk");
+    assert!(
+        refused.to_string().contains("job store failure"),
+        "{refused}"
+    );
+    // A worker's write meets sled's own I/O error (written over and over until it does: sled
+    // writes into blocks it holds already while they last).
+    let lease = |t| Lease {
+        token: LeaseToken(t),
+        expires_at: Timestamp::from_millis(i64::MAX),
+    };
+    let now = Timestamp::from_millis(10);
+    let mut broke = false;
+    for token in 1..=5000u64 {
+        match store.claim_next(now, lease(token)).await {
+            Ok(Some(claimed)) => {
+                let _ = store.release(claimed.id, LeaseToken(token)).await;
+            }
+            Ok(None) => {}
+            Err(_) => {
+                broke = true;
+                break;
+            }
+        }
+    }
+    assert!(broke, "sled never failed on a full disk");
+
+    // Space returns: the store opens itself again, with what reached the disk, no restart.
+    std::fs::remove_file(&filler).expect("rm filler");
+    let held = store.get(first.id).await.expect("get after space returned");
+    assert!(held.is_some(), "a stored job was lost");
+    assert!(store.get(second.id).await.expect("get").is_some());
+    let third = job(4);
+    store
+        .insert(&third, None)
+        .await
+        .expect("insert after space returned");
+    let claimed = store
+        .claim_next(now, lease(9_999))
+        .await
+        .expect("claim after space returned");
+    assert!(claimed.is_some(), "nothing claimable after recovery");
+    assert!(store.get(third.id).await.expect("get").is_some());
+}
