@@ -45,6 +45,46 @@ pub struct ProcessEngine {
     budget: Option<u64>,
     idle: Mutex<Vec<Worker>>,
     keep_idle: usize,
+    spawner: Arc<Spawner>,
+}
+
+/// Starts worker processes from one thread that lives as long as the engine. A worker dies
+/// with the thread that started it (`PR_SET_PDEATHSIG` follows the thread, not the process),
+/// so neither a pool thread (Tokio ends idle ones) nor a passing one may start it.
+struct Spawner {
+    requests: Option<std::sync::mpsc::Sender<std::sync::mpsc::Sender<std::io::Result<Worker>>>>,
+}
+
+impl Spawner {
+    fn start(command: WorkerCommand) -> Self {
+        let (requests, incoming) =
+            std::sync::mpsc::channel::<std::sync::mpsc::Sender<std::io::Result<Worker>>>();
+        let started = std::thread::Builder::new()
+            .name("spool-workers".to_owned())
+            .spawn(move || {
+                for reply in incoming {
+                    let _ = reply.send(Worker::spawn(&command));
+                }
+            });
+        if let Err(e) = &started {
+            warn!(error = %e, "the thread that starts worker processes did not start");
+        }
+        Self {
+            requests: started.ok().map(|_| requests),
+        }
+    }
+
+    /// A new worker. Blocking.
+    fn spawn(&self) -> std::io::Result<Worker> {
+        let gone = || std::io::Error::other("the thread that starts worker processes is gone");
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.requests
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(reply)
+            .map_err(|_| gone())?;
+        answer.recv().map_err(|_| gone())?
+    }
 }
 
 impl std::fmt::Debug for ProcessEngine {
@@ -67,12 +107,18 @@ impl ProcessEngine {
         keep_idle: usize,
     ) -> Self {
         Self {
+            spawner: Arc::new(Spawner::start(command.clone())),
             local,
             command,
             budget,
             idle: Mutex::new(Vec::new()),
             keep_idle: keep_idle.max(1),
         }
+    }
+
+    /// The process ids of the idle worker processes.
+    pub fn idle_workers(&self) -> Vec<u32> {
+        self.idle().iter().map(|w| w.pid).collect()
     }
 
     /// Starts idle worker processes up to the number kept, so the first queries do not wait
@@ -91,7 +137,7 @@ impl ProcessEngine {
     }
 
     fn spawn(&self) -> Result<Worker, EngineError> {
-        Worker::spawn(&self.command).map_err(|e| {
+        self.spawner.spawn().map_err(|e| {
             EngineError::Internal(format!(
                 "starting a worker process ({}): {e}",
                 self.command.program.display()
@@ -105,8 +151,8 @@ impl ProcessEngine {
         if let Some(worker) = idle {
             return Ok(worker);
         }
-        let command = self.command.clone();
-        tokio::task::spawn_blocking(move || Worker::spawn(&command))
+        let spawner = Arc::clone(&self.spawner);
+        tokio::task::spawn_blocking(move || spawner.spawn())
             .await
             .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?
             .map_err(|e| {

@@ -51,10 +51,13 @@ impl QueryEngine for Hostile {
 type Test = fn(&Rig) -> futures::future::BoxFuture<'_, ()>;
 
 fn main() {
-    if std::env::args().any(|arg| arg == WORKER) {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|arg| arg == WORKER) {
+        // As the server's workers: killed with the thread of this process that started them.
+        let parent = args.get(at + 1).and_then(|p| p.parse().ok());
         let limits = WorkerLimits {
             memory: Some(BUDGET),
-            parent: None,
+            parent,
         };
         serve(Arc::new(Hostile), limits).expect("serving");
         return;
@@ -64,7 +67,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let tests: [(&str, Test); 6] = [
+    let tests: [(&str, Test); 7] = [
+        ("workers_outlive_the_threads_that_asked_for_them", |rig| {
+            Box::pin(workers_outlive_their_askers(rig))
+        }),
         ("results_stream_whole_and_workers_are_reused", |rig| {
             Box::pin(results_stream_whole(rig))
         }),
@@ -99,12 +105,16 @@ struct Rig {
 }
 
 impl Rig {
-    fn new() -> Self {
+    fn new_engine() -> ProcessEngine {
         let command = WorkerCommand {
             program: std::env::current_exe().expect("exe"),
-            args: vec![WORKER.into()],
+            args: vec![WORKER.into(), std::process::id().to_string().into()],
         };
-        let engine = ProcessEngine::new(Arc::new(ScriptedEngine), command, Some(BUDGET), 2);
+        ProcessEngine::new(Arc::new(ScriptedEngine), command, Some(BUDGET), 2)
+    }
+
+    fn new() -> Self {
+        let engine = Self::new_engine();
         engine.warm().expect("warm");
         Self {
             engine,
@@ -125,6 +135,31 @@ impl Rig {
             bytes.extend_from_slice(&chunk.expect("chunk"));
         }
         Ok((bytes, rows))
+    }
+}
+
+/// Whether `pid` is a live process (not a zombie waiting to be reaped).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+async fn workers_outlive_their_askers(_: &Rig) {
+    // A fresh engine warmed from a thread that ends at once, as a pool thread does.
+    let engine = Rig::new_engine();
+    std::thread::scope(|s| {
+        s.spawn(|| engine.warm().expect("warm"));
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = engine.idle_workers();
+    assert_eq!(idle.len(), 2, "idle workers");
+    for pid in idle {
+        assert!(
+            alive(pid),
+            "worker {pid} died with the thread that asked for it"
+        );
     }
 }
 
