@@ -257,12 +257,13 @@ fn run(
             CatalogError::NotFound => EngineError::ProjectNotFound(request.project.clone()),
             CatalogError::Broken(message) => EngineError::Execution(message),
         })?;
-    let prepared = sql::prepare(
+    let prepared = sql::prepare_estimated(
         &request.sql,
         &project.names,
         &project.name,
         request.offset,
         request.limit,
+        &Counts(&project.context),
     )
     .map_err(EngineError::InvalidQuery)?;
     debug!(sql = %prepared, "running on polars");
@@ -317,6 +318,33 @@ fn run(
         None => stream_out(frame, &output, deliver)?,
     }
     finish_output(&output, cancel, columns)
+}
+
+/// Counts a dimension's filtered rows on the project's tables, for join order (see `joins`).
+/// The relation and filter come from the checked query, printed back.
+struct Counts<'a>(&'a polars::sql::SQLContext);
+
+impl joins::Estimates for Counts<'_> {
+    fn count(&self, relation: &str, filter: &str) -> Option<u64> {
+        if !counts_enabled() {
+            return None;
+        }
+        let mut context = self.0.clone();
+        let frame = context
+            .execute(&format!("SELECT count(*) FROM {relation} WHERE {filter}"))
+            .ok()?
+            .collect()
+            .ok()?;
+        let value = frame.columns().first()?.get(0).ok()?;
+        value.extract::<u64>()
+    }
+}
+
+/// Whether join order counts the dimensions' filtered rows: it does, unless the environment
+/// says `SPOOL_JOIN_COUNTS=off` (for measuring what it buys; read once).
+fn counts_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("SPOOL_JOIN_COUNTS").map_or(true, |v| v != "off"))
 }
 
 /// The encoder for `spec` started on `sink`, shared by the batches' callbacks.

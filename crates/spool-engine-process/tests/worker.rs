@@ -47,7 +47,7 @@ impl QueryEngine for Hostile {
     }
 }
 
-/// A test: a name and its body.
+/// A test's body, run against the shared rig.
 type Test = fn(&Rig) -> futures::future::BoxFuture<'_, ()>;
 
 fn main() {
