@@ -41,6 +41,11 @@ pub fn serve(engine: Arc<dyn QueryEngine>, limits: WorkerLimits) -> io::Result<(
             ));
         }
     }
+    // Should the machine itself run out, the kernel's out-of-memory killer takes a worker (one
+    // query) before the server (every query). Raising one's own score needs no privilege.
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "500") {
+        eprintln!("could not mark this worker as the first out-of-memory victim: {e}");
+    }
     if let Some(bytes) = limits.memory {
         rustix::process::setrlimit(
             rustix::process::Resource::Data,

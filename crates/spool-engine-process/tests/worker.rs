@@ -160,6 +160,9 @@ async fn workers_outlive_their_askers(_: &Rig) {
             alive(pid),
             "worker {pid} died with the thread that asked for it"
         );
+        // And the kernel's out-of-memory killer would take it before the server.
+        let score = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).expect("score");
+        assert_eq!(score.trim(), "500", "worker {pid}'s oom_score_adj");
     }
 }
 
