@@ -46,7 +46,9 @@ pub struct SpoolConfig {
     /// lapsed when their process died, a missed notification).
     pub poll_interval: Duration,
     /// A job claimed this many times without finishing (the process died each time) fails
-    /// instead of running again.
+    /// instead of running again. Five by default: a query that needs too much memory or
+    /// crashes its engine fails at once in its worker process, so what is left to interrupt a
+    /// query is the server's own death (a kill, a power cut), which is not the query's fault.
     pub max_attempts: u32,
     /// A query running longer is stopped and fails with `query timed out after N s`;
     /// `None` lets queries run as long as they take.
@@ -80,7 +82,7 @@ impl SpoolConfig {
             lease: Duration::from_secs(30),
             progress_interval: Duration::from_secs(1),
             poll_interval: Duration::from_secs(1),
-            max_attempts: 3,
+            max_attempts: 5,
             query_timeout: Some(Duration::from_secs(3600)),
             cancel_grace: Duration::from_secs(2),
             max_result_rows: None,
