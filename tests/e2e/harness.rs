@@ -144,14 +144,7 @@ impl Server {
     /// Sends SIGTERM, waits for the process to stop, then starts a new one on the same data.
     #[cfg(unix)]
     pub fn terminate_and_restart(mut self) -> Self {
-        let mut child = self.child.take().expect("running");
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
-        child.wait().expect("reap");
+        self.sigterm();
         let mut next = Self::spawn(self.data_dir.clone(), self.config.clone());
         next._tmp = self._tmp.take();
         next
@@ -160,6 +153,12 @@ impl Server {
     /// Sends SIGTERM and returns the exit status once the process has stopped.
     #[cfg(unix)]
     pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.sigterm()
+    }
+
+    /// Sends SIGTERM and waits for the process to stop.
+    #[cfg(unix)]
+    fn sigterm(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         let status = Command::new("kill")
             .arg("-TERM")

@@ -504,32 +504,20 @@ mod tests {
                 .map(|s| s.split(' ').next().unwrap_or("").to_owned())
                 .collect()
         };
+        let counted = |counts: &'static [(&'static str, u64)]| {
+            order(
+                &prepare_estimated(sql, &names, "ssb", None, None, &Fixed(counts))
+                    .expect("prepared"),
+            )
+        };
         // Part keeps 4 % of its rows, supplier 20 %: part first, though it is the larger.
-        let counted = prepare_estimated(
-            sql,
-            &names,
-            "ssb",
-            None,
-            None,
-            &Fixed(&[("PART", 8_000), ("SUPPLIER", 400)]),
-        )
-        .expect("prepared");
         assert_eq!(
-            order(&counted),
+            counted(&[("PART", 8_000), ("SUPPLIER", 400)]),
             [r#""PART""#, r#""SUPPLIER""#, r#""DATES""#]
         );
         // Counted the other way round, the other way round.
-        let counted = prepare_estimated(
-            sql,
-            &names,
-            "ssb",
-            None,
-            None,
-            &Fixed(&[("PART", 100_000), ("SUPPLIER", 100)]),
-        )
-        .expect("prepared");
         assert_eq!(
-            order(&counted),
+            counted(&[("PART", 100_000), ("SUPPLIER", 100)]),
             [r#""SUPPLIER""#, r#""PART""#, r#""DATES""#]
         );
         // Without counts: the filtered ones first, the smaller of them first.

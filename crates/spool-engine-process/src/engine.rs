@@ -41,7 +41,6 @@ pub struct WorkerCommand {
 /// source versions) runs on `local` in this process: those calls are bounded and small.
 pub struct ProcessEngine {
     local: Arc<dyn QueryEngine>,
-    command: WorkerCommand,
     budget: Option<u64>,
     idle: Mutex<Vec<Worker>>,
     keep_idle: usize,
@@ -53,10 +52,13 @@ pub struct ProcessEngine {
 /// so neither a pool thread (Tokio ends idle ones) nor a passing one may start it.
 struct Spawner {
     requests: Option<std::sync::mpsc::Sender<std::sync::mpsc::Sender<std::io::Result<Worker>>>>,
+    /// The workers' executable, for messages.
+    program: PathBuf,
 }
 
 impl Spawner {
     fn start(command: WorkerCommand) -> Self {
+        let program = command.program.clone();
         let (requests, incoming) =
             std::sync::mpsc::channel::<std::sync::mpsc::Sender<std::io::Result<Worker>>>();
         let started = std::thread::Builder::new()
@@ -71,26 +73,35 @@ impl Spawner {
         }
         Self {
             requests: started.ok().map(|_| requests),
+            program,
         }
     }
 
     /// A new worker. Blocking.
-    fn spawn(&self) -> std::io::Result<Worker> {
+    fn spawn(&self) -> Result<Worker, EngineError> {
         let gone = || std::io::Error::other("the thread that starts worker processes is gone");
-        let (reply, answer) = std::sync::mpsc::channel();
-        self.requests
-            .as_ref()
-            .ok_or_else(gone)?
-            .send(reply)
-            .map_err(|_| gone())?;
-        answer.recv().map_err(|_| gone())?
+        let started = (|| {
+            let (reply, answer) = std::sync::mpsc::channel();
+            self.requests
+                .as_ref()
+                .ok_or_else(gone)?
+                .send(reply)
+                .map_err(|_| gone())?;
+            answer.recv().map_err(|_| gone())?
+        })();
+        started.map_err(|e| {
+            EngineError::Internal(format!(
+                "starting a worker process ({}): {e}",
+                self.program.display()
+            ))
+        })
     }
 }
 
 impl std::fmt::Debug for ProcessEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProcessEngine")
-            .field("command", &self.command)
+            .field("program", &self.spawner.program)
             .field("budget", &self.budget)
             .finish_non_exhaustive()
     }
@@ -107,9 +118,8 @@ impl ProcessEngine {
         keep_idle: usize,
     ) -> Self {
         Self {
-            spawner: Arc::new(Spawner::start(command.clone())),
+            spawner: Arc::new(Spawner::start(command)),
             local,
-            command,
             budget,
             idle: Mutex::new(Vec::new()),
             keep_idle: keep_idle.max(1),
@@ -126,23 +136,15 @@ impl ProcessEngine {
     pub fn warm(&self) -> Result<(), EngineError> {
         let missing = self.keep_idle.saturating_sub(self.idle().len());
         for _ in 0..missing {
-            let worker = self.spawn()?;
-            self.put_back(worker);
+            if let Some(surplus) = self.put_back(self.spawner.spawn()?) {
+                surplus.retire();
+            }
         }
         Ok(())
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Worker>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn spawn(&self) -> Result<Worker, EngineError> {
-        self.spawner.spawn().map_err(|e| {
-            EngineError::Internal(format!(
-                "starting a worker process ({}): {e}",
-                self.command.program.display()
-            ))
-        })
     }
 
     /// An idle worker (unless `fresh`), or a new one.
@@ -155,21 +157,17 @@ impl ProcessEngine {
         tokio::task::spawn_blocking(move || spawner.spawn())
             .await
             .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?
-            .map_err(|e| {
-                EngineError::Internal(format!(
-                    "starting a worker process ({}): {e}",
-                    self.command.program.display()
-                ))
-            })
     }
 
-    fn put_back(&self, worker: Worker) {
+    /// Keeps `worker` for the next query, or gives it back when as many are idle as are kept
+    /// (the caller retires it, off the reactor: that waits for the process).
+    fn put_back(&self, worker: Worker) -> Option<Worker> {
         let mut idle = self.idle();
         if idle.len() < self.keep_idle {
             idle.push(worker);
+            None
         } else {
-            drop(idle);
-            worker.retire();
+            Some(worker)
         }
     }
 }
@@ -215,8 +213,8 @@ impl QueryEngine for ProcessEngine {
             watcher.abort();
             match joined.map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))? {
                 Ran::Ended(outcome, worker) => {
-                    if let Some(worker) = worker {
-                        self.put_back(worker);
+                    if let Some(surplus) = worker.and_then(|w| self.put_back(w)) {
+                        tokio::task::spawn_blocking(move || surplus.retire());
                     }
                     return outcome;
                 }
