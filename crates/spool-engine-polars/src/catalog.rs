@@ -85,17 +85,35 @@ fn cache_enabled() -> bool {
     *ON.get_or_init(|| std::env::var("SPOOL_CATALOG_CACHE").map_or(true, |v| v != "off"))
 }
 
-/// A project opened for queries: its tables registered in an SQL context (each query runs on
-/// a clone of it: lazy frames, cheap to copy).
+/// A project opened for queries: its tables' scans (lazy frames, cheap to copy), from which
+/// each query gets an SQL context of its own ([`OpenProject::context`]).
 #[derive(Clone)]
 pub(crate) struct OpenProject {
     pub name: String,
-    pub context: SQLContext,
+    tables: PlHashMap<String, LazyFrame>,
     pub names: Names,
     /// Each table's source, by the table's name as the catalog spells it.
     pub sources: HashMap<String, Source>,
     /// Every table and view with its columns, sorted by name.
     pub described: Vec<TableInfo>,
+    /// What dimensions' filters keep of their keys, found for join planning: by relation, key
+    /// and filter as SQL prints them. Kept with the opened project, so a changed file (a new
+    /// version, a new `OpenProject`) starts it empty.
+    pub keys: Arc<std::sync::Mutex<HashMap<String, Option<crate::joins::KeyFacts>>>>,
+}
+
+impl OpenProject {
+    /// A new SQL context holding the project's tables. Never shared between queries: Polars
+    /// registers what a query names (a derived table's alias, a table function's frame) in its
+    /// context's table map, which every clone of a context shares; a query reading
+    /// `(SELECT ...) AS lineorder` would otherwise change `lineorder` for every later query.
+    pub(crate) fn context(&self) -> SQLContext {
+        fresh_context(&self.tables)
+    }
+}
+
+fn fresh_context(tables: &PlHashMap<String, LazyFrame>) -> SQLContext {
+    SQLContext::new_from_table_map(tables.clone())
 }
 
 /// The projects under `root`: its folders whose names are project names, sorted.
@@ -321,7 +339,7 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
     let (name, dir) = project_dir(root, project).ok_or(CatalogError::NotFound)?;
     let (tables, views) = list(&dir)
         .map_err(|e| CatalogError::Broken(format!("project '{name}' cannot be listed: {e}")))?;
-    let context = SQLContext::new();
+    let mut frames = PlHashMap::new();
     let mut names = Names::default();
     let mut described = Vec::new();
     for (table, source) in &tables {
@@ -341,7 +359,7 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
         if let Some(rows) = estimate_rows(source) {
             names.rows.insert(table.to_lowercase(), rows);
         }
-        context.register(table, lf);
+        frames.insert(table.clone(), lf);
     }
     // Views may build on views: define them in passes until none is left or a pass makes no
     // progress. Each is checked like a query and its columns learned from its planned schema.
@@ -358,7 +376,7 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
         let mut last_error = String::new();
         let mut still = Vec::new();
         for (view, text) in pending {
-            match define_view(&context, &names, &name, &text) {
+            match define_view(&frames, &names, &name, &text) {
                 Ok((prepared, schema)) => {
                     names.add_table(&view, schema.iter_names().map(|n| n.as_str()));
                     described.push(describe_schema(&view, true, &schema));
@@ -383,22 +401,23 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
     described.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(OpenProject {
         name,
-        context,
+        tables: frames,
         names,
         sources: tables.into_iter().collect(),
         described,
+        keys: Arc::default(),
     })
 }
 
 /// Checks a view's SQL and returns it prepared, with its column names.
 fn define_view(
-    context: &SQLContext,
+    tables: &PlHashMap<String, LazyFrame>,
     names: &Names,
     project: &str,
     text: &str,
 ) -> Result<(String, Schema), String> {
     let prepared = sql::prepare(text, names, project, None, None)?;
-    let mut scratch = context.clone();
+    let mut scratch = fresh_context(tables);
     let schema = scratch
         .execute(&prepared)
         .and_then(|mut lf| lf.collect_schema())

@@ -20,7 +20,6 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use polars::prelude::{DataFrame, PolarsResult, Schema, polars_bail};
-use polars::sql::SQLContext;
 use sqlparser::ast::{
     Cte, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, ObjectNamePart, Query,
     SelectItem, SetExpr, Statement, TableFactor, visit_expressions,
@@ -329,7 +328,7 @@ fn is_scalar(name: &str) -> bool {
 /// Every run's result must have the column types of `schema` (the whole table's plan): the
 /// files of a folder table that disagree on a column's type fail as on the streaming engine.
 pub(crate) fn run(
-    context: &SQLContext,
+    project: &crate::catalog::OpenProject,
     prepared: &str,
     schema: &Schema,
     table: &str,
@@ -344,7 +343,9 @@ pub(crate) fn run(
                 spool_formats::priority::lower_current_thread();
                 for run in runs {
                     let frame = (|| {
-                        let mut scoped = context.clone();
+                        // A context of its own: registering the run in a clone would change
+                        // the table for every query of the project (clones share tables).
+                        let mut scoped = project.context();
                         scoped.register(table, run.scan()?);
                         let frame = scoped.execute(prepared)?.collect()?;
                         check_types(&frame, schema, run)?;

@@ -263,12 +263,17 @@ fn run(
         &project.name,
         request.offset,
         request.limit,
-        &Counts(&project.context),
+        &Counts {
+            project: &project,
+            keys: &project.keys,
+        },
     )
     .map_err(EngineError::InvalidQuery)?;
     debug!(sql = %prepared, "running on polars");
-    let mut context = project.context;
-    let mut frame = context.execute(&prepared).map_err(planning_error)?;
+    let mut frame = project
+        .context()
+        .execute(&prepared)
+        .map_err(planning_error)?;
     let schema = frame.collect_schema().map_err(planning_error)?;
     let columns = schema
         .iter()
@@ -301,7 +306,7 @@ fn run(
                 runs = runs.len(),
                 "row-local scan: one run of row groups at a time"
             );
-            chunked::run(&context, &prepared, &schema, &table, &runs, |frame| {
+            chunked::run(&project, &prepared, &schema, &table, &runs, |frame| {
                 // Cut like the streaming engine's batches, so the encoder threads share the work.
                 let mut offset = 0;
                 while offset < frame.height() {
@@ -320,24 +325,116 @@ fn run(
     finish_output(&output, cancel, columns)
 }
 
-/// Counts a dimension's filtered rows on the project's tables, for join order (see `joins`).
-/// The relation and filter come from the checked query, printed back.
-struct Counts<'a>(&'a polars::sql::SQLContext);
+/// Counts a dimension's filtered rows and finds the keys they hold on the project's tables, for
+/// join planning (see `joins`). The relation, key and filter come from the checked query,
+/// printed back.
+struct Counts<'a> {
+    project: &'a catalog::OpenProject,
+    keys: &'a Mutex<std::collections::HashMap<String, Option<joins::KeyFacts>>>,
+}
+
+/// Key facts kept per opened project; beyond this many the map starts again.
+const MAX_CACHED_KEYS: usize = 256;
+
+impl Counts<'_> {
+    fn frame(&self, sql: &str) -> Option<DataFrame> {
+        self.project.context().execute(sql).ok()?.collect().ok()
+    }
+
+    fn find_keys(&self, relation: &str, key: &str, filter: &str) -> Option<joins::KeyFacts> {
+        use polars::prelude::{ChunkUnique, DataType};
+        let kept = self.frame(&format!("SELECT {key} FROM {relation} WHERE {filter}"))?;
+        let column = kept.columns().first()?;
+        if !column.dtype().is_integer() {
+            return None;
+        }
+        let keys = column
+            .as_materialized_series()
+            .cast(&DataType::Int64)
+            .ok()?;
+        let keys = keys.i64().ok()?;
+        let whole = self.frame(&format!(
+            "SELECT min({key}) AS low, max({key}) AS high, count(*) AS rows FROM {relation}"
+        ))?;
+        let bound = |i: usize| {
+            whole
+                .columns()
+                .get(i)?
+                .as_materialized_series()
+                .cast(&DataType::Int64)
+                .ok()?
+                .i64()
+                .ok()?
+                .get(0)
+        };
+        let present = keys.drop_nulls();
+        let values = present
+            .unique()
+            .ok()
+            .filter(|unique| unique.len() <= joins::MAX_KEY_LIST)
+            .map(|unique| {
+                let mut values: Vec<i64> = unique.into_no_null_iter().collect();
+                values.sort_unstable();
+                values
+            });
+        Some(joins::KeyFacts {
+            kept: kept.height() as u64,
+            rows: u64::try_from(bound(2)?).ok()?,
+            range: present
+                .into_no_null_iter()
+                .min()
+                .zip(present.into_no_null_iter().max()),
+            full: bound(0).zip(bound(1)),
+            values,
+        })
+    }
+}
 
 impl joins::Estimates for Counts<'_> {
     fn count(&self, relation: &str, filter: &str) -> Option<u64> {
         if !counts_enabled() {
             return None;
         }
-        let mut context = self.0.clone();
-        let frame = context
-            .execute(&format!("SELECT count(*) FROM {relation} WHERE {filter}"))
-            .ok()?
-            .collect()
-            .ok()?;
+        let frame = self.frame(&format!("SELECT count(*) FROM {relation} WHERE {filter}"))?;
         let value = frame.columns().first()?.get(0).ok()?;
         value.extract::<u64>()
     }
+
+    fn keys(&self, relation: &str, key: &str, filter: &str) -> Option<joins::KeyFacts> {
+        if !counts_enabled() {
+            return None;
+        }
+        let cache_key = format!("{relation}\u{0}{key}\u{0}{filter}");
+        if let Some(known) = self.cached().get(&cache_key) {
+            return known.clone();
+        }
+        let found = self.find_keys(relation, key, filter);
+        let mut cached = self.cached();
+        if cached.len() >= MAX_CACHED_KEYS {
+            cached.clear();
+        }
+        cached.insert(cache_key, found.clone());
+        found
+    }
+
+    fn filters_fact(&self) -> bool {
+        star_filters_enabled()
+    }
+}
+
+impl Counts<'_> {
+    fn cached(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Option<joins::KeyFacts>>> {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Whether the keys a dimension's filters keep are written into the fact table's filter: they
+/// are, unless the environment says `SPOOL_STAR_FILTERS=off` (for measuring; read once).
+fn star_filters_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("SPOOL_STAR_FILTERS").map_or(true, |v| v != "off"))
 }
 
 /// Whether join order counts the dimensions' filtered rows: it does, unless the environment

@@ -536,6 +536,102 @@ mod tests {
         assert!(counted.contains("INNER JOIN"), "{counted}");
     }
 
+    /// Key facts by dimension, as the engine would find them.
+    struct Keyed(Vec<(&'static str, joins::KeyFacts)>);
+
+    impl joins::Estimates for Keyed {
+        fn count(&self, _: &str, _: &str) -> Option<u64> {
+            None
+        }
+
+        fn keys(&self, relation: &str, key: &str, filter: &str) -> Option<joins::KeyFacts> {
+            assert!(
+                !filter.is_empty() && !key.is_empty(),
+                "{relation}: {key} / {filter}"
+            );
+            self.0
+                .iter()
+                .find(|(name, _)| relation.starts_with(&format!("\"{name}\"")))
+                .map(|(_, facts)| facts.clone())
+        }
+
+        fn filters_fact(&self) -> bool {
+            true
+        }
+    }
+
+    fn facts(
+        kept: u64,
+        range: Option<(i64, i64)>,
+        full: (i64, i64),
+        values: Option<&[i64]>,
+    ) -> joins::KeyFacts {
+        joins::KeyFacts {
+            kept,
+            rows: 30_000,
+            range,
+            full: Some(full),
+            values: values.map(<[i64]>::to_vec),
+        }
+    }
+
+    #[test]
+    fn the_fact_table_is_filtered_by_the_keys_its_dimensions_keep() {
+        let sql = "select c_region, d_year, sum(lo_revenue) as r from customer, lineorder l, dates \
+                   where l.lo_custkey = c_custkey and lo_orderdate = d_datekey \
+                   and c_region = 'ASIA' and d_year = 1997 group by c_region, d_year";
+        let keyed = Keyed(vec![
+            // Dates of 1997: a narrow range of the whole, 365 keys (more than the share listed).
+            (
+                "DATES",
+                facts(365, Some((19970101, 19971231)), (19920101, 19981230), None),
+            ),
+            // Customers of ASIA: keys all over the range, few: listed.
+            (
+                "CUSTOMER",
+                facts(3, Some((4, 29_000)), (1, 30_000), Some(&[4, 17, 29_000])),
+            ),
+        ]);
+        let prepared =
+            prepare_estimated(sql, &ssb_names(), "ssb", None, None, &keyed).expect("prepared");
+        assert!(
+            prepared.starts_with(
+                "SELECT \"C_REGION\", \"D_YEAR\", sum(\"LO_REVENUE\") AS r FROM (SELECT * FROM \
+                 \"LINEORDER\" WHERE \"LO_CUSTKEY\" IN (4, 17, 29000) AND \"LO_ORDERDATE\" BETWEEN \
+                 19970101 AND 19971231) AS l INNER JOIN"
+            ),
+            "{prepared}"
+        );
+        // The joins and the dimensions' own filters are all still there.
+        assert!(prepared.contains("\"C_REGION\" = 'ASIA'"), "{prepared}");
+        assert!(prepared.contains("\"D_YEAR\" = 1997"), "{prepared}");
+        assert_eq!(prepared.matches("INNER JOIN").count(), 2, "{prepared}");
+
+        // A dimension that keeps no key: no fact row can join.
+        let none = Keyed(vec![("CUSTOMER", facts(0, None, (1, 30_000), Some(&[])))]);
+        let prepared =
+            prepare_estimated(sql, &ssb_names(), "ssb", None, None, &none).expect("prepared");
+        assert!(prepared.contains("WHERE 1 = 0) AS l"), "{prepared}");
+
+        // Keys kept everywhere (a filter that keeps everything): the fact table as it was.
+        let all = Keyed(vec![(
+            "CUSTOMER",
+            facts(30_000, Some((1, 30_000)), (1, 30_000), None),
+        )]);
+        let prepared =
+            prepare_estimated(sql, &ssb_names(), "ssb", None, None, &all).expect("prepared");
+        assert!(
+            prepared.contains("FROM \"LINEORDER\" l INNER JOIN"),
+            "{prepared}"
+        );
+
+        // A filter that need not keep the same rows twice is not turned into keys.
+        let random = sql.replace("c_region = 'ASIA'", "random() < 0.5");
+        let counted = prepare_estimated(&random, &ssb_names(), "ssb", None, None, &Fixed(&[]))
+            .expect("prepared");
+        assert!(!counted.contains("IN ("), "{counted}");
+    }
+
     #[test]
     fn unintended_cross_joins_of_large_tables_are_refused() {
         let names = ssb_names();

@@ -626,3 +626,35 @@ async fn a_huge_row_group_goes_to_the_streaming_engine_and_mixed_file_types_fail
         }
     }
 }
+
+/// One engine (one kept catalog) across queries: what a query names does not change the
+/// tables later queries read. Polars registers a derived table's alias in its context, and
+/// the row-group reader registers each run as the table; clones of a context share those.
+#[tokio::test]
+async fn a_query_never_changes_the_tables_the_next_query_reads() {
+    let root = scan_fixture();
+    let engine = PolarsEngine::new(root.path());
+    let count = |sql: &'static str| {
+        let engine = engine.clone();
+        async move {
+            run_on(&engine, "scan", sql, None, None)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        }
+    };
+    assert_eq!(count("select count(*) from big").await.trim(), "250000");
+    // Read on the row-group reader, one run of row groups at a time.
+    assert!(
+        chunked_plan(root.path(), "scan", "select * from big")
+            .await
+            .is_some()
+    );
+    let all = count("select * from big").await;
+    assert_eq!(all.lines().count(), 250_000);
+    assert_eq!(count("select count(*) from big").await.trim(), "250000");
+    // A derived table named like the table.
+    let aliased = count("select count(*) from (select * from big where id < 10) as big").await;
+    assert_eq!(aliased.trim(), "10");
+    assert_eq!(count("select count(*) from big").await.trim(), "250000");
+    assert_eq!(count("select count(*) from BIG").await.trim(), "250000");
+}

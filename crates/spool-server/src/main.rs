@@ -56,6 +56,13 @@ fn main() -> anyhow::Result<()> {
         Some(Command::GenSsb(args)) => return gen_ssb(&args),
         Some(Command::EngineWorker(_)) => unreachable!("served above"),
         Some(Command::Query(args)) => {
+            // Warnings by default; `RUST_LOG=spool_engine_polars=debug` shows the SQL Polars runs.
+            let filter =
+                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
