@@ -27,7 +27,7 @@ fn measure(options: &Options, bases: &[String]) -> anyhow::Result<Figures> {
     let agent = ureq::AgentBuilder::new().build();
     let first = &bases[0];
     let finished = submit(&agent, first, "select d_year from dates limit 1", "csv")?;
-    wait(&agent, first, &finished, Duration::from_millis(2))?;
+    wait(&agent, first, &finished)?;
     let duration = Duration::from_secs(options.load_seconds);
     let status_urls: Vec<String> = bases
         .iter()
@@ -43,12 +43,7 @@ fn measure(options: &Options, bases: &[String]) -> anyhow::Result<Figures> {
 
     let started = Instant::now();
     let id = submit(&agent, first, EXPORT_SQL, "csv")?;
-    wait(
-        &agent,
-        &bases[bases.len() - 1],
-        &id,
-        Duration::from_millis(20),
-    )?;
+    wait(&agent, &bases[bases.len() - 1], &id)?;
     let export_seconds = started.elapsed().as_secs_f64();
     let export_bytes = super::result_size(&agent, first, &id)?;
 

@@ -4,7 +4,7 @@
 //! same run. On one machine with 2 cores Spark pays for its JVMs, task scheduling and shuffles
 //! without the cluster's parallelism; the report says so next to the figures.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{
     Binaries, Data, EXPORT_SQL, Options, fresh_data_dir, mb_per_s, median, queries, result_size,
@@ -112,7 +112,7 @@ pub(super) fn phase(
     for (engine, project) in [("Polars", "ssb"), ("Spark", "ssb_spark")] {
         let started = Instant::now();
         let id = submit_to(&agent, &server.base, project, EXPORT_SQL, "csv")?;
-        wait(&agent, &server.base, &id, Duration::from_millis(20))?;
+        wait(&agent, &server.base, &id)?;
         let seconds = started.elapsed().as_secs_f64();
         let bytes = result_size(&agent, &server.base, &id)?;
         emit(format!(
