@@ -630,6 +630,10 @@ mod tests {
         let counted = prepare_estimated(&random, &ssb_names(), "ssb", None, None, &Fixed(&[]))
             .expect("prepared");
         assert!(!counted.contains("IN ("), "{counted}");
+        let today = sql.replace("d_year = 1997", "d_year = extract(year from current_date)");
+        let counted = prepare_estimated(&today, &ssb_names(), "ssb", None, None, &keyed)
+            .expect("prepared");
+        assert!(!counted.contains("BETWEEN"), "{counted}");
     }
 
     #[test]
