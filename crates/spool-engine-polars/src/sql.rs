@@ -631,8 +631,8 @@ mod tests {
             .expect("prepared");
         assert!(!counted.contains("IN ("), "{counted}");
         let today = sql.replace("d_year = 1997", "d_year = extract(year from current_date)");
-        let counted = prepare_estimated(&today, &ssb_names(), "ssb", None, None, &keyed)
-            .expect("prepared");
+        let counted =
+            prepare_estimated(&today, &ssb_names(), "ssb", None, None, &keyed).expect("prepared");
         assert!(!counted.contains("BETWEEN"), "{counted}");
     }
 

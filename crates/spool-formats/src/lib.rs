@@ -89,7 +89,7 @@ pub fn encoder(
             b"]\n".to_vec(),
             true,
         )?),
-        OutputFormat::Parquet => Box::new(Parquet::new(schema.clone())),
+        OutputFormat::Parquet => Box::new(Parquet::new(schema.clone(), threads)),
         OutputFormat::Xlsx => Box::new(Xlsx::new(
             names,
             spec.include_header,
