@@ -112,7 +112,7 @@ impl Parquet {
         group.rechunk_mut();
         self.writer()?;
         for chunk in group.iter_chunks(CompatLevel::newest(), false) {
-            if chunk.len() == 0 {
+            if chunk.is_empty() {
                 continue;
             }
             let pages = encode_columns(chunk.columns(), &self.fields, self.threads)?;

@@ -1,5 +1,5 @@
 use super::*;
-use polars::prelude::df;
+use polars::prelude::{ParquetReader, SerReader, df};
 
 /// A sink that keeps the bytes in memory.
 #[derive(Default)]
