@@ -129,8 +129,8 @@ fn ci() -> anyhow::Result<()> {
     // The real servers the PostgreSQL, S3 and multi-process suites run against; stopped by pid
     // when this value is dropped, whether the tests pass or not.
     let services = services::Services::start(services::Fsync::Off)?;
-    // `cargo test --workspace` builds the server binary (spool-server has an integration test)
-    // before it runs any test, so the e2e tests always start a fresh binary.
+    // `cargo test --workspace` builds the server and `spool` binaries (spool-server and spool-cli
+    // have integration tests) before it runs any test, so the e2e tests always start a fresh binary.
     let tested = cargo_with(&["test", "--workspace"], &services.env());
     services.stop();
     tested?;

@@ -167,10 +167,11 @@ async fn claim(inner: &Inner) -> Result<Option<(Job, Lease)>, JobStoreError> {
         else {
             return Ok(None);
         };
-        if job.attempts > inner.config.max_attempts {
+        // Claims given back at a graceful shutdown do not count: the query did nothing wrong.
+        if job.counted_attempts() > inner.config.max_attempts {
             let reason = format!(
                 "query was interrupted {} times before it could finish (the server stopped while it ran); it will not be retried",
-                job.attempts - 1
+                job.counted_attempts() - 1
             );
             warn!(query_id = %job.id, attempts = job.attempts, "giving up on a query");
             let failed =

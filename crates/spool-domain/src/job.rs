@@ -213,6 +213,10 @@ pub struct Job {
     pub submitted_at: Timestamp,
     /// How many times a worker has claimed it.
     pub attempts: u32,
+    /// How many of those claims a worker gave back at a graceful shutdown ([`Job::requeue`]):
+    /// not the query's doing, so they do not count towards the attempts it may use up.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub released: u32,
     /// Where it is now.
     pub state: JobState,
     /// When the latest attempt started (absent before the first claim, and in records from
@@ -337,6 +341,12 @@ impl Job {
     }
 }
 
+/// Serde's test for leaving a zero count out of a record.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl Job {
     /// Returns a new queued job.
     pub fn new(id: QueryId, owner: String, request: QueryRequest, now: Timestamp) -> Self {
@@ -346,6 +356,7 @@ impl Job {
             request,
             submitted_at: now,
             attempts: 0,
+            released: 0,
             state: JobState::Queued,
             started_at: None,
             progress: Progress::default(),
@@ -502,11 +513,19 @@ impl Job {
         }
     }
 
-    /// Puts a running job back in the queue (its worker is gone); other states are unchanged.
+    /// Puts a running job back in the queue (its worker gave it back, at a graceful shutdown);
+    /// other states are unchanged. The claim is counted as released, not as interrupted.
     pub fn requeue(&mut self) {
         if matches!(self.state, JobState::Running { .. }) {
             self.state = JobState::Queued;
+            self.released = self.released.saturating_add(1);
         }
+    }
+
+    /// The claims that count towards the attempts a job may use up: every claim but those
+    /// given back at a graceful shutdown.
+    pub fn counted_attempts(&self) -> u32 {
+        self.attempts.saturating_sub(self.released)
     }
 
     /// Returns the status and info text that Kylin's status call reports.
@@ -692,6 +711,18 @@ mod tests {
             .expect("claim");
         j.requeue();
         assert_eq!(j.state, JobState::Queued);
+        j.requeue();
+        j.claim(lease(2, 9_000), Timestamp::from_millis(3_000))
+            .expect("claimed again");
+        assert_eq!(
+            (j.attempts, j.released, j.counted_attempts()),
+            (2, 1, 1),
+            "a claim given back once (a second requeue of a queued job is no claim) counts once"
+        );
+        let stored = serde_json::to_string(&j).expect("serializes");
+        assert!(stored.contains(r#""released":1"#), "{stored}");
+        let back: Job = serde_json::from_str(&stored).expect("parses");
+        assert_eq!(back.counted_attempts(), 1);
     }
 
     #[test]
