@@ -167,6 +167,15 @@ fn spec(format: OutputFormat) -> OutputSpec {
     }
 }
 
+/// Casts the integer column `name` (days since 1970) of `frame` to dates.
+fn as_dates(frame: &mut DataFrame, name: &str) {
+    let dates = frame
+        .column(name)
+        .and_then(|c| c.cast(&DataType::Date))
+        .expect("dates");
+    frame.replace(name, dates).expect("date column");
+}
+
 /// Runs `batches` through the encoder for `spec` on `threads` threads; returns the bytes.
 fn encode_all(spec: &OutputSpec, batches: &[DataFrame], threads: usize) -> Vec<u8> {
     let schema = batches[0].schema().as_ref().clone();
@@ -191,11 +200,7 @@ fn json_keeps_types_escapes_strings_and_writes_nulls_over_batches() {
         "D" => [Some(1i32), None],
     )
     .expect("frame");
-    let dates = first
-        .column("D")
-        .and_then(|c| c.cast(&DataType::Date))
-        .expect("dates");
-    first.replace("D", dates).expect("date column");
+    as_dates(&mut first, "D");
     let batches = [
         first.slice(0, 0),
         first.clone(),
@@ -297,11 +302,7 @@ fn parquet_columns_encoded_on_several_threads_make_the_file_polars_makes() {
         "D" => (0..rows as i32).map(|i| i % 20_000).collect::<Vec<_>>(),
     )
     .expect("frame");
-    let dates = frame
-        .column("D")
-        .and_then(|c| c.cast(&DataType::Date))
-        .expect("dates");
-    frame.replace("D", dates).expect("date column");
+    as_dates(&mut frame, "D");
     // Batches of half a row group: the encoder writes a row group every two.
     let half = PARQUET_ROW_GROUP / 2;
     let batches: Vec<DataFrame> = (0..rows)
