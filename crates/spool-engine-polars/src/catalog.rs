@@ -82,7 +82,7 @@ impl Cache {
 /// `SPOOL_CATALOG_CACHE=off` (for measuring what the cache buys; read once).
 fn cache_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("SPOOL_CATALOG_CACHE").map_or(true, |v| v != "off"))
+    crate::switched_on(&ON, "SPOOL_CATALOG_CACHE")
 }
 
 /// A project opened for queries: its tables' scans (lazy frames, cheap to copy), from which

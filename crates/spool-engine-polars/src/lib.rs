@@ -263,10 +263,7 @@ fn run(
         &project.name,
         request.offset,
         request.limit,
-        &Counts {
-            project: &project,
-            keys: &project.keys,
-        },
+        &Counts(&project),
     )
     .map_err(EngineError::InvalidQuery)?;
     debug!(sql = %prepared, "running on polars");
@@ -328,17 +325,21 @@ fn run(
 /// Counts a dimension's filtered rows and finds the keys they hold on the project's tables, for
 /// join planning (see `joins`). The relation, key and filter come from the checked query,
 /// printed back.
-struct Counts<'a> {
-    project: &'a catalog::OpenProject,
-    keys: &'a Mutex<std::collections::HashMap<String, Option<joins::KeyFacts>>>,
-}
+struct Counts<'a>(&'a catalog::OpenProject);
 
 /// Key facts kept per opened project; beyond this many the map starts again.
 const MAX_CACHED_KEYS: usize = 256;
 
 impl Counts<'_> {
+    /// The key facts found so far for this opened project.
+    fn cached(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Option<joins::KeyFacts>>> {
+        self.0.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn frame(&self, sql: &str) -> Option<DataFrame> {
-        self.project.context().execute(sql).ok()?.collect().ok()
+        self.0.context().execute(sql).ok()?.collect().ok()
     }
 
     fn find_keys(&self, relation: &str, key: &str, filter: &str) -> Option<joins::KeyFacts> {
@@ -422,26 +423,24 @@ impl joins::Estimates for Counts<'_> {
     }
 }
 
-impl Counts<'_> {
-    fn cached(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Option<joins::KeyFacts>>> {
-        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 /// Whether the keys a dimension's filters keep are written into the fact table's filter: they
 /// are, unless the environment says `SPOOL_STAR_FILTERS=off` (for measuring; read once).
 fn star_filters_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("SPOOL_STAR_FILTERS").map_or(true, |v| v != "off"))
+    switched_on(&ON, "SPOOL_STAR_FILTERS")
+}
+
+/// Whether the measuring switch `var` is on: it is unless the environment says `var=off`;
+/// read once into `flag`.
+pub(crate) fn switched_on(flag: &'static std::sync::OnceLock<bool>, var: &str) -> bool {
+    *flag.get_or_init(|| std::env::var(var).map_or(true, |v| v != "off"))
 }
 
 /// Whether join order counts the dimensions' filtered rows: it does, unless the environment
 /// says `SPOOL_JOIN_COUNTS=off` (for measuring what it buys; read once).
 fn counts_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("SPOOL_JOIN_COUNTS").map_or(true, |v| v != "off"))
+    switched_on(&ON, "SPOOL_JOIN_COUNTS")
 }
 
 /// The encoder for `spec` started on `sink`, shared by the batches' callbacks.
