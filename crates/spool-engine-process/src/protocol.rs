@@ -117,7 +117,8 @@ pub fn read_frame(input: &mut impl Read, payload: &mut Vec<u8>) -> io::Result<Op
             format!("a frame of {len} bytes is larger than any the protocol sends"),
         ));
     }
-    payload.clear();
+    // Data frames are mostly of one size: resizing to the same length writes nothing, where
+    // clearing first zeroed every frame's bytes before reading over them.
     payload.resize(len, 0);
     input.read_exact(payload)?;
     Ok(Some(head[0]))

@@ -86,6 +86,34 @@ fn the_typed_csv_writer_writes_what_polars_writes() {
             separator as char
         );
     }
+    // More rows, long and quoted fields, 32-bit columns with and without NULLs (read as they
+    // are, or widened), and columns in one chunk and in several.
+    let rows = 2_500;
+    let mut long = df!(
+        "K" => (0..rows as i32).map(|i| i * 7919 - 40_000).collect::<Vec<_>>(),
+        "K_NULLS" => (0..rows as i32).map(|i| (i % 5 != 0).then_some(i)).collect::<Vec<_>>(),
+        "BIG" => (0..rows as i64).map(|i| i64::MAX / (i + 1)).collect::<Vec<_>>(),
+        "TEXT" => (0..rows).map(|i| "x".repeat(i % 40)).collect::<Vec<_>>(),
+        "QUOTED" => (0..rows).map(|i| format!("{}\"{}", "y".repeat(i % 23), i)).collect::<Vec<_>>(),
+    )
+    .expect("frame");
+    let tail = long.slice(1_000, 1_500);
+    long = long.slice(0, 1_000);
+    long.vstack_mut(&tail).expect("stack");
+    assert!(
+        long.first_col_n_chunks() > 1,
+        "the test wants chunked columns"
+    );
+    let mut whole = long.clone();
+    whole.rechunk_mut();
+    for frame in [long, whole] {
+        let mut out = Vec::new();
+        assert!(typed_csv(&frame, b',', &mut out).expect("typed"));
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            polars_csv(&frame, b',')
+        );
+    }
     // A type the typed writer leaves to Polars: nothing written, the caller falls back.
     let floats = df!("F" => [1.5f64]).expect("frame");
     let mut out = Vec::new();
