@@ -110,6 +110,11 @@ impl OpenProject {
     pub(crate) fn context(&self) -> SQLContext {
         fresh_context(&self.tables)
     }
+
+    /// The frame of the project's table `name`, as the catalog spells it.
+    pub(crate) fn table(&self, name: &str) -> Option<LazyFrame> {
+        self.tables.get(name).cloned()
+    }
 }
 
 fn fresh_context(tables: &PlHashMap<String, LazyFrame>) -> SQLContext {

@@ -39,6 +39,10 @@ const COUNT_MIN_RATIO: u64 = 4;
 /// SSB Q2.1 at SF 1 bought nothing; docs/PERFORMANCE.md).
 pub(crate) const MAX_KEY_LIST: usize = 4_096;
 
+/// ... or up to this many when they are tested as a key set (see [`Estimates::keyed_table`]),
+/// whose cost per fact row does not grow with the number of keys.
+pub(crate) const MAX_KEY_SET: usize = 65_536;
+
 /// ... and only when the dimension's filters keep at most this share of its rows.
 const MAX_LISTED_SHARE: f64 = 0.25;
 
@@ -57,7 +61,7 @@ pub(crate) struct KeyFacts {
     pub range: Option<(i64, i64)>,
     /// The smallest and largest key of the whole dimension.
     pub full: Option<(i64, i64)>,
-    /// The distinct keys kept, ascending, when there are at most [`MAX_KEY_LIST`].
+    /// The distinct keys kept, ascending, when there are at most [`MAX_KEY_SET`].
     pub values: Option<Vec<i64>>,
 }
 
@@ -79,6 +83,20 @@ pub(crate) trait Estimates {
     fn filters_fact(&self) -> bool {
         false
     }
+
+    /// The name of a table, readable by this query's SQL only, holding the rows of `table`
+    /// whose integer `column` is one of `keys` (distinct, ascending), tested on a bitmap
+    /// instead of a hash set (see `keyset`). `table` is a table of the project or one this
+    /// method named before. `None`: the keys are written as an `IN` list.
+    fn keyed_table(&self, _table: &str, _column: &str, _keys: &[i64]) -> Option<String> {
+        None
+    }
+
+    /// The most keys a dimension's list may have to filter the fact table: [`MAX_KEY_LIST`],
+    /// or [`MAX_KEY_SET`] where [`Estimates::keyed_table`] makes key sets.
+    fn max_listed_keys(&self) -> usize {
+        MAX_KEY_LIST
+    }
 }
 
 /// No counts: join order from the filters' number and the tables' sizes.
@@ -94,6 +112,8 @@ impl Estimates for NoEstimates {
 struct Rel {
     /// The name columns are qualified with: the alias, else the table name, lowercase.
     key: String,
+    /// The table, view or CTE name, lowercase (empty for a derived table).
+    table: String,
     /// What to write in front of a column to qualify it.
     qualifier: Ident,
     /// Lowercase column names, when known (tables and views of the catalog).
@@ -158,6 +178,7 @@ fn describe(factor: &TableFactor, names: &Names, ctes: &Ctes) -> Option<Rel> {
         };
         return Some(Rel {
             key: alias.name.value.to_lowercase(),
+            table: String::new(),
             qualifier: alias.name.clone(),
             columns: None,
             rows: None,
@@ -185,6 +206,7 @@ fn describe(factor: &TableFactor, names: &Names, ctes: &Ctes) -> Option<Rel> {
     };
     Some(Rel {
         key: qualifier.value.to_lowercase(),
+        table: lower,
         qualifier,
         columns,
         rows,
@@ -449,7 +471,11 @@ fn plan_select(
                 && let Some(facts) = estimates.keys(&relation, &dimension_key.to_string(), &own)
             {
                 if estimates.filters_fact() {
-                    fact_filters.extend(key_filter(&fact_column, &facts));
+                    fact_filters.extend(key_filter(
+                        &fact_column,
+                        &facts,
+                        estimates.max_listed_keys(),
+                    ));
                 }
                 return facts.kept as f64 / facts.rows.max(1) as f64;
             }
@@ -545,8 +571,12 @@ fn plan_select(
             join_operator: JoinOperator::Inner(JoinConstraint::On(on)),
         });
     }
-    if let Some(filter) = and_all(choose_key_filters(fact_filters).into_iter().map(nested)) {
-        prefilter(&mut chain.relation, filter);
+    let chosen = choose_key_filters(fact_filters);
+    if !chosen.is_empty() {
+        // A keyed table is made from the project's table of that name: never for a CTE, which
+        // may shadow a table of the same name.
+        let keyable = !ctes.contains_key(&rels[start].table);
+        prefilter(&mut chain.relation, chosen, keyable.then_some(estimates));
     }
     select.from = vec![chain];
     select.selection = and_all(
@@ -651,6 +681,8 @@ fn integer(value: i64) -> Expr {
 struct KeyFilter {
     share: f64,
     condition: Expr,
+    /// For an `IN` list: the fact's column and its keys, for a key set to test instead.
+    keys: Option<(Ident, Vec<i64>)>,
 }
 
 /// The condition on the fact table's `column` that the keys a dimension keeps imply for an
@@ -659,7 +691,7 @@ struct KeyFilter {
 /// dimension's whole range and not much looser than the keys themselves; else the keys
 /// themselves when few and selective. Its share is what the dimension keeps of its rows (fact
 /// rows spread evenly over the keys), or the range's share of the whole range if larger.
-fn key_filter(column: &Ident, facts: &KeyFacts) -> Option<KeyFilter> {
+fn key_filter(column: &Ident, facts: &KeyFacts, max_keys: usize) -> Option<KeyFilter> {
     let reference = || Box::new(Expr::Identifier(column.clone()));
     let Some((low, high)) = facts.range else {
         // No key kept: the inner join keeps no fact row either.
@@ -670,6 +702,7 @@ fn key_filter(column: &Ident, facts: &KeyFacts) -> Option<KeyFilter> {
                 op: BinaryOperator::Eq,
                 right: Box::new(integer(0)),
             },
+            keys: None,
         });
     };
     let kept = facts.kept as f64 / facts.rows.max(1) as f64;
@@ -678,7 +711,7 @@ fn key_filter(column: &Ident, facts: &KeyFacts) -> Option<KeyFilter> {
         (full > 0.0).then(|| ((high as f64) - (low as f64)) / full)
     });
     let listed = facts.values.as_ref().filter(|values| {
-        !values.is_empty() && values.len() <= MAX_KEY_LIST && kept <= MAX_LISTED_SHARE
+        !values.is_empty() && values.len() <= max_keys && kept <= MAX_LISTED_SHARE
     });
     match span_share {
         // A range is cheaper to test than a list: taken unless the list keeps far fewer rows.
@@ -691,6 +724,7 @@ fn key_filter(column: &Ident, facts: &KeyFacts) -> Option<KeyFilter> {
                     low: Box::new(integer(low)),
                     high: Box::new(integer(high)),
                 },
+                keys: None,
             })
         }
         _ => listed.map(|values| KeyFilter {
@@ -700,6 +734,7 @@ fn key_filter(column: &Ident, facts: &KeyFacts) -> Option<KeyFilter> {
                 list: values.iter().map(|&v| integer(v)).collect(),
                 negated: false,
             },
+            keys: Some((column.clone(), values.clone())),
         }),
     }
 }
@@ -716,10 +751,9 @@ const ROW_GROUP_ROWS: f64 = 200_000.0;
 /// one 52 ms; Q2.2's part and supplier lists 83 ms, the part list 74 ms; Q3.4's two lists and
 /// its month range, which leave almost no row group with a row, 42 ms, one list and the range
 /// 54 ms).
-fn choose_key_filters(filters: Vec<KeyFilter>) -> Vec<Expr> {
-    let (ranges, mut lists): (Vec<KeyFilter>, Vec<KeyFilter>) = filters
-        .into_iter()
-        .partition(|f| !matches!(f.condition, Expr::InList { .. }));
+fn choose_key_filters(filters: Vec<KeyFilter>) -> Vec<KeyFilter> {
+    let (ranges, mut lists): (Vec<KeyFilter>, Vec<KeyFilter>) =
+        filters.into_iter().partition(|f| f.keys.is_none());
     lists.sort_by(|a, b| a.share.total_cmp(&b.share));
     let mut left = ranges.iter().fold(ROW_GROUP_ROWS, |left, f| left * f.share);
     let mut taken = 0;
@@ -730,19 +764,19 @@ fn choose_key_filters(filters: Vec<KeyFilter>) -> Vec<Expr> {
             break;
         }
     }
-    let lists = lists.into_iter().take(taken.max(1));
     ranges
         .into_iter()
-        .chain(lists)
-        .map(|f| f.condition)
+        .chain(lists.into_iter().take(taken.max(1)))
         .collect()
 }
 
 /// Filters the fact table before it joins: `fact` becomes `(SELECT * FROM fact WHERE filter)`
 /// under the name the query reads it by. Polars 0.55 pushes such a filter into the scan, where
 /// the same `IN` list written in the joined query's WHERE was tested after the joins (7x
-/// slower on SSB Q3.4). Left alone when the fact is not a plain table or view reference.
-fn prefilter(fact: &mut TableFactor, filter: Expr) {
+/// slower on SSB Q3.4). A key list becomes a table `estimates` registers with the list tested
+/// as a key set (see [`Estimates::keyed_table`]), read in the fact's place, or else an `IN`
+/// list. Left alone when the fact is not a plain table or view reference.
+fn prefilter(fact: &mut TableFactor, filters: Vec<KeyFilter>, estimates: Option<&dyn Estimates>) {
     let TableFactor::Table {
         name, alias, args, ..
     } = fact
@@ -758,7 +792,35 @@ fn prefilter(fact: &mut TableFactor, filter: Expr) {
     let qualifier = alias
         .as_ref()
         .map_or_else(|| table.clone(), |a| a.name.clone());
-    let text = format!("SELECT 1 FROM (SELECT * FROM {name} WHERE {filter}) AS {qualifier}");
+    let mut source = name.to_string();
+    let mut keyed = (name.0.len() == 1).then(|| table.value.clone());
+    let mut conditions = Vec::new();
+    for filter in filters {
+        if let (Some((column, keys)), Some(base), Some(estimates)) =
+            (&filter.keys, &keyed, estimates)
+            && let Some(table) = estimates.keyed_table(base, &column.value, keys)
+        {
+            source = Ident::with_quote('"', table.as_str()).to_string();
+            keyed = Some(table);
+            continue;
+        }
+        // A list longer than an `IN` list should be costs more than the join it spares: left
+        // to the join.
+        if filter
+            .keys
+            .as_ref()
+            .is_some_and(|(_, keys)| keys.len() > MAX_KEY_LIST)
+        {
+            continue;
+        }
+        conditions.push(nested(filter.condition));
+    }
+    let text = match and_all(conditions) {
+        Some(filter) => {
+            format!("SELECT 1 FROM (SELECT * FROM {source} WHERE {filter}) AS {qualifier}")
+        }
+        None => format!("SELECT 1 FROM (SELECT * FROM {source}) AS {qualifier}"),
+    };
     let Ok(parsed) =
         sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::GenericDialect {}, &text)
     else {

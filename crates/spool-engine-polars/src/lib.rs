@@ -14,6 +14,7 @@
 mod catalog;
 mod chunked;
 mod joins;
+mod keyset;
 mod priority;
 mod rewrite;
 pub mod sample;
@@ -257,20 +258,22 @@ fn run(
             CatalogError::NotFound => EngineError::ProjectNotFound(request.project.clone()),
             CatalogError::Broken(message) => EngineError::Execution(message),
         })?;
+    let counts = Counts::new(&project);
     let prepared = sql::prepare_estimated(
         &request.sql,
         &project.names,
         &project.name,
         request.offset,
         request.limit,
-        &Counts(&project),
+        &counts,
     )
     .map_err(EngineError::InvalidQuery)?;
     debug!(sql = %prepared, "running on polars");
-    let mut frame = project
-        .context()
-        .execute(&prepared)
-        .map_err(planning_error)?;
+    let mut context = project.context();
+    for (name, frame) in counts.keyed.into_inner() {
+        context.register(&name, frame);
+    }
+    let mut frame = context.execute(&prepared).map_err(planning_error)?;
     let schema = frame.collect_schema().map_err(planning_error)?;
     let columns = schema
         .iter()
@@ -323,23 +326,40 @@ fn run(
 }
 
 /// Counts a dimension's filtered rows and finds the keys they hold on the project's tables, for
-/// join planning (see `joins`). The relation, key and filter come from the checked query,
-/// printed back.
-struct Counts<'a>(&'a catalog::OpenProject);
+/// join planning (see `joins`), and makes the key sets the planned query tests (see `keyset`).
+/// The relation, key and filter come from the checked query, printed back.
+struct Counts<'a> {
+    project: &'a catalog::OpenProject,
+    /// The fact tables filtered by key sets for one query (see `keyset`), by the name its SQL
+    /// reads each by.
+    keyed: std::cell::RefCell<Vec<(String, polars::prelude::LazyFrame)>>,
+}
 
-/// Key facts kept per opened project; beyond this many the map starts again.
+/// Key facts kept per opened project; beyond this many, or this many keys in all (8 MiB), the
+/// map starts again.
 const MAX_CACHED_KEYS: usize = 256;
+const MAX_CACHED_KEY_VALUES: usize = 1 << 20;
 
-impl Counts<'_> {
+impl<'a> Counts<'a> {
+    fn new(project: &'a catalog::OpenProject) -> Self {
+        Self {
+            project,
+            keyed: std::cell::RefCell::default(),
+        }
+    }
+
     /// The key facts found so far for this opened project.
     fn cached(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Option<joins::KeyFacts>>> {
-        self.0.keys.lock().unwrap_or_else(PoisonError::into_inner)
+        self.project
+            .keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn frame(&self, sql: &str) -> Option<DataFrame> {
-        self.0.context().execute(sql).ok()?.collect().ok()
+        self.project.context().execute(sql).ok()?.collect().ok()
     }
 
     fn find_keys(&self, relation: &str, key: &str, filter: &str) -> Option<joins::KeyFacts> {
@@ -372,7 +392,7 @@ impl Counts<'_> {
         let values = present
             .unique()
             .ok()
-            .filter(|unique| unique.len() <= joins::MAX_KEY_LIST)
+            .filter(|unique| unique.len() <= joins::MAX_KEY_SET)
             .map(|unique| {
                 let mut values: Vec<i64> = unique.into_no_null_iter().collect();
                 values.sort_unstable();
@@ -411,7 +431,14 @@ impl joins::Estimates for Counts<'_> {
         }
         let found = self.find_keys(relation, key, filter);
         let mut cached = self.cached();
-        if cached.len() >= MAX_CACHED_KEYS {
+        let values = |facts: &Option<joins::KeyFacts>| {
+            facts
+                .as_ref()
+                .and_then(|f| f.values.as_ref())
+                .map_or(0, Vec::len)
+        };
+        let held: usize = cached.values().map(values).sum();
+        if cached.len() >= MAX_CACHED_KEYS || held + values(&found) > MAX_CACHED_KEY_VALUES {
             cached.clear();
         }
         cached.insert(cache_key, found.clone());
@@ -421,6 +448,30 @@ impl joins::Estimates for Counts<'_> {
     fn filters_fact(&self) -> bool {
         star_filters_enabled()
     }
+
+    fn keyed_table(&self, table: &str, column: &str, keys: &[i64]) -> Option<String> {
+        if !key_sets_enabled() {
+            return None;
+        }
+        let set = keyset::KeySet::new(keys)?;
+        let mut keyed = self.keyed.borrow_mut();
+        let base = match keyed.iter().find(|(name, _)| name == table) {
+            Some((_, frame)) => frame.clone(),
+            None => self.project.table(table)?,
+        };
+        // Not a name a query can spell: planning makes these, never the user.
+        let name = format!("spool keyed {}", keyed.len());
+        keyed.push((name.clone(), base.filter(set.filter(column))));
+        Some(name)
+    }
+
+    fn max_listed_keys(&self) -> usize {
+        if key_sets_enabled() {
+            joins::MAX_KEY_SET
+        } else {
+            joins::MAX_KEY_LIST
+        }
+    }
 }
 
 /// Whether the keys a dimension's filters keep are written into the fact table's filter: they
@@ -428,6 +479,14 @@ impl joins::Estimates for Counts<'_> {
 fn star_filters_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     switched_on(&ON, "SPOOL_STAR_FILTERS")
+}
+
+/// Whether star-join key lists are tested as bitmaps (see `keyset`) rather than written as
+/// `IN` lists: they are, unless the environment says `SPOOL_KEY_SETS=off` (for measuring what
+/// they buy; read once).
+fn key_sets_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    switched_on(&ON, "SPOOL_KEY_SETS")
 }
 
 /// Whether the measuring switch `var` is on: it is unless the environment says `var=off`;

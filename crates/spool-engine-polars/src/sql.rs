@@ -636,6 +636,99 @@ mod tests {
         assert!(!counted.contains("BETWEEN"), "{counted}");
     }
 
+    /// [`Keyed`], with key lists tested as key sets: each keyed table's base, column and keys.
+    struct WithSets(Keyed, std::cell::RefCell<Vec<(String, String, Vec<i64>)>>);
+
+    impl joins::Estimates for WithSets {
+        fn count(&self, relation: &str, filter: &str) -> Option<u64> {
+            self.0.count(relation, filter)
+        }
+
+        fn keys(&self, relation: &str, key: &str, filter: &str) -> Option<joins::KeyFacts> {
+            self.0.keys(relation, key, filter)
+        }
+
+        fn filters_fact(&self) -> bool {
+            true
+        }
+
+        fn keyed_table(&self, table: &str, column: &str, keys: &[i64]) -> Option<String> {
+            let mut made = self.1.borrow_mut();
+            made.push((table.to_owned(), column.to_owned(), keys.to_vec()));
+            Some(format!("keyed {}", made.len() - 1))
+        }
+    }
+
+    #[test]
+    fn a_chosen_key_list_is_read_from_a_keyed_table_where_the_engine_makes_one() {
+        let sql = "select c_region, s_region, d_year, sum(lo_revenue) as r \
+                   from customer, supplier, lineorder l, dates \
+                   where l.lo_custkey = c_custkey and lo_suppkey = s_suppkey \
+                   and lo_orderdate = d_datekey and c_region = 'ASIA' and s_region = 'ASIA' \
+                   and d_year = 1997 group by c_region, s_region, d_year";
+        let customers: Vec<i64> = (0..100).map(|k| 4 + k * 300).collect();
+        let suppliers: Vec<i64> = (0..200).map(|k| 7 + k * 150).collect();
+        let keyed = || {
+            WithSets(
+                Keyed(vec![
+                    (
+                        "DATES",
+                        facts(365, Some((19970101, 19971231)), (19920101, 19981230), None),
+                    ),
+                    (
+                        "CUSTOMER",
+                        facts(100, Some((4, 29_704)), (1, 30_000), Some(&customers)),
+                    ),
+                    (
+                        "SUPPLIER",
+                        facts(200, Some((7, 29_857)), (1, 30_000), Some(&suppliers)),
+                    ),
+                ]),
+                std::cell::RefCell::default(),
+            )
+        };
+        let two = keyed();
+        let prepared =
+            prepare_estimated(sql, &ssb_names(), "ssb", None, None, &two).expect("prepared");
+        // Both lists are chosen (only together do they empty row groups); the more selective
+        // is keyed first, the second keyed table is made from the first; the range stays SQL.
+        assert!(
+            prepared.contains(
+                "FROM (SELECT * FROM \"keyed 1\" WHERE \"LO_ORDERDATE\" BETWEEN 19970101 AND \
+                 19971231) AS l INNER JOIN"
+            ),
+            "{prepared}"
+        );
+        assert_eq!(
+            two.1.borrow().as_slice(),
+            [
+                (
+                    "LINEORDER".to_owned(),
+                    "LO_CUSTKEY".to_owned(),
+                    customers.clone()
+                ),
+                (
+                    "keyed 0".to_owned(),
+                    "LO_SUPPKEY".to_owned(),
+                    suppliers.clone()
+                ),
+            ]
+        );
+        assert!(!prepared.contains(" IN ("), "{prepared}");
+
+        // A CTE named like the fact table is not the table: its keys stay an IN list.
+        let shadowed = format!(
+            "with lineorder as (select * from lineorder where lo_quantity < 10) {}",
+            sql.replace("lineorder l", "lineorder")
+                .replace("l.lo_custkey", "lo_custkey")
+        );
+        let cte = keyed();
+        let prepared =
+            prepare_estimated(&shadowed, &ssb_names(), "ssb", None, None, &cte).expect("prepared");
+        assert!(cte.1.borrow().is_empty(), "{prepared}");
+        assert!(prepared.contains(" IN ("), "{prepared}");
+    }
+
     #[test]
     fn a_second_key_list_is_written_only_where_the_lists_together_empty_row_groups() {
         let sql = "select c_region, s_region, sum(lo_revenue) as r from customer, supplier, \
