@@ -363,3 +363,52 @@ fn a_crash_loop_loses_no_acknowledged_query_and_never_serves_a_partial_result() 
         acknowledged.len()
     );
 }
+
+/// A graceful shutdown gives a running query's claim back: that is not the query's fault, so
+/// however many shutdowns stop it, it never runs out of attempts (only crashes count towards
+/// SPOOL-QUERY-INTERRUPTED, after 5).
+#[cfg(unix)]
+#[test]
+fn a_query_stopped_by_more_graceful_shutdowns_than_its_attempts_still_succeeds() {
+    const SHUTDOWNS: usize = 7;
+    let mut server = Server::start("workers = 1\nsample_sf = 0.01\n");
+    // Long enough to be caught running each time (about 5 million rows), and its rows counted.
+    let sql = "select lo_orderkey, lo_linenumber, d_datekey from lineorder cross join dates \
+               where d_datekey < 19920401";
+    let count = server.submit(&format!("select count(*) as n from ({sql}) t"), "ssb");
+    assert_eq!(server.wait(&count)["data"]["status"], "SUCCESSFUL");
+    let text = String::from_utf8(server.result(&count)).expect("utf-8");
+    let rows: u64 = text
+        .trim()
+        .parse()
+        .ok()
+        .unwrap_or_else(|| panic!("a count: {text}"));
+
+    let id = server.submit(sql, "ssb");
+    for shutdown in 0..SHUTDOWNS {
+        // Running in the engine: rows are coming out.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = server.status(&id);
+            assert_eq!(
+                v["data"]["status"], "RUNNING",
+                "shutdown {shutdown}: the query ended before it was stopped: {v}"
+            );
+            if v["data"]["rows"].as_u64().is_some_and(|r| r > 0) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "shutdown {shutdown}: the query did not start: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server = server.terminate_and_restart();
+    }
+    let v = server.wait(&id);
+    assert_eq!(v["data"]["status"], "SUCCESSFUL", "{v}");
+    assert_eq!(v["data"]["rows"], rows, "{v}");
+    let result = server.result(&id);
+    let lines = result.iter().filter(|&&b| b == b'\n').count() as u64;
+    assert_eq!(lines, rows, "every row, once");
+}
