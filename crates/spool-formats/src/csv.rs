@@ -212,13 +212,13 @@ fn eight_digits(v: u32) -> u64 {
     debug_assert!(v < 100_000_000);
     let v = u64::from(v);
     // 32-bit lanes: the high four digits, then the low four.
-    let quads = v / 10_000 | (v % 10_000) << 32;
+    let quads = (v / 10_000) | ((v % 10_000) << 32);
     // x / 100 for x < 10^4 is (x * 5243) >> 19; 16-bit lanes hold the pairs.
     let hundreds = ((quads * 5243) >> 19) & 0x0000_007F_0000_007F;
-    let pairs = hundreds | (quads - hundreds * 100) << 16;
+    let pairs = hundreds | ((quads - hundreds * 100) << 16);
     // x / 10 for x < 100 is (x * 103) >> 10; bytes hold the digits.
     let tens = ((pairs * 103) >> 10) & 0x000F_000F_000F_000F;
-    let digits = tens | (pairs - tens * 10) << 8;
+    let digits = tens | ((pairs - tens * 10) << 8);
     digits + 0x3030_3030_3030_3030
 }
 
