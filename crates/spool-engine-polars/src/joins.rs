@@ -46,6 +46,12 @@ pub(crate) const MAX_KEY_SET: usize = 65_536;
 /// ... and only when the dimension's filters keep at most this share of its rows.
 const MAX_LISTED_SHARE: f64 = 0.25;
 
+/// ... and a list longer than [`MAX_KEY_LIST`] (a key set) only when they keep at most this
+/// share: a key set that keeps a fifth of the keys (SSB's `c_region` at SF 10, 60,000 keys)
+/// made Q3.1 13 % and Q4.1 7 % slower, one that keeps 4 % (`p_category`) made Q2.1 and Q4.3
+/// faster (docs/PERFORMANCE.md).
+const MAX_KEYED_SHARE: f64 = 0.1;
+
 /// A key range filters the fact table only when it spans at most this share of the
 /// dimension's whole key range.
 const MAX_RANGE_SHARE: f64 = 0.5;
@@ -711,7 +717,10 @@ fn key_filter(column: &Ident, facts: &KeyFacts, max_keys: usize) -> Option<KeyFi
         (full > 0.0).then(|| ((high as f64) - (low as f64)) / full)
     });
     let listed = facts.values.as_ref().filter(|values| {
-        !values.is_empty() && values.len() <= max_keys && kept <= MAX_LISTED_SHARE
+        !values.is_empty()
+            && values.len() <= max_keys
+            && kept <= MAX_LISTED_SHARE
+            && (values.len() <= MAX_KEY_LIST || kept <= MAX_KEYED_SHARE)
     });
     match span_share {
         // A range is cheaper to test than a list: taken unless the list keeps far fewer rows.

@@ -652,6 +652,10 @@ mod tests {
             true
         }
 
+        fn max_listed_keys(&self) -> usize {
+            joins::MAX_KEY_SET
+        }
+
         fn keyed_table(&self, table: &str, column: &str, keys: &[i64]) -> Option<String> {
             let mut made = self.1.borrow_mut();
             made.push((table.to_owned(), column.to_owned(), keys.to_vec()));
@@ -727,6 +731,38 @@ mod tests {
             prepare_estimated(&shadowed, &ssb_names(), "ssb", None, None, &cte).expect("prepared");
         assert!(cte.1.borrow().is_empty(), "{prepared}");
         assert!(prepared.contains(" IN ("), "{prepared}");
+    }
+
+    #[test]
+    fn a_long_key_list_is_keyed_only_when_it_keeps_a_tenth_of_the_dimension_or_less() {
+        let sql = "select c_nation, sum(lo_revenue) as r from customer, lineorder \
+                   where lo_custkey = c_custkey and c_region = 'ASIA' group by c_nation";
+        let keyed = |kept: u64| {
+            let keys: Vec<i64> = (0..kept as i64).map(|k| 1 + k * 3).collect();
+            let with = WithSets(
+                Keyed(vec![(
+                    "CUSTOMER",
+                    joins::KeyFacts {
+                        rows: 300_000,
+                        ..facts(
+                            kept,
+                            Some((1, keys[keys.len() - 1])),
+                            (1, 300_000),
+                            Some(&keys),
+                        )
+                    },
+                )]),
+                std::cell::RefCell::default(),
+            );
+            prepare_estimated(sql, &ssb_names(), "ssb", None, None, &with).expect("prepared");
+            with.1.borrow().len()
+        };
+        // 6 % of 300,000 customers (18,000 keys, more than an IN list takes): keyed.
+        assert_eq!(keyed(18_000), 1);
+        // 20 % (60,000 keys): left to the join.
+        assert_eq!(keyed(60_000), 0);
+        // A list an IN list could hold is taken as before.
+        assert_eq!(keyed(4_000), 1);
     }
 
     #[test]
