@@ -46,9 +46,10 @@ pub struct SpoolConfig {
     /// lapsed when their process died, a missed notification).
     pub poll_interval: Duration,
     /// A job claimed this many times without finishing (the process died each time) fails
-    /// instead of running again; claims given back at a graceful shutdown do not count. Five by default: a query that needs too much memory or
-    /// crashes its engine fails at once in its worker process, so what is left to interrupt a
-    /// query is the server's own death (a kill, a power cut), which is not the query's fault.
+    /// instead of running again; claims given back at a graceful shutdown do not count. Five
+    /// by default: a query that needs too much memory or crashes its engine fails at once in
+    /// its worker process, so what is left to interrupt a query is the server's own death (a
+    /// kill, a power cut), which is not the query's fault.
     pub max_attempts: u32,
     /// A query running longer is stopped and fails with `query timed out after N s`;
     /// `None` lets queries run as long as they take.

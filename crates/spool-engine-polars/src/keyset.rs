@@ -1,4 +1,4 @@
-//! Integer key sets tested by a bitmap, as SQL functions of one query.
+//! Integer key sets tested by a bitmap: the filters of one query's fact table.
 //!
 //! Star-join planning (see `joins`) filters the fact table by the keys a dimension's filters
 //! keep. Written as `lo_partkey IN (...)`, Polars tests each fact row against a hash set of the

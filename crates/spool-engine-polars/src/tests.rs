@@ -290,6 +290,41 @@ async fn the_13_ssb_queries_give_the_answers_computed_without_polars() {
     }
 }
 
+/// A scattered key list (Q2.3's one brand of parts) is read from a keyed table the engine
+/// registers: the project's fact table with exactly the rows whose key the dimension kept.
+#[tokio::test]
+async fn a_star_join_reads_the_fact_rows_of_the_kept_keys_from_a_keyed_table() {
+    let (root, _) = ssb_fixture(0.02);
+    let path = root.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let opened = crate::catalog::open(&path, "ssb").expect("open");
+        let counts = crate::Counts::new(&opened);
+        let sql = spool_ssb::answers::QUERIES[5].1;
+        let prepared =
+            crate::sql::prepare_estimated(sql, &opened.names, "ssb", None, None, &counts)
+                .expect("prepared");
+        assert!(prepared.contains("FROM \"spool keyed 0\""), "{prepared}");
+        assert!(!prepared.contains(" IN ("), "{prepared}");
+        let keyed = counts.keyed.into_inner();
+        assert_eq!(keyed.len(), 1, "{prepared}");
+        let rows = |frame: LazyFrame| frame.collect().expect("rows").height();
+        let context = opened.context();
+        let expected = context
+            .clone()
+            .execute(
+                // The catalog's own spelling: this context has no name resolution.
+                "SELECT * FROM \"LINEORDER\" WHERE \"LO_PARTKEY\" IN \
+                 (SELECT \"P_PARTKEY\" FROM \"PART\" WHERE \"P_BRAND\" = 'MFGR#2239')",
+            )
+            .expect("expected rows");
+        let got = rows(keyed[0].1.clone());
+        assert!(got > 0, "the brand's parts were sold");
+        assert_eq!(got, rows(expected));
+    })
+    .await
+    .expect("planned");
+}
+
 /// SQL that Kylin users and BI tools send: each case runs with the expected rows, or fails with
 /// a message naming what is not supported.
 #[tokio::test]

@@ -50,20 +50,12 @@ pub(crate) enum Values<'a> {
     Any(Box<dyn Iterator<Item = AnyValue<'a>> + 'a>),
 }
 
-/// Casts narrow integers and floats to their 64-bit kinds; a 32-bit integer column without
-/// NULLs in one chunk is read as it is.
+/// Casts narrow integers and floats to their 64-bit kinds; 32-bit integers are read as they
+/// are (see [`Values::new`]).
 pub(crate) fn widened(column: &Column) -> PolarsResult<Column> {
     use DataType as D;
     match column.dtype() {
-        D::Int32
-            if column
-                .as_materialized_series()
-                .i32()
-                .is_ok_and(|c| c.cont_slice().is_ok()) =>
-        {
-            Ok(column.clone())
-        }
-        D::Int8 | D::Int16 | D::Int32 | D::UInt8 | D::UInt16 | D::UInt32 => column.cast(&D::Int64),
+        D::Int8 | D::Int16 | D::UInt8 | D::UInt16 | D::UInt32 => column.cast(&D::Int64),
         D::Float32 => column.cast(&D::Float64),
         _ => Ok(column.clone()),
     }
