@@ -364,7 +364,10 @@ struct Worker {
     child: Child,
     pid: u32,
     stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    /// Read unbuffered: a frame's header is one small read, its payload one read straight
+    /// into the payload's buffer. Through a `BufReader`, every result byte was copied twice in
+    /// this process (pipe to buffer, buffer to payload).
+    stdout: ChildStdout,
     /// Whether its stderr said an allocation failed.
     allocation_failed: Arc<AtomicBool>,
     stderr: Option<std::thread::JoinHandle<()>>,
@@ -414,7 +417,7 @@ impl Worker {
             child,
             pid,
             stdin,
-            stdout: BufReader::with_capacity(256 << 10, stdout),
+            stdout,
             allocation_failed,
             stderr: Some(stderr),
         })

@@ -82,6 +82,17 @@ impl<'a> Values<'a> {
         })
     }
 
+    /// Reads the value `row` of a column held as a slice (nothing for the others, or past the
+    /// end), so that its cache line is on its way before the row loop needs it.
+    #[inline]
+    pub(crate) fn touch(&self, row: usize) -> i64 {
+        match self {
+            Self::Ints(values) => values.get(row).copied().unwrap_or(0),
+            Self::Ints32(values) => values.get(row).copied().map_or(0, i64::from),
+            _ => 0,
+        }
+    }
+
     /// Whether [`Values::write_csv`] writes this column (floats and other types are left to
     /// Polars' writer, whose text for them the CSV keeps).
     pub(crate) fn csv_typed(&self) -> bool {
@@ -94,7 +105,7 @@ impl<'a> Values<'a> {
     pub(crate) fn write_csv(&mut self, row: usize, out: &mut Vec<u8>, separator: u8) {
         match self {
             Self::Ints(values) => write_i64(out, values[row]),
-            Self::Ints32(values) => write_i64(out, i64::from(values[row])),
+            Self::Ints32(values) => write_i32(out, values[row]),
             Self::Int(it) => {
                 if let Some(v) = it.next().flatten() {
                     write_i64(out, v);
@@ -140,7 +151,7 @@ impl<'a> Values<'a> {
     pub(crate) fn write_json(&mut self, row: usize, out: &mut Vec<u8>) {
         match self {
             Self::Ints(values) => write_i64(out, values[row]),
-            Self::Ints32(values) => write_i64(out, i64::from(values[row])),
+            Self::Ints32(values) => write_i32(out, values[row]),
             Self::Int(it) => match it.next().flatten() {
                 Some(v) => write_i64(out, v),
                 None => out.extend_from_slice(b"null"),
@@ -185,7 +196,14 @@ pub(crate) fn typed_csv(batch: &DataFrame, separator: u8, out: &mut Vec<u8>) -> 
     if !columns.iter().all(Values::csv_typed) {
         return Ok(false);
     }
+    let touch = touch_ahead();
+    let mut touched = 0;
     for row in 0..batch.height() {
+        if touch && row % TOUCH_EVERY == 0 {
+            touched ^= columns
+                .iter()
+                .fold(0, |acc, c| acc ^ c.touch(row + TOUCH_AHEAD));
+        }
         for (i, column) in columns.iter_mut().enumerate() {
             if i > 0 {
                 out.push(separator);
@@ -194,12 +212,25 @@ pub(crate) fn typed_csv(batch: &DataFrame, separator: u8, out: &mut Vec<u8>) -> 
         }
         out.push(b'\n');
     }
+    std::hint::black_box(touched);
     Ok(true)
+}
+
+/// Rows between two reads ahead.
+pub(crate) const TOUCH_EVERY: usize = 8;
+/// How far ahead those reads are.
+pub(crate) const TOUCH_AHEAD: usize = 256;
+
+/// Whether the row loops read ahead (`SPOOL_TOUCH_AHEAD=off` turns it off).
+pub(crate) fn touch_ahead() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("SPOOL_TOUCH_AHEAD").map_or(true, |v| v != "off"))
 }
 
 /// Eight ASCII digits of `v` (below 10^8, zero-padded), the most significant in the lowest byte:
 /// the digits are split in the lanes of one 64-bit word (two 4-digit halves, then four pairs,
 /// then eight digits), with multiplications standing in for the divisions.
+#[inline(always)]
 fn eight_digits(v: u32) -> u64 {
     debug_assert!(v < 100_000_000);
     let v = u64::from(v);
@@ -214,32 +245,90 @@ fn eight_digits(v: u32) -> u64 {
     digits + 0x3030_3030_3030_3030
 }
 
-/// Appends `v` in decimal. The digits go straight into `out` as whole words: a value below 10^8
-/// (nearly every integer in an export) is one 8-byte store cut to length, a larger one two or
-/// three. Laying the digits out pair by pair in a stack buffer and copying the buffer made
-/// every copy wait for the small stores before it (a store-forwarding stall: 29 % of a CSV
-/// export's samples sat on that one copy), and `itoa`'s `&str` of varying length cost a
-/// `memcpy` call per value.
+/// The two ASCII digits of every number below 100, `00` to `99`.
+const PAIRS: [u8; 200] = {
+    let mut table = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        table[2 * i] = b'0' + (i / 10) as u8;
+        table[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    table
+};
+
+const E8: u64 = 100_000_000;
+
+/// Appends `v` in decimal. The digits go straight into `out` as whole words: a value below 100
+/// (flags, counts, line numbers: a third of an SSB row's integers) is one 2-byte store from a
+/// table, one below 10^8 (nearly every other integer in an export) one 8-byte store cut to
+/// length, a larger one two or three. Laying the digits out pair by pair in a stack buffer and
+/// copying the buffer made every copy wait for the small stores before it (a store-forwarding
+/// stall: 29 % of a CSV export's samples sat on that one copy), and `itoa`'s `&str` of varying
+/// length cost a `memcpy` call per value. Inlined: a call per value, with the registers it
+/// saved and restored, cost more than the digits of a small number.
+#[inline]
 pub(crate) fn write_u64(out: &mut Vec<u8>, v: u64) {
-    const E8: u64 = 100_000_000;
     if v < E8 {
-        // Leading zeros sit in the low bytes; shifting them out leaves `len` digits.
-        let len = v.checked_ilog10().map_or(1, |d| d as usize + 1);
-        let word = eight_digits(v as u32) >> ((8 - len) * 8);
-        let start = out.len();
-        out.extend_from_slice(&word.to_le_bytes());
-        out.truncate(start + len);
+        write_below_e8(out, v as u32);
     } else {
-        write_u64(out, v / E8);
-        out.extend_from_slice(&eight_digits((v % E8) as u32).to_le_bytes());
+        write_large(out, v);
     }
 }
 
+#[inline(always)]
+fn write_below_e8(out: &mut Vec<u8>, v: u32) {
+    debug_assert!(u64::from(v) < E8);
+    let start = out.len();
+    if v < 100 {
+        let i = v as usize * 2;
+        let len = 1 + usize::from(v >= 10);
+        // A leading zero sits in the low byte; shifting it out leaves one digit.
+        let pair = u16::from_le_bytes([PAIRS[i], PAIRS[i + 1]]) >> ((2 - len) * 8);
+        out.extend_from_slice(&pair.to_le_bytes());
+        out.truncate(start + len);
+    } else {
+        // Leading zeros sit in the low bytes; shifting them out leaves `len` digits.
+        let len = v.ilog10() as usize + 1;
+        let word = eight_digits(v) >> ((8 - len) * 8);
+        out.extend_from_slice(&word.to_le_bytes());
+        out.truncate(start + len);
+    }
+}
+
+/// [`write_u64`] of a value of 10^8 or more: rare, so kept out of the callers' loops.
+#[inline(never)]
+fn write_large(out: &mut Vec<u8>, v: u64) {
+    let high = v / E8;
+    if high < E8 {
+        write_below_e8(out, high as u32);
+    } else {
+        write_below_e8(out, (high / E8) as u32);
+        out.extend_from_slice(&eight_digits((high % E8) as u32).to_le_bytes());
+    }
+    out.extend_from_slice(&eight_digits((v % E8) as u32).to_le_bytes());
+}
+
+#[inline]
 pub(crate) fn write_i64(out: &mut Vec<u8>, v: i64) {
     if v < 0 {
         out.push(b'-');
     }
     write_u64(out, v.unsigned_abs());
+}
+
+/// [`write_i64`] of a 32-bit value: its magnitude is below 10^10, and nearly always below 10^8.
+#[inline]
+pub(crate) fn write_i32(out: &mut Vec<u8>, v: i32) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    let magnitude = v.unsigned_abs();
+    if u64::from(magnitude) < E8 {
+        write_below_e8(out, magnitude);
+    } else {
+        write_large(out, u64::from(magnitude));
+    }
 }
 
 impl BatchEncoder for Csv {

@@ -142,6 +142,27 @@ fn decimal_digits_match_itoa_at_every_length() {
         out.push(b' ');
         expected.push_str(itoa::Buffer::new().format(signed));
         expected.push(' ');
+        for narrow in [v as i32, (v >> 32) as i32] {
+            write_i32(&mut out, narrow);
+            out.push(b' ');
+            expected.push_str(itoa::Buffer::new().format(narrow));
+            expected.push(' ');
+        }
+    }
+    for narrow in [
+        i32::MIN,
+        i32::MAX,
+        -1,
+        -10,
+        -99,
+        -100,
+        99_999_999,
+        100_000_000,
+    ] {
+        write_i32(&mut out, narrow);
+        out.push(b' ');
+        expected.push_str(itoa::Buffer::new().format(narrow));
+        expected.push(' ');
     }
     assert_eq!(String::from_utf8(out).expect("ascii"), expected);
 }
