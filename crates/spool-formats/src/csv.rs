@@ -216,12 +216,18 @@ pub(crate) fn typed_csv(batch: &DataFrame, separator: u8, out: &mut Vec<u8>) -> 
     Ok(true)
 }
 
-/// Rows between two reads ahead.
+/// Rows between two reads ahead: 8 values of a 64-bit column fill one cache line.
+///
+/// An export's batches are slices of a decoded run of row groups, mostly out of cache when the
+/// encoder gets to them, and the row loop walks every column in step: without the reads, each
+/// column's next line missed on its own, one miss after another (60 % of the encoder's samples
+/// sat on those loads). Read together, the misses overlap. A prefetch instruction measured the
+/// same and would need `unsafe` (docs/PERFORMANCE.md, "The CSV row loop and the worker pipe").
 pub(crate) const TOUCH_EVERY: usize = 8;
-/// How far ahead those reads are.
+/// How far ahead those reads are, in rows.
 pub(crate) const TOUCH_AHEAD: usize = 256;
 
-/// Whether the row loops read ahead (`SPOOL_TOUCH_AHEAD=off` turns it off).
+/// Whether the CSV row loop reads ahead (`SPOOL_TOUCH_AHEAD=off` turns it off, for measuring).
 pub(crate) fn touch_ahead() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("SPOOL_TOUCH_AHEAD").map_or(true, |v| v != "off"))
