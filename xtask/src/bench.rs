@@ -6,7 +6,8 @@
 //! - `ssb`: the 13 SSB queries through the HTTP API (submit to SUCCESSFUL, then the download),
 //!   next to the same SQL in-process (`spool-server query`: same engine and result store, no HTTP,
 //!   no job store) with jemalloc and with the system allocator, and on DuckDB (the Python
-//!   package, installed by the bench into `target/bench/venv`).
+//!   package, installed by the bench into `target/bench/venv`), each query on all of them in
+//!   turn before the next.
 //! - `export`: `select * from p_lineorder` as CSV, Parquet and JSON through the API, one fresh
 //!   server per format so its peak RSS (VmHWM) belongs to that export, next to DuckDB's COPY.
 //! - `download`: the finished CSV export fetched over loopback.
