@@ -334,6 +334,24 @@ fn wait(agent: &ureq::Agent, base: &str, id: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Deletes query `id` and its result.
+fn delete(agent: &ureq::Agent, base: &str, id: &str) -> anyhow::Result<()> {
+    let res = agent
+        .delete(&format!("{base}/kylin/api/async_query/{id}"))
+        .set("Authorization", ADMIN)
+        .call()?;
+    anyhow::ensure!(res.status() == 200, "delete answered {}", res.status());
+    Ok(())
+}
+
+/// Every run's figure, with `places` decimals, comma-separated.
+fn listed(runs: &[f64], places: usize) -> String {
+    runs.iter()
+        .map(|s| format!("{s:.places$}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Downloads the result into nothing; returns the byte count.
 fn download(agent: &ureq::Agent, base: &str, id: &str) -> anyhow::Result<u64> {
     let mut reader = agent
@@ -724,12 +742,6 @@ fn export_phase(
     ));
     let agent = ureq::AgentBuilder::new().build();
     let mut kept = None;
-    let show = |xs: &[f64]| {
-        xs.iter()
-            .map(|s| format!("{s:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     for format in options.formats.iter().map(String::as_str) {
         let server = start_server(&binaries.jemalloc, data, &format!("export-{format}"), 1)?;
         let out = data.bench_dir.join(format!("duckdb-export.{format}"));
@@ -744,10 +756,7 @@ fn export_phase(
             spool.push(started.elapsed().as_secs_f64());
             size = result_size(&agent, &server.base, &id)?;
             if run + 1 < runs {
-                agent
-                    .delete(&format!("{}/kylin/api/async_query/{id}", server.base))
-                    .set("Authorization", ADMIN)
-                    .call()?;
+                delete(&agent, &server.base, &id)?;
             } else {
                 last = Some(id);
             }
@@ -763,8 +772,8 @@ fn export_phase(
             "| {format} | {seconds:.2} | {size} | {:.0} | {rss:.0} | {duck_seconds:.2} | {:.0} | {duck_rss:.0} | {} | {} |\n",
             mb_per_s(size, seconds),
             mb_per_s(duck_bytes, duck_seconds),
-            show(&spool),
-            show(&duck_runs),
+            listed(&spool, 2),
+            listed(&duck_runs, 2),
         ));
         chart.groups.push(format.to_owned());
         chart.series[0].1.push(mb_per_s(size, seconds));
@@ -819,18 +828,10 @@ fn progress_phase(
         options.sf,
         medians[0],
         mb_per_s(size, medians[0]),
-        seconds[0]
-            .iter()
-            .map(|s| format!("{s:.3}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        listed(&seconds[0], 3),
         medians[1],
         mb_per_s(size, medians[1]),
-        seconds[1]
-            .iter()
-            .map(|s| format!("{s:.3}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        listed(&seconds[1], 3),
     ));
     Ok(())
 }

@@ -105,7 +105,7 @@ impl<'a> Values<'a> {
     pub(crate) fn write_csv(&mut self, row: usize, out: &mut Vec<u8>, separator: u8) {
         match self {
             Self::Ints(values) => write_i64(out, values[row]),
-            Self::Ints32(values) => write_i32(out, values[row]),
+            Self::Ints32(values) => write_i64(out, i64::from(values[row])),
             Self::Int(it) => {
                 if let Some(v) = it.next().flatten() {
                     write_i64(out, v);
@@ -151,7 +151,7 @@ impl<'a> Values<'a> {
     pub(crate) fn write_json(&mut self, row: usize, out: &mut Vec<u8>) {
         match self {
             Self::Ints(values) => write_i64(out, values[row]),
-            Self::Ints32(values) => write_i32(out, values[row]),
+            Self::Ints32(values) => write_i64(out, i64::from(values[row])),
             Self::Int(it) => match it.next().flatten() {
                 Some(v) => write_i64(out, v),
                 None => out.extend_from_slice(b"null"),
@@ -321,20 +321,6 @@ pub(crate) fn write_i64(out: &mut Vec<u8>, v: i64) {
         out.push(b'-');
     }
     write_u64(out, v.unsigned_abs());
-}
-
-/// [`write_i64`] of a 32-bit value: its magnitude is below 10^10, and nearly always below 10^8.
-#[inline]
-pub(crate) fn write_i32(out: &mut Vec<u8>, v: i32) {
-    if v < 0 {
-        out.push(b'-');
-    }
-    let magnitude = v.unsigned_abs();
-    if u64::from(magnitude) < E8 {
-        write_below_e8(out, magnitude);
-    } else {
-        write_large(out, u64::from(magnitude));
-    }
 }
 
 impl BatchEncoder for Csv {

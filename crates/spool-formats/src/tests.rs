@@ -143,7 +143,7 @@ fn decimal_digits_match_itoa_at_every_length() {
         expected.push_str(itoa::Buffer::new().format(signed));
         expected.push(' ');
         for narrow in [v as i32, (v >> 32) as i32] {
-            write_i32(&mut out, narrow);
+            write_i64(&mut out, i64::from(narrow));
             out.push(b' ');
             expected.push_str(itoa::Buffer::new().format(narrow));
             expected.push(' ');
@@ -159,7 +159,7 @@ fn decimal_digits_match_itoa_at_every_length() {
         99_999_999,
         100_000_000,
     ] {
-        write_i32(&mut out, narrow);
+        write_i64(&mut out, i64::from(narrow));
         out.push(b' ');
         expected.push_str(itoa::Buffer::new().format(narrow));
         expected.push(' ');

@@ -12,7 +12,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use super::{
-    ADMIN, Binaries, Data, Options, children, cores_or_one, download, fresh_data_dir, json,
+    ADMIN, Binaries, Data, Options, children, cores_or_one, delete, download, fresh_data_dir, json,
     queries, spawn_server, status_kib, submit,
 };
 
@@ -83,15 +83,6 @@ fn finish(agent: &ureq::Agent, base: &str, id: &str, tally: &Tally) -> anyhow::R
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn delete(agent: &ureq::Agent, base: &str, id: &str) -> anyhow::Result<()> {
-    let res = agent
-        .delete(&format!("{base}/kylin/api/async_query/{id}"))
-        .set("Authorization", ADMIN)
-        .call()?;
-    anyhow::ensure!(res.status() == 200, "delete answered {}", res.status());
-    Ok(())
 }
 
 /// Runs `sql` to the end, downloads it and deletes it; fails unless it is SUCCESSFUL.
