@@ -100,6 +100,9 @@ pub(crate) struct OpenProject {
     /// and filter as SQL prints them. Kept with the opened project, so a changed file (a new
     /// version, a new `OpenProject`) starts it empty.
     pub keys: Arc<std::sync::Mutex<HashMap<String, Option<crate::joins::KeyFacts>>>>,
+    /// Dimensions' kept rows by key, for folding them into the fact table (see `joins::Fold`):
+    /// by relation, filter and columns. Kept and started again like `keys`.
+    pub lookups: Arc<std::sync::Mutex<HashMap<String, Option<Arc<crate::keyset::Lookup>>>>>,
 }
 
 impl OpenProject {
@@ -411,6 +414,7 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
         sources: tables.into_iter().collect(),
         described,
         keys: Arc::default(),
+        lookups: Arc::default(),
     })
 }
 

@@ -21,8 +21,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    BinaryOperator, Expr, Ident, Join, JoinConstraint, JoinOperator, ObjectNamePart, Query, Select,
-    SelectItem, SetExpr, TableFactor, TableWithJoins, visit_expressions,
+    BinaryOperator, Expr, Ident, Join, JoinConstraint, JoinOperator, ObjectName, ObjectNamePart,
+    OrderByKind, Query, Select, SelectItem, SetExpr, TableAlias, TableFactor, TableWithJoins,
+    visit_expressions, visit_expressions_mut,
 };
 
 use crate::sql::Names;
@@ -103,6 +104,33 @@ pub(crate) trait Estimates {
     fn max_listed_keys(&self) -> usize {
         MAX_KEY_LIST
     }
+
+    /// The name of a table, readable by this query's SQL only, holding the rows of `table` (a
+    /// table of the project or one this method or [`Estimates::keyed_table`] named before)
+    /// inner-joined to `fold`'s dimension: `table`'s columns and the dimension's
+    /// `fold.columns`. `None`: the dimension is joined as written (its key is not a unique
+    /// integer of a narrow range, it keeps too many rows, or folding is off).
+    fn folded_table(&self, _table: &str, _fold: &Fold) -> Option<String> {
+        None
+    }
+}
+
+/// A dimension the fact table joins on one key, read for nothing but that key, its own
+/// filters and its columns: where its kept rows have each key once, the inner join is a
+/// lookup of those columns by the fact row's key (see [`Estimates::folded_table`]), and the
+/// query reads the fact table with the dimension's columns in place of the join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fold {
+    /// The dimension's FROM item, as SQL prints it (a table of the project).
+    pub relation: String,
+    /// The dimension's key column (the catalog's spelling).
+    pub key: String,
+    /// The dimension's own filters, as SQL prints them; `None`: every row.
+    pub filter: Option<String>,
+    /// The fact table's column holding the key (the catalog's spelling).
+    pub fact_column: String,
+    /// The dimension's columns the query reads (the catalog's spelling), in the order found.
+    pub columns: Vec<String>,
 }
 
 /// No counts: join order from the filters' number and the tables' sizes.
@@ -326,23 +354,30 @@ pub(crate) fn plan(
     estimates: &dyn Estimates,
 ) -> Result<(), String> {
     learn_ctes(query, names, ctes);
-    plan_set_expr(&mut query.body, names, ctes, estimates)
+    let order_by: Vec<Expr> = match query.order_by.as_ref().map(|o| &o.kind) {
+        Some(OrderByKind::Expressions(list)) => list.iter().map(|o| o.expr.clone()).collect(),
+        _ => Vec::new(),
+    };
+    plan_set_expr(&mut query.body, names, ctes, estimates, &order_by)
 }
 
+/// Plans `body`; `order_by` holds the expressions of the query's ORDER BY, which may read the
+/// columns of `body`'s FROM items too.
 fn plan_set_expr(
     body: &mut SetExpr,
     names: &Names,
     ctes: &Ctes,
     estimates: &dyn Estimates,
+    order_by: &[Expr],
 ) -> Result<(), String> {
     match body {
         SetExpr::Select(select) => {
             move_inner_join_filters(select);
-            plan_select(select, names, ctes, estimates)
+            plan_select(select, names, ctes, estimates, order_by)
         }
         SetExpr::SetOperation { left, right, .. } => {
-            plan_set_expr(left, names, ctes, &NoEstimates)?;
-            plan_set_expr(right, names, ctes, &NoEstimates)
+            plan_set_expr(left, names, ctes, &NoEstimates, &[])?;
+            plan_set_expr(right, names, ctes, &NoEstimates, &[])
         }
         _ => Ok(()),
     }
@@ -402,6 +437,7 @@ fn plan_select(
     names: &Names,
     ctes: &Ctes,
     estimates: &dyn Estimates,
+    order_by: &[Expr],
 ) -> Result<(), String> {
     if select.from.len() < 2 || select.from.iter().any(|f| !f.joins.is_empty()) {
         return Ok(());
@@ -490,8 +526,30 @@ fn plan_select(
                 .map_or(1.0, |kept| kept as f64 / total as f64)
         })
         .collect();
+    // Dimensions read for their columns only become lookups in the fact table's place.
+    let mut folded = vec![false; n];
+    let mut dropped = vec![false; parts.len()];
+    let mut fact_source: Option<String> = None;
+    if let Some(fact_table) = foldable_fact(select, start, &rels, names, ctes)
+        && folding_allowed(select, &parts, order_by)
+    {
+        for r in (0..n).filter(|&r| r != start) {
+            let Some((fold, drops)) = fold_of(select, &parts, &edges, &rels, start, r, order_by)
+            else {
+                continue;
+            };
+            let base = fact_source.as_deref().unwrap_or(&fact_table);
+            if let Some(name) = estimates.folded_table(base, &fold) {
+                folded[r] = true;
+                for i in drops {
+                    dropped[i] = true;
+                }
+                fact_source = Some(name);
+            }
+        }
+    }
     let mut order = vec![start];
-    let mut joined = vec![false; n];
+    let mut joined = folded.clone();
     joined[start] = true;
     let linked = |r: usize, joined: &[bool]| {
         edges
@@ -511,7 +569,7 @@ fn plan_select(
         joined[next] = true;
         order.push(next);
     }
-    if order.len() < n {
+    if order.len() + folded.iter().filter(|&&f| f).count() < n {
         let product = (0..n).filter(|&r| !joined[r]).fold(
             order.iter().map(|&r| rows(r)).max().unwrap_or(0).max(1),
             |acc: u64, r| acc.saturating_mul(rows(r).max(1)),
@@ -534,7 +592,7 @@ fn plan_select(
     }
 
     // Build the chain: each item joins ON the links to the items before it.
-    let mut used = vec![false; parts.len()];
+    let mut used = dropped;
     let mut position = vec![usize::MAX; n];
     for (p, &r) in order.iter().enumerate() {
         position[r] = p;
@@ -577,8 +635,13 @@ fn plan_select(
             join_operator: JoinOperator::Inner(JoinConstraint::On(on)),
         });
     }
+    // A folded dimension's key filter stays: the scan tests it, where a lookup is made only
+    // for the rows the scan keeps.
     let chosen = choose_key_filters(fact_filters);
-    if !chosen.is_empty() {
+    if let Some(source) = &fact_source {
+        read_from(&mut chain.relation, source, &rels[start].qualifier);
+    }
+    if !chosen.is_empty() || fact_source.is_some() {
         // A keyed table is made from the project's table of that name: never for a CTE, which
         // may shadow a table of the same name.
         let keyable = !ctes.contains_key(&rels[start].table);
@@ -592,7 +655,219 @@ fn plan_select(
             .filter(|(_, used)| !used)
             .map(|(part, _)| nested(part)),
     );
+    // A folded dimension's columns are the fact table's now.
+    let folded_keys: Vec<&str> = (0..n)
+        .filter(|&r| folded[r])
+        .map(|r| rels[r].key.as_str())
+        .collect();
+    if !folded_keys.is_empty() {
+        let fact = &rels[start].qualifier;
+        let _ = visit_expressions_mut(select, |e| {
+            if let Expr::CompoundIdentifier(parts) = e
+                && let [qualifier, _] = parts.as_mut_slice()
+                && folded_keys.contains(&qualifier.value.to_lowercase().as_str())
+            {
+                *qualifier = fact.clone();
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
     Ok(())
+}
+
+/// The fact table's name as the catalog spells it, when it is a plain table of the project
+/// that dimensions can be folded into.
+fn foldable_fact(
+    select: &Select,
+    start: usize,
+    rels: &[Rel],
+    names: &Names,
+    ctes: &Ctes,
+) -> Option<String> {
+    let rel = &rels[start];
+    if rel.columns.is_none()
+        || ctes.contains_key(&rel.table)
+        || !names.table_columns.contains_key(&rel.table)
+        || names.views.iter().any(|(view, _)| view.to_lowercase() == rel.table)
+    {
+        return None;
+    }
+    plain_table(&select.from.get(start)?.relation)
+}
+
+/// The table a FROM item names, as written, when it is a plain table reference: no table
+/// function arguments, no column aliases, no schema.
+fn plain_table(factor: &TableFactor) -> Option<String> {
+    let TableFactor::Table {
+        name, alias, args, ..
+    } = factor
+    else {
+        return None;
+    };
+    if args.is_some() || alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+        return None;
+    }
+    match name.0.as_slice() {
+        [ObjectNamePart::Identifier(table)] => Some(table.value.clone()),
+        _ => None,
+    }
+}
+
+/// Whether a SELECT's joins may become lookups at all: no `*` (it would read every column of
+/// a folded dimension) and no subquery (it might read a dimension's columns from inside).
+fn folding_allowed(select: &Select, parts: &[Expr], order_by: &[Expr]) -> bool {
+    let wildcard = select.projection.iter().any(|item| {
+        matches!(
+            item,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    });
+    let no_subquery = |e: &Expr| {
+        !matches!(
+            e,
+            Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. }
+        )
+    };
+    let plain = |flow: ControlFlow<()>| flow.is_continue();
+    let check = |e: &Expr| {
+        if no_subquery(e) {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    };
+    !wildcard
+        && plain(visit_expressions(select, check))
+        && parts.iter().all(|p| plain(visit_expressions(p, check)))
+        && order_by.iter().all(|o| plain(visit_expressions(o, check)))
+}
+
+/// The fold of FROM item `r` into the fact table `start`, with the WHERE conjuncts it
+/// replaces (its link and its own filters), when `r` is a project table much smaller than the
+/// fact table, linked to nothing but the fact table and by one key, with deterministic
+/// filters, and each of its columns the query reads is a name no other FROM item has.
+fn fold_of(
+    select: &Select,
+    parts: &[Expr],
+    edges: &[(usize, usize, usize)],
+    rels: &[Rel],
+    start: usize,
+    r: usize,
+    order_by: &[Expr],
+) -> Option<(Fold, Vec<usize>)> {
+    let rel = &rels[r];
+    let small = rel
+        .rows
+        .zip(rels[start].rows)
+        .is_some_and(|(rows, fact)| rows.saturating_mul(COUNT_MIN_RATIO) <= fact);
+    let relation = &select.from.get(r)?.relation;
+    if !small || rel.table.is_empty() || plain_table(relation).is_none() {
+        return None;
+    }
+    let touching: Vec<&(usize, usize, usize)> = edges
+        .iter()
+        .filter(|(a, b, _)| *a == r || *b == r)
+        .collect();
+    let &[&(a, b, link_at)] = touching.as_slice() else {
+        return None;
+    };
+    if a != start && b != start {
+        return None;
+    }
+    let (fact_column, dimension_key) = fact_and_dimension_key(&parts[link_at], rels, start, r)?;
+    let key = match &dimension_key {
+        Expr::Identifier(column) => column.value.clone(),
+        Expr::CompoundIdentifier(names) => names.last()?.value.clone(),
+        _ => return None,
+    };
+    let own: Vec<usize> = (0..parts.len())
+        .filter(|&i| {
+            i != link_at
+                && link(&parts[i], rels).is_none()
+                && owners(&parts[i], rels).is_some_and(|s| s.len() == 1 && s.contains(&r))
+        })
+        .collect();
+    if !own.iter().all(|&i| is_deterministic(&parts[i])) {
+        return None;
+    }
+    let filter = and_all(own.iter().map(|&i| nested(parts[i].clone()))).map(|f| f.to_string());
+    // The dimension's columns read anywhere else; a qualified one in ORDER BY is not
+    // rewritten, so it keeps the join.
+    let own_columns = rel.columns.as_ref()?;
+    let mut columns: Vec<String> = Vec::new();
+    let mut readable = true;
+    let mut note = |e: &Expr, in_order_by: bool| {
+        match e {
+            Expr::Identifier(column) if own_columns.contains(&column.value.to_lowercase()) => {
+                if !columns.contains(&column.value) {
+                    columns.push(column.value.clone());
+                }
+            }
+            Expr::CompoundIdentifier(names) => match names.as_slice() {
+                [qualifier, column] if qualifier.value.to_lowercase() == rel.key => {
+                    if in_order_by || !own_columns.contains(&column.value.to_lowercase()) {
+                        readable = false;
+                    } else if !columns.contains(&column.value) {
+                        columns.push(column.value.clone());
+                    }
+                }
+                [_, _] => {}
+                _ => readable = false,
+            },
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    };
+    let _ = visit_expressions(select, |e| note(e, false));
+    for (i, part) in parts.iter().enumerate() {
+        if i != link_at && !own.contains(&i) {
+            let _ = visit_expressions(part, |e| note(e, false));
+        }
+    }
+    for expr in order_by {
+        let _ = visit_expressions(expr, |e| note(e, true));
+    }
+    // Each column keeps its name in the fact table's rows, so no other item may have it.
+    let clash = |column: &String| {
+        let lower = column.to_lowercase();
+        rels.iter().enumerate().any(|(i, other)| {
+            i != r
+                && other
+                    .columns
+                    .as_ref()
+                    .is_none_or(|known| known.contains(&lower))
+        })
+    };
+    if !readable || columns.iter().any(clash) {
+        return None;
+    }
+    let mut drops = own;
+    drops.push(link_at);
+    Some((
+        Fold {
+            relation: relation.to_string(),
+            key,
+            filter,
+            fact_column: fact_column.value,
+            columns,
+        },
+        drops,
+    ))
+}
+
+/// Makes the fact table's FROM item read the table `source` under its old qualifier.
+fn read_from(fact: &mut TableFactor, source: &str, qualifier: &Ident) {
+    if let TableFactor::Table { name, alias, .. } = fact {
+        *name = ObjectName::from(vec![Ident::with_quote('"', source)]);
+        if alias.is_none() {
+            *alias = Some(TableAlias {
+                explicit: true,
+                name: qualifier.clone(),
+                columns: Vec::new(),
+                at: None,
+            });
+        }
+    }
 }
 
 /// For a link `fact.x = dimension.y`, the fact's column `x` (unqualified) and the dimension's

@@ -411,6 +411,59 @@ impl<'a> Counts<'a> {
     }
 }
 
+/// Dimension rows kept by key for folds per opened project, at most this many in all; beyond
+/// it the map starts again. A dimension keeping more rows than this is joined, not folded.
+const MAX_LOOKUP_ROWS: usize = 1 << 21;
+
+impl Counts<'_> {
+    /// The kept rows of `fold`'s dimension by key, found once per opened project.
+    fn lookup(&self, fold: &joins::Fold) -> Option<Arc<keyset::Lookup>> {
+        let mut wanted = vec![fold.key.as_str()];
+        wanted.extend(
+            fold.columns
+                .iter()
+                .map(String::as_str)
+                .filter(|c| *c != fold.key),
+        );
+        let cache_key = format!(
+            "{}\u{0}{}\u{0}{}",
+            fold.relation,
+            fold.filter.as_deref().unwrap_or_default(),
+            wanted.join("\u{0}")
+        );
+        let cached = || {
+            self.project
+                .lookups
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        if let Some(known) = cached().get(&cache_key) {
+            return known.clone();
+        }
+        let list: Vec<String> = wanted
+            .iter()
+            .map(|c| sqlparser::ast::Ident::with_quote('"', *c).to_string())
+            .collect();
+        let mut sql = format!("SELECT {} FROM {}", list.join(", "), fold.relation);
+        if let Some(filter) = &fold.filter {
+            sql.push_str(&format!(" WHERE {filter}"));
+        }
+        let found = self
+            .frame(&sql)
+            .filter(|rows| rows.height() <= MAX_LOOKUP_ROWS)
+            .and_then(|rows| keyset::Lookup::new(rows, &fold.key))
+            .map(Arc::new);
+        let mut cached = cached();
+        let held: usize = cached.values().flatten().map(|l| l.height()).sum();
+        let adding = found.as_ref().map_or(0, |l| l.height());
+        if cached.len() >= MAX_CACHED_KEYS || held + adding > MAX_LOOKUP_ROWS {
+            cached.clear();
+        }
+        cached.insert(cache_key, found.clone());
+        found
+    }
+}
+
 impl joins::Estimates for Counts<'_> {
     fn count(&self, relation: &str, filter: &str) -> Option<u64> {
         if !counts_enabled() {
@@ -465,6 +518,39 @@ impl joins::Estimates for Counts<'_> {
         Some(name)
     }
 
+    fn folded_table(&self, table: &str, fold: &joins::Fold) -> Option<String> {
+        if !folds_enabled() {
+            return None;
+        }
+        use polars::prelude::{by_name, col, lit};
+        let lookup = self.lookup(fold)?;
+        let mut keyed = self.keyed.borrow_mut();
+        // A column name no query can spell, dropped again below.
+        let rows = format!("spool rows {}", keyed.len());
+        let columns = fold
+            .columns
+            .iter()
+            .map(|column| lookup.column(&rows, column))
+            .collect::<Option<Vec<_>>>()?;
+        let base = match keyed.iter().find(|(name, _)| name == table) {
+            Some((_, frame)) => frame.clone(),
+            None => self.project.table(table)?,
+        };
+        // The filter reads a column computed here, so Polars keeps it above the scan: the
+        // rows are looked up after the scan's own filters (the WHERE's, the key ranges and
+        // lists) have dropped what they drop, rather than tested one more time in the scan.
+        let mut frame = base
+            .with_column(lookup.rows(&fold.fact_column).alias(rows.as_str()))
+            .filter(col(rows.as_str()).neq(lit(keyset::NO_ROW)));
+        if !columns.is_empty() {
+            frame = frame.with_columns(columns);
+        }
+        let frame = frame.drop(by_name([rows.as_str()], true, false));
+        let name = format!("spool keyed {}", keyed.len());
+        keyed.push((name.clone(), frame));
+        Some(name)
+    }
+
     fn max_listed_keys(&self) -> usize {
         if key_sets_enabled() {
             joins::MAX_KEY_SET
@@ -493,6 +579,14 @@ fn key_sets_enabled() -> bool {
 /// read once into `flag`.
 pub(crate) fn switched_on(flag: &'static std::sync::OnceLock<bool>, var: &str) -> bool {
     *flag.get_or_init(|| std::env::var(var).map_or(true, |v| v != "off"))
+}
+
+/// Whether dimensions read only for their columns are folded into the fact table as lookups
+/// (see `joins::Fold`): they are, unless the environment says `SPOOL_FOLDS=off` (for
+/// measuring what they buy; read once).
+fn folds_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    switched_on(&ON, "SPOOL_FOLDS")
 }
 
 /// Whether join order counts the dimensions' filtered rows: it does, unless the environment
