@@ -688,7 +688,10 @@ fn foldable_fact(
     if rel.columns.is_none()
         || ctes.contains_key(&rel.table)
         || !names.table_columns.contains_key(&rel.table)
-        || names.views.iter().any(|(view, _)| view.to_lowercase() == rel.table)
+        || names
+            .views
+            .iter()
+            .any(|(view, _)| view.to_lowercase() == rel.table)
     {
         return None;
     }

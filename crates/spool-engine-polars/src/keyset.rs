@@ -21,9 +21,9 @@ use std::sync::Arc;
 
 use polars::prelude::arity::unary_elementwise_values;
 use polars::prelude::{
-    BooleanChunked, BooleanType, ChunkedArray, Column, DataFrame, DataType, Expr, Field, IdxCa,
-    IDX_DTYPE, IdxSize, Int32Type, Int64Type, IntoColumn, PolarsNumericType, PolarsResult, Schema,
-    col, polars_bail,
+    BooleanChunked, BooleanType, ChunkedArray, Column, DataFrame, DataType, Expr, Field, IDX_DTYPE,
+    IdxCa, IdxSize, Int32Type, Int64Type, IntoColumn, PolarsNumericType, PolarsResult, Schema, col,
+    polars_bail,
 };
 
 /// The widest key range a set covers: a bitmap of 8 MiB. Dimension keys are dense (SSB's
@@ -194,7 +194,9 @@ impl Lookup {
             dtype if dtype.is_integer() => {
                 self.rows_at(series.strict_cast(&DataType::Int64)?.i64()?)
             }
-            dtype => polars_bail!(InvalidOperation: "a dimension is looked up by integers, not {dtype}"),
+            dtype => {
+                polars_bail!(InvalidOperation: "a dimension is looked up by integers, not {dtype}")
+            }
         };
         Ok(IdxCa::from_vec(series.name().clone(), rows).into_column())
     }
@@ -292,5 +294,42 @@ mod tests {
         }
         let failed = frame.lazy().filter(set().filter("S")).collect();
         assert!(failed.is_err(), "a key set on text is an error");
+    }
+
+    #[test]
+    fn a_lookup_takes_each_fact_rows_dimension_row_and_drops_the_rows_without_one() {
+        let dimension = df!(
+            "K" => [Some(3i64), None, Some(7), Some(5)],
+            "NAME" => ["three", "none", "seven", "five"],
+        )
+        .expect("dimension");
+        let lookup = Arc::new(Lookup::new(dimension.clone(), "K").expect("unique keys"));
+        assert_eq!(lookup.height(), 4);
+        let facts = df!(
+            "FK" => [Some(5i32), Some(1), None, Some(7), Some(3), Some(100), Some(5)],
+            "V" => [1i64, 2, 3, 4, 5, 6, 7],
+        )
+        .expect("facts");
+        let joined = facts
+            .lazy()
+            .with_column(lookup.rows("FK").alias("rows"))
+            .filter(col("rows").neq(polars::prelude::lit(NO_ROW)))
+            .with_columns([lookup.column("rows", "NAME").expect("NAME")])
+            .select([col("V"), col("NAME")])
+            .collect()
+            .expect("joined");
+        let expected = df!(
+            "V" => [1i64, 4, 5, 7],
+            "NAME" => ["five", "seven", "three", "five"],
+        )
+        .expect("expected");
+        assert!(joined.equals(&expected), "{joined}");
+        // A repeated key would return a fact row twice; a text key is no integer key.
+        let repeated = df!("K" => [1i64, 2, 1], "NAME" => ["a", "b", "c"]).expect("frame");
+        assert!(Lookup::new(repeated, "K").is_none());
+        assert!(Lookup::new(dimension.clone(), "NAME").is_none());
+        assert!(Lookup::new(dimension, "MISSING").is_none());
+        let wide = df!("K" => [0i64, MAX_LOOKUP_SPAN as i64]).expect("frame");
+        assert!(Lookup::new(wide, "K").is_none());
     }
 }

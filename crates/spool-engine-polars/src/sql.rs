@@ -853,4 +853,171 @@ mod tests {
         )
         .expect("explicit");
     }
+
+    /// [`Keyed`], with every dimension folded that planning offers: the folds, in order.
+    struct Folding(Keyed, std::cell::RefCell<Vec<(String, joins::Fold)>>);
+
+    impl joins::Estimates for Folding {
+        fn count(&self, relation: &str, filter: &str) -> Option<u64> {
+            self.0.count(relation, filter)
+        }
+
+        fn keys(&self, relation: &str, key: &str, filter: &str) -> Option<joins::KeyFacts> {
+            self.0.keys(relation, key, filter)
+        }
+
+        fn filters_fact(&self) -> bool {
+            true
+        }
+
+        fn folded_table(&self, table: &str, fold: &joins::Fold) -> Option<String> {
+            let mut made = self.1.borrow_mut();
+            made.push((table.to_owned(), fold.clone()));
+            Some(format!("folded {}", made.len() - 1))
+        }
+    }
+
+    fn folding_names() -> Names {
+        let mut names = ssb_names();
+        names.add_table("CUSTOMER", ["C_CUSTKEY", "C_REGION", "C_NATION"]);
+        names
+    }
+
+    fn fold(
+        relation: &str,
+        key: &str,
+        filter: Option<&str>,
+        fact: &str,
+        columns: &[&str],
+    ) -> joins::Fold {
+        joins::Fold {
+            relation: relation.to_owned(),
+            key: key.to_owned(),
+            filter: filter.map(str::to_owned),
+            fact_column: fact.to_owned(),
+            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn dimensions_read_only_for_their_columns_are_folded_into_the_fact_table() {
+        let sql = "select customer.c_nation, d_year, sum(lo_revenue) as r \
+                   from customer, lineorder l, dates, supplier \
+                   where l.lo_custkey = c_custkey and lo_orderdate = d_datekey \
+                   and lo_suppkey = s_suppkey and c_region = 'ASIA' and s_region = 'ASIA' \
+                   group by customer.c_nation, d_year order by d_year, r desc";
+        let folding = Folding(Keyed(Vec::new()), std::cell::RefCell::default());
+        let prepared = prepare_estimated(sql, &folding_names(), "ssb", None, None, &folding)
+            .expect("prepared");
+        // No join is left, and no dimension's filter: the folds apply them. The qualified
+        // column now names the fact table's copy.
+        assert_eq!(
+            prepared,
+            r#"SELECT l."C_NATION", "D_YEAR", sum("LO_REVENUE") AS r FROM (SELECT * FROM "folded 2") AS l GROUP BY l."C_NATION", "D_YEAR" ORDER BY "D_YEAR", r DESC"#
+        );
+        let folds = folding.1.into_inner();
+        assert_eq!(
+            folds,
+            [
+                (
+                    "LINEORDER".to_owned(),
+                    fold(
+                        "\"CUSTOMER\"",
+                        "C_CUSTKEY",
+                        Some("\"C_REGION\" = 'ASIA'"),
+                        "LO_CUSTKEY",
+                        &["C_NATION"]
+                    )
+                ),
+                (
+                    "folded 0".to_owned(),
+                    fold("\"DATES\"", "D_DATEKEY", None, "LO_ORDERDATE", &["D_YEAR"])
+                ),
+                (
+                    "folded 1".to_owned(),
+                    fold(
+                        "\"SUPPLIER\"",
+                        "S_SUPPKEY",
+                        Some("\"S_REGION\" = 'ASIA'"),
+                        "LO_SUPPKEY",
+                        &[]
+                    )
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dimension_stays_joined_where_a_fold_could_change_the_answer() {
+        let planned = |sql: &str| {
+            let folding = Folding(Keyed(Vec::new()), std::cell::RefCell::default());
+            let prepared = prepare_estimated(sql, &folding_names(), "ssb", None, None, &folding)
+                .expect("prepared");
+            let folded: Vec<String> = folding
+                .1
+                .into_inner()
+                .into_iter()
+                .map(|(_, f)| f.relation)
+                .collect();
+            (prepared, folded)
+        };
+        let star = "from customer, lineorder, dates where lo_custkey = c_custkey \
+                    and lo_orderdate = d_datekey and c_region = 'ASIA'";
+        // `*` would read every column of the dimension.
+        let (prepared, folded) = planned(&format!("select * {star}"));
+        assert!(
+            folded.is_empty() && prepared.matches("INNER JOIN").count() == 2,
+            "{prepared}"
+        );
+        // A subquery might read a dimension's column from inside.
+        let (_, folded) = planned(&format!(
+            "select d_year {star} and lo_revenue > (select min(lo_revenue) from lineorder)"
+        ));
+        assert!(folded.is_empty(), "{folded:?}");
+        // A qualified column in ORDER BY keeps its dimension joined; the other is folded.
+        let (prepared, folded) = planned(&format!(
+            "select customer.c_nation, d_year {star} order by customer.c_nation"
+        ));
+        assert_eq!(folded, ["\"DATES\""], "{prepared}");
+        assert!(prepared.contains("INNER JOIN \"CUSTOMER\""), "{prepared}");
+        // A dimension linked to another dimension, not only to the fact table, stays joined.
+        let (prepared, folded) = planned(
+            "select d_year from customer, lineorder, dates where lo_custkey = c_custkey \
+             and lo_orderdate = d_datekey and c_custkey = d_year",
+        );
+        assert!(folded.is_empty(), "{prepared}");
+        // A filter that need not keep the same rows twice is not folded.
+        let (_, folded) = planned(
+            "select d_year from lineorder, dates where lo_orderdate = d_datekey \
+             and d_year = extract(year from current_date)",
+        );
+        assert!(folded.is_empty(), "{folded:?}");
+        // A column of the same name in two tables: the fold would make the name ambiguous.
+        let mut names = folding_names();
+        names.add_table("DATES", ["D_DATEKEY", "D_YEAR", "LO_REVENUE"]);
+        let folding = Folding(Keyed(Vec::new()), std::cell::RefCell::default());
+        let prepared = prepare_estimated(
+            "select dates.lo_revenue from lineorder, dates where lo_orderdate = d_datekey",
+            &names,
+            "ssb",
+            None,
+            None,
+            &folding,
+        )
+        .expect("prepared");
+        assert!(folding.1.into_inner().is_empty(), "{prepared}");
+        // Without an engine that folds, the joins are as before.
+        let (plain, _) = (
+            prepare(
+                &format!("select d_year {star}"),
+                &folding_names(),
+                "ssb",
+                None,
+                None,
+            )
+            .expect("prepared"),
+            (),
+        );
+        assert_eq!(plain.matches("INNER JOIN").count(), 2, "{plain}");
+    }
 }

@@ -291,7 +291,9 @@ async fn the_13_ssb_queries_give_the_answers_computed_without_polars() {
 }
 
 /// A scattered key list (Q2.3's one brand of parts) is read from a keyed table the engine
-/// registers: the project's fact table with exactly the rows whose key the dimension kept.
+/// registers, and the dimensions read only for their columns are folded into it: the frame the
+/// planned SQL reads holds exactly the fact rows the inner joins keep, with the dimensions'
+/// columns.
 #[tokio::test]
 async fn a_star_join_reads_the_fact_rows_of_the_kept_keys_from_a_keyed_table() {
     let (root, _) = ssb_fixture(0.02);
@@ -303,23 +305,42 @@ async fn a_star_join_reads_the_fact_rows_of_the_kept_keys_from_a_keyed_table() {
         let prepared =
             crate::sql::prepare_estimated(sql, &opened.names, "ssb", None, None, &counts)
                 .expect("prepared");
-        assert!(prepared.contains("FROM \"spool keyed 0\""), "{prepared}");
         assert!(!prepared.contains(" IN ("), "{prepared}");
+        assert!(
+            !prepared.contains("JOIN"),
+            "every dimension is folded: {prepared}"
+        );
         let keyed = counts.keyed.into_inner();
-        assert_eq!(keyed.len(), 1, "{prepared}");
-        let rows = |frame: LazyFrame| frame.collect().expect("rows").height();
-        let context = opened.context();
-        let expected = context
-            .clone()
+        // Dates, part and supplier folded, then the part keys' set on top.
+        assert_eq!(keyed.len(), 4, "{prepared}");
+        let (name, read) = keyed.last().cloned().expect("a keyed table");
+        assert!(prepared.contains(&format!("FROM \"{name}\"")), "{prepared}");
+        let sorted = |frame: LazyFrame| {
+            frame
+                .select([
+                    col("LO_ORDERKEY"),
+                    col("LO_LINENUMBER"),
+                    col("D_YEAR"),
+                    col("P_BRAND"),
+                ])
+                .sort(["LO_ORDERKEY", "LO_LINENUMBER"], Default::default())
+                .collect()
+                .expect("rows")
+        };
+        let expected = opened
+            .context()
             .execute(
                 // The catalog's own spelling: this context has no name resolution.
-                "SELECT * FROM \"LINEORDER\" WHERE \"LO_PARTKEY\" IN \
-                 (SELECT \"P_PARTKEY\" FROM \"PART\" WHERE \"P_BRAND\" = 'MFGR#2239')",
+                "SELECT * FROM \"LINEORDER\" \
+                 INNER JOIN \"PART\" ON \"LO_PARTKEY\" = \"P_PARTKEY\" \
+                 INNER JOIN \"SUPPLIER\" ON \"LO_SUPPKEY\" = \"S_SUPPKEY\" \
+                 INNER JOIN \"DATES\" ON \"LO_ORDERDATE\" = \"D_DATEKEY\" \
+                 WHERE \"P_BRAND\" = 'MFGR#2239' AND \"S_REGION\" = 'EUROPE'",
             )
             .expect("expected rows");
-        let got = rows(keyed[0].1.clone());
-        assert!(got > 0, "the brand's parts were sold");
-        assert_eq!(got, rows(expected));
+        let (got, expected) = (sorted(read), sorted(expected));
+        assert!(got.height() > 0, "the brand's parts were sold");
+        assert!(got.equals(&expected), "{got}\n{expected}");
     })
     .await
     .expect("planned");
