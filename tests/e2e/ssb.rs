@@ -140,6 +140,11 @@ fn star_joins_filtered_by_their_dimensions_keys_keep_every_joined_row() {
     dims.push((Some(3), "dup3".into(), "a"));
     dims.push((Some(4), "dup4".into(), "a"));
     dims.push((None, "nokey".into(), "a"));
+    // Uniq: keys 1..=30 once each (the folded kind of dimension), and a row without a key.
+    let mut uniq: Vec<(Option<i64>, String, &str)> = (1..=30)
+        .map(|k| (Some(k), format!("n{k}"), if k % 3 == 0 { "a" } else { "b" }))
+        .collect();
+    uniq.push((None, "nokey".into(), "a"));
     let days: Vec<(i64, i64)> = (1..=56).map(|d| (d, (d - 1) / 28 + 1)).collect();
     let key = |k: Option<i64>| k.map(|k| k.to_string()).unwrap_or_default();
     let mut text = String::from("k,d,v\n");
@@ -152,6 +157,11 @@ fn star_joins_filtered_by_their_dimensions_keys_keep_every_joined_row() {
         text.push_str(&format!("{},{name},{grp}\n", key(*k)));
     }
     std::fs::write(dir.join("dims.csv"), text).expect("dims");
+    let mut text = String::from("k,name,grp\n");
+    for (k, name, grp) in &uniq {
+        text.push_str(&format!("{},{name},{grp}\n", key(*k)));
+    }
+    std::fs::write(dir.join("uniq.csv"), text).expect("uniq");
     let mut text = String::from("d,month\n");
     for (d, month) in &days {
         text.push_str(&format!("{d},{month}\n"));
@@ -160,7 +170,9 @@ fn star_joins_filtered_by_their_dimensions_keys_keep_every_joined_row() {
 
     // (count, sum of v) of the facts joined to the dims rows `keep` keeps and the days `day`
     // keeps, as an inner join counts them.
-    let joined = |keep: &dyn Fn(&str, &str) -> bool, day: &dyn Fn(i64, i64) -> bool| {
+    let joined_to = |dims: &[(Option<i64>, String, &str)],
+                     keep: &dyn Fn(&str, &str) -> bool,
+                     day: &dyn Fn(i64, i64) -> bool| {
         let mut n = 0i64;
         let mut sum = 0i64;
         for (k, d, v) in &facts {
@@ -179,6 +191,9 @@ fn star_joins_filtered_by_their_dimensions_keys_keep_every_joined_row() {
             }
         }
         (n, sum)
+    };
+    let joined = |keep: &dyn Fn(&str, &str) -> bool, day: &dyn Fn(i64, i64) -> bool| {
+        joined_to(&dims, keep, day)
     };
     let any_day = |_: i64, _: i64| true;
     let cases: Vec<(&str, String, (i64, i64))> = vec![
@@ -231,6 +246,36 @@ fn star_joins_filtered_by_their_dimensions_keys_keep_every_joined_row() {
             joined(&|name, _| name.starts_with("dup"), &|_, m| m == 2),
         ),
     ];
+    // The same joins with a dimension whose keys are unique: folded into the fact table as a
+    // lookup (fact rows with a NULL key or a key the dimension lacks are dropped).
+    let cases = cases.into_iter().chain([
+        (
+            "folded, a group of keys",
+            "select count(*) as n, sum(v) as s from facts, uniq where facts.k = uniq.k \
+             and grp = 'a'"
+                .into(),
+            joined_to(&uniq, &|_, grp| grp == "a", &any_day),
+        ),
+        (
+            "folded, every key",
+            "select count(*) as n, sum(v) as s from facts, uniq where facts.k = uniq.k".into(),
+            joined_to(&uniq, &|_, _| true, &any_day),
+        ),
+        (
+            "folded, no key",
+            "select count(*) as n, sum(v) as s from facts, uniq where facts.k = uniq.k \
+             and grp = 'none'"
+                .into(),
+            (0, 0),
+        ),
+        (
+            "folded, two dimensions",
+            "select count(*) as n, sum(v) as s from days, facts, uniq u \
+             where facts.k = u.k and facts.d = days.d and month = 2 and u.name like 'n1%'"
+                .into(),
+            joined_to(&uniq, &|name, _| name.starts_with("n1"), &|_, m| m == 2),
+        ),
+    ]);
     for (case, sql, (n, sum)) in cases {
         let csv = server.run(&sql, "star");
         let row = csv.lines().next().unwrap_or_default().to_owned();
@@ -242,4 +287,23 @@ fn star_joins_filtered_by_their_dimensions_keys_keep_every_joined_row() {
         };
         assert_eq!(row, expected, "{case}: {sql}\n{csv}");
     }
+    // A folded dimension's columns, grouped, qualified and in ORDER BY, as the joins give them.
+    let mut groups: std::collections::BTreeMap<(i64, String), (i64, i64)> = Default::default();
+    for (k, d, v) in &facts {
+        let found = uniq.iter().find(|(uk, _, _)| uk.is_some() && uk == k);
+        let month = days.iter().find(|(dd, _)| dd == d).map(|(_, m)| *m);
+        if let (Some((_, _, grp)), Some(month)) = (found, month) {
+            let entry = groups.entry((month, (*grp).to_owned())).or_default();
+            entry.0 += 1;
+            entry.1 += v;
+        }
+    }
+    let expected: String = groups
+        .iter()
+        .map(|((month, grp), (n, sum))| format!("{month},{grp},{n},{sum}\n"))
+        .collect();
+    let sql = "select month, u.grp, count(*) as n, sum(v) as s from facts, uniq u, days \
+               where facts.k = u.k and facts.d = days.d group by month, u.grp \
+               order by month, grp";
+    assert_eq!(server.run(sql, "star"), expected, "{sql}");
 }
