@@ -801,10 +801,11 @@ fn fold_of(
     let mut readable = true;
     let mut note = |e: &Expr, in_order_by: bool| {
         match e {
-            Expr::Identifier(column) if own_columns.contains(&column.value.to_lowercase()) => {
-                if !columns.contains(&column.value) {
-                    columns.push(column.value.clone());
-                }
+            Expr::Identifier(column)
+                if own_columns.contains(&column.value.to_lowercase())
+                    && !columns.contains(&column.value) =>
+            {
+                columns.push(column.value.clone());
             }
             Expr::CompoundIdentifier(names) => match names.as_slice() {
                 [qualifier, column] if qualifier.value.to_lowercase() == rel.key => {
