@@ -490,12 +490,9 @@ fn plan_select(
             let Some(total) = small.filter(|_| r != start && filters[r] > 0) else {
                 return 1.0;
             };
-            let own: Vec<&Expr> = parts
-                .iter()
-                .filter(|p| {
-                    link(p, &rels).is_none()
-                        && owners(p, &rels).is_some_and(|s| s.len() == 1 && s.contains(&r))
-                })
+            let own: Vec<&Expr> = own_filters(&parts, &rels, r)
+                .into_iter()
+                .map(|i| &parts[i])
                 .collect();
             let deterministic = own.iter().all(|p| is_deterministic(p));
             let own = and_all(own.into_iter().cloned().map(nested));
@@ -725,24 +722,16 @@ fn folding_allowed(select: &Select, parts: &[Expr], order_by: &[Expr]) -> bool {
             SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
         )
     });
-    let no_subquery = |e: &Expr| {
-        !matches!(
-            e,
-            Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. }
-        )
-    };
-    let plain = |flow: ControlFlow<()>| flow.is_continue();
-    let check = |e: &Expr| {
-        if no_subquery(e) {
-            ControlFlow::Continue(())
-        } else {
-            ControlFlow::Break(())
-        }
+    let check = |e: &Expr| match e {
+        Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
     };
     !wildcard
-        && plain(visit_expressions(select, check))
-        && parts.iter().all(|p| plain(visit_expressions(p, check)))
-        && order_by.iter().all(|o| plain(visit_expressions(o, check)))
+        && visit_expressions(select, check).is_continue()
+        && parts
+            .iter()
+            .chain(order_by)
+            .all(|e| visit_expressions(e, check).is_continue())
 }
 
 /// The fold of FROM item `r` into the fact table `start`, with the WHERE conjuncts it
@@ -783,13 +772,7 @@ fn fold_of(
         Expr::CompoundIdentifier(names) => names.last()?.value.clone(),
         _ => return None,
     };
-    let own: Vec<usize> = (0..parts.len())
-        .filter(|&i| {
-            i != link_at
-                && link(&parts[i], rels).is_none()
-                && owners(&parts[i], rels).is_some_and(|s| s.len() == 1 && s.contains(&r))
-        })
-        .collect();
+    let own = own_filters(parts, rels, r);
     if !own.iter().all(|&i| is_deterministic(&parts[i])) {
         return None;
     }
@@ -857,6 +840,16 @@ fn fold_of(
         },
         drops,
     ))
+}
+
+/// The WHERE conjuncts (by index) that read FROM item `r` alone: its own filters.
+fn own_filters(parts: &[Expr], rels: &[Rel], r: usize) -> Vec<usize> {
+    (0..parts.len())
+        .filter(|&i| {
+            link(&parts[i], rels).is_none()
+                && owners(&parts[i], rels).is_some_and(|s| s.len() == 1 && s.contains(&r))
+        })
+        .collect()
 }
 
 /// Makes the fact table's FROM item read the table `source` under its old qualifier.

@@ -41,9 +41,7 @@ pub(crate) struct KeySet {
 impl KeySet {
     /// The set of `values`; `None` when there are none or they span more than [`MAX_SPAN`].
     pub(crate) fn new(values: &[i64]) -> Option<Self> {
-        let low = *values.iter().min()?;
-        let high = *values.iter().max()?;
-        let span = u64::try_from(i128::from(high) - i128::from(low) + 1).ok()?;
+        let (low, span) = span_of(values)?;
         if span > MAX_SPAN {
             return None;
         }
@@ -64,11 +62,7 @@ impl KeySet {
 
     /// The expression true where `column` holds a key of the set.
     pub(crate) fn filter(self, column: &str) -> Expr {
-        Self::shared_filter(Arc::new(self), column)
-    }
-
-    /// [`KeySet::filter`] of a set shared with other expressions.
-    fn shared_filter(set: Arc<Self>, column: &str) -> Expr {
+        let set = Arc::new(self);
         col(column).map(
             move |values| set.test(&values),
             |_: &Schema, field: &Field| Ok(Field::new(field.name().clone(), DataType::Boolean)),
@@ -96,6 +90,15 @@ impl KeySet {
     }
 }
 
+/// The smallest of `values` and how many integers lie from it to the largest; `None` for no
+/// values.
+fn span_of(values: &[i64]) -> Option<(i64, u64)> {
+    let low = *values.iter().min()?;
+    let high = *values.iter().max()?;
+    let span = u64::try_from(i128::from(high) - i128::from(low) + 1).ok()?;
+    Some((low, span))
+}
+
 /// The row [`Lookup::rows`] gives a key that is no key of the dimension.
 pub(crate) const NO_ROW: IdxSize = IdxSize::MAX;
 
@@ -103,10 +106,10 @@ pub(crate) const NO_ROW: IdxSize = IdxSize::MAX;
 pub(crate) const MAX_LOOKUP_SPAN: u64 = 1 << 22;
 
 /// A dimension's kept rows by key: what an inner join on a unique integer key takes from it,
-/// without the join. Folding a dimension into the fact table (see `joins::Fold`) filters the
-/// fact rows by the dimension's key set, then takes each column the query reads from the
-/// dimension's row of that key: a read from an array where Polars' join hashes and probes
-/// each fact row.
+/// without the join. Folding a dimension into the fact table (see `joins::Fold`) finds each
+/// fact row's dimension row by its key, drops the fact rows without one, then takes each
+/// column the query reads from that row: a read from an array where Polars' join hashes and
+/// probes each fact row.
 ///
 /// Invariants: every key of `rows` is present once (a repeated key would make an inner join
 /// return the fact row twice, so [`Lookup::new`] refuses it); `slots[k - low]` is the row of key
@@ -133,24 +136,20 @@ impl Lookup {
             .ok()?;
         let keys = keys.i64().ok()?;
         let present: Vec<i64> = keys.iter().flatten().collect();
-        let set = KeySet::new(&present)?;
-        if set.span > MAX_LOOKUP_SPAN {
+        let (low, span) = span_of(&present)?;
+        if span > MAX_LOOKUP_SPAN {
             return None;
         }
-        let mut slots = vec![NO_ROW; set.span as usize];
+        let mut slots = vec![NO_ROW; span as usize];
         for (row, key) in keys.iter().enumerate() {
             let Some(key) = key else { continue };
-            let slot = &mut slots[key.wrapping_sub(set.low) as u64 as usize];
+            let slot = &mut slots[key.wrapping_sub(low) as u64 as usize];
             if *slot != NO_ROW {
                 return None;
             }
             *slot = IdxSize::try_from(row).ok()?;
         }
-        Some(Self {
-            low: set.low,
-            slots,
-            rows,
-        })
+        Some(Self { low, slots, rows })
     }
 
     /// The dimension's kept rows.

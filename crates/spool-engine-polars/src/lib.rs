@@ -416,6 +416,18 @@ impl<'a> Counts<'a> {
 const MAX_LOOKUP_ROWS: usize = 1 << 21;
 
 impl Counts<'_> {
+    /// The frame of `table`: one of this query's keyed tables in `keyed`, else the project's.
+    fn base(
+        &self,
+        keyed: &[(String, polars::prelude::LazyFrame)],
+        table: &str,
+    ) -> Option<polars::prelude::LazyFrame> {
+        match keyed.iter().find(|(name, _)| name == table) {
+            Some((_, frame)) => Some(frame.clone()),
+            None => self.project.table(table),
+        }
+    }
+
     /// The kept rows of `fold`'s dimension by key, found once per opened project.
     fn lookup(&self, fold: &joins::Fold) -> Option<Arc<keyset::Lookup>> {
         let mut wanted = vec![fold.key.as_str()];
@@ -508,10 +520,7 @@ impl joins::Estimates for Counts<'_> {
         }
         let set = keyset::KeySet::new(keys)?;
         let mut keyed = self.keyed.borrow_mut();
-        let base = match keyed.iter().find(|(name, _)| name == table) {
-            Some((_, frame)) => frame.clone(),
-            None => self.project.table(table)?,
-        };
+        let base = self.base(&keyed, table)?;
         // Not a name a query can spell: planning makes these, never the user.
         let name = format!("spool keyed {}", keyed.len());
         keyed.push((name.clone(), base.filter(set.filter(column))));
@@ -532,10 +541,7 @@ impl joins::Estimates for Counts<'_> {
             .iter()
             .map(|column| lookup.column(&rows, column))
             .collect::<Option<Vec<_>>>()?;
-        let base = match keyed.iter().find(|(name, _)| name == table) {
-            Some((_, frame)) => frame.clone(),
-            None => self.project.table(table)?,
-        };
+        let base = self.base(&keyed, table)?;
         // The filter reads a column computed here, so Polars keeps it above the scan: the
         // rows are looked up after the scan's own filters (the WHERE's, the key ranges and
         // lists) have dropped what they drop, rather than tested one more time in the scan.
