@@ -2,7 +2,14 @@
 
 Usage:
   duckdb_bench.py queries PROJECT_DIR QUERIES_DIR RUNS   one JSON line per query: median seconds
+  duckdb_bench.py serve PROJECT_DIR                      runs each SQL line read on stdin once
+                                                         (a JSON string), answering one JSON line
+                                                         of seconds and rows; at the end of
+                                                         input, one line of peak RSS
   duckdb_bench.py export PROJECT_DIR FORMAT OUT          one JSON line: seconds, bytes, peak RSS
+
+`serve` is what `cargo xtask bench` uses: it runs a query on DuckDB and on Spool in turn, one
+run each, so both see the machine of the same second.
 
 Tables are the project's Parquet files (or folders of them), views its `.sql` files, named as
 Spool's catalog names them. Run in a fresh process per phase so peak RSS belongs to that phase.
@@ -59,6 +66,19 @@ def queries(project, queries_dir, runs):
     print(json.dumps({"peak_rss_mib": peak_rss_mib()}), flush=True)
 
 
+def serve(project):
+    con = connect(project)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        sql = json.loads(line)
+        started = time.perf_counter()
+        rows = len(con.execute(sql).fetchall())
+        elapsed = time.perf_counter() - started
+        print(json.dumps({"seconds": elapsed, "rows": rows}), flush=True)
+    print(json.dumps({"peak_rss_mib": peak_rss_mib()}), flush=True)
+
+
 def export(project, fmt, out):
     con = connect(project)
     options = {"csv": "FORMAT csv, HEADER false", "parquet": "FORMAT parquet", "json": "FORMAT json, ARRAY true"}[fmt]
@@ -74,6 +94,8 @@ if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "queries":
         queries(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif mode == "serve":
+        serve(sys.argv[2])
     elif mode == "export":
         export(sys.argv[2], sys.argv[3], sys.argv[4])
     else:

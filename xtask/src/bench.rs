@@ -6,8 +6,8 @@
 //! - `ssb`: the 13 SSB queries through the HTTP API (submit to SUCCESSFUL, then the download),
 //!   next to the same SQL in-process (`spool-server query`: same engine and result store, no HTTP,
 //!   no job store) with jemalloc and with the system allocator, and on DuckDB (the Python
-//!   package, installed by the bench into `target/bench/venv`), each query on all of them in
-//!   turn before the next.
+//!   package, installed by the bench into `target/bench/venv`), each query on all of them before
+//!   the next; the API's runs of a query alternate with DuckDB's, one of each in turn.
 //! - `export`: `select * from p_lineorder` as CSV, Parquet and JSON through the API, one fresh
 //!   server per format so its peak RSS (VmHWM) belongs to that export, next to DuckDB's COPY.
 //! - `download`: the finished CSV export fetched over loopback.
@@ -456,6 +456,65 @@ fn duckdb(python: &Path, args: &[&str]) -> anyhow::Result<Vec<Value>> {
         .collect()
 }
 
+/// A DuckDB process over the project's files that runs one query at a time when asked
+/// (`duckdb_bench.py serve`).
+struct DuckSession {
+    child: Child,
+    /// Closed at the end, which tells the script to report its peak RSS and stop.
+    input: Option<std::process::ChildStdin>,
+    output: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl DuckSession {
+    fn start(python: &Path, project: &Path) -> anyhow::Result<Self> {
+        let mut child = Command::new(python)
+            .arg(crate::workspace().join("xtask/scripts/duckdb_bench.py"))
+            .arg("serve")
+            .arg(project)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting DuckDB")?;
+        let input = child.stdin.take().context("DuckDB's stdin")?;
+        let output = BufReader::new(child.stdout.take().context("DuckDB's stdout")?).lines();
+        Ok(Self {
+            child,
+            input: Some(input),
+            output,
+        })
+    }
+
+    fn answer(&mut self) -> anyhow::Result<Value> {
+        match self.output.next() {
+            Some(line) => Ok(serde_json::from_str(&line?)?),
+            None => bail!("DuckDB stopped: {}", self.child.wait()?),
+        }
+    }
+
+    /// Runs `sql` once; returns its seconds, results fetched.
+    fn run(&mut self, sql: &str) -> anyhow::Result<f64> {
+        use std::io::Write;
+        let input = self.input.as_mut().context("DuckDB's stdin is closed")?;
+        writeln!(input, "{}", Value::from(sql))?;
+        input.flush()?;
+        let answer = self.answer()?;
+        answer["seconds"]
+            .as_f64()
+            .with_context(|| format!("DuckDB answered {answer}"))
+    }
+
+    /// Ends the process; returns its peak RSS in MiB.
+    fn finish(mut self) -> anyhow::Result<f64> {
+        drop(self.input.take());
+        let answer = self.answer()?;
+        let status = self.child.wait()?;
+        anyhow::ensure!(status.success(), "DuckDB ended with {status}");
+        answer["peak_rss_mib"]
+            .as_f64()
+            .with_context(|| format!("DuckDB answered {answer}"))
+    }
+}
+
 /// Where the bench keeps its files.
 struct Data {
     /// `target/bench` under the cargo target directory.
@@ -603,30 +662,7 @@ fn ssb_phase(
     emit: &mut impl FnMut(String),
     charts: &mut Vec<charts::BarChart>,
 ) -> anyhow::Result<()> {
-    let project = &*data.project.to_string_lossy();
-    let runs = options.runs.to_string();
-    // DuckDB runs each query right after Spool's runs of it, so that both see the same
-    // machine: this VM's speed drifts by tens of percent within minutes. Each query gets a
-    // folder of its own, the form the DuckDB script reads.
-    let duck_dir = data.bench_dir.join("duckdb-queries");
     let mut duck_rss = 0.0_f64;
-    let mut duck_time = |name: &str, sql: &str| -> anyhow::Result<f64> {
-        if duck_dir.exists() {
-            std::fs::remove_dir_all(&duck_dir)?;
-        }
-        std::fs::create_dir_all(&duck_dir)?;
-        std::fs::write(duck_dir.join(format!("{name}.sql")), sql)?;
-        let dir = duck_dir.to_string_lossy().into_owned();
-        let duck: Vec<Value> = duckdb(python, &["queries", project, &dir, &runs])?;
-        let rss = duck.iter().find_map(|v| v["peak_rss_mib"].as_f64());
-        duck_rss = duck_rss.max(rss.unwrap_or(0.0));
-        Ok(duck
-            .iter()
-            .find(|v| v["query"] == name)
-            .and_then(|v| v["seconds"].as_f64())
-            .unwrap_or(f64::NAN))
-    };
-
     let server = start_server(&binaries.jemalloc, data, "ssb", cores_or_one())?;
     // The same server with every query in its own process, not in a worker process: what the
     // memory budget and crash isolation cost.
@@ -655,22 +691,31 @@ fn ssb_phase(
         ],
     };
     for (name, sql) in queries()? {
-        // Interleaved, so both servers see the same machine.
-        let (mut times, mut times_unisolated) = (Vec::new(), Vec::new());
+        // Interleaved, so both servers and DuckDB see the same machine: this VM's speed drifts
+        // by tens of percent within minutes, and a query's runs on one system take seconds.
+        // One DuckDB process a query, so its peak RSS is that query's.
+        let mut duck = DuckSession::start(python, &data.project)?;
+        let (mut times, mut times_unisolated, mut times_duck) =
+            (Vec::new(), Vec::new(), Vec::new());
         for run in 0..=options.runs {
             let (t, _bytes) = through_api(&agent, &server.base, &sql)?;
             let (u, _bytes) = through_api(&agent, &unisolated.base, &sql)?;
+            let d = duck
+                .run(&sql)
+                .with_context(|| format!("DuckDB on {name}"))?;
             if run > 0 {
                 times.push(t);
                 times_unisolated.push(u);
+                times_duck.push(d);
             }
         }
+        duck_rss = duck_rss.max(duck.finish()?);
         let row = [
             median(times),
             median(times_unisolated),
             in_process(&binaries.jemalloc, &data.generated, &sql, options.runs)?,
             in_process(&binaries.system, &data.generated, &sql, options.runs)?,
-            duck_time(&name, &sql)?,
+            median(times_duck),
         ];
         for (sum, x) in sums.iter_mut().zip(row) {
             *sum += x;
