@@ -47,6 +47,13 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def timed(con, sql):
+    """Runs `sql` once with its rows fetched; returns (seconds, rows)."""
+    started = time.perf_counter()
+    rows = len(con.execute(sql).fetchall())
+    return time.perf_counter() - started, rows
+
+
 def queries(project, queries_dir, runs):
     con = connect(project)
     for entry in sorted(os.listdir(queries_dir)):
@@ -57,9 +64,7 @@ def queries(project, queries_dir, runs):
         times = []
         rows = 0
         for run in range(runs + 1):
-            started = time.perf_counter()
-            rows = len(con.execute(sql).fetchall())
-            elapsed = time.perf_counter() - started
+            elapsed, rows = timed(con, sql)
             if run > 0:
                 times.append(elapsed)
         print(json.dumps({"query": entry[:-4], "seconds": statistics.median(times), "rows": rows}), flush=True)
@@ -71,10 +76,7 @@ def serve(project):
     for line in sys.stdin:
         if not line.strip():
             continue
-        sql = json.loads(line)
-        started = time.perf_counter()
-        rows = len(con.execute(sql).fetchall())
-        elapsed = time.perf_counter() - started
+        elapsed, rows = timed(con, json.loads(line))
         print(json.dumps({"seconds": elapsed, "rows": rows}), flush=True)
     print(json.dumps({"peak_rss_mib": peak_rss_mib()}), flush=True)
 
