@@ -379,6 +379,15 @@ fn the_sandbox_holds_on_spark() {
     }
 }
 
+/// The quoting attack of the Polars engine's sandbox and its variants, on Spark: refused before
+/// anything is sent to the cluster.
+#[test]
+fn the_quoting_attack_and_its_variants_are_refused_on_spark() {
+    let _turn = cluster_turn();
+    let server = server("");
+    crate::sandbox::each_attack_is_refused(&server, "ssb_spark", "dates");
+}
+
 #[test]
 fn three_processes_on_postgres_s3_and_spark_finish_a_query_whose_process_died() {
     let _turn = cluster_turn();

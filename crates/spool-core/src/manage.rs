@@ -205,9 +205,15 @@ impl Spool {
         })))
     }
 
-    /// Where the result store keeps a successful query's result, if it can say.
-    pub fn result_location(&self, info: &DownloadInfo) -> Option<String> {
-        self.inner.ports.results.location(info.key)
+    /// Where the result store keeps a successful query's result, if it can say: for an admin
+    /// the store's own location (a path on the server, a URL); for anyone else only the
+    /// result's name in the store, so that no user learns the server's folders.
+    pub fn result_location(&self, info: &DownloadInfo, who: &Principal) -> Option<String> {
+        if who.role == Role::Admin {
+            self.inner.ports.results.location(info.key)
+        } else {
+            Some(info.key.to_string())
+        }
     }
 
     /// Removes a job record, stops it if it runs here, then removes its result. Returns whether

@@ -425,13 +425,12 @@ fn define_view(
     project: &str,
     text: &str,
 ) -> Result<(String, Schema), String> {
-    let prepared = sql::prepare(text, names, project, None, None)?;
+    let prepared = sql::prepare(text, names, project, None, None).map_err(|e| e.to_string())?;
     let mut scratch = fresh_context(tables);
-    let schema = scratch
-        .execute(&prepared)
+    let schema = crate::gate::execute(&mut scratch, &prepared)
         .and_then(|mut lf| lf.collect_schema())
         .map_err(|e| e.to_string())?;
     // The view is stored without the CTEs of the views it reads; queries get all views at once.
-    let own = sql::prepare_view_body(text, names, project)?;
+    let own = sql::prepare_view_body(text, names, project).map_err(|e| e.to_string())?;
     Ok((own, Schema::clone(&schema)))
 }

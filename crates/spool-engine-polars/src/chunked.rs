@@ -347,7 +347,7 @@ pub(crate) fn run(
                         // the table for every query of the project (clones share tables).
                         let mut scoped = project.context();
                         scoped.register(table, run.scan()?);
-                        let frame = scoped.execute(prepared)?.collect()?;
+                        let frame = crate::gate::execute(&mut scoped, prepared)?.collect()?;
                         check_types(&frame, schema, run)?;
                         Ok(frame)
                     })();

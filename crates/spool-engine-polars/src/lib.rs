@@ -13,6 +13,7 @@
 
 mod catalog;
 mod chunked;
+mod gate;
 mod joins;
 mod keyset;
 mod priority;
@@ -105,14 +106,17 @@ impl QueryEngine for PolarsEngine {
             }))
         })
         .await;
-        match joined {
+        let outcome = match joined {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(panic)) => Err(EngineError::Internal(format!(
                 "polars panicked: {}",
                 panic_message(&panic)
             ))),
             Err(e) => Err(EngineError::Internal(format!("engine task failed: {e}"))),
-        }
+        };
+        outcome.map_err(|e| {
+            e.without_paths(&[(&self.root, "<projects>"), (&self.scratch, "<scratch>")])
+        })
     }
 
     async fn transcode(
@@ -267,12 +271,16 @@ fn run(
         request.limit,
         &counts,
     )
-    .map_err(EngineError::InvalidQuery)?;
+    .map_err(|refusal| match refusal {
+        spool_sql::Refusal::Query(message) => EngineError::InvalidQuery(message),
+        spool_sql::Refusal::Internal(message) => EngineError::Internal(message),
+    })?;
     debug!(sql = %prepared, "running on polars");
     let mut context = project.context();
     for (name, frame) in counts.keyed.into_inner() {
         context.register(&name, frame);
     }
+    gate::check(&context, &prepared).map_err(EngineError::Internal)?;
     let mut frame = context.execute(&prepared).map_err(planning_error)?;
     let schema = frame.collect_schema().map_err(planning_error)?;
     let columns = schema
@@ -359,7 +367,10 @@ impl<'a> Counts<'a> {
     }
 
     fn frame(&self, sql: &str) -> Option<DataFrame> {
-        self.project.context().execute(sql).ok()?.collect().ok()
+        gate::execute(&mut self.project.context(), sql)
+            .ok()?
+            .collect()
+            .ok()
     }
 
     fn find_keys(&self, relation: &str, key: &str, filter: &str) -> Option<joins::KeyFacts> {

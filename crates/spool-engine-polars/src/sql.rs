@@ -7,7 +7,9 @@
 //!   functions such as `read_csv(...)` are refused, so SQL can never read a file by path;
 //! - unquoted identifiers resolve case-insensitively to the catalog's spelling (Kylin users
 //!   write `select * from p_lineorder` for `P_LINEORDER`); quoted ones stay exact;
-//! - the request's `offset` / `limit` apply unless the SQL has its own OFFSET / LIMIT.
+//! - the request's `offset` / `limit` apply unless the SQL has its own OFFSET / LIMIT;
+//! - the text handed on is printed from the checked AST and read back as Polars will read it
+//!   ([`spool_sql::faithful::print_verified`]): text that means anything else is never run.
 
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
@@ -17,6 +19,8 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
+
+use spool_sql::Refusal;
 
 use crate::{joins, rewrite};
 
@@ -67,7 +71,7 @@ pub(crate) fn prepare(
     project: &str,
     offset: Option<u64>,
     limit: Option<u64>,
-) -> Result<String, String> {
+) -> Result<String, Refusal> {
     prepare_inner(
         sql,
         names,
@@ -88,12 +92,16 @@ pub(crate) fn prepare_estimated(
     offset: Option<u64>,
     limit: Option<u64>,
     estimates: &dyn joins::Estimates,
-) -> Result<String, String> {
+) -> Result<String, Refusal> {
     prepare_inner(sql, names, project, offset, limit, true, estimates)
 }
 
 /// Checks a view's SQL like a query's, without putting other views in front of it.
-pub(crate) fn prepare_view_body(sql: &str, names: &Names, project: &str) -> Result<String, String> {
+pub(crate) fn prepare_view_body(
+    sql: &str,
+    names: &Names,
+    project: &str,
+) -> Result<String, Refusal> {
     prepare_inner(sql, names, project, None, None, false, &joins::NoEstimates)
 }
 
@@ -105,7 +113,7 @@ fn prepare_inner(
     limit: Option<u64>,
     with_views: bool,
     estimates: &dyn joins::Estimates,
-) -> Result<String, String> {
+) -> Result<String, Refusal> {
     let mut statement = spool_sql::parse_query(sql)?;
     let Statement::Query(query) = &mut statement else {
         unreachable!("parse_query returns queries only");
@@ -119,12 +127,12 @@ fn prepare_inner(
     };
     let _ = query.visit(&mut resolver);
     if let Some(error) = resolver.error {
-        return Err(error);
+        return Err(error.into());
     }
     let mut compat = rewrite::Compat::new(names);
     let _ = query.visit(&mut compat);
     if let Some(error) = compat.error {
-        return Err(error);
+        return Err(error.into());
     }
     let mut planner = JoinPlanner {
         names,
@@ -134,7 +142,7 @@ fn prepare_inner(
     };
     let _ = query.visit(&mut planner);
     if let Some(error) = planner.error {
-        return Err(error);
+        return Err(error.into());
     }
     if with_views && resolver.reads_view {
         prepend_views(query.as_mut(), &names.views)?;
@@ -143,7 +151,10 @@ fn prepare_inner(
         spool_sql::name_computed_columns(query);
     }
     spool_sql::apply_paging(query, offset, limit);
-    Ok(statement.to_string())
+    // The user's own names and literals were checked to print faithfully (parse_query); what
+    // is left to go wrong here is Spool's rewriting, or a name from the project's files.
+    spool_sql::faithful::print_verified(&statement)
+        .map_err(|e| Refusal::Internal(format!("the SQL prepared for Polars is unfaithful: {e}")))
 }
 
 /// Puts the project's views in front of the query's own CTEs.
@@ -316,7 +327,9 @@ mod tests {
     }
 
     fn refused(sql: &str, expected_fragment: &str) {
-        let err = prepare(sql, &names(), "ssb", None, None).expect_err(sql);
+        let err = prepare(sql, &names(), "ssb", None, None)
+            .expect_err(sql)
+            .to_string();
         assert!(err.contains(expected_fragment), "{sql}: {err}");
     }
 
@@ -832,7 +845,8 @@ mod tests {
             None,
             None,
         )
-        .expect_err("cross join");
+        .expect_err("cross join")
+        .to_string();
         assert!(err.contains("no join condition links CUSTOMER"), "{err}");
         // Small ones run as written.
         prepare(

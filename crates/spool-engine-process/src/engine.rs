@@ -149,28 +149,39 @@ impl ProcessEngine {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// An idle worker (unless `fresh`), or a new one.
-    async fn checkout(&self, fresh: bool) -> Result<Worker, EngineError> {
-        let idle = if fresh { None } else { self.idle().pop() };
-        if let Some(worker) = idle {
+    /// An idle worker for `project` (unless `fresh`), or a new one. A worker serves the project
+    /// of its first query only ([`crate::confine`]): an idle one bound to that project is taken
+    /// first, then one not bound yet.
+    async fn checkout(&self, fresh: bool, project: &ProjectName) -> Result<Worker, EngineError> {
+        let idle = if fresh {
+            None
+        } else {
+            let mut idle = self.idle();
+            let found = idle
+                .iter()
+                .rposition(|w| w.project.as_ref() == Some(project))
+                .or_else(|| idle.iter().rposition(|w| w.project.is_none()));
+            found.map(|at| idle.remove(at))
+        };
+        if let Some(mut worker) = idle {
+            worker.project = Some(project.clone());
             return Ok(worker);
         }
         let spawner = Arc::clone(&self.spawner);
-        tokio::task::spawn_blocking(move || spawner.spawn())
+        let mut worker = tokio::task::spawn_blocking(move || spawner.spawn())
             .await
-            .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?
+            .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))??;
+        worker.project = Some(project.clone());
+        Ok(worker)
     }
 
-    /// Keeps `worker` for the next query, or gives it back when as many are idle as are kept
-    /// (the caller retires it, off the reactor: that waits for the process).
+    /// Keeps `worker` for the next query. When as many are idle as are kept, the one idle the
+    /// longest is given back instead (the caller retires it, off the reactor: that waits for
+    /// the process), so a server with many projects keeps the recent ones' workers.
     fn put_back(&self, worker: Worker) -> Option<Worker> {
         let mut idle = self.idle();
-        if idle.len() < self.keep_idle {
-            idle.push(worker);
-            None
-        } else {
-            Some(worker)
-        }
+        idle.push(worker);
+        (idle.len() > self.keep_idle).then(|| idle.remove(0))
     }
 }
 
@@ -188,7 +199,7 @@ impl QueryEngine for ProcessEngine {
         // A worker that died while idle (the kernel's out-of-memory killer, an operator) takes
         // no request: the query goes to a fresh one instead.
         for fresh in [false, true] {
-            let worker = self.checkout(fresh).await?;
+            let worker = self.checkout(fresh, &request.project).await?;
             let pid = worker.pid;
             debug!(worker_pid = pid, "query sent to a worker process");
             // Stopping a query is killing its process: the engine inside needs no token, and
@@ -370,6 +381,8 @@ struct Worker {
     stdout: ChildStdout,
     /// Whether its stderr said an allocation failed.
     allocation_failed: Arc<AtomicBool>,
+    /// The project it serves, once it was sent a query (it serves no other).
+    project: Option<ProjectName>,
     stderr: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -419,6 +432,7 @@ impl Worker {
             stdin,
             stdout,
             allocation_failed,
+            project: None,
             stderr: Some(stderr),
         })
     }

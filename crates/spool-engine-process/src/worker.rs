@@ -6,9 +6,11 @@ use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use spool_domain::QueryRequest;
+use spool_domain::{ProjectName, QueryRequest};
 use spool_ports::{CancelToken, QueryEngine, ResultSink, ResultStoreError};
+use tracing::{debug, error, warn};
 
+use crate::confine::{Confinement, Enforced, confine, project_folder};
 use crate::protocol::{DATA, DONE, Done, FAILED, Failure, REQUEST, ROWS, read_frame, write_frame};
 
 /// Bytes a data frame carries at most: large enough that framing costs nothing, small enough
@@ -18,7 +20,7 @@ const CHUNK: usize = 256 << 10;
 type Out = Arc<Mutex<BufWriter<std::fs::File>>>;
 
 /// How the worker process limits itself before it runs anything.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct WorkerLimits {
     /// The memory budget of each query: the process's data segment limit (`RLIMIT_DATA`, which
     /// on Linux counts every private writable mapping, so every heap allocation); an
@@ -27,6 +29,10 @@ pub struct WorkerLimits {
     /// The server's process id: the worker is killed when its parent dies (and exits at once
     /// when the parent is already gone), so no query outlives the server that ran it.
     pub parent: Option<u32>,
+    /// Where the worker may reach once it knows its project ([`crate::confine`]): it confines
+    /// itself to its first query's project and serves only that project from then on. `None`:
+    /// unconfined.
+    pub confine: Option<Confinement>,
 }
 
 /// Serves queries on `engine` until stdin ends. Call it as the whole of a worker process's
@@ -62,6 +68,8 @@ pub fn serve(engine: Arc<dyn QueryEngine>, limits: WorkerLimits) -> io::Result<(
     let stdout = std::fs::File::from(io::stdout().as_fd().try_clone_to_owned()?);
     let out: Out = Arc::new(Mutex::new(BufWriter::with_capacity(CHUNK, stdout)));
     let mut payload = Vec::new();
+    // The project this worker confined itself to, once it has.
+    let mut bound: Option<ProjectName> = None;
     loop {
         match read_frame(&mut input, &mut payload)? {
             None => return Ok(()),
@@ -73,8 +81,20 @@ pub fn serve(engine: Arc<dyn QueryEngine>, limits: WorkerLimits) -> io::Result<(
                 ));
             }
         }
-        let request: QueryRequest = serde_json::from_slice(&payload)
+        let mut request: QueryRequest = serde_json::from_slice(&payload)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if let Some(confinement) = &limits.confine
+            && let Err(failure) = bind(confinement, &mut bound, &mut request)
+        {
+            let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
+            write_frame(&mut *out, FAILED, &to_json(&failure)?)?;
+            out.flush()?;
+            if bound.is_none() {
+                // Unconfined after a failed attempt: this process runs nothing.
+                return Err(io::Error::other("the worker could not confine itself"));
+            }
+            continue;
+        }
         let sink = FrameSink {
             out: out.clone(),
             pending: Vec::with_capacity(CHUNK),
@@ -105,6 +125,53 @@ pub fn serve(engine: Arc<dyn QueryEngine>, limits: WorkerLimits) -> io::Result<(
         }
         out.flush()?;
     }
+}
+
+/// Confines the worker to `request`'s project on its first query (and points the request at
+/// the project's folder by the folder's own spelling, which the engine then finds without
+/// listing the projects folder); refuses any later query of another project.
+fn bind(
+    confinement: &Confinement,
+    bound: &mut Option<ProjectName>,
+    request: &mut QueryRequest,
+) -> Result<(), Failure> {
+    if let Some(project) = bound {
+        if *project == request.project {
+            request.project = project.clone();
+            return Ok(());
+        }
+        return Err(Failure::Internal(format!(
+            "this worker process serves project '{project}' only"
+        )));
+    }
+    let folder = project_folder(&confinement.projects, request.project.as_str());
+    let enforced = confine(
+        folder.as_ref().map(|(_, path)| path.as_path()),
+        &confinement.scratch,
+    )
+    .map_err(|e| {
+        error!(error = %e, "the worker process could not confine itself; it runs nothing");
+        Failure::Internal(format!("the worker process could not confine itself: {e}"))
+    })?;
+    match enforced {
+        Enforced::Fully => {
+            debug!(project = %request.project, "worker process confined to its project (Landlock)");
+        }
+        Enforced::Partly => warn!(
+            project = %request.project,
+            "worker process partly confined: this kernel's Landlock lacks some restrictions"
+        ),
+        Enforced::Not => warn!(
+            project = %request.project,
+            "worker process NOT confined to its project: this kernel has no Landlock (or it is \
+             turned off); only the SQL sandbox keeps queries inside their project"
+        ),
+    }
+    if let Some(spelled) = folder.and_then(|(name, _)| ProjectName::parse(&name).ok()) {
+        request.project = spelled;
+    }
+    *bound = Some(request.project.clone());
+    Ok(())
 }
 
 fn to_json(value: &impl serde::Serialize) -> io::Result<Vec<u8>> {

@@ -1,6 +1,7 @@
 //! The process engine against real worker processes: this test binary, re-run with
-//! `SPOOL_TEST_WORKER` set, is the worker (it serves the scripted engine, plus `hog:<bytes>`,
-//! which allocates and touches that much memory, and `abort`, which crashes the process).
+//! `--spool-test-worker`, is the worker (it serves the scripted engine, plus `hog:<bytes>`,
+//! which allocates and touches that much memory, `abort`, which crashes the process, and
+//! `read:<path>` / `write:<path>`, which open a file as a sandbox bug would let SQL do).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::StreamExt;
 use spool_domain::{QueryId, QueryRequest, ResultKey};
-use spool_engine_process::{ProcessEngine, WorkerCommand, WorkerLimits, serve};
+use spool_engine_process::{Confinement, ProcessEngine, WorkerCommand, WorkerLimits, serve};
 use spool_ports::testing::{MemoryResultStore, ScriptedEngine};
 use spool_ports::{
     CancelReason, CancelToken, EngineError, Execution, QueryEngine, ResultSink, ResultStore,
@@ -16,6 +17,8 @@ use spool_ports::{
 
 /// The argument that makes this binary the worker.
 const WORKER: &str = "--spool-test-worker";
+/// The arguments that confine it, followed by the projects folder and its scratch folder.
+const CONFINE: &str = "--confine";
 const BUDGET: u64 = 96 << 20;
 
 /// The scripted engine, and two ways to die.
@@ -43,6 +46,27 @@ impl QueryEngine for Hostile {
         if request.sql == "abort" {
             std::process::abort();
         }
+        let opened = match (
+            request.sql.strip_prefix("read:"),
+            request.sql.strip_prefix("write:"),
+        ) {
+            (Some(path), _) => Some(std::fs::read_to_string(path)),
+            (_, Some(path)) => {
+                Some(std::fs::write(path, "written\n").map(|()| "written\n".to_owned()))
+            }
+            (None, None) => None,
+        };
+        if let Some(opened) = opened {
+            let text = opened.map_err(|e| EngineError::Execution(format!("open failed: {e}")))?;
+            let request = QueryRequest::new(
+                format!("ok:{text}"),
+                Some(request.project.as_str()),
+                None,
+                None,
+            )
+            .expect("request");
+            return ScriptedEngine.execute(&request, sink, cancel).await;
+        }
         ScriptedEngine.execute(request, sink, cancel).await
     }
 }
@@ -55,9 +79,18 @@ fn main() {
     if let Some(at) = args.iter().position(|arg| arg == WORKER) {
         // As the server's workers: killed with the thread of this process that started them.
         let parent = args.get(at + 1).and_then(|p| p.parse().ok());
+        // `--confine <projects> <scratch>`: confined as the server's workers are.
+        let confine = args
+            .iter()
+            .position(|arg| arg == CONFINE)
+            .map(|at| Confinement {
+                projects: args[at + 1].clone().into(),
+                scratch: args[at + 2].clone().into(),
+            });
         let limits = WorkerLimits {
             memory: Some(BUDGET),
             parent,
+            confine,
         };
         serve(Arc::new(Hostile), limits).expect("serving");
         return;
@@ -67,7 +100,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let tests: [(&str, Test); 7] = [
+    let tests: [(&str, Test); 8] = [
         ("workers_outlive_the_threads_that_asked_for_them", |rig| {
             Box::pin(workers_outlive_their_askers(rig))
         }),
@@ -89,6 +122,10 @@ fn main() {
         ("a_sink_that_refuses_stops_the_query", |rig| {
             Box::pin(a_refusing_sink(rig))
         }),
+        (
+            "a_confined_worker_opens_only_its_project_and_scratch",
+            |_| Box::pin(confined()),
+        ),
     ];
     let rig = Rig::new();
     for (name, test) in tests {
@@ -123,7 +160,17 @@ impl Rig {
     }
 
     async fn run(&self, sql: &str, cancel: CancelToken) -> Result<(Vec<u8>, u64), EngineError> {
-        let request = QueryRequest::new(sql.to_owned(), Some("ssb"), None, None).expect("request");
+        self.run_in("ssb", sql, cancel).await
+    }
+
+    async fn run_in(
+        &self,
+        project: &str,
+        sql: &str,
+        cancel: CancelToken,
+    ) -> Result<(Vec<u8>, u64), EngineError> {
+        let request =
+            QueryRequest::new(sql.to_owned(), Some(project), None, None).expect("request");
         let key = ResultKey::new(QueryId::new_random(), 1);
         let sink = self.store.create(key).await.expect("sink");
         let execution = self.engine.execute(&request, sink, cancel).await?;
@@ -296,4 +343,108 @@ async fn a_refusing_sink(rig: &Rig) {
         rig.run("ok:5\n", CancelToken::new()).await.expect("ok").0,
         b"5\n"
     );
+}
+
+/// Workers confined as the server's are: the engine inside (standing in for a sandbox bug that
+/// lets SQL name any path) reads its own project and writes its own scratch folder, and nothing
+/// else: not another project, not the folder beside them, not a system secret. A worker of
+/// another project is another process, confined to that project.
+async fn confined() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let projects = dir.path().join("projects");
+    for (project, file) in [("ssb", "mine.csv"), ("other", "theirs.csv")] {
+        std::fs::create_dir_all(projects.join(project)).expect("project");
+        std::fs::write(projects.join(project).join(file), format!("{project}\n")).expect("file");
+    }
+    let results = dir.path().join("results");
+    std::fs::create_dir_all(&results).expect("results");
+    std::fs::write(results.join("someone-elses.csv"), "secret\n").expect("result");
+    let scratch = spool_engine_process::own_scratch(&dir.path().join("scratch")).expect("scratch");
+    let command = WorkerCommand {
+        program: std::env::current_exe().expect("exe"),
+        args: vec![
+            WORKER.into(),
+            std::process::id().to_string().into(),
+            CONFINE.into(),
+            projects.clone().into(),
+            scratch.clone().into(),
+        ],
+    };
+    let rig = Rig {
+        engine: ProcessEngine::new(Arc::new(ScriptedEngine), command, Some(BUDGET), 2),
+        store: MemoryResultStore::default(),
+    };
+    let path = |p: &std::path::Path| p.display().to_string();
+    let mine = projects.join("ssb").join("mine.csv");
+    let theirs = projects.join("other").join("theirs.csv");
+    let ran = |project: &'static str, sql: String| {
+        let rig = &rig;
+        async move { rig.run_in(project, &sql, CancelToken::new()).await }
+    };
+    // The project's own file; the project named in another case finds the same folder.
+    assert_eq!(
+        ran("ssb", format!("read:{}", path(&mine)))
+            .await
+            .expect("own")
+            .0,
+        b"ssb\n"
+    );
+    assert_eq!(
+        ran("SSB", format!("read:{}", path(&mine)))
+            .await
+            .expect("own")
+            .0,
+        b"ssb\n"
+    );
+    let own_scratch = scratch.join("spill.tmp");
+    assert_eq!(
+        ran("ssb", format!("write:{}", path(&own_scratch)))
+            .await
+            .expect("scratch")
+            .0,
+        b"written\n"
+    );
+    for refused in [
+        format!("read:{}", path(&theirs)),
+        format!("read:{}", path(&results.join("someone-elses.csv"))),
+        "read:/etc/passwd".to_owned(),
+        format!(
+            "read:{}",
+            path(
+                &projects
+                    .join("ssb")
+                    .join("..")
+                    .join("other")
+                    .join("theirs.csv")
+            )
+        ),
+        format!("write:{}", path(&projects.join("ssb").join("new.csv"))),
+        format!(
+            "write:{}",
+            path(&dir.path().join("scratch").join("beside.tmp"))
+        ),
+    ] {
+        match ran("ssb", refused.clone()).await {
+            Err(EngineError::Execution(m)) => {
+                assert!(m.contains("Permission denied"), "{refused}: {m}");
+            }
+            other => panic!("{refused}: expected a refusal, got {other:?}"),
+        }
+    }
+    // The other project's worker reads its own file, and not the first project's.
+    assert_eq!(
+        ran("other", format!("read:{}", path(&theirs)))
+            .await
+            .expect("theirs")
+            .0,
+        b"other\n"
+    );
+    assert!(
+        matches!(
+            ran("other", format!("read:{}", path(&mine))).await,
+            Err(EngineError::Execution(_))
+        ),
+        "the other project's worker read the first project's file"
+    );
+    assert!(!projects.join("ssb").join("new.csv").exists());
 }

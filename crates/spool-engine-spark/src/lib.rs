@@ -94,6 +94,22 @@ impl QueryEngine for SparkEngine {
         sink: Box<dyn ResultSink>,
         cancel: CancelToken,
     ) -> Result<Execution, EngineError> {
+        // Spark's messages name the files it read; users learn no folder of the server.
+        self.execute_unredacted(request, sink, cancel)
+            .await
+            .map_err(|e| {
+                e.without_paths(&[(&self.root, "<projects>"), (&self.scratch, "<scratch>")])
+            })
+    }
+}
+
+impl SparkEngine {
+    async fn execute_unredacted(
+        &self,
+        request: &QueryRequest,
+        sink: Box<dyn ResultSink>,
+        cancel: CancelToken,
+    ) -> Result<Execution, EngineError> {
         let root = self.root.clone();
         let name = request.project.as_str().to_owned();
         let project = tokio::task::spawn_blocking(move || catalog::open(&root, &name))
@@ -107,7 +123,10 @@ impl QueryEngine for SparkEngine {
             })?
             .ok_or_else(|| EngineError::ProjectNotFound(request.project.clone()))?;
         let checked = sandbox::check(&request.sql, &project, request.offset, request.limit)
-            .map_err(EngineError::InvalidQuery)?;
+            .map_err(|refusal| match refusal {
+                spool_sql::Refusal::Query(message) => EngineError::InvalidQuery(message),
+                spool_sql::Refusal::Internal(message) => EngineError::Internal(message),
+            })?;
         let session = self.client.session("spool");
         let outcome = self
             .run(&project, &checked, request, sink, &cancel, &session)

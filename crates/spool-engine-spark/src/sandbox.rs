@@ -14,7 +14,10 @@
 //!   escaped quote where sqlparser (like Calcite) does not, so a backslash could make Spark see
 //!   code where this check saw a string;
 //! - no `${`: Spark substitutes variables into the text before parsing (the session also turns
-//!   substitution off).
+//!   substitution off);
+//! - no quote, backslash or control character inside a quoted name, no string literal that
+//!   would not print back as itself ([`spool_sql::faithful::check_tokens`]), and the printed
+//!   text reads back as the checked AST ([`spool_sql::faithful::print_verified`]).
 //!
 //! The session runs with `spark.sql.ansi.doubleQuotedIdentifiers`, so `"X"` is an identifier
 //! on Spark as in Kylin's SQL, and the printed AST means to Spark what it meant here.
@@ -25,6 +28,8 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{
     Expr, Ident, ObjectName, ObjectNamePart, Query, Statement, TableFactor, VisitMut, VisitorMut,
 };
+
+use spool_sql::Refusal;
 
 use crate::catalog::Project;
 
@@ -308,12 +313,12 @@ pub(crate) fn check(
     project: &Project,
     offset: Option<u64>,
     limit: Option<u64>,
-) -> Result<Checked, String> {
+) -> Result<Checked, Refusal> {
     check_inner(sql, project, offset, limit, true)
 }
 
 /// Checks a view's SQL: the same rules, no paging, no renaming of its columns.
-pub(crate) fn check_view(sql: &str, project: &Project) -> Result<Checked, String> {
+pub(crate) fn check_view(sql: &str, project: &Project) -> Result<Checked, Refusal> {
     check_inner(sql, project, None, None, false)
 }
 
@@ -323,7 +328,7 @@ fn check_inner(
     offset: Option<u64>,
     limit: Option<u64>,
     top_level: bool,
-) -> Result<Checked, String> {
+) -> Result<Checked, Refusal> {
     let mut statement = spool_sql::parse_query(sql)?;
     let mut checker = Checker {
         project,
@@ -333,7 +338,7 @@ fn check_inner(
     };
     let _ = statement.visit(&mut checker);
     if let Some(error) = checker.error {
-        return Err(error);
+        return Err(error.into());
     }
     if let Statement::Query(query) = &mut statement {
         if top_level {
@@ -341,14 +346,19 @@ fn check_inner(
         }
         spool_sql::apply_paging(query, offset, limit);
     }
-    let text = statement.to_string();
+    // The user's names and literals print faithfully (parse_query checked); a name from the
+    // project's files that does not is Spool's problem, not the user's.
+    let text = spool_sql::faithful::print_verified(&statement)
+        .map_err(|e| Refusal::Internal(format!("the SQL prepared for Spark is unfaithful: {e}")))?;
     if text.contains('\\') {
-        return Err(
+        return Err(Refusal::Query(
             "backslashes are not supported in SQL run on Spark (in strings or names)".to_owned(),
-        );
+        ));
     }
     if text.contains("${") {
-        return Err("'${' is not supported in SQL run on Spark".to_owned());
+        return Err(Refusal::Query(
+            "'${' is not supported in SQL run on Spark".to_owned(),
+        ));
     }
     Ok(Checked {
         sql: text,
@@ -474,7 +484,9 @@ mod tests {
     }
 
     fn refused(sql: &str) -> String {
-        check(sql, &project(), None, None).expect_err("refused")
+        check(sql, &project(), None, None)
+            .expect_err("refused")
+            .to_string()
     }
 
     #[test]

@@ -1121,7 +1121,7 @@ pub(crate) async fn metadata(
     path = "/kylin/api/async_query/{id}/result_path",
     params(("id" = String, Path, description = "The query id"), ("project" = Option<String>, Query, description = "When given, the query's project")),
     responses(
-        (status = 200, description = "Where the result store keeps the result", body = crate::openapi::Envelope<String>),
+        (status = 200, description = "Where the result store keeps the result: its path or URL for an admin, its name in the store for other users", body = crate::openapi::Envelope<String>),
         (status = 400, description = "A malformed request; msg names the field", body = crate::openapi::ErrorEnvelope),
         (status = 401, description = "No, malformed or wrong credentials", body = crate::openapi::ErrorEnvelope),
         (status = 404, description = "Unknown, or not the caller's", body = crate::openapi::ErrorEnvelope),
@@ -1135,7 +1135,7 @@ pub(crate) async fn result_path(
     query: OneQuery,
 ) -> Result<impl IntoResponse, ApiError> {
     let info = query.succeeded(&state, &who).await?;
-    Ok(ok(state.spool.result_location(&info)))
+    Ok(ok(state.spool.result_location(&info, &who)))
 }
 
 #[utoipa::path(

@@ -41,6 +41,37 @@ pub enum EngineError {
     Internal(String),
 }
 
+impl EngineError {
+    /// The same error with each of `folders`' paths in its message replaced by its name
+    /// (`/srv/spool/data/projects` by `<projects>`), in the form given and as an absolute path:
+    /// a user reads engine messages, and learns no folder of the server from them.
+    #[must_use]
+    pub fn without_paths(self, folders: &[(&std::path::Path, &str)]) -> Self {
+        let redact = |mut message: String| {
+            for (folder, name) in folders {
+                let absolute = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
+                for form in [absolute.as_path(), folder] {
+                    let text = form.display().to_string();
+                    // A bare "." or "/" would redact every dot or slash.
+                    if text.len() > 1 {
+                        message = message.replace(&text, name);
+                    }
+                }
+            }
+            message
+        };
+        match self {
+            Self::InvalidQuery(m) => Self::InvalidQuery(redact(m)),
+            Self::Execution(m) => Self::Execution(redact(m)),
+            Self::Unavailable(m) => Self::Unavailable(redact(m)),
+            Self::OutOfMemory(m) => Self::OutOfMemory(redact(m)),
+            Self::Crashed(m) => Self::Crashed(redact(m)),
+            Self::Internal(m) => Self::Internal(redact(m)),
+            other => other,
+        }
+    }
+}
+
 /// A finished execution: the sink holding the complete encoded result, ready to commit.
 pub struct Execution {
     /// The sink the engine wrote into, not yet committed.
@@ -131,5 +162,36 @@ pub trait QueryEngine: Send + Sync {
         Err(EngineError::InvalidQuery(
             "this engine cannot describe its projects".to_owned(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_no_folder_of_the_server() {
+        let projects = std::path::Path::new("/srv/spool/data/projects");
+        let error = EngineError::Execution(
+            "table 'T' of project 'ssb' cannot be read: /srv/spool/data/projects/ssb/T.parquet: \
+             no such file"
+                .to_owned(),
+        );
+        assert_eq!(
+            error.without_paths(&[(projects, "<projects>")]).to_string(),
+            "table 'T' of project 'ssb' cannot be read: <projects>/ssb/T.parquet: no such file"
+        );
+        // A relative folder is redacted as given and as the absolute path it stands for.
+        let relative = std::path::Path::new("data/scratch");
+        let absolute = std::path::absolute(relative).expect("absolute");
+        let error = EngineError::Internal(format!("{}/x and data/scratch/y", absolute.display()));
+        assert_eq!(
+            error.without_paths(&[(relative, "<scratch>")]).to_string(),
+            "internal engine error: <scratch>/x and <scratch>/y"
+        );
+        assert!(matches!(
+            EngineError::Cancelled.without_paths(&[(projects, "<projects>")]),
+            EngineError::Cancelled
+        ));
     }
 }

@@ -324,14 +324,24 @@ fn engine_worker(args: &config::EngineWorkerArgs) -> anyhow::Result<()> {
         .with_ansi(false)
         .without_time()
         .init();
+    // A folder of its own: the only one it may write once it confines itself to its project.
+    let scratch = spool_engine_process::own_scratch(&args.scratch)
+        .with_context(|| format!("making a scratch folder in {}", args.scratch.display()))?;
     let polars = PolarsEngine::new(&args.projects)
-        .with_scratch(&args.scratch)
+        .with_scratch(&scratch)
         .with_polars_threads_lowered();
     let limits = spool_engine_process::WorkerLimits {
         memory: args.memory_limit,
         parent: args.parent,
+        confine: Some(spool_engine_process::Confinement {
+            projects: args.projects.clone(),
+            scratch: scratch.clone(),
+        }),
     };
-    spool_engine_process::serve(Arc::new(polars), limits).context("serving queries")
+    let served = spool_engine_process::serve(Arc::new(polars), limits).context("serving queries");
+    // Its contents; the (empty) folder itself goes when the next worker starts.
+    let _ = std::fs::remove_dir_all(&scratch);
+    served
 }
 
 /// The engines of the server's projects: Polars (in worker processes when configured), and

@@ -10,7 +10,8 @@
 //!   name, and the query's CTEs).
 //!
 //! Each engine then checks the relations and functions a query may use against its own catalog
-//! (an engine's sandbox), and rewrites what it runs differently.
+//! (an engine's sandbox), and rewrites what it runs differently. [`faithful`] makes sure that
+//! the text an engine is finally handed means what was checked.
 
 use sqlparser::ast::{
     Expr, Ident, LimitClause, ObjectName, ObjectNamePart, Offset, OffsetRows, OrderBy, OrderByKind,
@@ -19,9 +20,38 @@ use sqlparser::ast::{
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 
+pub mod faithful;
+
+/// Why an engine's sandbox returned no text to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The user's SQL is invalid, unsupported or out of bounds; the message is for them.
+    Query(String),
+    /// Spool's own rewriting went wrong (its text would not read back as the checked query);
+    /// the message is for the log.
+    Internal(String),
+}
+
+impl From<String> for Refusal {
+    fn from(message: String) -> Self {
+        Self::Query(message)
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Query(message) | Self::Internal(message) => f.write_str(message),
+        }
+    }
+}
+
 /// Parses `sql` as Kylin's clients write it (sqlparser's generic dialect) and returns its one
-/// statement, a query; anything else is refused with a message for the user.
+/// statement, a query; anything else is refused with a message for the user. Quoted names and
+/// literals that could not be passed on to an engine unchanged are refused here
+/// ([`faithful::check_tokens`]), and so is a statement that does not print back as itself.
 pub fn parse_query(sql: &str) -> Result<Statement, String> {
+    faithful::check_tokens(sql)?;
     let mut statements = Parser::parse_sql(&GenericDialect {}, sql)
         .map_err(|e| format!("SQL syntax error: {}", strip_parser_prefix(&e.to_string())))?;
     let statement = match statements.len() {
@@ -37,6 +67,12 @@ pub fn parse_query(sql: &str) -> Result<Statement, String> {
         return Err(format!(
             "only read-only queries (SELECT, WITH, VALUES) may run; {} statements are not allowed",
             statement_kind(&statement)
+        ));
+    }
+    if let Err(e) = faithful::print_verified(&statement) {
+        return Err(format!(
+            "this SQL cannot be run as written: it does not read back the same once printed ({})",
+            e.reason
         ));
     }
     Ok(statement)
