@@ -119,10 +119,10 @@ fn submit_as(server: &Server, auth: &str, sql: &str, project: &str) -> String {
 #[test]
 fn a_user_who_is_not_an_admin_learns_no_folder_of_the_server() {
     let server = Server::start(SMALL);
-    // A project with a table whose file is not Parquet at all: its error names the file.
+    // A project whose table is a folder of Parquet files holding none: Polars' error names
+    // the folder's path.
     let broken = server.data_dir.join("projects").join("broken");
-    std::fs::create_dir_all(&broken).expect("project");
-    std::fs::write(broken.join("T.parquet"), "not parquet").expect("table");
+    std::fs::create_dir_all(broken.join("T")).expect("project");
     server.add_user(
         &["alice", "--project", "ssb", "--project", "broken"],
         "wonderland",
