@@ -26,6 +26,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("spool-formats", &["spool-domain", "spool-ports"]),
     ("spool-sql", &[]),
+    ("spool-planner", &[]),
     (
         "spool-engine-spark",
         &["spool-domain", "spool-ports", "spool-formats", "spool-sql"],

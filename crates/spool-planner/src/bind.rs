@@ -1,0 +1,1780 @@
+//! Binding: sqlparser's AST of one query, resolved against a [`Catalog`] into a typed [`Plan`].
+//!
+//! Names follow Calcite as Kylin configures it: unquoted names match ignoring case and are
+//! reported upper-cased (an alias) or as the catalog spells them (a column); quoted names match
+//! exactly and keep their case; an unnamed expression is `EXPR$<position>`. Only what the
+//! catalog holds binds: a relation is a table of the project or a CTE of the query, so the
+//! plan can read nothing else on any engine. Types are fixed here ([`crate::types`]): a
+//! comparison's sides meet in their common type (a string literal compared with a decimal
+//! column is converted to a decimal, never the column to a string).
+
+use sqlparser::ast::{
+    self, BinaryOperator, CeilFloorKind, DataType, DateTimeField, Distinct, Expr as Ast,
+    FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, JoinConstraint,
+    JoinOperator, LimitClause, ObjectNamePart, OrderByKind, Query, SelectItem, SetExpr, Spanned,
+    TableFactor, TableWithJoins, UnaryOperator, Value,
+};
+
+use sqlparser::tokenizer::Span;
+
+use crate::catalog::{Case, Catalog, Lookup, resolve};
+use crate::error::{PlanError, Position};
+use crate::plan::{
+    Aggregate, AggregateFunction, Binary, Expr, ExprKind, Field, JoinKind, Literal, Plan, Scalar,
+    SortKey, Unary,
+};
+use crate::types::{self, Arithmetic, SqlType};
+
+type Result<T> = std::result::Result<T, PlanError>;
+
+/// How an identifier was written.
+fn case_of(ident: &Ident) -> Case {
+    if ident.quote_style.is_some() {
+        Case::Quoted
+    } else {
+        Case::Unquoted
+    }
+}
+
+/// The label Calcite gives a name as written: unquoted upper-cased, quoted as is.
+fn label(ident: &Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_uppercase()
+    }
+}
+
+fn unsupported(what: &str, at: Span) -> PlanError {
+    PlanError::user(format!("{what} is not supported yet"), at)
+}
+
+/// A CTE in scope: its name as written and its bound plan.
+#[derive(Clone)]
+struct Cte {
+    name: Ident,
+    plan: Plan,
+}
+
+/// Binds queries against one catalog.
+pub struct Binder<'a> {
+    catalog: &'a Catalog,
+    /// CTEs visible where binding is, innermost last.
+    ctes: Vec<Cte>,
+}
+
+impl<'a> Binder<'a> {
+    /// A binder over `catalog`.
+    pub fn new(catalog: &'a Catalog) -> Self {
+        Self {
+            catalog,
+            ctes: Vec::new(),
+        }
+    }
+
+    /// Binds a whole query: its CTEs, its body, ORDER BY, LIMIT and OFFSET.
+    pub fn query(&mut self, query: &Query) -> Result<Plan> {
+        let before = self.ctes.len();
+        let bound = self.query_inner(query);
+        self.ctes.truncate(before);
+        bound
+    }
+
+    fn query_inner(&mut self, query: &Query) -> Result<Plan> {
+        if let Some(with) = &query.with {
+            if with.recursive {
+                return Err(unsupported("WITH RECURSIVE", with.span()));
+            }
+            for cte in &with.cte_tables {
+                let plan = self.query(&cte.query)?;
+                let plan = rename_columns(plan, &cte.alias.columns, cte.alias.span())?;
+                self.ctes.push(Cte {
+                    name: cte.alias.name.clone(),
+                    plan,
+                });
+            }
+        }
+        let select = match query.body.as_ref() {
+            SetExpr::Select(select) => select,
+            SetExpr::Query(inner) if query.order_by.is_none() && query.limit_clause.is_none() => {
+                return self.query(inner);
+            }
+            other => return Err(unsupported("this kind of query body", other.span())),
+        };
+        let order_by = match &query.order_by {
+            None => Vec::new(),
+            Some(order) => match &order.kind {
+                OrderByKind::Expressions(items) => items.clone(),
+                OrderByKind::All(_) => return Err(unsupported("ORDER BY ALL", order.span())),
+            },
+        };
+        let plan = self.select(select, &order_by)?;
+        self.limit(plan, query.limit_clause.as_ref())
+    }
+
+    fn limit(&self, plan: Plan, clause: Option<&LimitClause>) -> Result<Plan> {
+        let Some(clause) = clause else {
+            return Ok(plan);
+        };
+        let count = |e: &Ast| -> Result<u64> {
+            match e {
+                Ast::Value(v) => match &v.value {
+                    Value::Number(n, _) => n.parse::<u64>().map_err(|_| {
+                        PlanError::user(format!("'{n}' is not a row count"), e.span())
+                    }),
+                    _ => Err(PlanError::user("a row count must be a number", e.span())),
+                },
+                _ => Err(PlanError::user("a row count must be a number", e.span())),
+            }
+        };
+        let (fetch, offset) = match clause {
+            LimitClause::LimitOffset {
+                limit,
+                offset,
+                limit_by,
+            } => {
+                if let Some(first) = limit_by.first() {
+                    return Err(unsupported("LIMIT BY", first.span()));
+                }
+                let fetch = match limit {
+                    Some(Ast::Value(v)) if matches!(v.value, Value::Null) => None,
+                    Some(e) => Some(count(e)?),
+                    None => None,
+                };
+                let offset = offset.as_ref().map(|o| count(&o.value)).transpose()?;
+                (fetch, offset.unwrap_or(0))
+            }
+            LimitClause::OffsetCommaLimit { offset, limit } => {
+                (Some(count(limit)?), count(offset)?)
+            }
+        };
+        Ok(Plan::Limit {
+            input: Box::new(plan),
+            offset,
+            fetch,
+        })
+    }
+
+    /// Binds FROM: comma-separated items become cross joins (WHERE links them).
+    fn from(&mut self, from: &[TableWithJoins]) -> Result<Plan> {
+        let mut plan: Option<Plan> = None;
+        for item in from {
+            let mut joined = self.table_factor(&item.relation)?;
+            for join in &item.joins {
+                let right = self.table_factor(&join.relation)?;
+                let (kind, constraint) = match &join.join_operator {
+                    JoinOperator::Join(c) | JoinOperator::Inner(c) => (JoinKind::Inner, Some(c)),
+                    JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => (JoinKind::Left, Some(c)),
+                    JoinOperator::Right(c) | JoinOperator::RightOuter(c) => {
+                        (JoinKind::Right, Some(c))
+                    }
+                    JoinOperator::FullOuter(c) => (JoinKind::Full, Some(c)),
+                    JoinOperator::CrossJoin(_) => (JoinKind::Cross, None),
+                    _ => return Err(unsupported("this kind of join", join.span())),
+                };
+                joined = self.join(joined, right, kind, constraint)?;
+            }
+            plan = Some(match plan {
+                None => joined,
+                Some(left) => self.join(left, joined, JoinKind::Cross, None)?,
+            });
+        }
+        Ok(plan.unwrap_or(Plan::Single))
+    }
+
+    fn join(
+        &mut self,
+        left: Plan,
+        right: Plan,
+        kind: JoinKind,
+        constraint: Option<&JoinConstraint>,
+    ) -> Result<Plan> {
+        let mut fields: Vec<Field> = left.fields().to_vec();
+        let nullable_left = matches!(kind, JoinKind::Right | JoinKind::Full);
+        let nullable_right = matches!(kind, JoinKind::Left | JoinKind::Full);
+        for f in &mut fields {
+            f.nullable |= nullable_left;
+        }
+        fields.extend(right.fields().iter().cloned().map(|mut f| {
+            f.nullable |= nullable_right;
+            f
+        }));
+        let on = match constraint {
+            None | Some(JoinConstraint::None) if kind == JoinKind::Cross => None,
+            Some(JoinConstraint::On(on)) => {
+                let mut scope = Scope::new(&fields);
+                let bound = self.expr(on, &mut scope)?;
+                Some(expect_boolean(bound, on)?)
+            }
+            Some(other) => return Err(unsupported("this join condition", other.span())),
+            None => None,
+        };
+        Ok(Plan::Join {
+            left: Box::new(left),
+            right: Box::new(right),
+            kind: if on.is_none() && kind == JoinKind::Inner {
+                JoinKind::Cross
+            } else {
+                kind
+            },
+            on,
+            fields,
+        })
+    }
+
+    fn table_factor(&mut self, factor: &TableFactor) -> Result<Plan> {
+        match factor {
+            TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                ..
+            } => {
+                let parts: Vec<&Ident> = name
+                    .0
+                    .iter()
+                    .map(ObjectNamePart::as_ident)
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| unsupported("this table name", name.span()))?;
+                let plan = match parts.as_slice() {
+                    [table] => match self.cte(table) {
+                        Some(plan) => plan,
+                        None => self.scan(None, table, name)?,
+                    },
+                    [schema, table] => self.scan(Some(schema), table, name)?,
+                    _ => {
+                        return Err(PlanError::user(
+                            format!("table '{name}' not found"),
+                            name.span(),
+                        ));
+                    }
+                };
+                match alias {
+                    Some(alias) => {
+                        let plan = rename_columns(plan, &alias.columns, alias.span())?;
+                        Ok(requalify(plan, &alias.name))
+                    }
+                    None => Ok(plan),
+                }
+            }
+            TableFactor::Table { name, .. } => Err(PlanError::user(
+                format!(
+                    "table functions are not allowed: {name}(...); a query reads only the \
+                     project's tables"
+                ),
+                name.span(),
+            )),
+            TableFactor::Derived {
+                lateral,
+                subquery,
+                alias,
+                ..
+            } => {
+                if *lateral {
+                    return Err(unsupported("LATERAL", factor.span()));
+                }
+                let plan = self.query(subquery)?;
+                match alias {
+                    Some(alias) => {
+                        let plan = rename_columns(plan, &alias.columns, alias.span())?;
+                        Ok(requalify(plan, &alias.name))
+                    }
+                    None => Ok(unqualify(plan)),
+                }
+            }
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias: None,
+            } => self.from(std::slice::from_ref(table_with_joins)),
+            other => Err(PlanError::user(
+                "this kind of FROM item is not supported; a query reads only the project's tables",
+                other.span(),
+            )),
+        }
+    }
+
+    /// The CTE `name` refers to, if any (of two CTEs spelled alike, the innermost).
+    fn cte(&self, name: &Ident) -> Option<Plan> {
+        let mut seen: Vec<&str> = Vec::new();
+        let candidates: Vec<(&str, &Cte)> = self
+            .ctes
+            .iter()
+            .rev()
+            .filter(|cte| {
+                let fresh = !seen.contains(&cte.name.value.as_str());
+                seen.push(&cte.name.value);
+                fresh
+            })
+            .map(|cte| (cte.name.value.as_str(), cte))
+            .collect();
+        let cte = resolve(&name.value, case_of(name), candidates).ok()?;
+        Some(requalify(cte.plan.clone(), &cte.name))
+    }
+
+    fn scan(
+        &self,
+        schema: Option<&Ident>,
+        table: &Ident,
+        written: &ast::ObjectName,
+    ) -> Result<Plan> {
+        let found = self.catalog.table(
+            schema.map(|s| (s.value.as_str(), case_of(s))),
+            (table.value.as_str(), case_of(table)),
+        );
+        let found = match found {
+            Ok(found) => found,
+            Err(Lookup::NotFound) => {
+                return Err(PlanError::user(
+                    format!("table '{written}' not found"),
+                    written.span(),
+                ));
+            }
+            Err(Lookup::Ambiguous(names)) => {
+                return Err(PlanError::user(
+                    format!(
+                        "table name '{written}' is ambiguous: {}; quote it to say which",
+                        names.join(", ")
+                    ),
+                    written.span(),
+                ));
+            }
+        };
+        Ok(Plan::Scan {
+            schema: found.schema.clone(),
+            table: found.name.clone(),
+            fields: found
+                .columns
+                .iter()
+                .map(|c| Field {
+                    name: c.name.clone(),
+                    qualifier: Some(found.name.clone()),
+                    ty: c.ty,
+                    nullable: c.nullable,
+                })
+                .collect(),
+        })
+    }
+
+    /// Binds one SELECT with the query's ORDER BY (which may name its output columns).
+    fn select(&mut self, select: &ast::Select, order_by: &[ast::OrderByExpr]) -> Result<Plan> {
+        if let Some(top) = &select.top {
+            let _ = top;
+            return Err(unsupported("TOP", select.span()));
+        }
+        if let Some(having) = select.qualify.as_ref() {
+            return Err(unsupported("QUALIFY", having.span()));
+        }
+        if let Some(Distinct::On(on)) = &select.distinct {
+            return Err(unsupported(
+                "DISTINCT ON",
+                on.first().map_or(select.span(), Spanned::span),
+            ));
+        }
+        let mut plan = self.from(&select.from)?;
+        if let Some(condition) = &select.selection {
+            let fields = plan.fields().to_vec();
+            let mut scope = Scope::new(&fields);
+            let predicate = self.expr(condition, &mut scope)?;
+            plan = Plan::Filter {
+                input: Box::new(plan),
+                predicate: expect_boolean(predicate, condition)?,
+            };
+        }
+        let group_by: &[Ast] = match &select.group_by {
+            GroupByExpr::Expressions(exprs, modifiers) => {
+                if let Some(m) = modifiers.first() {
+                    return Err(PlanError::user(
+                        format!("GROUP BY ... {m} is not supported yet"),
+                        select.span(),
+                    ));
+                }
+                exprs
+            }
+            GroupByExpr::All(_) => return Err(unsupported("GROUP BY ALL", select.span())),
+        };
+        let aggregated = !group_by.is_empty()
+            || select.having.is_some()
+            || select.projection.iter().any(|item| match item {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                    has_aggregate(e)
+                }
+                _ => false,
+            });
+        // What the SELECT list and ORDER BY are bound over: the FROM's rows, or the groups.
+        let input_fields = plan.fields().to_vec();
+        let mut grouping: Option<Grouping> = None;
+        if aggregated {
+            let mut scope = Scope::new(&input_fields);
+            let mut groups = Vec::new();
+            for g in group_by {
+                // `GROUP BY 1` names a SELECT item, as in Calcite's lenient conformance.
+                let bound = match ordinal(g) {
+                    Some(n) => {
+                        let item = select.projection.get(n.wrapping_sub(1)).ok_or_else(|| {
+                            PlanError::user(
+                                format!("GROUP BY position {n} is not in the select list"),
+                                g.span(),
+                            )
+                        })?;
+                        match item {
+                            SelectItem::UnnamedExpr(e)
+                            | SelectItem::ExprWithAlias { expr: e, .. } => {
+                                self.expr(e, &mut scope)?
+                            }
+                            _ => return Err(unsupported("GROUP BY a position of *", g.span())),
+                        }
+                    }
+                    None => self.expr(g, &mut scope)?,
+                };
+                groups.push(bound);
+            }
+            grouping = Some(Grouping {
+                groups,
+                aggregates: Vec::new(),
+                input: input_fields.clone(),
+            });
+        }
+
+        // The SELECT list.
+        let mut exprs = Vec::new();
+        let mut fields = Vec::new();
+        for (position, item) in select.projection.iter().enumerate() {
+            match item {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                    let bound = self.output_expr(e, &input_fields, grouping.as_mut())?;
+                    let name = match item {
+                        SelectItem::ExprWithAlias { alias, .. } => label(alias),
+                        _ => match e {
+                            Ast::Identifier(_) | Ast::CompoundIdentifier(_) => {
+                                column_name(&bound, &input_fields, grouping.as_ref())
+                                    .unwrap_or_else(|| format!("EXPR${position}"))
+                            }
+                            _ => format!("EXPR${position}"),
+                        },
+                    };
+                    fields.push(Field {
+                        name,
+                        qualifier: None,
+                        ty: bound.ty,
+                        nullable: bound.nullable,
+                    });
+                    exprs.push(bound);
+                }
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+                    if grouping.is_some() {
+                        return Err(PlanError::user(
+                            "'*' cannot be selected in a grouped query",
+                            item.span(),
+                        ));
+                    }
+                    let qualifier = match item {
+                        SelectItem::QualifiedWildcard(kind, _) => Some(kind.to_string()),
+                        _ => None,
+                    };
+                    let mut any = false;
+                    for (i, f) in input_fields.iter().enumerate() {
+                        let keep = match (&qualifier, &f.qualifier) {
+                            (None, _) => true,
+                            (Some(q), Some(fq)) => {
+                                let q = q.trim_matches('"');
+                                q.eq_ignore_ascii_case(fq)
+                            }
+                            (Some(_), None) => false,
+                        };
+                        if keep {
+                            any = true;
+                            exprs.push(Expr::column(i, f));
+                            fields.push(Field {
+                                qualifier: None,
+                                ..f.clone()
+                            });
+                        }
+                    }
+                    if !any && qualifier.is_some() {
+                        return Err(PlanError::user(
+                            format!("{item}: no such table in FROM"),
+                            item.span(),
+                        ));
+                    }
+                }
+                other => return Err(unsupported("this select item", other.span())),
+            }
+        }
+
+        // HAVING, then the aggregation node itself.
+        let mut having = None;
+        if let Some(condition) = &select.having {
+            let Some(g) = grouping.as_mut() else {
+                return Err(PlanError::internal_grouping());
+            };
+            let bound = bind_over_groups(self, condition, g)?;
+            having = Some(expect_boolean(bound, condition)?);
+        }
+
+        // ORDER BY: an output column (by position, or by name), else an expression over the
+        // input, carried as a hidden column and dropped after the sort.
+        let mut keys = Vec::new();
+        let visible = exprs.len();
+        for item in order_by {
+            let expr = &item.expr;
+            let at = if let Some(n) = ordinal(expr) {
+                if n == 0 || n > visible {
+                    return Err(PlanError::user(
+                        format!("ORDER BY position {n} is not in the select list"),
+                        expr.span(),
+                    ));
+                }
+                n - 1
+            } else if let Some(at) = output_named(expr, &fields[..visible]) {
+                at
+            } else {
+                let bound = self.output_expr(expr, &input_fields, grouping.as_mut())?;
+                match exprs.iter().position(|e| *e == bound) {
+                    Some(at) => at,
+                    None => {
+                        if matches!(select.distinct, Some(Distinct::Distinct)) {
+                            return Err(PlanError::user(
+                                "with SELECT DISTINCT, ORDER BY expressions must appear in the select list",
+                                expr.span(),
+                            ));
+                        }
+                        fields.push(Field {
+                            name: format!("$sort{}", exprs.len()),
+                            qualifier: None,
+                            ty: bound.ty,
+                            nullable: bound.nullable,
+                        });
+                        exprs.push(bound);
+                        exprs.len() - 1
+                    }
+                }
+            };
+            let descending = item.options.asc == Some(false);
+            // NULL is the largest value (Calcite's default collation in Kylin).
+            let nulls_first = item.options.nulls_first.unwrap_or(descending);
+            keys.push(SortKey {
+                expr: Expr::column(at, &fields[at]),
+                descending,
+                nulls_first,
+            });
+        }
+
+        if let Some(g) = grouping {
+            let mut agg_fields: Vec<Field> = g
+                .groups
+                .iter()
+                .enumerate()
+                .map(|(i, e)| Field {
+                    name: column_name(e, &g.input, None).unwrap_or_else(|| format!("$g{i}")),
+                    qualifier: None,
+                    ty: e.ty,
+                    nullable: e.nullable,
+                })
+                .collect();
+            agg_fields.extend(g.aggregates.iter().enumerate().map(|(i, a)| Field {
+                name: format!("$a{i}"),
+                qualifier: None,
+                ty: a.ty,
+                nullable: !matches!(
+                    a.function,
+                    AggregateFunction::Count | AggregateFunction::CountRows
+                ),
+            }));
+            plan = Plan::Aggregate {
+                input: Box::new(plan),
+                groups: g.groups,
+                aggregates: g.aggregates,
+                fields: agg_fields,
+            };
+            if let Some(predicate) = having {
+                plan = Plan::Filter {
+                    input: Box::new(plan),
+                    predicate,
+                };
+            }
+        }
+        plan = Plan::Project {
+            input: Box::new(plan),
+            exprs,
+            fields: fields.clone(),
+        };
+        if matches!(select.distinct, Some(Distinct::Distinct)) {
+            plan = Plan::Distinct {
+                input: Box::new(plan),
+            };
+        }
+        if !keys.is_empty() {
+            plan = Plan::Sort {
+                input: Box::new(plan),
+                keys,
+            };
+        }
+        if fields.len() > visible {
+            let kept = fields[..visible].to_vec();
+            plan = Plan::Project {
+                input: Box::new(plan),
+                exprs: kept
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| Expr::column(i, f))
+                    .collect(),
+                fields: kept,
+            };
+        }
+        Ok(plan)
+    }
+
+    /// An expression of the SELECT list or ORDER BY: over the FROM's rows, or over the groups.
+    fn output_expr(
+        &mut self,
+        e: &Ast,
+        input: &[Field],
+        grouping: Option<&mut Grouping>,
+    ) -> Result<Expr> {
+        match grouping {
+            Some(g) => bind_over_groups(self, e, g),
+            None => {
+                let mut scope = Scope::new(input);
+                self.expr(e, &mut scope)
+            }
+        }
+    }
+
+    /// Binds a scalar expression over `scope` (aggregates are refused here).
+    fn expr(&mut self, e: &Ast, scope: &mut Scope<'_>) -> Result<Expr> {
+        if let Some(hook) = scope.hook.as_mut()
+            && let Some(bound) = hook(e)?
+        {
+            return Ok(bound);
+        }
+        match e {
+            Ast::Identifier(ident) => scope.column(&[ident], e),
+            Ast::CompoundIdentifier(parts) => scope.column(&parts.iter().collect::<Vec<_>>(), e),
+            Ast::Nested(inner) => self.expr(inner, scope),
+            Ast::Value(v) => literal(&v.value, e),
+            Ast::TypedString(typed) => typed_literal(&typed.data_type, &typed.value.value, e),
+            Ast::UnaryOp { op, expr } => {
+                let inner = self.expr(expr, scope)?;
+                match op {
+                    UnaryOperator::Not => {
+                        let inner = expect_boolean(inner, expr)?;
+                        Ok(Expr {
+                            ty: SqlType::Boolean,
+                            nullable: inner.nullable,
+                            kind: ExprKind::Unary(Unary::Not, Box::new(inner)),
+                        })
+                    }
+                    UnaryOperator::Minus => {
+                        if !inner.ty.is_numeric() && inner.ty != SqlType::Null {
+                            return Err(PlanError::user(
+                                format!("cannot negate a value of type {}", inner.ty),
+                                e.span(),
+                            ));
+                        }
+                        Ok(Expr {
+                            ty: inner.ty,
+                            nullable: inner.nullable,
+                            kind: ExprKind::Unary(Unary::Negate, Box::new(inner)),
+                        })
+                    }
+                    UnaryOperator::Plus => Ok(inner),
+                    _ => Err(unsupported(&format!("the operator {op}"), e.span())),
+                }
+            }
+            Ast::BinaryOp { left, op, right } => {
+                let l = self.expr(left, scope)?;
+                let r = self.expr(right, scope)?;
+                binary(op, l, r, e)
+            }
+            Ast::IsNull(inner) | Ast::IsNotNull(inner) => {
+                let bound = self.expr(inner, scope)?;
+                Ok(Expr {
+                    ty: SqlType::Boolean,
+                    nullable: false,
+                    kind: ExprKind::IsNull {
+                        expr: Box::new(bound),
+                        negated: matches!(e, Ast::IsNotNull(_)),
+                    },
+                })
+            }
+            Ast::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } => {
+                let x = self.expr(expr, scope)?;
+                let lo = self.expr(low, scope)?;
+                let hi = self.expr(high, scope)?;
+                let above = binary(&BinaryOperator::GtEq, x.clone(), lo, e)?;
+                let below = binary(&BinaryOperator::LtEq, x, hi, e)?;
+                let both = binary(&BinaryOperator::And, above, below, e)?;
+                Ok(if *negated { not(both) } else { both })
+            }
+            Ast::InList {
+                expr,
+                list,
+                negated,
+            } => {
+                let x = self.expr(expr, scope)?;
+                let items = list
+                    .iter()
+                    .map(|item| self.expr(item, scope))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut ty = x.ty;
+                for item in &items {
+                    ty = types::common_type(ty, item.ty).ok_or_else(|| {
+                        PlanError::user(
+                            format!("IN cannot compare {} with {}", x.ty, item.ty),
+                            e.span(),
+                        )
+                    })?;
+                }
+                let nullable = x.nullable || items.iter().any(|i| i.nullable);
+                Ok(Expr {
+                    ty: SqlType::Boolean,
+                    nullable,
+                    kind: ExprKind::InList {
+                        expr: Box::new(cast(x, ty)),
+                        list: items.into_iter().map(|i| cast(i, ty)).collect(),
+                        negated: *negated,
+                    },
+                })
+            }
+            Ast::Like {
+                negated,
+                any: false,
+                expr,
+                pattern,
+                escape_char: None,
+            } => {
+                let x = self.expr(expr, scope)?;
+                let p = self.expr(pattern, scope)?;
+                for side in [&x, &p] {
+                    if !matches!(side.ty, SqlType::Varchar | SqlType::Null) {
+                        return Err(PlanError::user(
+                            format!("LIKE needs strings, not {}", side.ty),
+                            e.span(),
+                        ));
+                    }
+                }
+                Ok(Expr {
+                    ty: SqlType::Boolean,
+                    nullable: x.nullable || p.nullable,
+                    kind: ExprKind::Like {
+                        expr: Box::new(x),
+                        pattern: Box::new(p),
+                        negated: *negated,
+                    },
+                })
+            }
+            Ast::Cast {
+                expr, data_type, ..
+            } => {
+                let inner = self.expr(expr, scope)?;
+                let to = sql_type(data_type, e)?;
+                Ok(Expr {
+                    ty: to,
+                    nullable: inner.nullable,
+                    kind: ExprKind::Cast(Box::new(inner)),
+                })
+            }
+            Ast::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => {
+                let operand = operand.as_ref().map(|o| self.expr(o, scope)).transpose()?;
+                let mut branches = Vec::new();
+                for when in conditions {
+                    let condition = self.expr(&when.condition, scope)?;
+                    let condition = match &operand {
+                        Some(o) => binary(&BinaryOperator::Eq, o.clone(), condition, e)?,
+                        None => expect_boolean(condition, &when.condition)?,
+                    };
+                    branches.push((condition, self.expr(&when.result, scope)?));
+                }
+                let otherwise = match else_result {
+                    Some(x) => self.expr(x, scope)?,
+                    None => null_literal(),
+                };
+                let mut ty = otherwise.ty;
+                for (_, then) in &branches {
+                    ty = types::common_type(ty, then.ty).ok_or_else(|| {
+                        PlanError::user(
+                            format!("CASE branches of types {ty} and {} do not meet", then.ty),
+                            e.span(),
+                        )
+                    })?;
+                }
+                let nullable = otherwise.nullable || branches.iter().any(|(_, t)| t.nullable);
+                Ok(Expr {
+                    ty,
+                    nullable,
+                    kind: ExprKind::Case {
+                        branches: branches
+                            .into_iter()
+                            .map(|(c, t)| (c, cast(t, ty)))
+                            .collect(),
+                        otherwise: Box::new(cast(otherwise, ty)),
+                    },
+                })
+            }
+            Ast::Extract { field, expr, .. } => {
+                let inner = self.expr(expr, scope)?;
+                let f = match field {
+                    DateTimeField::Year => Scalar::Year,
+                    DateTimeField::Quarter => Scalar::Quarter,
+                    DateTimeField::Month => Scalar::Month,
+                    DateTimeField::Day => Scalar::DayOfMonth,
+                    other => return Err(unsupported(&format!("EXTRACT({other})"), e.span())),
+                };
+                scalar(f, vec![inner], e)
+            }
+            Ast::Floor { expr, field } | Ast::Ceil { expr, field } => {
+                if !matches!(
+                    field,
+                    CeilFloorKind::DateTimeField(DateTimeField::NoDateTime)
+                ) {
+                    return Err(unsupported("FLOOR/CEIL to a time unit", e.span()));
+                }
+                let inner = self.expr(expr, scope)?;
+                let f = if matches!(e, Ast::Floor { .. }) {
+                    Scalar::Floor
+                } else {
+                    Scalar::Ceil
+                };
+                scalar(f, vec![inner], e)
+            }
+            Ast::Substring {
+                expr,
+                substring_from,
+                substring_for,
+                ..
+            } => {
+                let mut args = vec![self.expr(expr, scope)?];
+                args.push(match substring_from {
+                    Some(from) => self.expr(from, scope)?,
+                    None => int_literal(1),
+                });
+                if let Some(length) = substring_for {
+                    args.push(self.expr(length, scope)?);
+                }
+                scalar(Scalar::Substring, args, e)
+            }
+            Ast::Function(function) => {
+                if function.over.is_some() {
+                    return Err(unsupported("window functions", e.span()));
+                }
+                let name = function_name(function, e)?;
+                if aggregate_function(&name).is_some() {
+                    return Err(PlanError::user(
+                        format!("aggregate function {name} is not allowed here"),
+                        e.span(),
+                    ));
+                }
+                let args = plain_args(function, e)?
+                    .into_iter()
+                    .map(|a| self.expr(a, scope))
+                    .collect::<Result<Vec<_>>>()?;
+                call(&name, args, e)
+            }
+            Ast::Subquery(_) | Ast::InSubquery { .. } | Ast::Exists { .. } => {
+                Err(unsupported("subqueries in expressions", e.span()))
+            }
+            other => Err(unsupported("this expression", other.span())),
+        }
+    }
+}
+
+impl PlanError {
+    fn internal_grouping() -> Self {
+        Self::Internal {
+            pass: "bind",
+            message: "HAVING without grouping".to_owned(),
+        }
+    }
+}
+
+/// The groups and aggregates of a grouped SELECT, gathered while its expressions are bound.
+struct Grouping {
+    groups: Vec<Expr>,
+    aggregates: Vec<Aggregate>,
+    /// The fields of the rows being grouped.
+    input: Vec<Field>,
+}
+
+/// Binds `e` over the groups: an aggregate call becomes the aggregate's output column, an
+/// expression equal to a group key that key's column; a column neither grouped nor inside an
+/// aggregate is refused, as Calcite refuses it.
+fn bind_over_groups(binder: &mut Binder<'_>, e: &Ast, g: &mut Grouping) -> Result<Expr> {
+    let input = g.input.clone();
+    let groups = g.groups.clone();
+    let group_count = groups.len();
+    // Output columns of the aggregation, as they are known so far.
+    let mut out_fields: Vec<Field> = groups
+        .iter()
+        .map(|e| Field {
+            name: String::new(),
+            qualifier: None,
+            ty: e.ty,
+            nullable: e.nullable,
+        })
+        .collect();
+    out_fields.extend(g.aggregates.iter().map(|a| Field {
+        name: String::new(),
+        qualifier: None,
+        ty: a.ty,
+        nullable: true,
+    }));
+    let aggregates = std::cell::RefCell::new(std::mem::take(&mut g.aggregates));
+    let result = {
+        let mut hook = |node: &Ast| -> Result<Option<Expr>> {
+            // An aggregate call: its arguments bind over the input rows.
+            if let Ast::Function(function) = node
+                && function.over.is_none()
+            {
+                let name = function_name(function, node)?;
+                if let Some(kind) = aggregate_function(&name) {
+                    let aggregate = bind_aggregate(&input, kind, function, node)?;
+                    // `SUM(n)` of an integer literal: Kylin counts rows (Tableau's "number
+                    // of records" is `SUM(1)`), n times; 0 over no rows, never NULL.
+                    let times = match (&aggregate.function, &aggregate.argument) {
+                        (
+                            AggregateFunction::Sum,
+                            Some(Expr {
+                                kind: ExprKind::Literal(Literal::Integer(n)),
+                                ..
+                            }),
+                        ) if !aggregate.distinct => Some(*n),
+                        _ => None,
+                    };
+                    let aggregate = match times {
+                        Some(_) => Aggregate {
+                            function: AggregateFunction::CountRows,
+                            argument: None,
+                            distinct: false,
+                            ty: SqlType::BigInt,
+                        },
+                        None => aggregate,
+                    };
+                    let mut list = aggregates.borrow_mut();
+                    let at = match list.iter().position(|a| *a == aggregate) {
+                        Some(at) => at,
+                        None => {
+                            list.push(aggregate);
+                            list.len() - 1
+                        }
+                    };
+                    let column = aggregate_column(&list[at], group_count + at);
+                    return Ok(Some(match times {
+                        None | Some(1) => column,
+                        Some(n) => Expr {
+                            ty: SqlType::BigInt,
+                            nullable: false,
+                            kind: ExprKind::Binary(
+                                Binary::Arithmetic(Arithmetic::Multiply),
+                                Box::new(Expr {
+                                    kind: ExprKind::Literal(Literal::Integer(n)),
+                                    ty: SqlType::BigInt,
+                                    nullable: false,
+                                }),
+                                Box::new(column),
+                            ),
+                        },
+                    }));
+                }
+            }
+            // An expression equal to a group key.
+            let mut plain = Scope::new(&input);
+            if let Ok(bound) = Binder::new(&Catalog::default()).expr(node, &mut plain)
+                && let Some(at) = groups.iter().position(|k| *k == bound)
+            {
+                return Ok(Some(Expr {
+                    kind: ExprKind::Column(at),
+                    ty: bound.ty,
+                    nullable: bound.nullable,
+                }));
+            }
+            // A bare column that is not grouped.
+            if matches!(node, Ast::Identifier(_) | Ast::CompoundIdentifier(_)) {
+                return Err(PlanError::user(
+                    format!("expression '{node}' is not being grouped"),
+                    node.span(),
+                ));
+            }
+            Ok(None)
+        };
+        let mut scope = Scope {
+            fields: &out_fields,
+            hook: Some(&mut hook),
+        };
+        binder.expr(e, &mut scope)
+    };
+    g.aggregates = aggregates.into_inner();
+    result
+}
+
+/// The aggregation's output column holding `a`.
+fn aggregate_column(a: &Aggregate, column: usize) -> Expr {
+    Expr {
+        kind: ExprKind::Column(column),
+        ty: a.ty,
+        nullable: !matches!(
+            a.function,
+            AggregateFunction::Count | AggregateFunction::CountRows
+        ),
+    }
+}
+
+fn bind_aggregate(
+    input: &[Field],
+    function: AggregateFunction,
+    call: &ast::Function,
+    node: &Ast,
+) -> Result<Aggregate> {
+    let FunctionArguments::List(list) = &call.args else {
+        return Err(PlanError::user(
+            "an aggregate needs an argument list",
+            node.span(),
+        ));
+    };
+    if call.filter.is_some() || !call.within_group.is_empty() || !list.clauses.is_empty() {
+        return Err(unsupported("this form of aggregate call", node.span()));
+    }
+    let distinct = matches!(
+        list.duplicate_treatment,
+        Some(ast::DuplicateTreatment::Distinct)
+    );
+    let star = matches!(
+        list.args.as_slice(),
+        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)]
+    );
+    if star {
+        if function != AggregateFunction::Count {
+            return Err(PlanError::user("only COUNT takes '*'", node.span()));
+        }
+        return Ok(Aggregate {
+            function: AggregateFunction::CountRows,
+            argument: None,
+            distinct: false,
+            ty: SqlType::BigInt,
+        });
+    }
+    let args: Vec<&Ast> = list
+        .args
+        .iter()
+        .map(|arg| match arg {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+            _ => Err(unsupported("this kind of function argument", node.span())),
+        })
+        .collect::<Result<_>>()?;
+    let [arg] = args.as_slice() else {
+        return Err(PlanError::user(
+            format!("{} takes one argument", call.name),
+            node.span(),
+        ));
+    };
+    if has_aggregate(arg) {
+        return Err(PlanError::user("aggregates cannot be nested", node.span()));
+    }
+    // Arguments read the grouped rows' columns only (relations were bound already).
+    let mut scope = Scope::new(input);
+    let argument = Binder::new(&Catalog::default()).expr(arg, &mut scope)?;
+    let ty = match function {
+        AggregateFunction::Count | AggregateFunction::CountRows => Some(SqlType::BigInt),
+        AggregateFunction::Sum => types::sum_type(argument.ty),
+        AggregateFunction::Avg => types::avg_type(argument.ty),
+        AggregateFunction::Min | AggregateFunction::Max => Some(argument.ty),
+    }
+    .ok_or_else(|| {
+        PlanError::user(
+            format!("{} cannot take a value of type {}", call.name, argument.ty),
+            node.span(),
+        )
+    })?;
+    Ok(Aggregate {
+        function,
+        argument: Some(argument),
+        distinct,
+        ty,
+    })
+}
+
+/// Binds some nodes itself (`Some`), before the binder looks at them.
+type Hook<'s> = &'s mut dyn FnMut(&Ast) -> Result<Option<Expr>>;
+
+/// Columns visible to an expression, and an optional hook that binds some nodes itself.
+struct Scope<'s> {
+    fields: &'s [Field],
+    hook: Option<Hook<'s>>,
+}
+
+impl<'s> Scope<'s> {
+    fn new(fields: &'s [Field]) -> Self {
+        Self { fields, hook: None }
+    }
+
+    /// Resolves `[qualifier.]column` (or `schema.table.column`): names match ignoring case,
+    /// and of several matches the one spelled as written wins.
+    fn column(&self, parts: &[&Ident], at: &Ast) -> Result<Expr> {
+        let (qualifier, name) = match parts {
+            [name] => (None, *name),
+            [.., qualifier, name] => (Some(*qualifier), *name),
+            [] => return Err(PlanError::user("an empty name", at.span())),
+        };
+        let in_relation: Vec<(usize, &Field)> = match qualifier {
+            None => self.fields.iter().enumerate().collect(),
+            Some(q) => {
+                let qualifiers = self.fields.iter().filter_map(|f| f.qualifier.as_deref());
+                let mut distinct: Vec<&str> = Vec::new();
+                for candidate in qualifiers {
+                    if !distinct.contains(&candidate) {
+                        distinct.push(candidate);
+                    }
+                }
+                let chosen = resolve(&q.value, case_of(q), distinct.into_iter().map(|d| (d, d)))
+                    .map_err(|found| {
+                        let message = if found.is_empty() {
+                            format!("table '{q}' not found in FROM for column '{at}'")
+                        } else {
+                            format!("table '{q}' is ambiguous in FROM")
+                        };
+                        PlanError::user(message, at.span())
+                    })?;
+                self.fields
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| f.qualifier.as_deref() == Some(chosen))
+                    .collect()
+            }
+        };
+        let candidates = in_relation.iter().map(|(i, f)| (f.name.as_str(), *i));
+        match resolve(&name.value, case_of(name), candidates) {
+            Ok(i) => Ok(Expr::column(i, &self.fields[i])),
+            Err(found) if found.is_empty() => Err(PlanError::user(
+                format!("column '{at}' not found"),
+                at.span(),
+            )),
+            Err(_) => Err(PlanError::user(
+                format!("column '{at}' is ambiguous; qualify it with its table"),
+                at.span(),
+            )),
+        }
+    }
+}
+
+/// The output column `expr` names by its label (`ORDER BY revenue` for `... AS revenue`).
+fn output_named(expr: &Ast, fields: &[Field]) -> Option<usize> {
+    let Ast::Identifier(ident) = expr else {
+        return None;
+    };
+    let wanted = label(ident);
+    let found: Vec<usize> = fields
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| {
+            if ident.quote_style.is_some() {
+                f.name == wanted
+            } else {
+                f.name.eq_ignore_ascii_case(&wanted)
+            }
+        })
+        .map(|(i, _)| i)
+        .collect();
+    match found.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    }
+}
+
+/// The name a bound column reference reports: the field it reads (through the group key,
+/// in a grouped query).
+fn column_name(e: &Expr, input: &[Field], grouping: Option<&Grouping>) -> Option<String> {
+    let ExprKind::Column(i) = e.kind else {
+        return None;
+    };
+    match grouping {
+        Some(g) => column_name(g.groups.get(i)?, &g.input, None),
+        None => input
+            .get(i)
+            .map(|f| f.name.clone())
+            .filter(|n| !n.is_empty()),
+    }
+}
+
+/// A positive integer literal (`ORDER BY 2`, `GROUP BY 1`).
+fn ordinal(e: &Ast) -> Option<usize> {
+    match e {
+        Ast::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether `e` calls an aggregate function outside a window.
+fn has_aggregate(e: &Ast) -> bool {
+    use std::ops::ControlFlow;
+    struct Finder(bool);
+    impl ast::Visitor for Finder {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Ast) -> ControlFlow<()> {
+            if let Ast::Function(f) = e
+                && f.over.is_none()
+                && let [ObjectNamePart::Identifier(name)] = f.name.0.as_slice()
+                && aggregate_function(&name.value.to_uppercase()).is_some()
+            {
+                self.0 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut finder = Finder(false);
+    let _ = ast::Visit::visit(e, &mut finder);
+    finder.0
+}
+
+fn aggregate_function(name: &str) -> Option<AggregateFunction> {
+    Some(match name {
+        "COUNT" => AggregateFunction::Count,
+        "SUM" => AggregateFunction::Sum,
+        "AVG" => AggregateFunction::Avg,
+        "MIN" => AggregateFunction::Min,
+        "MAX" => AggregateFunction::Max,
+        _ => return None,
+    })
+}
+
+/// A function's one-part name, upper-cased.
+fn function_name(function: &ast::Function, at: &Ast) -> Result<String> {
+    match function.name.0.as_slice() {
+        [ObjectNamePart::Identifier(name)] => Ok(name.value.to_uppercase()),
+        _ => Err(PlanError::user(
+            format!("function {} not found", function.name),
+            at.span(),
+        )),
+    }
+}
+
+/// A call's arguments, when they are plain expressions.
+fn plain_args<'f>(function: &'f ast::Function, at: &Ast) -> Result<Vec<&'f Ast>> {
+    match &function.args {
+        FunctionArguments::None => Ok(Vec::new()),
+        FunctionArguments::List(list) => {
+            if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
+                return Err(unsupported("this form of function call", at.span()));
+            }
+            list.args
+                .iter()
+                .map(|arg| match arg {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+                    _ => Err(unsupported("this kind of function argument", at.span())),
+                })
+                .collect()
+        }
+        FunctionArguments::Subquery(_) => Err(unsupported("a subquery argument", at.span())),
+    }
+}
+
+/// A scalar function of the registry by name.
+fn call(name: &str, args: Vec<Expr>, at: &Ast) -> Result<Expr> {
+    let f = match name {
+        "UPPER" | "UCASE" => Scalar::Upper,
+        "LOWER" | "LCASE" => Scalar::Lower,
+        "SUBSTRING" | "SUBSTR" => Scalar::Substring,
+        "CHAR_LENGTH" | "CHARACTER_LENGTH" | "LENGTH" => Scalar::CharLength,
+        "TRIM" => Scalar::Trim,
+        "COALESCE" | "IFNULL" | "NVL" => Scalar::Coalesce,
+        "ABS" => Scalar::Abs,
+        "ROUND" => Scalar::Round,
+        "FLOOR" => Scalar::Floor,
+        "CEIL" | "CEILING" => Scalar::Ceil,
+        "YEAR" => Scalar::Year,
+        "QUARTER" => Scalar::Quarter,
+        "MONTH" => Scalar::Month,
+        "DAYOFMONTH" | "DAY" => Scalar::DayOfMonth,
+        "CONCAT" => {
+            // Kylin's CONCAT: NULL if any argument is NULL, as `||`.
+            let mut iter = args.into_iter();
+            let first = iter
+                .next()
+                .ok_or_else(|| PlanError::user("CONCAT needs arguments", at.span()))?;
+            return iter.try_fold(first, |acc, next| {
+                binary(&BinaryOperator::StringConcat, acc, next, at)
+            });
+        }
+        _ => {
+            return Err(PlanError::user(
+                format!("function {name} not found"),
+                at.span(),
+            ));
+        }
+    };
+    scalar(f, args, at)
+}
+
+/// Types a scalar function call.
+fn scalar(f: Scalar, args: Vec<Expr>, at: &Ast) -> Result<Expr> {
+    let wrong = |expected: &str| {
+        let name = format!("{f:?}").to_uppercase();
+        PlanError::user(format!("{name} takes {expected}"), at.span())
+    };
+    let nullable = args.iter().any(|a| a.nullable);
+    let ty = match f {
+        Scalar::Upper | Scalar::Lower | Scalar::Trim => match args.as_slice() {
+            [a] if matches!(a.ty, SqlType::Varchar | SqlType::Null) => SqlType::Varchar,
+            _ => return Err(wrong("one string")),
+        },
+        Scalar::Substring => match args.as_slice() {
+            [s, rest @ ..]
+                if matches!(s.ty, SqlType::Varchar | SqlType::Null)
+                    && (1..=2).contains(&rest.len())
+                    && rest
+                        .iter()
+                        .all(|r| r.ty.is_integer() || r.ty == SqlType::Null) =>
+            {
+                SqlType::Varchar
+            }
+            _ => return Err(wrong("a string and one or two integers")),
+        },
+        Scalar::CharLength => match args.as_slice() {
+            [a] if matches!(a.ty, SqlType::Varchar | SqlType::Null) => SqlType::Integer,
+            _ => return Err(wrong("one string")),
+        },
+        Scalar::Coalesce => {
+            let mut ty = SqlType::Null;
+            for a in &args {
+                ty = types::common_type(ty, a.ty).ok_or_else(|| wrong("values of one type"))?;
+            }
+            let nullable = args.iter().all(|a| a.nullable);
+            let args = args.into_iter().map(|a| cast(a, ty)).collect();
+            return Ok(Expr {
+                ty,
+                nullable,
+                kind: ExprKind::Function(f, args),
+            });
+        }
+        Scalar::Abs => match args.as_slice() {
+            [a] if a.ty.is_numeric() => a.ty,
+            _ => return Err(wrong("one number")),
+        },
+        Scalar::Round => match args.as_slice() {
+            [a] | [a, _] if a.ty.is_numeric() => a.ty,
+            _ => return Err(wrong("a number and an optional scale")),
+        },
+        Scalar::Floor | Scalar::Ceil => match args.as_slice() {
+            [a] if a.ty.is_integer() => a.ty,
+            [a] if matches!(a.ty, SqlType::Decimal { .. }) => {
+                let (p, s) = a.ty.as_decimal().unwrap_or((38, 0));
+                SqlType::decimal((p - s + 1).min(38), 0).unwrap_or(SqlType::BigInt)
+            }
+            [a] if a.ty.is_numeric() => SqlType::BigInt,
+            _ => return Err(wrong("one number")),
+        },
+        Scalar::Year | Scalar::Quarter | Scalar::Month | Scalar::DayOfMonth => {
+            match args.as_slice() {
+                [a] if a.ty.is_temporal() || a.ty == SqlType::Null => SqlType::Integer,
+                [a] if a.ty == SqlType::Varchar => {
+                    let args = vec![cast(args[0].clone(), SqlType::Date)];
+                    let _ = a;
+                    return Ok(Expr {
+                        ty: SqlType::Integer,
+                        nullable: true,
+                        kind: ExprKind::Function(f, args),
+                    });
+                }
+                _ => return Err(wrong("one date or timestamp")),
+            }
+        }
+    };
+    Ok(Expr {
+        ty,
+        nullable,
+        kind: ExprKind::Function(f, args),
+    })
+}
+
+/// `expr` converted to `ty` (unchanged if it has that type already).
+fn cast(expr: Expr, ty: SqlType) -> Expr {
+    if expr.ty == ty {
+        return expr;
+    }
+    Expr {
+        ty,
+        nullable: expr.nullable,
+        kind: ExprKind::Cast(Box::new(expr)),
+    }
+}
+
+fn not(e: Expr) -> Expr {
+    Expr {
+        ty: SqlType::Boolean,
+        nullable: e.nullable,
+        kind: ExprKind::Unary(Unary::Not, Box::new(e)),
+    }
+}
+
+fn expect_boolean(e: Expr, at: &Ast) -> Result<Expr> {
+    match e.ty {
+        SqlType::Boolean => Ok(e),
+        SqlType::Null => Ok(cast(e, SqlType::Boolean)),
+        other => Err(PlanError::user(
+            format!("a condition must be BOOLEAN, not {other}"),
+            at.span(),
+        )),
+    }
+}
+
+/// Types a binary operation: arithmetic by [`types::arithmetic`], comparisons in the sides'
+/// common type, AND/OR over booleans, `||` over strings.
+fn binary(op: &BinaryOperator, l: Expr, r: Expr, at: &Ast) -> Result<Expr> {
+    let nullable = l.nullable || r.nullable;
+    let arithmetic = match op {
+        BinaryOperator::Plus => Some(Arithmetic::Add),
+        BinaryOperator::Minus => Some(Arithmetic::Subtract),
+        BinaryOperator::Multiply => Some(Arithmetic::Multiply),
+        BinaryOperator::Divide => Some(Arithmetic::Divide),
+        BinaryOperator::Modulo => Some(Arithmetic::Modulo),
+        _ => None,
+    };
+    if let Some(a) = arithmetic {
+        let ty = types::arithmetic(a, l.ty, r.ty).ok_or_else(|| {
+            PlanError::user(
+                format!("cannot apply '{op}' to {} and {}", l.ty, r.ty),
+                at.span(),
+            )
+        })?;
+        return Ok(Expr {
+            ty,
+            // Division by zero is NULL (Spark, as Kylin answers).
+            nullable: nullable || matches!(a, Arithmetic::Divide | Arithmetic::Modulo),
+            kind: ExprKind::Binary(Binary::Arithmetic(a), Box::new(l), Box::new(r)),
+        });
+    }
+    let comparison = match op {
+        BinaryOperator::Eq => Some(Binary::Eq),
+        BinaryOperator::NotEq => Some(Binary::NotEq),
+        BinaryOperator::Lt => Some(Binary::Lt),
+        BinaryOperator::LtEq => Some(Binary::LtEq),
+        BinaryOperator::Gt => Some(Binary::Gt),
+        BinaryOperator::GtEq => Some(Binary::GtEq),
+        _ => None,
+    };
+    if let Some(c) = comparison {
+        let ty = types::common_type(l.ty, r.ty).ok_or_else(|| {
+            PlanError::user(format!("cannot compare {} with {}", l.ty, r.ty), at.span())
+        })?;
+        return Ok(Expr {
+            ty: SqlType::Boolean,
+            nullable,
+            kind: ExprKind::Binary(c, Box::new(cast(l, ty)), Box::new(cast(r, ty))),
+        });
+    }
+    match op {
+        BinaryOperator::And | BinaryOperator::Or => {
+            let l = expect_boolean(l, at)?;
+            let r = expect_boolean(r, at)?;
+            let b = if matches!(op, BinaryOperator::And) {
+                Binary::And
+            } else {
+                Binary::Or
+            };
+            Ok(Expr {
+                ty: SqlType::Boolean,
+                nullable,
+                kind: ExprKind::Binary(b, Box::new(l), Box::new(r)),
+            })
+        }
+        BinaryOperator::StringConcat => Ok(Expr {
+            ty: SqlType::Varchar,
+            nullable,
+            kind: ExprKind::Binary(
+                Binary::Concat,
+                Box::new(cast(l, SqlType::Varchar)),
+                Box::new(cast(r, SqlType::Varchar)),
+            ),
+        }),
+        other => Err(unsupported(&format!("the operator {other}"), at.span())),
+    }
+}
+
+fn null_literal() -> Expr {
+    Expr {
+        kind: ExprKind::Literal(Literal::Null),
+        ty: SqlType::Null,
+        nullable: true,
+    }
+}
+
+fn int_literal(n: i64) -> Expr {
+    Expr {
+        kind: ExprKind::Literal(Literal::Integer(n)),
+        ty: SqlType::Integer,
+        nullable: false,
+    }
+}
+
+/// Types a literal as Calcite does: integers INTEGER (BIGINT past 32 bits, DECIMAL past 64),
+/// numbers with a point DECIMAL with the digits written, exponents DOUBLE.
+fn literal(v: &Value, at: &Ast) -> Result<Expr> {
+    let (kind, ty) = match v {
+        Value::Null => return Ok(null_literal()),
+        Value::Boolean(b) => (Literal::Boolean(*b), SqlType::Boolean),
+        Value::SingleQuotedString(s) | Value::NationalStringLiteral(s) => {
+            (Literal::String(s.clone()), SqlType::Varchar)
+        }
+        Value::Number(n, _) => number(n).ok_or_else(|| {
+            PlanError::user(format!("'{n}' is not a number Spool can hold"), at.span())
+        })?,
+        other => return Err(unsupported(&format!("the literal {other}"), at.span())),
+    };
+    Ok(Expr {
+        kind: ExprKind::Literal(kind),
+        ty,
+        nullable: false,
+    })
+}
+
+fn number(text: &str) -> Option<(Literal, SqlType)> {
+    if text.contains(['e', 'E']) {
+        return text
+            .parse::<f64>()
+            .ok()
+            .map(|f| (Literal::Double(f), SqlType::Double));
+    }
+    if let Some((int, frac)) = text.split_once('.') {
+        let digits = format!("{int}{frac}");
+        let unscaled: i128 = digits.parse().ok()?;
+        let scale = u8::try_from(frac.len()).ok()?;
+        let significant = digits.trim_start_matches('0').len().max(1);
+        let precision = u8::try_from(significant.max(usize::from(scale)).max(1)).ok()?;
+        let ty = SqlType::decimal(precision, scale)?;
+        return Some((Literal::Decimal(unscaled), ty));
+    }
+    let n: i128 = text.parse().ok()?;
+    if let Ok(small) = i32::try_from(n) {
+        Some((Literal::Integer(i64::from(small)), SqlType::Integer))
+    } else if let Ok(big) = i64::try_from(n) {
+        Some((Literal::Integer(big), SqlType::BigInt))
+    } else {
+        let precision = u8::try_from(n.unsigned_abs().to_string().len()).ok()?;
+        Some((Literal::Decimal(n), SqlType::decimal(precision, 0)?))
+    }
+}
+
+/// `DATE '...'` and `TIMESTAMP '...'`.
+fn typed_literal(data_type: &DataType, value: &Value, at: &Ast) -> Result<Expr> {
+    let Value::SingleQuotedString(text) = value else {
+        return Err(unsupported("this typed literal", at.span()));
+    };
+    let bad = |what: &str| PlanError::user(format!("'{text}' is not a valid {what}"), at.span());
+    let (kind, ty) = match data_type {
+        DataType::Date => (
+            Literal::Date(parse_date(text).ok_or_else(|| bad("DATE"))?),
+            SqlType::Date,
+        ),
+        DataType::Timestamp(..) | DataType::Datetime(_) => (
+            Literal::Timestamp(parse_timestamp(text).ok_or_else(|| bad("TIMESTAMP"))?),
+            SqlType::Timestamp,
+        ),
+        _ => return Err(unsupported(&format!("{data_type} literals"), at.span())),
+    };
+    Ok(Expr {
+        kind: ExprKind::Literal(kind),
+        ty,
+        nullable: false,
+    })
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `yyyy-MM-dd`, with the day checked against its month.
+pub(crate) fn parse_date(text: &str) -> Option<i32> {
+    let mut parts = text.trim().splitn(3, '-');
+    let year: i64 = parts.next()?.parse().ok()?;
+    let month: u32 = parts.next()?.parse().ok()?;
+    let day: u32 = parts.next()?.parse().ok()?;
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day == 0 || day > days_in_month {
+        return None;
+    }
+    i32::try_from(days_from_civil(year, month, day)).ok()
+}
+
+/// `yyyy-MM-dd[ HH:mm:ss[.fraction]]` (a `T` may stand for the space) in microseconds.
+pub(crate) fn parse_timestamp(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (date, time) = match text.split_once([' ', 'T']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (text, None),
+    };
+    let days = i64::from(parse_date(date)?);
+    let mut micros = 0i64;
+    if let Some(time) = time {
+        let (hms, fraction) = match time.split_once('.') {
+            Some((hms, f)) => (hms, Some(f)),
+            None => (time, None),
+        };
+        let mut parts = hms.split(':');
+        let h: i64 = parts.next()?.parse().ok()?;
+        let m: i64 = parts.next()?.parse().ok()?;
+        let s: i64 = parts.next().map_or(Some(0), |s| s.parse().ok())?;
+        if parts.next().is_some() || h > 23 || m > 59 || s > 59 {
+            return None;
+        }
+        micros = ((h * 60 + m) * 60 + s) * 1_000_000;
+        if let Some(f) = fraction {
+            if f.is_empty() || f.len() > 9 || !f.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let padded = format!("{f:0<6}");
+            micros += padded[..6].parse::<i64>().ok()?;
+        }
+    }
+    Some(days * 86_400_000_000 + micros)
+}
+
+/// Kylin's type names.
+fn sql_type(data_type: &DataType, at: &Ast) -> Result<SqlType> {
+    use DataType as D;
+    Ok(match data_type {
+        D::Boolean | D::Bool => SqlType::Boolean,
+        D::TinyInt(_) => SqlType::TinyInt,
+        D::SmallInt(_) => SqlType::SmallInt,
+        D::Int(_) | D::Integer(_) => SqlType::Integer,
+        D::BigInt(_) => SqlType::BigInt,
+        D::Float(_) | D::Real => SqlType::Float,
+        D::Double(_) | D::DoublePrecision => SqlType::Double,
+        D::Decimal(info) | D::Numeric(info) | D::Dec(info) => {
+            use ast::ExactNumberInfo as E;
+            let (p, s) = match info {
+                E::None => (10, 0),
+                E::Precision(p) => (*p, 0),
+                E::PrecisionAndScale(p, s) => (*p, u64::try_from(*s).unwrap_or(u64::MAX)),
+            };
+            u8::try_from(p)
+                .ok()
+                .zip(u8::try_from(s).ok())
+                .and_then(|(p, s)| SqlType::decimal(p, s))
+                .ok_or_else(|| {
+                    PlanError::user(
+                        format!("{data_type} is not a valid decimal type"),
+                        at.span(),
+                    )
+                })?
+        }
+        D::Varchar(_)
+        | D::Char(_)
+        | D::String(_)
+        | D::Text
+        | D::CharacterVarying(_)
+        | D::Character(_)
+        | D::Nvarchar(_) => SqlType::Varchar,
+        D::Date => SqlType::Date,
+        D::Timestamp(..) | D::Datetime(_) => SqlType::Timestamp,
+        other => return Err(unsupported(&format!("the type {other}"), at.span())),
+    })
+}
+
+/// Renames a plan's columns to a table alias's column list, if it has one.
+fn rename_columns(
+    plan: Plan,
+    columns: &[ast::TableAliasColumnDef],
+    at: sqlparser::tokenizer::Span,
+) -> Result<Plan> {
+    if columns.is_empty() {
+        return Ok(plan);
+    }
+    let fields = plan.fields();
+    if fields.len() != columns.len() {
+        return Err(PlanError::user(
+            format!(
+                "{} column names given for {} columns",
+                columns.len(),
+                fields.len()
+            ),
+            Position::from(at),
+        ));
+    }
+    let renamed: Vec<Field> = fields
+        .iter()
+        .zip(columns)
+        .map(|(f, c)| Field {
+            name: label(&c.name),
+            ..f.clone()
+        })
+        .collect();
+    Ok(Plan::Project {
+        exprs: renamed
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Expr::column(i, f))
+            .collect(),
+        input: Box::new(plan),
+        fields: renamed,
+    })
+}
+
+/// The plan with every output column qualified by `alias` (a table alias, a CTE's name).
+fn requalify(plan: Plan, alias: &Ident) -> Plan {
+    // Kept as written: qualifiers are matched by the name rules when a column names one.
+    let qualifier = alias.value.clone();
+    let fields: Vec<Field> = plan
+        .fields()
+        .iter()
+        .map(|f| Field {
+            qualifier: Some(qualifier.clone()),
+            ..f.clone()
+        })
+        .collect();
+    Plan::Project {
+        exprs: fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Expr::column(i, f))
+            .collect(),
+        input: Box::new(plan),
+        fields,
+    }
+}
+
+/// The plan with no qualifier on its columns (a subquery without an alias).
+fn unqualify(plan: Plan) -> Plan {
+    let fields: Vec<Field> = plan
+        .fields()
+        .iter()
+        .map(|f| Field {
+            qualifier: None,
+            ..f.clone()
+        })
+        .collect();
+    Plan::Project {
+        exprs: fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Expr::column(i, f))
+            .collect(),
+        input: Box::new(plan),
+        fields,
+    }
+}

@@ -1,0 +1,63 @@
+//! Spool's SQL front end, engine-free: Kylin's SQL (Calcite's dialect with Kylin's semantics)
+//! is parsed, bound against one project's [`Catalog`] snapshot into a typed logical [`Plan`],
+//! and handed to each engine's lowering.
+//!
+//! - [`types`]: Kylin's types and the result types of expressions over them (Spark's decimal
+//!   rules, Kylin's integer division, `SUM`/`AVG` widening);
+//! - [`catalog`]: a project's schemas, tables and columns, and Calcite's name rules as Kylin
+//!   configures them;
+//! - [`plan`]: the logical plan, expressions by position, every type known;
+//! - `bind`: the AST to the plan (names, aliases, grouping, ORDER BY over output names).
+//!
+//! Work in progress: engines do not lower this plan yet (see `docs/ARCHITECTURE.md`).
+
+mod bind;
+pub mod catalog;
+mod error;
+pub mod plan;
+pub mod types;
+
+pub use catalog::{Case, Catalog, Column, Table};
+pub use error::{PlanError, Position};
+pub use plan::{Expr, Field, Plan};
+pub use types::SqlType;
+
+use sqlparser::ast::Statement;
+use sqlparser::dialect::GenericDialect;
+use sqlparser::parser::Parser;
+
+/// Parses `sql` (one read-only query, in Kylin's dialect) and binds it against `catalog`.
+pub fn plan_query(sql: &str, catalog: &Catalog) -> Result<Plan, PlanError> {
+    let mut statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| {
+        let message = e.to_string();
+        let message = message
+            .strip_prefix("sql parser error: ")
+            .unwrap_or(&message);
+        PlanError::user(format!("SQL syntax error: {message}"), Position::default())
+    })?;
+    let statement = match statements.len() {
+        1 => statements.remove(0),
+        0 => {
+            return Err(PlanError::user(
+                "the SQL text holds no statement",
+                Position::default(),
+            ));
+        }
+        n => {
+            return Err(PlanError::user(
+                format!("only one statement may be sent at a time; found {n}"),
+                Position::default(),
+            ));
+        }
+    };
+    let Statement::Query(query) = &statement else {
+        return Err(PlanError::user(
+            "only read-only queries (SELECT, WITH, VALUES) may run",
+            Position::default(),
+        ));
+    };
+    bind::Binder::new(catalog).query(query)
+}
+
+#[cfg(test)]
+mod tests;

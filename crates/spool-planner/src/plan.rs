@@ -1,0 +1,517 @@
+//! The logical plan: what a query computes, with every name resolved and every type known.
+//!
+//! Nodes form a tree; each node's output is a list of [`Field`]s, and expressions refer to
+//! their input's fields by position ([`Expr::Column`]), never by name, so no later pass or
+//! engine lowering resolves a name again. Types are Kylin's ([`SqlType`]), fixed at binding.
+
+use crate::types::SqlType;
+
+/// A column of a node's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    /// The name the result reports (Calcite's label: an unquoted alias upper-cased, a column
+    /// as the catalog spells it, `EXPR$n` for an unnamed expression).
+    pub name: String,
+    /// The relation a qualified reference may name it by (a table's name or alias).
+    pub qualifier: Option<String>,
+    /// Its SQL type.
+    pub ty: SqlType,
+    /// Whether it may hold NULL.
+    pub nullable: bool,
+}
+
+/// A literal value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    /// `NULL`.
+    Null,
+    /// `TRUE` or `FALSE`.
+    Boolean(bool),
+    /// An integer literal (typed INTEGER, or BIGINT when it does not fit).
+    Integer(i64),
+    /// A decimal literal as written: `unscaled * 10^-scale`.
+    Decimal(i128),
+    /// A number with an exponent.
+    Double(f64),
+    /// A character string.
+    String(String),
+    /// Days since 1970-01-01.
+    Date(i32),
+    /// Microseconds since 1970-01-01 00:00:00.
+    Timestamp(i64),
+}
+
+/// A unary operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unary {
+    /// Logical negation.
+    Not,
+    /// Arithmetic negation.
+    Negate,
+}
+
+/// A binary operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    /// `+ - * / %`, typed by [`crate::types::arithmetic`].
+    Arithmetic(crate::types::Arithmetic),
+    /// `=`.
+    Eq,
+    /// `<>`.
+    NotEq,
+    /// `<`.
+    Lt,
+    /// `<=`.
+    LtEq,
+    /// `>`.
+    Gt,
+    /// `>=`.
+    GtEq,
+    /// Three-valued `AND`.
+    And,
+    /// Three-valued `OR`.
+    Or,
+    /// `||`: string concatenation (NULL if either side is NULL).
+    Concat,
+}
+
+/// A scalar function of Spool's registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scalar {
+    /// `UPPER(s)`.
+    Upper,
+    /// `LOWER(s)`.
+    Lower,
+    /// `SUBSTRING(s FROM start [FOR length])`, 1-based.
+    Substring,
+    /// `CHAR_LENGTH(s)`.
+    CharLength,
+    /// `TRIM(s)`: spaces at both ends.
+    Trim,
+    /// `COALESCE(a, b, ...)`: the first argument that is not NULL.
+    Coalesce,
+    /// `ABS(x)`.
+    Abs,
+    /// `ROUND(x[, scale])`, half away from zero.
+    Round,
+    /// `FLOOR(x)`.
+    Floor,
+    /// `CEIL(x)`.
+    Ceil,
+    /// `YEAR(d)`, `EXTRACT(YEAR FROM d)`.
+    Year,
+    /// `QUARTER(d)`.
+    Quarter,
+    /// `MONTH(d)`.
+    Month,
+    /// `DAYOFMONTH(d)`, `EXTRACT(DAY FROM d)`.
+    DayOfMonth,
+}
+
+/// An aggregate function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggregateFunction {
+    /// `COUNT(*)`: rows.
+    CountRows,
+    /// `COUNT(x)`: rows where `x` is not NULL.
+    Count,
+    /// `SUM(x)`: NULL over no rows.
+    Sum,
+    /// `AVG(x)`.
+    Avg,
+    /// `MIN(x)`.
+    Min,
+    /// `MAX(x)`.
+    Max,
+}
+
+/// An expression over a node's input, with its type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expr {
+    /// What it computes.
+    pub kind: ExprKind,
+    /// The type of its values.
+    pub ty: SqlType,
+    /// Whether it may be NULL.
+    pub nullable: bool,
+}
+
+/// What an expression computes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExprKind {
+    /// The input's field at this position.
+    Column(usize),
+    /// A constant.
+    Literal(Literal),
+    /// An operator over one operand.
+    Unary(Unary, Box<Expr>),
+    /// An operator over two operands (comparisons: both of one type, cast by binding).
+    Binary(Binary, Box<Expr>, Box<Expr>),
+    /// A conversion to the expression's type.
+    Cast(Box<Expr>),
+    /// `CASE WHEN c THEN v ... ELSE e END` (a `CASE x WHEN` is bound to this form).
+    Case {
+        /// Each condition and the value it selects, in order.
+        branches: Vec<(Expr, Expr)>,
+        /// The value when no condition holds (NULL when the SQL has no ELSE).
+        otherwise: Box<Expr>,
+    },
+    /// `expr [NOT] IN (list)`, every item of `expr`'s type.
+    InList {
+        /// The value looked for.
+        expr: Box<Expr>,
+        /// The values it is compared with.
+        list: Vec<Expr>,
+        /// `NOT IN`.
+        negated: bool,
+    },
+    /// `expr [NOT] LIKE pattern` (`%` and `_`).
+    Like {
+        /// The string matched.
+        expr: Box<Expr>,
+        /// The pattern.
+        pattern: Box<Expr>,
+        /// `NOT LIKE`.
+        negated: bool,
+    },
+    /// `expr IS [NOT] NULL`.
+    IsNull {
+        /// The value tested.
+        expr: Box<Expr>,
+        /// `IS NOT NULL`.
+        negated: bool,
+    },
+    /// A scalar function of the registry.
+    Function(Scalar, Vec<Expr>),
+}
+
+impl Expr {
+    /// A reference to the input's field `index`.
+    pub fn column(index: usize, field: &Field) -> Self {
+        Self {
+            kind: ExprKind::Column(index),
+            ty: field.ty,
+            nullable: field.nullable,
+        }
+    }
+}
+
+/// One aggregate of an [`Plan::Aggregate`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregate {
+    /// Which aggregate.
+    pub function: AggregateFunction,
+    /// Its argument (none for `COUNT(*)`).
+    pub argument: Option<Expr>,
+    /// Over distinct values of the argument only.
+    pub distinct: bool,
+    /// The type it returns.
+    pub ty: SqlType,
+}
+
+/// How a join keeps rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    /// Pairs that meet the condition.
+    Inner,
+    /// Inner, plus left rows without a partner (NULLs on the right).
+    Left,
+    /// Inner, plus right rows without a partner.
+    Right,
+    /// Inner, plus both sides' rows without a partner.
+    Full,
+    /// Every pair.
+    Cross,
+}
+
+/// One key of a sort.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SortKey {
+    /// What is sorted by.
+    pub expr: Expr,
+    /// Largest first.
+    pub descending: bool,
+    /// Where NULLs go; Calcite's default puts them last ascending and first descending
+    /// (NULL is the largest value).
+    pub nulls_first: bool,
+}
+
+/// A logical plan node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// A table of the catalog, all its columns.
+    Scan {
+        /// The table's schema, as the catalog spells it.
+        schema: String,
+        /// The table, as the catalog spells it.
+        table: String,
+        /// Its columns.
+        fields: Vec<Field>,
+    },
+    /// One row of no columns (`SELECT 1` without FROM).
+    Single,
+    /// The input's rows for which `predicate` is TRUE.
+    Filter {
+        /// The rows filtered.
+        input: Box<Plan>,
+        /// A BOOLEAN over the input.
+        predicate: Expr,
+    },
+    /// One output row per input row, of `exprs`.
+    Project {
+        /// The rows projected.
+        input: Box<Plan>,
+        /// One expression per output column.
+        exprs: Vec<Expr>,
+        /// The output columns.
+        fields: Vec<Field>,
+    },
+    /// Groups by `groups` (none: one group over all rows); the output is the group keys, then
+    /// the aggregates.
+    Aggregate {
+        /// The rows grouped.
+        input: Box<Plan>,
+        /// The group keys, over the input.
+        groups: Vec<Expr>,
+        /// The aggregates computed per group.
+        aggregates: Vec<Aggregate>,
+        /// The output columns.
+        fields: Vec<Field>,
+    },
+    /// The left input's fields, then the right's; `on` is over both.
+    Join {
+        /// The left input.
+        left: Box<Plan>,
+        /// The right input.
+        right: Box<Plan>,
+        /// Which rows are kept.
+        kind: JoinKind,
+        /// The join condition (none for a cross join).
+        on: Option<Expr>,
+        /// The output columns.
+        fields: Vec<Field>,
+    },
+    /// The input's rows in order of `keys`.
+    Sort {
+        /// The rows sorted.
+        input: Box<Plan>,
+        /// The sort keys, most significant first.
+        keys: Vec<SortKey>,
+    },
+    /// At most `fetch` of the input's rows after skipping `offset`.
+    Limit {
+        /// The rows limited.
+        input: Box<Plan>,
+        /// Rows skipped.
+        offset: u64,
+        /// Rows kept at most (`None`: all).
+        fetch: Option<u64>,
+    },
+    /// Rows without duplicates (`SELECT DISTINCT`).
+    Distinct {
+        /// The rows made distinct.
+        input: Box<Plan>,
+    },
+}
+
+impl Plan {
+    /// The node's output.
+    pub fn fields(&self) -> &[Field] {
+        match self {
+            Self::Scan { fields, .. }
+            | Self::Project { fields, .. }
+            | Self::Aggregate { fields, .. }
+            | Self::Join { fields, .. } => fields,
+            Self::Single => &[],
+            Self::Filter { input, .. }
+            | Self::Sort { input, .. }
+            | Self::Limit { input, .. }
+            | Self::Distinct { input } => input.fields(),
+        }
+    }
+
+    /// The node's name and its children, for [`Plan::explain`].
+    fn describe(&self) -> (String, Vec<&Plan>) {
+        match self {
+            Self::Scan { schema, table, .. } => (format!("Scan {schema}.{table}"), vec![]),
+            Self::Single => ("Single".to_owned(), vec![]),
+            Self::Filter { input, predicate } => {
+                (format!("Filter {}", show(predicate)), vec![input])
+            }
+            Self::Project {
+                input,
+                exprs,
+                fields,
+            } => {
+                let items: Vec<String> = exprs
+                    .iter()
+                    .zip(fields)
+                    .map(|(e, f)| format!("{} AS {}", show(e), f.name))
+                    .collect();
+                (format!("Project {}", items.join(", ")), vec![input])
+            }
+            Self::Aggregate {
+                input,
+                groups,
+                aggregates,
+                ..
+            } => {
+                let groups: Vec<String> = groups.iter().map(show).collect();
+                let aggregates: Vec<String> = aggregates
+                    .iter()
+                    .map(|a| {
+                        let argument = a.argument.as_ref().map_or("*".to_owned(), show);
+                        let distinct = if a.distinct { "DISTINCT " } else { "" };
+                        format!("{:?}({distinct}{argument}): {}", a.function, a.ty)
+                    })
+                    .collect();
+                (
+                    format!(
+                        "Aggregate by [{}] computing [{}]",
+                        groups.join(", "),
+                        aggregates.join(", ")
+                    ),
+                    vec![input],
+                )
+            }
+            Self::Join {
+                left,
+                right,
+                kind,
+                on,
+                ..
+            } => (
+                format!(
+                    "Join {kind:?}{}",
+                    on.as_ref()
+                        .map_or(String::new(), |on| format!(" on {}", show(on)))
+                ),
+                vec![left, right],
+            ),
+            Self::Sort { input, keys } => {
+                let keys: Vec<String> = keys
+                    .iter()
+                    .map(|k| {
+                        format!(
+                            "{}{}{}",
+                            show(&k.expr),
+                            if k.descending { " DESC" } else { "" },
+                            if k.nulls_first {
+                                " NULLS FIRST"
+                            } else {
+                                " NULLS LAST"
+                            }
+                        )
+                    })
+                    .collect();
+                (format!("Sort {}", keys.join(", ")), vec![input])
+            }
+            Self::Limit {
+                input,
+                offset,
+                fetch,
+            } => (
+                format!(
+                    "Limit {} offset {offset}",
+                    fetch.map_or("all".to_owned(), |f| f.to_string())
+                ),
+                vec![input],
+            ),
+            Self::Distinct { input } => ("Distinct".to_owned(), vec![input]),
+        }
+    }
+
+    /// The plan as indented text, one node a line: for tests and the log.
+    pub fn explain(&self) -> String {
+        let mut out = String::new();
+        let mut stack = vec![(self, 0usize)];
+        while let Some((node, depth)) = stack.pop() {
+            let (line, children) = node.describe();
+            out.push_str(&"  ".repeat(depth));
+            out.push_str(&line);
+            out.push('\n');
+            for child in children.into_iter().rev() {
+                stack.push((child, depth + 1));
+            }
+        }
+        out
+    }
+}
+
+/// An expression as short text for [`Plan::explain`]: columns by position (`#2`).
+pub fn show(expr: &Expr) -> String {
+    match &expr.kind {
+        ExprKind::Column(i) => format!("#{i}"),
+        ExprKind::Literal(Literal::String(s)) => format!("'{}'", s.replace('\'', "''")),
+        ExprKind::Literal(Literal::Decimal(unscaled)) => match expr.ty {
+            SqlType::Decimal { scale, .. } if scale > 0 => {
+                let digits = unscaled.unsigned_abs().to_string();
+                let scale = usize::from(scale);
+                let padded = format!("{digits:0>width$}", width = scale + 1);
+                let (int, frac) = padded.split_at(padded.len() - scale);
+                let sign = if *unscaled < 0 { "-" } else { "" };
+                format!("{sign}{int}.{frac}")
+            }
+            _ => unscaled.to_string(),
+        },
+        ExprKind::Literal(literal) => format!("{literal:?}"),
+        ExprKind::Unary(op, e) => format!("{op:?}({})", show(e)),
+        ExprKind::Binary(op, l, r) => format!("({} {} {})", show(l), binary_symbol(*op), show(r)),
+        ExprKind::Cast(e) => format!("CAST({} AS {})", show(e), expr.ty),
+        ExprKind::Case {
+            branches,
+            otherwise,
+        } => {
+            let mut text = "CASE".to_owned();
+            for (when, then) in branches {
+                text.push_str(&format!(" WHEN {} THEN {}", show(when), show(then)));
+            }
+            format!("{text} ELSE {} END", show(otherwise))
+        }
+        ExprKind::InList {
+            expr,
+            list,
+            negated,
+        } => {
+            let list: Vec<String> = list.iter().map(show).collect();
+            let not = if *negated { " NOT" } else { "" };
+            format!("{}{not} IN ({})", show(expr), list.join(", "))
+        }
+        ExprKind::Like {
+            expr,
+            pattern,
+            negated,
+        } => {
+            let not = if *negated { " NOT" } else { "" };
+            format!("{}{not} LIKE {}", show(expr), show(pattern))
+        }
+        ExprKind::IsNull { expr, negated } => {
+            let not = if *negated { " NOT" } else { "" };
+            format!("{} IS{not} NULL", show(expr))
+        }
+        ExprKind::Function(f, args) => {
+            let args: Vec<String> = args.iter().map(show).collect();
+            format!("{f:?}({})", args.join(", "))
+        }
+    }
+}
+
+fn binary_symbol(op: Binary) -> &'static str {
+    use crate::types::Arithmetic as A;
+    match op {
+        Binary::Arithmetic(A::Add) => "+",
+        Binary::Arithmetic(A::Subtract) => "-",
+        Binary::Arithmetic(A::Multiply) => "*",
+        Binary::Arithmetic(A::Divide) => "/",
+        Binary::Arithmetic(A::Modulo) => "%",
+        Binary::Eq => "=",
+        Binary::NotEq => "<>",
+        Binary::Lt => "<",
+        Binary::LtEq => "<=",
+        Binary::Gt => ">",
+        Binary::GtEq => ">=",
+        Binary::And => "AND",
+        Binary::Or => "OR",
+        Binary::Concat => "||",
+    }
+}
