@@ -21,6 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "spool-ports",
             "spool-formats",
             "spool-sql",
+            "spool-planner",
             "spool-ssb",
         ],
     ),

@@ -90,6 +90,8 @@ fn cache_enabled() -> bool {
 #[derive(Clone)]
 pub(crate) struct OpenProject {
     pub name: String,
+    /// The project's tables as Spool's planner binds against them (views are not in it yet).
+    pub planner: spool_planner::Catalog,
     tables: PlHashMap<String, LazyFrame>,
     pub names: Names,
     /// Each table's source, by the table's name as the catalog spells it.
@@ -350,6 +352,7 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
     let mut frames = PlHashMap::new();
     let mut names = Names::default();
     let mut described = Vec::new();
+    let mut schemas = Vec::new();
     for (table, source) in &tables {
         let lf = scan(source).map_err(|e| {
             CatalogError::Broken(format!(
@@ -364,6 +367,7 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
         })?;
         names.add_table(table, schema.iter_names().map(|n| n.as_str()));
         described.push(describe_schema(table, false, &schema));
+        schemas.push((table.clone(), Schema::clone(&schema)));
         if let Some(rows) = estimate_rows(source) {
             names.rows.insert(table.to_lowercase(), rows);
         }
@@ -407,7 +411,9 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
         pending = still;
     }
     described.sort_by(|a, b| a.name.cmp(&b.name));
+    let planner = crate::lower::catalog(&name, &schemas);
     Ok(OpenProject {
+        planner,
         name,
         tables: frames,
         names,

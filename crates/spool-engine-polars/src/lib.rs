@@ -16,6 +16,7 @@ mod chunked;
 mod gate;
 mod joins;
 mod keyset;
+mod lower;
 mod priority;
 mod rewrite;
 pub mod sample;
@@ -26,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use polars::prelude::{DataFrame, Engine, PlanCallback, PolarsError};
+use polars::prelude::{DataFrame, Engine, LazyFrame, PlanCallback, PolarsError};
 use spool_domain::{ProjectName, QueryRequest, ResultColumn};
 use spool_ports::{CancelToken, EngineError, Execution, QueryEngine, ResultSink, TableInfo};
 use tracing::debug;
@@ -44,12 +45,47 @@ const BATCH_ROWS: usize = 50_000;
 /// The longest engine message passed on to a user; Polars can print whole plans.
 const MAX_MESSAGE: usize = 1_000;
 
-/// A [`QueryEngine`] running Polars SQL over project folders under one root directory.
+/// Which SQL front end reads a query's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FrontEnd {
+    /// Polars' SQL context, behind Spool's sandbox and rewrites (the default for now).
+    #[default]
+    PolarsSql,
+    /// Spool's planner (`spool-planner`), lowered to Polars' LazyFrame API: Kylin's names,
+    /// types and semantics; being built (see docs/SQL.md for what it covers so far).
+    Spool,
+}
+
+impl std::str::FromStr for FrontEnd {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "polars" => Ok(Self::PolarsSql),
+            "spool" => Ok(Self::Spool),
+            other => Err(format!(
+                "sql_front_end must be \"polars\" or \"spool\", not {other:?}"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for FrontEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::PolarsSql => "polars",
+            Self::Spool => "spool",
+        })
+    }
+}
+
+/// A [`QueryEngine`] running SQL with Polars over project folders under one root directory.
 #[derive(Debug, Clone)]
 pub struct PolarsEngine {
     root: PathBuf,
     scratch: PathBuf,
     lower_polars_threads: bool,
+    front_end: FrontEnd,
     catalogs: Arc<catalog::Cache>,
 }
 
@@ -62,8 +98,15 @@ impl PolarsEngine {
             root: root.into(),
             scratch: std::env::temp_dir().join("spool-scratch"),
             lower_polars_threads: false,
+            front_end: FrontEnd::default(),
             catalogs: Arc::default(),
         }
+    }
+
+    /// Reads SQL with `front_end`.
+    pub fn with_front_end(mut self, front_end: FrontEnd) -> Self {
+        self.front_end = front_end;
+        self
     }
 
     /// Puts temporary files under `dir`.
@@ -100,9 +143,18 @@ impl QueryEngine for PolarsEngine {
         let catalogs = Arc::clone(&self.catalogs);
         let request = request.clone();
         let lower = self.lower_polars_threads;
+        let front_end = self.front_end;
         let joined = tokio::task::spawn_blocking(move || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run(&catalogs, &root, &scratch, &request, sink, &cancel, lower)
+                run(
+                    &catalogs,
+                    &root,
+                    &scratch,
+                    &request,
+                    sink,
+                    &cancel,
+                    (lower, front_end),
+                )
             }))
         })
         .await;
@@ -246,23 +298,12 @@ fn chunked_plan(
     Some((table, runs))
 }
 
-/// Runs one query to completion on the calling (blocking) thread.
-fn run(
-    catalogs: &catalog::Cache,
-    root: &Path,
-    scratch: &Path,
+/// The query's frame through Polars' SQL context, with the SQL text it ran.
+fn through_polars_sql(
+    project: &catalog::OpenProject,
     request: &QueryRequest,
-    sink: Box<dyn ResultSink>,
-    cancel: &CancelToken,
-    lower_polars_threads: bool,
-) -> Result<Execution, EngineError> {
-    let project = catalogs
-        .open(root, request.project.as_str())
-        .map_err(|e| match e {
-            CatalogError::NotFound => EngineError::ProjectNotFound(request.project.clone()),
-            CatalogError::Broken(message) => EngineError::Execution(message),
-        })?;
-    let counts = Counts::new(&project);
+) -> Result<(LazyFrame, String), EngineError> {
+    let counts = Counts::new(project);
     let prepared = sql::prepare_estimated(
         &request.sql,
         &project.names,
@@ -281,7 +322,57 @@ fn run(
         context.register(&name, frame);
     }
     gate::check(&context, &prepared).map_err(EngineError::Internal)?;
-    let mut frame = context.execute(&prepared).map_err(planning_error)?;
+    let frame = context.execute(&prepared).map_err(planning_error)?;
+    Ok((frame, prepared))
+}
+
+/// The query's frame through Spool's planner: bound against the project's catalog, paged by
+/// the request where the SQL has no LIMIT or OFFSET of its own, lowered to the LazyFrame API.
+fn planned(
+    project: &catalog::OpenProject,
+    request: &QueryRequest,
+) -> Result<LazyFrame, EngineError> {
+    use spool_planner::{Plan, PlanError};
+    let plan = spool_planner::plan_query(&request.sql, &project.planner).map_err(|e| match e {
+        PlanError::User { .. } => EngineError::InvalidQuery(e.to_string()),
+        PlanError::Internal { .. } => EngineError::Internal(e.to_string()),
+    })?;
+    let plan = match plan {
+        Plan::Limit { .. } => plan,
+        _ if request.offset.is_none() && request.limit.is_none() => plan,
+        _ => Plan::Limit {
+            input: Box::new(plan),
+            offset: request.offset.unwrap_or(0),
+            fetch: request.limit,
+        },
+    };
+    debug!(plan = %plan.explain(), "running on polars through spool's planner");
+    lower::lower(&plan, &|name| project.table(name)).map_err(planning_error)
+}
+
+/// Runs one query to completion on the calling (blocking) thread.
+fn run(
+    catalogs: &catalog::Cache,
+    root: &Path,
+    scratch: &Path,
+    request: &QueryRequest,
+    sink: Box<dyn ResultSink>,
+    cancel: &CancelToken,
+    (lower_polars_threads, front_end): (bool, FrontEnd),
+) -> Result<Execution, EngineError> {
+    let project = catalogs
+        .open(root, request.project.as_str())
+        .map_err(|e| match e {
+            CatalogError::NotFound => EngineError::ProjectNotFound(request.project.clone()),
+            CatalogError::Broken(message) => EngineError::Execution(message),
+        })?;
+    let (mut frame, prepared) = match front_end {
+        FrontEnd::PolarsSql => {
+            let (frame, prepared) = through_polars_sql(&project, request)?;
+            (frame, Some(prepared))
+        }
+        FrontEnd::Spool => (planned(&project, request)?, None),
+    };
     let schema = frame.collect_schema().map_err(planning_error)?;
     let columns = schema
         .iter()
@@ -307,14 +398,18 @@ fn run(
         out.write(&mut batch)
     };
 
-    match chunked_plan(&project.sources, &prepared) {
-        Some((table, runs)) => {
+    let chunked = match &prepared {
+        Some(text) => chunked_plan(&project.sources, text).map(|plan| (text.as_str(), plan)),
+        None => None,
+    };
+    match chunked {
+        Some((prepared, (table, runs))) => {
             debug!(
                 table,
                 runs = runs.len(),
                 "row-local scan: one run of row groups at a time"
             );
-            chunked::run(&project, &prepared, &schema, &table, &runs, |frame| {
+            chunked::run(&project, prepared, &schema, &table, &runs, |frame| {
                 // Cut like the streaming engine's batches, so the encoder threads share the work.
                 let mut offset = 0;
                 while offset < frame.height() {
@@ -704,3 +799,6 @@ fn run_transcode(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod planned_tests;

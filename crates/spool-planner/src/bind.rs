@@ -550,8 +550,9 @@ impl<'a> Binder<'a> {
                 }
             };
             let descending = item.options.asc == Some(false);
-            // NULL is the largest value (Calcite's default collation in Kylin).
-            let nulls_first = item.options.nulls_first.unwrap_or(descending);
+            // NULL is the smallest value (Kylin's `defaultNullCollation` LOW, as Spark):
+            // first ascending, last descending.
+            let nulls_first = item.options.nulls_first.unwrap_or(!descending);
             keys.push(SortKey {
                 expr: Expr::column(at, &fields[at]),
                 descending,
@@ -1574,11 +1575,11 @@ fn typed_literal(data_type: &DataType, value: &Value, at: &Ast) -> Result<Expr> 
     let bad = |what: &str| PlanError::user(format!("'{text}' is not a valid {what}"), at.span());
     let (kind, ty) = match data_type {
         DataType::Date => (
-            Literal::Date(parse_date(text).ok_or_else(|| bad("DATE"))?),
+            Literal::Date(types::parse_date(text).ok_or_else(|| bad("DATE"))?),
             SqlType::Date,
         ),
         DataType::Timestamp(..) | DataType::Datetime(_) => (
-            Literal::Timestamp(parse_timestamp(text).ok_or_else(|| bad("TIMESTAMP"))?),
+            Literal::Timestamp(types::parse_timestamp(text).ok_or_else(|| bad("TIMESTAMP"))?),
             SqlType::Timestamp,
         ),
         _ => return Err(unsupported(&format!("{data_type} literals"), at.span())),
@@ -1588,70 +1589,6 @@ fn typed_literal(data_type: &DataType, value: &Value, at: &Ast) -> Result<Expr> 
         ty,
         nullable: false,
     })
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// `yyyy-MM-dd`, with the day checked against its month.
-pub(crate) fn parse_date(text: &str) -> Option<i32> {
-    let mut parts = text.trim().splitn(3, '-');
-    let year: i64 = parts.next()?.parse().ok()?;
-    let month: u32 = parts.next()?.parse().ok()?;
-    let day: u32 = parts.next()?.parse().ok()?;
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let days_in_month = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return None,
-    };
-    if day == 0 || day > days_in_month {
-        return None;
-    }
-    i32::try_from(days_from_civil(year, month, day)).ok()
-}
-
-/// `yyyy-MM-dd[ HH:mm:ss[.fraction]]` (a `T` may stand for the space) in microseconds.
-pub(crate) fn parse_timestamp(text: &str) -> Option<i64> {
-    let text = text.trim();
-    let (date, time) = match text.split_once([' ', 'T']) {
-        Some((d, t)) => (d, Some(t)),
-        None => (text, None),
-    };
-    let days = i64::from(parse_date(date)?);
-    let mut micros = 0i64;
-    if let Some(time) = time {
-        let (hms, fraction) = match time.split_once('.') {
-            Some((hms, f)) => (hms, Some(f)),
-            None => (time, None),
-        };
-        let mut parts = hms.split(':');
-        let h: i64 = parts.next()?.parse().ok()?;
-        let m: i64 = parts.next()?.parse().ok()?;
-        let s: i64 = parts.next().map_or(Some(0), |s| s.parse().ok())?;
-        if parts.next().is_some() || h > 23 || m > 59 || s > 59 {
-            return None;
-        }
-        micros = ((h * 60 + m) * 60 + s) * 1_000_000;
-        if let Some(f) = fraction {
-            if f.is_empty() || f.len() > 9 || !f.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let padded = format!("{f:0<6}");
-            micros += padded[..6].parse::<i64>().ok()?;
-        }
-    }
-    Some(days * 86_400_000_000 + micros)
 }
 
 /// Kylin's type names.

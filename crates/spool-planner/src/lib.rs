@@ -7,13 +7,17 @@
 //! - [`catalog`]: a project's schemas, tables and columns, and Calcite's name rules as Kylin
 //!   configures them;
 //! - [`plan`]: the logical plan, expressions by position, every type known;
-//! - `bind`: the AST to the plan (names, aliases, grouping, ORDER BY over output names).
+//! - `bind`: the AST to the plan (names, aliases, grouping, ORDER BY over output names);
+//! - [`passes`]: rewrites that keep the answer (comma joins to inner joins on the WHERE's
+//!   equalities).
 //!
-//! Work in progress: engines do not lower this plan yet (see `docs/ARCHITECTURE.md`).
+//! The Polars engine lowers the plan to Polars' LazyFrame API (`sql_front_end = "spool"`);
+//! what it covers so far is in `docs/SQL.md`.
 
 mod bind;
 pub mod catalog;
 mod error;
+pub mod passes;
 pub mod plan;
 pub mod types;
 
@@ -26,8 +30,14 @@ use sqlparser::ast::Statement;
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 
-/// Parses `sql` (one read-only query, in Kylin's dialect) and binds it against `catalog`.
+/// Parses `sql` (one read-only query, in Kylin's dialect), binds it against `catalog` and runs
+/// the passes over it.
 pub fn plan_query(sql: &str, catalog: &Catalog) -> Result<Plan, PlanError> {
+    bind_query(sql, catalog).map(passes::optimize)
+}
+
+/// Parses `sql` and binds it against `catalog`, without passes.
+pub fn bind_query(sql: &str, catalog: &Catalog) -> Result<Plan, PlanError> {
     let mut statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| {
         let message = e.to_string();
         let message = message

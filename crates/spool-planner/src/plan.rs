@@ -231,8 +231,8 @@ pub struct SortKey {
     pub expr: Expr,
     /// Largest first.
     pub descending: bool,
-    /// Where NULLs go; Calcite's default puts them last ascending and first descending
-    /// (NULL is the largest value).
+    /// Where NULLs go; Kylin's default puts them first ascending and last descending (NULL
+    /// is the smallest value, `defaultNullCollation` LOW).
     pub nulls_first: bool,
 }
 

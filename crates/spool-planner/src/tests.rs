@@ -274,7 +274,7 @@ fn order_by_names_output_columns_positions_or_input_expressions() {
         plan("select d_year as y, count(*) as n from dates group by d_year order by n desc, 1")
             .explain();
     assert!(
-        explained.starts_with("Sort #1 DESC NULLS FIRST, #0 NULLS LAST"),
+        explained.starts_with("Sort #1 DESC NULLS LAST, #0 NULLS FIRST"),
         "{explained}"
     );
     // A column not selected is sorted by, then dropped.
@@ -300,7 +300,7 @@ fn the_plan_of_an_ssb_query() {
     let explained = plan(sql).explain();
     // LINEORDER's columns are #0-#5, DATES' #6-#8, CUSTOMER's #9-#11.
     let expected = "\
-Sort #0 NULLS LAST, #2 DESC NULLS FIRST
+Sort #0 NULLS FIRST, #2 DESC NULLS LAST
   Project #0 AS D_YEAR, #1 AS C_NATION, #2 AS REVENUE
     Aggregate by [#7, #11] computing [Sum(#5): BIGINT]
       Filter ((#10 = 'ASIA') AND ((#7 >= Integer(1992)) AND (#7 <= Integer(1997))))

@@ -176,6 +176,10 @@ pub struct Cli {
     /// and keeps a crashing query from taking the server down) [default: true]
     #[arg(long, env = "SPOOL_QUERY_PROCESSES")]
     pub query_processes: Option<bool>,
+    /// The SQL front end of Polars projects: "polars" (Polars' SQL context) or "spool" (Spool's
+    /// planner lowered to Polars' LazyFrame API; being built, see docs/SQL.md) [default: polars]
+    #[arg(long, env = "SPOOL_SQL_FRONT_END")]
+    pub sql_front_end: Option<String>,
     /// Manage users instead of serving
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -212,6 +216,9 @@ pub struct EngineWorkerArgs {
     /// The server's process id
     #[arg(long)]
     pub parent: Option<u32>,
+    /// The SQL front end: "polars" or "spool"
+    #[arg(long, default_value = "polars")]
+    pub sql_front_end: String,
 }
 
 /// Arguments of `spool-server query`.
@@ -319,6 +326,8 @@ pub struct FileConfig {
     pub max_query_memory: Option<ByteSize>,
     /// Whether each Polars query runs in a worker process.
     pub query_processes: Option<bool>,
+    /// The SQL front end of Polars projects: "polars" or "spool".
+    pub sql_front_end: Option<String>,
 }
 
 /// A size in the configuration file: a number of bytes, or a string with a unit.
@@ -390,6 +399,8 @@ pub struct Settings {
     pub query_processes: bool,
     /// The memory budget of each query in a worker process; `None`: no budget.
     pub max_query_memory: Option<u64>,
+    /// The SQL front end of Polars projects.
+    pub sql_front_end: spool_engine_polars::FrontEnd,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -544,9 +555,18 @@ impl Settings {
             None if query_processes => default_query_memory(),
             None => None,
         };
+        let sql_front_end = match cli
+            .sql_front_end
+            .as_deref()
+            .or(file.sql_front_end.as_deref())
+        {
+            None => spool_engine_polars::FrontEnd::PolarsSql,
+            Some(name) => name.parse().map_err(anyhow::Error::msg)?,
+        };
         Ok(Self {
             query_processes,
             max_query_memory,
+            sql_front_end,
             metrics_bind: cli.metrics_bind.or(file.metrics_bind),
             console: cli.console.or(file.console).unwrap_or(true),
             sync,

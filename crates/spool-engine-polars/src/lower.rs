@@ -1,0 +1,691 @@
+//! Lowers Spool's logical plan ([`spool_planner::Plan`]) to Polars' LazyFrame API: no SQL text
+//! between Spool and Polars, so what runs is what was bound, with Kylin's semantics spelled out
+//! where Polars' own differ.
+//!
+//! Every lowered node's columns are named `#0`, `#1`, ... by position (a join renames its right
+//! side's to follow the left's), so expressions, which refer to columns by position, lower to
+//! `col("#i")`; the final projection gives the result its labels. Where Polars' kernels differ
+//! from Kylin's answers, the lowering says so:
+//! - decimal `*` and `/` are computed at the plan's result scale (Polars keeps the operands'
+//!   larger scale: `0.0344` came back `0.03`);
+//! - `SUM` is NULL over no rows (Polars' is 0), `COUNT(DISTINCT x)` ignores NULLs, `AVG` of a
+//!   decimal is exact (sum and count as decimals);
+//! - integer `/` truncates towards zero, and any division by zero is NULL;
+//! - `||` and `CONCAT` are NULL when an argument is;
+//! - a string literal converted to a number, date, timestamp or boolean is converted here
+//!   (NULL when it is not one, as Spark answers).
+
+use polars::prelude::*;
+use spool_planner::plan::{
+    Aggregate, AggregateFunction, Binary, Expr as PlanExpr, ExprKind, JoinKind, Literal, Plan,
+    Scalar as Func, SortKey, Unary,
+};
+use spool_planner::types::Arithmetic;
+use spool_planner::{Catalog, Column, SqlType, Table};
+
+/// The Polars type a SQL type is computed in.
+pub(crate) fn dtype(ty: SqlType) -> DataType {
+    match ty {
+        SqlType::Null => DataType::Null,
+        SqlType::Boolean => DataType::Boolean,
+        SqlType::TinyInt => DataType::Int8,
+        SqlType::SmallInt => DataType::Int16,
+        SqlType::Integer => DataType::Int32,
+        SqlType::BigInt => DataType::Int64,
+        SqlType::Decimal { precision, scale } => {
+            DataType::Decimal(usize::from(precision), usize::from(scale))
+        }
+        SqlType::Float => DataType::Float32,
+        SqlType::Double => DataType::Float64,
+        SqlType::Varchar => DataType::String,
+        SqlType::Date => DataType::Date,
+        SqlType::Timestamp => DataType::Datetime(TimeUnit::Microseconds, None),
+    }
+}
+
+/// The SQL type of a Polars column, if Spool can read it.
+pub(crate) fn sql_type(dtype: &DataType) -> Option<SqlType> {
+    Some(match dtype {
+        DataType::Boolean => SqlType::Boolean,
+        DataType::Int8 => SqlType::TinyInt,
+        DataType::Int16 | DataType::UInt8 => SqlType::SmallInt,
+        DataType::Int32 | DataType::UInt16 => SqlType::Integer,
+        DataType::Int64 | DataType::UInt32 => SqlType::BigInt,
+        DataType::UInt64 => SqlType::decimal(20, 0)?,
+        DataType::Decimal(p, s) => {
+            SqlType::decimal(u8::try_from(*p).ok()?, u8::try_from(*s).ok()?)?
+        }
+        DataType::Float32 => SqlType::Float,
+        DataType::Float64 => SqlType::Double,
+        DataType::String => SqlType::Varchar,
+        DataType::Date => SqlType::Date,
+        DataType::Datetime(..) => SqlType::Timestamp,
+        _ => return None,
+    })
+}
+
+/// The planner's catalog of an opened project: one schema, named as Kylin reports a project's
+/// database (the project's name in upper case), holding every table Spool can read.
+pub(crate) fn catalog(project: &str, tables: &[(String, Schema)]) -> Catalog {
+    let schema = project.to_uppercase();
+    let mut catalog = Catalog::new(&schema);
+    for (name, columns) in tables {
+        let columns = columns
+            .iter()
+            .filter_map(|(column, dtype)| Some(Column::new(column.as_str(), sql_type(dtype)?)))
+            .collect();
+        catalog.add(Table {
+            schema: schema.clone(),
+            name: name.clone(),
+            columns,
+            rows: None,
+        });
+    }
+    catalog
+}
+
+fn name(i: usize) -> PlSmallStr {
+    format!("#{i}").into()
+}
+
+fn column(i: usize) -> Expr {
+    col(name(i))
+}
+
+/// Lowers `plan`, reading each scanned table through `table`; the result's columns carry the
+/// plan's labels (a label used twice gets `_1`, `_2`, ... after it: a frame's names are unique).
+pub(crate) fn lower(
+    plan: &Plan,
+    table: &dyn Fn(&str) -> Option<LazyFrame>,
+) -> PolarsResult<LazyFrame> {
+    let frame = node(plan, table)?;
+    let mut seen: Vec<String> = Vec::new();
+    let labels: Vec<Expr> = plan
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let mut label = f.name.clone();
+            let mut n = 0;
+            while seen.contains(&label) {
+                n += 1;
+                label = format!("{}_{n}", f.name);
+            }
+            seen.push(label.clone());
+            column(i).alias(label)
+        })
+        .collect();
+    Ok(frame.select(labels))
+}
+
+fn node(plan: &Plan, table: &dyn Fn(&str) -> Option<LazyFrame>) -> PolarsResult<LazyFrame> {
+    Ok(match plan {
+        Plan::Scan {
+            table: name_,
+            fields,
+            ..
+        } => {
+            let frame = table(name_).ok_or_else(
+                || polars_err!(ComputeError: "table {name_} is not in the project's snapshot"),
+            )?;
+            frame.select(
+                fields
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| col(f.name.as_str()).alias(name(i)))
+                    .collect::<Vec<_>>(),
+            )
+        }
+        Plan::Single => DataFrame::empty_with_height(1).lazy(),
+        Plan::Filter { input, predicate } => node(input, table)?.filter(expr(predicate)?),
+        Plan::Project { input, exprs, .. } => {
+            let frame = node(input, table)?;
+            let exprs = exprs
+                .iter()
+                .enumerate()
+                .map(|(i, e)| Ok(expr(e)?.alias(name(i))))
+                .collect::<PolarsResult<Vec<_>>>()?;
+            if exprs.is_empty() {
+                frame
+            } else {
+                frame.select(exprs)
+            }
+        }
+        Plan::Aggregate {
+            input,
+            groups,
+            aggregates,
+            ..
+        } => {
+            let frame = node(input, table)?;
+            let keys = groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| Ok(expr(g)?.alias(name(i))))
+                .collect::<PolarsResult<Vec<_>>>()?;
+            let aggs = aggregates
+                .iter()
+                .enumerate()
+                .map(|(i, a)| Ok(aggregate(a)?.alias(name(groups.len() + i))))
+                .collect::<PolarsResult<Vec<_>>>()?;
+            if keys.is_empty() {
+                frame.select(aggs)
+            } else {
+                frame.group_by(keys).agg(aggs)
+            }
+        }
+        Plan::Join {
+            left,
+            right,
+            kind,
+            on,
+            ..
+        } => join(left, right, *kind, on.as_ref(), table)?,
+        Plan::Sort { input, keys } => sort(node(input, table)?, keys)?,
+        Plan::Limit {
+            input,
+            offset,
+            fetch,
+        } => {
+            let frame = node(input, table)?;
+            let offset = i64::try_from(*offset).unwrap_or(i64::MAX);
+            let len = fetch.map_or(IdxSize::MAX, |f| {
+                IdxSize::try_from(f).unwrap_or(IdxSize::MAX)
+            });
+            frame.slice(offset, len)
+        }
+        Plan::Distinct { input } => {
+            node(input, table)?.unique_stable(None, UniqueKeepStrategy::First)
+        }
+    })
+}
+
+fn sort(frame: LazyFrame, keys: &[SortKey]) -> PolarsResult<LazyFrame> {
+    let exprs = keys
+        .iter()
+        .map(|k| {
+            let e = expr(&k.expr)?;
+            // Polars' top-k over 128-bit decimals panics (a sort followed by a slice becomes
+            // one): a decimal key is sorted as a double, which orders decimals exactly up to
+            // 15 significant digits.
+            Ok(match k.expr.ty {
+                SqlType::Decimal { .. } => e.cast(DataType::Float64),
+                _ => e,
+            })
+        })
+        .collect::<PolarsResult<Vec<_>>>()?;
+    let options = SortMultipleOptions::new()
+        .with_order_descending_multi(keys.iter().map(|k| k.descending))
+        .with_nulls_last_multi(keys.iter().map(|k| !k.nulls_first))
+        .with_maintain_order(true);
+    Ok(frame.sort_by_exprs(exprs, options))
+}
+
+/// The columns an expression reads.
+fn columns_of(e: &PlanExpr, out: &mut Vec<usize>) {
+    match &e.kind {
+        ExprKind::Column(i) => out.push(*i),
+        ExprKind::Literal(_) => {}
+        ExprKind::Unary(_, x) | ExprKind::Cast(x) => columns_of(x, out),
+        ExprKind::Binary(_, l, r) => {
+            columns_of(l, out);
+            columns_of(r, out);
+        }
+        ExprKind::Case {
+            branches,
+            otherwise,
+        } => {
+            for (c, t) in branches {
+                columns_of(c, out);
+                columns_of(t, out);
+            }
+            columns_of(otherwise, out);
+        }
+        ExprKind::InList { expr, list, .. } => {
+            columns_of(expr, out);
+            for item in list {
+                columns_of(item, out);
+            }
+        }
+        ExprKind::Like { expr, pattern, .. } => {
+            columns_of(expr, out);
+            columns_of(pattern, out);
+        }
+        ExprKind::IsNull { expr, .. } => columns_of(expr, out),
+        ExprKind::Function(_, args) => {
+            for a in args {
+                columns_of(a, out);
+            }
+        }
+    }
+}
+
+/// The conjuncts of a condition.
+fn conjuncts<'e>(e: &'e PlanExpr, out: &mut Vec<&'e PlanExpr>) {
+    match &e.kind {
+        ExprKind::Binary(Binary::And, l, r) => {
+            conjuncts(l, out);
+            conjuncts(r, out);
+        }
+        _ => out.push(e),
+    }
+}
+
+fn join(
+    left: &Plan,
+    right: &Plan,
+    kind: JoinKind,
+    on: Option<&PlanExpr>,
+    table: &dyn Fn(&str) -> Option<LazyFrame>,
+) -> PolarsResult<LazyFrame> {
+    let width = left.fields().len();
+    let left_frame = node(left, table)?;
+    // The right side's columns follow the left's.
+    let right_frame = node(right, table)?.select(
+        (0..right.fields().len())
+            .map(|j| column(j).alias(name(width + j)))
+            .collect::<Vec<_>>(),
+    );
+    let mut keys_left = Vec::new();
+    let mut keys_right = Vec::new();
+    let mut residual = Vec::new();
+    if let Some(on) = on {
+        let mut parts = Vec::new();
+        conjuncts(on, &mut parts);
+        for part in parts {
+            if let ExprKind::Binary(Binary::Eq, l, r) = &part.kind {
+                let (mut lc, mut rc) = (Vec::new(), Vec::new());
+                columns_of(l, &mut lc);
+                columns_of(r, &mut rc);
+                let left_only = |c: &[usize]| !c.is_empty() && c.iter().all(|&i| i < width);
+                let right_only = |c: &[usize]| !c.is_empty() && c.iter().all(|&i| i >= width);
+                if left_only(&lc) && right_only(&rc) {
+                    keys_left.push(expr(l)?);
+                    keys_right.push(expr(r)?);
+                    continue;
+                }
+                if right_only(&lc) && left_only(&rc) {
+                    keys_left.push(expr(r)?);
+                    keys_right.push(expr(l)?);
+                    continue;
+                }
+            }
+            residual.push(part);
+        }
+    }
+    let how = match kind {
+        JoinKind::Inner | JoinKind::Cross => JoinType::Inner,
+        JoinKind::Left => JoinType::Left,
+        JoinKind::Right => JoinType::Right,
+        JoinKind::Full => JoinType::Full,
+    };
+    if !residual.is_empty() && !matches!(kind, JoinKind::Inner | JoinKind::Cross) {
+        polars_bail!(
+            InvalidOperation: "an outer join's condition must be equalities between its two sides; other conditions are not supported yet"
+        );
+    }
+    let joined = if keys_left.is_empty() {
+        if !matches!(kind, JoinKind::Inner | JoinKind::Cross) {
+            polars_bail!(InvalidOperation: "an outer join needs an equality between its two sides");
+        }
+        left_frame.cross_join(right_frame, None)
+    } else {
+        left_frame.join(
+            right_frame,
+            keys_left,
+            keys_right,
+            JoinArgs::new(how).with_coalesce(JoinCoalesce::KeepColumns),
+        )
+    };
+    let mut joined = joined;
+    for part in residual {
+        joined = joined.filter(expr(part)?);
+    }
+    Ok(joined)
+}
+
+fn aggregate(a: &Aggregate) -> PolarsResult<Expr> {
+    let argument = a.argument.as_ref().map(expr).transpose()?;
+    let typed_null = || lit(NULL).cast(dtype(a.ty));
+    Ok(match (a.function, argument) {
+        (AggregateFunction::CountRows, _) => len().cast(DataType::Int64),
+        (AggregateFunction::Count, Some(x)) if a.distinct => {
+            x.drop_nulls().n_unique().cast(DataType::Int64)
+        }
+        (AggregateFunction::Count, Some(x)) => x.count().cast(DataType::Int64),
+        (AggregateFunction::Sum, Some(x)) => {
+            let x = if a.distinct { x.unique() } else { x };
+            let x = x.cast(dtype(a.ty));
+            // SQL's SUM over no values is NULL; Polars' is 0.
+            when(x.clone().count().eq(lit(0)))
+                .then(typed_null())
+                .otherwise(x.sum())
+        }
+        (AggregateFunction::Avg, Some(x)) => {
+            let x = if a.distinct { x.unique() } else { x };
+            match a.ty {
+                SqlType::Decimal { scale, .. } => {
+                    // Exact: the sum at the result's scale, divided by the count.
+                    let sum = x
+                        .clone()
+                        .cast(DataType::Decimal(38, usize::from(scale)))
+                        .sum();
+                    let count = x.count().cast(DataType::Decimal(38, 0));
+                    when(count.clone().eq(lit(0).cast(DataType::Decimal(38, 0))))
+                        .then(typed_null())
+                        .otherwise((sum / count).cast(dtype(a.ty)))
+                }
+                _ => x.cast(DataType::Float64).mean(),
+            }
+        }
+        (AggregateFunction::Min, Some(x)) => x.min(),
+        (AggregateFunction::Max, Some(x)) => x.max(),
+        (f, None) => polars_bail!(ComputeError: "aggregate {f:?} without an argument"),
+    })
+}
+
+/// A literal of `ty`.
+fn literal(value: &Literal, ty: SqlType) -> PolarsResult<Expr> {
+    Ok(match value {
+        Literal::Null => lit(NULL).cast(dtype(ty)),
+        Literal::Boolean(b) => lit(*b),
+        Literal::Integer(n) => lit(*n).cast(dtype(ty)),
+        Literal::Decimal(unscaled) => match ty {
+            SqlType::Decimal { precision, scale } => Expr::Literal(LiteralValue::from(
+                Scalar::new_decimal(*unscaled, usize::from(precision), usize::from(scale)),
+            )),
+            _ => polars_bail!(ComputeError: "a decimal literal typed {ty}"),
+        },
+        Literal::Double(f) => lit(*f),
+        Literal::String(s) => lit(s.as_str()),
+        Literal::Date(days) => lit(*days).cast(DataType::Date),
+        Literal::Timestamp(micros) => {
+            lit(*micros).cast(DataType::Datetime(TimeUnit::Microseconds, None))
+        }
+    })
+}
+
+/// A string literal converted to `ty` here, as Spark converts it (NULL when it is not one).
+fn converted(text: &str, ty: SqlType) -> Option<Literal> {
+    let text = text.trim();
+    Some(match ty {
+        SqlType::Boolean => match text.to_ascii_lowercase().as_str() {
+            "true" | "t" | "yes" | "y" | "1" => Literal::Boolean(true),
+            "false" | "f" | "no" | "n" | "0" => Literal::Boolean(false),
+            _ => return None,
+        },
+        t if t.is_integer() => Literal::Integer(text.parse().ok()?),
+        SqlType::Decimal { scale, .. } => {
+            let negative = text.starts_with('-');
+            let digits = text.trim_start_matches(['-', '+']);
+            let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+            if int.is_empty() && frac.is_empty()
+                || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+            {
+                return None;
+            }
+            let scale = usize::from(scale);
+            // Rounded half up at the type's scale, as a cast rounds.
+            let mut kept: String = frac.chars().take(scale).collect();
+            while kept.len() < scale {
+                kept.push('0');
+            }
+            let mut unscaled: i128 = format!("{int}{kept}").parse().unwrap_or(0);
+            if frac.as_bytes().get(scale).is_some_and(|d| *d >= b'5') {
+                unscaled += 1;
+            }
+            Literal::Decimal(if negative { -unscaled } else { unscaled })
+        }
+        SqlType::Float | SqlType::Double => Literal::Double(text.parse().ok()?),
+        SqlType::Date => Literal::Date(spool_planner::types::parse_date(text)?),
+        SqlType::Timestamp => Literal::Timestamp(spool_planner::types::parse_timestamp(text)?),
+        SqlType::Varchar => Literal::String(text.to_owned()),
+        SqlType::Null => Literal::Null,
+        _ => return None,
+    })
+}
+
+/// `l / r` as Kylin answers it, in `ty`.
+fn divide(l: Expr, r: Expr, l_ty: SqlType, r_ty: SqlType, ty: SqlType) -> Expr {
+    let zero = r.clone().eq(lit(0).cast(dtype(r_ty)));
+    let quotient = match ty {
+        // Integer division truncates towards zero.
+        t if t.is_integer() => {
+            (l.cast(DataType::Float64) / r.cast(DataType::Float64)).cast(dtype(ty))
+        }
+        // Polars divides decimals at the larger scale of the two: the dividend is brought to
+        // the result's scale first.
+        SqlType::Decimal { scale, .. } => {
+            let l = l.cast(DataType::Decimal(38, usize::from(scale)));
+            let r = match r_ty {
+                SqlType::Decimal { .. } => r,
+                _ => r.cast(DataType::Decimal(38, 0)),
+            };
+            let _ = l_ty;
+            (l / r).cast(dtype(ty))
+        }
+        _ => (l.cast(DataType::Float64) / r.cast(DataType::Float64)).cast(dtype(ty)),
+    };
+    when(zero)
+        .then(lit(NULL).cast(dtype(ty)))
+        .otherwise(quotient)
+}
+
+fn arithmetic(op: Arithmetic, l: &PlanExpr, r: &PlanExpr, ty: SqlType) -> PolarsResult<Expr> {
+    let (le, re) = (expr(l)?, expr(r)?);
+    Ok(match op {
+        Arithmetic::Divide => divide(le, re, l.ty, r.ty, ty),
+        Arithmetic::Multiply => match ty {
+            // Polars multiplies decimals at the larger scale of the two; at the product's
+            // scale nothing is lost.
+            SqlType::Decimal { scale, .. } => (le.cast(DataType::Decimal(38, usize::from(scale)))
+                * re.cast(dtype(r.ty)))
+            .cast(dtype(ty)),
+            _ => le.cast(dtype(ty)) * re.cast(dtype(ty)),
+        },
+        Arithmetic::Add => le.cast(dtype(ty)) + re.cast(dtype(ty)),
+        Arithmetic::Subtract => le.cast(dtype(ty)) - re.cast(dtype(ty)),
+        Arithmetic::Modulo => {
+            let zero = re.clone().eq(lit(0).cast(dtype(r.ty)));
+            // Truncated remainder (the dividend's sign), as Spark answers.
+            let (a, b) = (le.cast(dtype(ty)), re.cast(dtype(ty)));
+            let floored = a.clone() % b.clone();
+            let truncated = when(
+                floored.clone().neq(lit(0).cast(dtype(ty))).and(
+                    a.lt(lit(0).cast(dtype(ty)))
+                        .neq(b.clone().lt(lit(0).cast(dtype(ty)))),
+                ),
+            )
+            .then(floored.clone() - b)
+            .otherwise(floored);
+            when(zero)
+                .then(lit(NULL).cast(dtype(ty)))
+                .otherwise(truncated)
+        }
+    })
+}
+
+/// Lowers a scalar expression.
+pub(crate) fn expr(e: &PlanExpr) -> PolarsResult<Expr> {
+    Ok(match &e.kind {
+        ExprKind::Column(i) => column(*i),
+        ExprKind::Literal(value) => literal(value, e.ty)?,
+        ExprKind::Unary(Unary::Not, x) => expr(x)?.not(),
+        ExprKind::Unary(Unary::Negate, x) => lit(0).cast(dtype(e.ty)) - expr(x)?.cast(dtype(e.ty)),
+        ExprKind::Binary(Binary::Arithmetic(op), l, r) => arithmetic(*op, l, r, e.ty)?,
+        ExprKind::Binary(op, l, r) => {
+            let (l, r) = (expr(l)?, expr(r)?);
+            match op {
+                Binary::Eq => l.eq(r),
+                Binary::NotEq => l.neq(r),
+                Binary::Lt => l.lt(r),
+                Binary::LtEq => l.lt_eq(r),
+                Binary::Gt => l.gt(r),
+                Binary::GtEq => l.gt_eq(r),
+                Binary::And => l.and(r),
+                Binary::Or => l.or(r),
+                Binary::Concat => concat_str([l, r], "", false),
+                Binary::Arithmetic(_) => unreachable!("matched above"),
+            }
+        }
+        ExprKind::Cast(x) => match (&x.kind, x.ty) {
+            // A string literal converted here, as Spark converts it.
+            (ExprKind::Literal(Literal::String(s)), SqlType::Varchar)
+                if e.ty != SqlType::Varchar =>
+            {
+                literal(&converted(s, e.ty).unwrap_or(Literal::Null), e.ty)?
+            }
+            _ => expr(x)?.cast(dtype(e.ty)),
+        },
+        ExprKind::Case {
+            branches,
+            otherwise,
+        } => {
+            let mut chain: Option<ChainedThen> = None;
+            let mut first: Option<Then> = None;
+            for (condition, value) in branches {
+                let (c, v) = (expr(condition)?, expr(value)?);
+                match (first.take(), chain.take()) {
+                    (None, None) => first = Some(when(c).then(v)),
+                    (Some(t), None) => chain = Some(t.when(c).then(v)),
+                    (None, Some(ch)) => chain = Some(ch.when(c).then(v)),
+                    (Some(_), Some(_)) => unreachable!("one of the two"),
+                }
+            }
+            let otherwise = expr(otherwise)?;
+            match (first, chain) {
+                (Some(t), None) => t.otherwise(otherwise),
+                (None, Some(ch)) => ch.otherwise(otherwise),
+                _ => otherwise,
+            }
+        }
+        ExprKind::InList {
+            expr: x,
+            list,
+            negated,
+        } => {
+            // An OR of equalities: SQL's three-valued answer with NULLs in the list.
+            let x = expr(x)?;
+            let mut any: Option<Expr> = None;
+            for item in list {
+                let eq = x.clone().eq(expr(item)?);
+                any = Some(match any {
+                    None => eq,
+                    Some(a) => a.or(eq),
+                });
+            }
+            let any = any.unwrap_or_else(|| lit(false));
+            if *negated { any.not() } else { any }
+        }
+        ExprKind::Like {
+            expr: x,
+            pattern,
+            negated,
+        } => {
+            let ExprKind::Literal(Literal::String(p)) = &pattern.kind else {
+                polars_bail!(InvalidOperation: "LIKE takes a literal pattern for now");
+            };
+            let matched = expr(x)?.str().contains(lit(like_regex(p)), true);
+            if *negated { matched.not() } else { matched }
+        }
+        ExprKind::IsNull { expr: x, negated } => {
+            if *negated {
+                expr(x)?.is_not_null()
+            } else {
+                expr(x)?.is_null()
+            }
+        }
+        ExprKind::Function(f, args) => function(*f, args, e.ty)?,
+    })
+}
+
+/// A LIKE pattern as an anchored regular expression (`%`: any run, `_`: one character).
+pub(crate) fn like_regex(pattern: &str) -> String {
+    let mut regex = String::from("(?s)^");
+    for c in pattern.chars() {
+        match c {
+            '%' => regex.push_str(".*"),
+            '_' => regex.push('.'),
+            c if "\\.+*?()|[]{}^$#&-~".contains(c) => {
+                regex.push('\\');
+                regex.push(c);
+            }
+            c => regex.push(c),
+        }
+    }
+    regex.push('$');
+    regex
+}
+
+fn function(f: Func, args: &[PlanExpr], ty: SqlType) -> PolarsResult<Expr> {
+    let lowered = args.iter().map(expr).collect::<PolarsResult<Vec<_>>>()?;
+    let one = || {
+        lowered
+            .first()
+            .cloned()
+            .ok_or_else(|| polars_err!(ComputeError: "{f:?} without an argument"))
+    };
+    Ok(match f {
+        Func::Upper => one()?.str().to_uppercase(),
+        Func::Lower => one()?.str().to_lowercase(),
+        Func::Trim => one()?.str().strip_chars(lit(" ")),
+        Func::CharLength => one()?.str().len_chars().cast(DataType::Int32),
+        Func::Substring => {
+            // 1-based; 0 counts as 1, a negative start counts from the end (Spark).
+            let start = lowered
+                .get(1)
+                .cloned()
+                .unwrap_or_else(|| lit(1))
+                .cast(DataType::Int64);
+            let offset = when(start.clone().gt(lit(0i64)))
+                .then(start.clone() - lit(1i64))
+                .otherwise(
+                    when(start.clone().eq(lit(0i64)))
+                        .then(lit(0i64))
+                        .otherwise(start),
+                );
+            let length = match lowered.get(2) {
+                Some(l) => l.clone().cast(DataType::UInt64),
+                None => lit(NULL).cast(DataType::UInt64),
+            };
+            one()?.str().slice(offset, length)
+        }
+        Func::Coalesce => coalesce(&lowered),
+        Func::Abs => one()?.abs(),
+        Func::Round => {
+            let decimals = match args.get(1).map(|a| &a.kind) {
+                None => 0,
+                Some(ExprKind::Literal(Literal::Integer(n))) => u32::try_from(*n).map_err(
+                    |_| polars_err!(InvalidOperation: "ROUND takes a scale of 0 or more for now"),
+                )?,
+                Some(_) => polars_bail!(InvalidOperation: "ROUND takes a literal scale"),
+            };
+            match ty {
+                SqlType::Float | SqlType::Double => {
+                    one()?.round(decimals, RoundMode::HalfAwayFromZero)
+                }
+                t if t.is_integer() => one()?,
+                _ => one()?
+                    .cast(DataType::Float64)
+                    .round(decimals, RoundMode::HalfAwayFromZero)
+                    .cast(dtype(ty)),
+            }
+        }
+        Func::Floor | Func::Ceil => match args.first().map(|a| a.ty) {
+            Some(t) if t.is_integer() => one()?,
+            _ => {
+                let x = one()?.cast(DataType::Float64);
+                let rounded = if f == Func::Floor {
+                    x.floor()
+                } else {
+                    x.ceil()
+                };
+                rounded.cast(dtype(ty))
+            }
+        },
+        Func::Year => one()?.dt().year().cast(DataType::Int32),
+        Func::Quarter => one()?.dt().quarter().cast(DataType::Int32),
+        Func::Month => one()?.dt().month().cast(DataType::Int32),
+        Func::DayOfMonth => one()?.dt().day().cast(DataType::Int32),
+    })
+}
