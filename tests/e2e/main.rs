@@ -11,6 +11,7 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod openapi;
+mod planner;
 mod sandbox;
 mod scaled;
 mod spark;
