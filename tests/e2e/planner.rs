@@ -31,6 +31,25 @@ fn the_planner_front_end_answers_through_the_async_api_with_kylins_labels() {
     );
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["data"][0], serde_json::json!(["CNT", "D_YEAR"]), "{v}");
+    // Timestamps as Kylin prints them (Kylin's Python client parses this), in the CSV and in
+    // the synchronous call's results.
+    let sql = "select timestamp '1994-06-01 12:34:56.100', timestamp '1994-06-01 00:00:00', \
+               date '1994-06-01' from dates limit 1";
+    assert_eq!(
+        server.run(sql, "ssb"),
+        "1994-06-01 12:34:56.1,1994-06-01 00:00:00,1994-06-01\n"
+    );
+    let (status, v) = server.json(
+        "POST",
+        "/kylin/api/query",
+        Some(&serde_json::json!({"sql": sql, "project": "ssb"}).to_string()),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["results"][0],
+        serde_json::json!(["1994-06-01 12:34:56.1", "1994-06-01 00:00:00", "1994-06-01"]),
+        "{v}"
+    );
     // An error says where.
     let id = server.submit("select nope\nfrom dates", "ssb");
     let v = server.wait(&id);

@@ -325,6 +325,9 @@ pub(crate) fn write_i64(out: &mut Vec<u8>, v: i64) {
 
 impl BatchEncoder for Csv {
     fn encode(&self, batch: &DataFrame, out: &mut Vec<u8>) -> io::Result<()> {
+        // Timestamps as Kylin prints them, as text.
+        let texts = crate::timestamp::as_kylin_text(batch).map_err(polars_io)?;
+        let batch = texts.as_ref().unwrap_or(batch);
         if let [byte] = self.separator.as_bytes() {
             if typed_csv(batch, *byte, out).map_err(polars_io)? {
                 return Ok(());

@@ -50,6 +50,15 @@ pub(crate) fn json_value(out: &mut Vec<u8>, value: &AnyValue<'_>) {
         }
         AnyValue::Float32(f) => float(out, f64::from(*f)),
         AnyValue::Float64(f) => float(out, *f),
+        // As the CSV prints them (Kylin's text).
+        AnyValue::Datetime(v, unit, _) | AnyValue::DatetimeOwned(v, unit, _) => {
+            let per_milli = match unit {
+                polars::prelude::TimeUnit::Nanoseconds => 1_000_000,
+                polars::prelude::TimeUnit::Microseconds => 1_000,
+                polars::prelude::TimeUnit::Milliseconds => 1,
+            };
+            text(&crate::timestamp::kylin_timestamp(v.div_euclid(per_milli)));
+        }
         other => text(&other.to_string()),
     }
 }

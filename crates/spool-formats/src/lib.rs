@@ -31,6 +31,7 @@ mod json;
 mod parallel;
 mod parquet;
 pub mod priority;
+mod timestamp;
 pub mod types;
 mod xlsx;
 
