@@ -90,7 +90,7 @@ fn cache_enabled() -> bool {
 #[derive(Clone)]
 pub(crate) struct OpenProject {
     pub name: String,
-    /// The project's tables as Spool's planner binds against them (views are not in it yet).
+    /// The project's tables and views as Spool's planner binds against them.
     pub planner: spool_planner::Catalog,
     tables: PlHashMap<String, LazyFrame>,
     pub names: Names,
@@ -383,6 +383,7 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
                 .map_err(|e| CatalogError::Broken(format!("view '{view}' cannot be read: {e}")))
         })
         .collect::<Result<_, _>>()?;
+    let view_texts = pending.clone();
     while !pending.is_empty() {
         let mut progress = false;
         let mut last_error = String::new();
@@ -411,7 +412,7 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
         pending = still;
     }
     described.sort_by(|a, b| a.name.cmp(&b.name));
-    let planner = crate::lower::catalog(&name, &schemas);
+    let planner = crate::lower::catalog(&name, &schemas, &view_texts);
     Ok(OpenProject {
         planner,
         name,

@@ -153,7 +153,10 @@ impl QueryEngine for PolarsEngine {
                     &request,
                     sink,
                     &cancel,
-                    (lower, front_end),
+                    How {
+                        lower_polars_threads: lower,
+                        front_end,
+                    },
                 )
             }))
         })
@@ -350,6 +353,15 @@ fn planned(
     lower::lower(&plan, &|name| project.table(name)).map_err(planning_error)
 }
 
+/// How [`run`] treats a query, as the engine is configured.
+#[derive(Debug, Clone, Copy)]
+struct How {
+    /// Lower Polars' threads' priority once they exist.
+    lower_polars_threads: bool,
+    /// What reads the SQL.
+    front_end: FrontEnd,
+}
+
 /// Runs one query to completion on the calling (blocking) thread.
 fn run(
     catalogs: &catalog::Cache,
@@ -358,8 +370,12 @@ fn run(
     request: &QueryRequest,
     sink: Box<dyn ResultSink>,
     cancel: &CancelToken,
-    (lower_polars_threads, front_end): (bool, FrontEnd),
+    how: How,
 ) -> Result<Execution, EngineError> {
+    let How {
+        lower_polars_threads,
+        front_end,
+    } = how;
     let project = catalogs
         .open(root, request.project.as_str())
         .map_err(|e| match e {

@@ -21,7 +21,7 @@ use spool_planner::plan::{
     Scalar as Func, SortKey, Unary,
 };
 use spool_planner::types::Arithmetic;
-use spool_planner::{Catalog, Column, SqlType, Table};
+use spool_planner::{Catalog, Column, SqlType, Table, View};
 
 /// The Polars type a SQL type is computed in.
 pub(crate) fn dtype(ty: SqlType) -> DataType {
@@ -65,8 +65,13 @@ pub(crate) fn sql_type(dtype: &DataType) -> Option<SqlType> {
 }
 
 /// The planner's catalog of an opened project: one schema, named as Kylin reports a project's
-/// database (the project's name in upper case), holding every table Spool can read.
-pub(crate) fn catalog(project: &str, tables: &[(String, Schema)]) -> Catalog {
+/// database (the project's name in upper case), holding every table Spool can read and the
+/// project's views (their SQL as written, bound where a query reads them).
+pub(crate) fn catalog(
+    project: &str,
+    tables: &[(String, Schema)],
+    views: &[(String, String)],
+) -> Catalog {
     let schema = project.to_uppercase();
     let mut catalog = Catalog::new(&schema);
     for (name, columns) in tables {
@@ -79,6 +84,13 @@ pub(crate) fn catalog(project: &str, tables: &[(String, Schema)]) -> Catalog {
             name: name.clone(),
             columns,
             rows: None,
+        });
+    }
+    for (name, sql) in views {
+        catalog.add_view(View {
+            schema: schema.clone(),
+            name: name.clone(),
+            sql: sql.clone(),
         });
     }
     catalog
@@ -221,45 +233,6 @@ fn sort(frame: LazyFrame, keys: &[SortKey]) -> PolarsResult<LazyFrame> {
     Ok(frame.sort_by_exprs(exprs, options))
 }
 
-/// The columns an expression reads.
-fn columns_of(e: &PlanExpr, out: &mut Vec<usize>) {
-    match &e.kind {
-        ExprKind::Column(i) => out.push(*i),
-        ExprKind::Literal(_) => {}
-        ExprKind::Unary(_, x) | ExprKind::Cast(x) => columns_of(x, out),
-        ExprKind::Binary(_, l, r) => {
-            columns_of(l, out);
-            columns_of(r, out);
-        }
-        ExprKind::Case {
-            branches,
-            otherwise,
-        } => {
-            for (c, t) in branches {
-                columns_of(c, out);
-                columns_of(t, out);
-            }
-            columns_of(otherwise, out);
-        }
-        ExprKind::InList { expr, list, .. } => {
-            columns_of(expr, out);
-            for item in list {
-                columns_of(item, out);
-            }
-        }
-        ExprKind::Like { expr, pattern, .. } => {
-            columns_of(expr, out);
-            columns_of(pattern, out);
-        }
-        ExprKind::IsNull { expr, .. } => columns_of(expr, out),
-        ExprKind::Function(_, args) => {
-            for a in args {
-                columns_of(a, out);
-            }
-        }
-    }
-}
-
 /// The conjuncts of a condition.
 fn conjuncts<'e>(e: &'e PlanExpr, out: &mut Vec<&'e PlanExpr>) {
     match &e.kind {
@@ -294,9 +267,7 @@ fn join(
         conjuncts(on, &mut parts);
         for part in parts {
             if let ExprKind::Binary(Binary::Eq, l, r) = &part.kind {
-                let (mut lc, mut rc) = (Vec::new(), Vec::new());
-                columns_of(l, &mut lc);
-                columns_of(r, &mut rc);
+                let (lc, rc) = (l.columns(), r.columns());
                 let left_only = |c: &[usize]| !c.is_empty() && c.iter().all(|&i| i < width);
                 let right_only = |c: &[usize]| !c.is_empty() && c.iter().all(|&i| i >= width);
                 if left_only(&lc) && right_only(&rc) {

@@ -46,6 +46,11 @@ fn fixture() -> tempfile::TempDir {
         "NAME,CODE\nASIA,1\nEUROPE,2\nAFRICA,3\n",
     )
     .expect("csv");
+    fs::write(
+        dir.join("ASIAN_SALES.sql"),
+        "select id, price * 2 as double_price from sales where region = 'ASIA'",
+    )
+    .expect("view");
     root
 }
 
@@ -145,6 +150,13 @@ async fn the_silently_wrong_answers_of_polars_sql_are_right() {
             "select upper(substring(region, 2, 3)), char_length(region) from sales \
              where id = 2",
             "URO,6\n",
+        ),
+        // No FROM: one row.
+        ("select 1 + 1, 'a'", "2,a\n"),
+        // A view of the project, read like a table.
+        (
+            "select v.id, double_price from asian_sales v order by id",
+            "1,20.00\n3,29.98\n",
         ),
     ] {
         assert_eq!(answer(root, sql).await, expected, "{sql}");

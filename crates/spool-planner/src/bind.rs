@@ -17,7 +17,7 @@ use sqlparser::ast::{
 
 use sqlparser::tokenizer::Span;
 
-use crate::catalog::{Case, Catalog, Lookup, resolve};
+use crate::catalog::{Case, Catalog, Lookup, Relation, resolve};
 use crate::error::{PlanError, Position};
 use crate::plan::{
     Aggregate, AggregateFunction, Binary, Expr, ExprKind, Field, JoinKind, Literal, Plan, Scalar,
@@ -56,11 +56,16 @@ struct Cte {
     plan: Plan,
 }
 
+/// How deep views may read views: past it, a view is taken to read itself.
+const MAX_VIEW_DEPTH: usize = 16;
+
 /// Binds queries against one catalog.
 pub struct Binder<'a> {
     catalog: &'a Catalog,
     /// CTEs visible where binding is, innermost last.
     ctes: Vec<Cte>,
+    /// Views being bound around this binder (0 for the query itself).
+    depth: usize,
 }
 
 impl<'a> Binder<'a> {
@@ -69,6 +74,7 @@ impl<'a> Binder<'a> {
         Self {
             catalog,
             ctes: Vec::new(),
+            depth: 0,
         }
     }
 
@@ -317,12 +323,13 @@ impl<'a> Binder<'a> {
         table: &Ident,
         written: &ast::ObjectName,
     ) -> Result<Plan> {
-        let found = self.catalog.table(
+        let found = self.catalog.relation(
             schema.map(|s| (s.value.as_str(), case_of(s))),
             (table.value.as_str(), case_of(table)),
         );
         let found = match found {
-            Ok(found) => found,
+            Ok(Relation::Table(found)) => found,
+            Ok(Relation::View(view)) => return self.view(view, written),
             Err(Lookup::NotFound) => {
                 return Err(PlanError::user(
                     format!("table '{written}' not found"),
@@ -353,6 +360,43 @@ impl<'a> Binder<'a> {
                 })
                 .collect(),
         })
+    }
+
+    /// Binds a view where `written` reads it: its query on its own (it sees no CTE of the
+    /// query reading it), its columns qualified by its name.
+    fn view(&self, view: &crate::catalog::View, written: &ast::ObjectName) -> Result<Plan> {
+        let invalid = |message: String| {
+            PlanError::user(
+                format!("view '{}' is invalid: {message}", view.name),
+                written.span(),
+            )
+        };
+        if self.depth >= MAX_VIEW_DEPTH {
+            return Err(invalid(format!(
+                "views read views more than {MAX_VIEW_DEPTH} deep (does it read itself?)"
+            )));
+        }
+        let mut statements =
+            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::GenericDialect {}, &view.sql)
+                .map_err(|e| invalid(e.to_string()))?;
+        let Some(ast::Statement::Query(query)) = statements.pop().filter(|_| statements.is_empty())
+        else {
+            return Err(invalid("a view holds one query".to_owned()));
+        };
+        let mut binder = Binder {
+            catalog: self.catalog,
+            ctes: Vec::new(),
+            depth: self.depth + 1,
+        };
+        let plan = binder.query(&query).map_err(|e| match e {
+            // A view read by a view names the innermost one that is invalid, once.
+            PlanError::User { message, .. } if message.starts_with("view '") => {
+                PlanError::user(message, written.span())
+            }
+            PlanError::User { message, .. } => invalid(message),
+            internal => internal,
+        })?;
+        Ok(requalify(plan, &Ident::new(view.name.clone())))
     }
 
     /// Binds one SELECT with the query's ORDER BY (which may name its output columns).
@@ -1672,36 +1716,23 @@ fn rename_columns(
     })
 }
 
-/// The plan with every output column qualified by `alias` (a table alias, a CTE's name).
+/// The plan with every output column qualified by `alias` (a table alias, a CTE's name), kept
+/// as written: qualifiers are matched by the name rules when a column names one.
 fn requalify(plan: Plan, alias: &Ident) -> Plan {
-    // Kept as written: qualifiers are matched by the name rules when a column names one.
-    let qualifier = alias.value.clone();
-    let fields: Vec<Field> = plan
-        .fields()
-        .iter()
-        .map(|f| Field {
-            qualifier: Some(qualifier.clone()),
-            ..f.clone()
-        })
-        .collect();
-    Plan::Project {
-        exprs: fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| Expr::column(i, f))
-            .collect(),
-        input: Box::new(plan),
-        fields,
-    }
+    with_qualifier(plan, Some(alias.value.clone()))
 }
 
 /// The plan with no qualifier on its columns (a subquery without an alias).
 fn unqualify(plan: Plan) -> Plan {
+    with_qualifier(plan, None)
+}
+
+fn with_qualifier(plan: Plan, qualifier: Option<String>) -> Plan {
     let fields: Vec<Field> = plan
         .fields()
         .iter()
         .map(|f| Field {
-            qualifier: None,
+            qualifier: qualifier.clone(),
             ..f.clone()
         })
         .collect();

@@ -45,6 +45,42 @@ pub struct Table {
     pub rows: Option<u64>,
 }
 
+/// A view of a project: a name for a query over the project's relations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    /// The schema it belongs to, as the catalog spells it.
+    pub schema: String,
+    /// Its name as the catalog spells it.
+    pub name: String,
+    /// Its query, as written.
+    pub sql: String,
+}
+
+/// What a relation name resolves to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation<'c> {
+    /// A table of data.
+    Table(&'c Table),
+    /// A view, bound where it is read.
+    View(&'c View),
+}
+
+/// An entry of a schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Table(Table),
+    View(View),
+}
+
+impl Entry {
+    fn relation(&self) -> Relation<'_> {
+        match self {
+            Self::Table(t) => Relation::Table(t),
+            Self::View(v) => Relation::View(v),
+        }
+    }
+}
+
 /// How a name was written. Both match ignoring case; they differ in the spelling preferred
 /// when several match: Calcite reads an unquoted name upper-cased, a quoted one as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,8 +130,8 @@ pub fn resolve<'c, T>(
 pub struct Catalog {
     /// The schema unqualified table names resolve in.
     pub default_schema: String,
-    /// Tables by schema, each schema's tables by name (as spelled).
-    schemas: BTreeMap<String, BTreeMap<String, Table>>,
+    /// Tables and views by schema, each schema's by name (as spelled).
+    schemas: BTreeMap<String, BTreeMap<String, Entry>>,
 }
 
 /// Why a table reference did not resolve to one table.
@@ -116,26 +152,40 @@ impl Catalog {
         }
     }
 
-    /// Adds `table` to its schema (replacing one of the same spelling).
+    /// Adds `table` to its schema (replacing a relation of the same spelling).
     pub fn add(&mut self, table: Table) {
         self.schemas
             .entry(table.schema.clone())
             .or_default()
-            .insert(table.name.clone(), table);
+            .insert(table.name.clone(), Entry::Table(table));
+    }
+
+    /// Adds `view` to its schema (replacing a relation of the same spelling).
+    pub fn add_view(&mut self, view: View) {
+        self.schemas
+            .entry(view.schema.clone())
+            .or_default()
+            .insert(view.name.clone(), Entry::View(view));
     }
 
     /// Every table, schema by schema.
     pub fn tables(&self) -> impl Iterator<Item = &Table> {
-        self.schemas.values().flat_map(BTreeMap::values)
+        self.schemas
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter_map(|entry| match entry {
+                Entry::Table(t) => Some(t),
+                Entry::View(_) => None,
+            })
     }
 
-    /// Resolves a table reference: `[schema.]table`, each part with how it was written.
-    pub fn table(
+    /// Resolves a relation reference: `[schema.]name`, each part with how it was written.
+    pub fn relation(
         &self,
         schema: Option<(&str, Case)>,
-        table: (&str, Case),
-    ) -> Result<&Table, Lookup> {
-        let tables = match schema {
+        name: (&str, Case),
+    ) -> Result<Relation<'_>, Lookup> {
+        let entries = match schema {
             Some((written, case)) => resolve(
                 written,
                 case,
@@ -147,13 +197,26 @@ impl Catalog {
                 .get(&self.default_schema)
                 .ok_or(Lookup::NotFound)?,
         };
-        let (written, case) = table;
+        let (written, case) = name;
         resolve(
             written,
             case,
-            tables.iter().map(|(name, t)| (name.as_str(), t)),
+            entries.iter().map(|(name, e)| (name.as_str(), e)),
         )
+        .map(Entry::relation)
         .map_err(|found| lookup_error(found, written))
+    }
+
+    /// Resolves a table reference (views are not tables).
+    pub fn table(
+        &self,
+        schema: Option<(&str, Case)>,
+        table: (&str, Case),
+    ) -> Result<&Table, Lookup> {
+        match self.relation(schema, table)? {
+            Relation::Table(t) => Ok(t),
+            Relation::View(_) => Err(Lookup::NotFound),
+        }
     }
 }
 

@@ -21,7 +21,7 @@ pub mod passes;
 pub mod plan;
 pub mod types;
 
-pub use catalog::{Case, Catalog, Column, Table};
+pub use catalog::{Case, Catalog, Column, Relation, Table, View};
 pub use error::{PlanError, Position};
 pub use plan::{Expr, Field, Plan};
 pub use types::SqlType;

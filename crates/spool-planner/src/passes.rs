@@ -1,9 +1,10 @@
 //! Passes over a bound plan: each keeps the plan's answer and changes how it is computed.
 //!
 //! - [`join_conditions`]: comma-separated FROM items (cross joins under a WHERE, as SSB and
-//!   BI tools write star joins) become inner joins on the WHERE's equalities between them, each
-//!   item joined as soon as an equality links it to those before; conditions that link nothing
-//!   stay in the WHERE. Without it, every comma join would be a cross product.
+//!   BI tools write star joins) become inner joins on the WHERE's equalities between them: the
+//!   item most equalities link (a star's fact table) first, then each item as soon as an
+//!   equality links it to those joined; conditions that link nothing stay in the WHERE.
+//!   Without it, every comma join would be a cross product.
 
 use crate::plan::{Binary, Expr, ExprKind, Field, JoinKind, Plan};
 
@@ -118,38 +119,6 @@ fn conjuncts(e: Expr, out: &mut Vec<Expr>) {
     }
 }
 
-fn columns(e: &Expr, out: &mut Vec<usize>) {
-    match &e.kind {
-        ExprKind::Column(i) => out.push(*i),
-        ExprKind::Literal(_) => {}
-        ExprKind::Unary(_, x) | ExprKind::Cast(x) => columns(x, out),
-        ExprKind::Binary(_, l, r) => {
-            columns(l, out);
-            columns(r, out);
-        }
-        ExprKind::Case {
-            branches,
-            otherwise,
-        } => {
-            for (c, t) in branches {
-                columns(c, out);
-                columns(t, out);
-            }
-            columns(otherwise, out);
-        }
-        ExprKind::InList { expr, list, .. } => {
-            columns(expr, out);
-            list.iter().for_each(|i| columns(i, out));
-        }
-        ExprKind::Like { expr, pattern, .. } => {
-            columns(expr, out);
-            columns(pattern, out);
-        }
-        ExprKind::IsNull { expr, .. } => columns(expr, out),
-        ExprKind::Function(_, args) => args.iter().for_each(|a| columns(a, out)),
-    }
-}
-
 /// `e` with every column index mapped through `map`.
 fn remap(e: Expr, map: &dyn Fn(usize) -> usize) -> Expr {
     let kind = match e.kind {
@@ -226,9 +195,7 @@ fn link(cross: Plan, predicate: Expr) -> Plan {
     let reads: Vec<Vec<usize>> = parts
         .iter()
         .map(|p| {
-            let mut cols = Vec::new();
-            columns(p, &mut cols);
-            let mut items: Vec<usize> = cols.into_iter().map(item_of).collect();
+            let mut items: Vec<usize> = p.columns().into_iter().map(item_of).collect();
             items.sort_unstable();
             items.dedup();
             items
@@ -238,9 +205,21 @@ fn link(cross: Plan, predicate: Expr) -> Plan {
         items.len() == 2 && matches!(p.kind, ExprKind::Binary(Binary::Eq, _, _))
     };
 
-    // Items in join order: the first, then each next one linked to those joined.
-    let mut order = vec![0usize];
-    let mut remaining: Vec<usize> = (1..leaves.len()).collect();
+    // Items in join order: the centre of the star first (the item most equalities link to
+    // others: a fact table, which then probes each dimension's hash table), then each next
+    // one linked to those joined, in FROM order.
+    let links = |item: usize| {
+        parts
+            .iter()
+            .zip(&reads)
+            .filter(|(p, items)| is_link(p, items) && items.contains(&item))
+            .count()
+    };
+    let centre = (0..leaves.len())
+        .max_by_key(|&item| (links(item), std::cmp::Reverse(item)))
+        .unwrap_or(0);
+    let mut order = vec![centre];
+    let mut remaining: Vec<usize> = (0..leaves.len()).filter(|&i| i != centre).collect();
     while !remaining.is_empty() {
         let linked = remaining.iter().position(|&candidate| {
             parts.iter().zip(&reads).any(|(p, items)| {
@@ -352,23 +331,23 @@ mod tests {
 
     #[test]
     fn comma_joins_become_inner_joins_on_the_wheres_equalities() {
-        // SSB's Q4 writes the dimension first: it is joined first, then the fact table (linked
-        // to it), then the customer (linked to the fact table).
+        // SSB's Q4 writes a dimension first: the fact table, linked to both dimensions, is
+        // joined first all the same, then the dimensions in FROM order.
         let sql = "select d_year, sum(lo_revenue) from dates, customer, lineorder \
                    where lo_custkey = c_custkey and lo_orderdate = d_datekey and c_region = 1 \
                    group by d_year";
         let plan = super::optimize(crate::bind_query(sql, &catalog()).expect("plan"));
         let explained = plan.explain();
-        // DATES #0-1, LINEORDER #2-4, CUSTOMER #5-6 in join order; FROM order restored above.
+        // LINEORDER #0-2, DATES #3-4, CUSTOMER #5-6 in join order; FROM order restored above.
         let expected = "\
 Project #0 AS D_YEAR, #1 AS EXPR$1
   Aggregate by [#1] computing [Sum(#6): BIGINT]
-    Project #0 AS D_DATEKEY, #1 AS D_YEAR, #5 AS C_CUSTKEY, #6 AS C_REGION, #2 AS LO_ORDERDATE, #3 AS LO_CUSTKEY, #4 AS LO_REVENUE
+    Project #3 AS D_DATEKEY, #4 AS D_YEAR, #5 AS C_CUSTKEY, #6 AS C_REGION, #0 AS LO_ORDERDATE, #1 AS LO_CUSTKEY, #2 AS LO_REVENUE
       Filter (#6 = Integer(1))
-        Join Inner on (#3 = #5)
-          Join Inner on (#2 = #0)
-            Scan SSB.DATES
+        Join Inner on (#1 = #5)
+          Join Inner on (#0 = #3)
             Scan SSB.LINEORDER
+            Scan SSB.DATES
           Scan SSB.CUSTOMER
 ";
         assert_eq!(explained, expected);

@@ -194,6 +194,39 @@ impl Expr {
             nullable: field.nullable,
         }
     }
+
+    /// The input fields the expression reads, in the order met (with repeats).
+    pub fn columns(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut stack = vec![self];
+        while let Some(e) = stack.pop() {
+            match &e.kind {
+                ExprKind::Column(i) => out.push(*i),
+                ExprKind::Literal(_) => {}
+                ExprKind::Unary(_, x) | ExprKind::Cast(x) => stack.push(x),
+                ExprKind::Binary(_, l, r) => stack.extend([r.as_ref(), l.as_ref()]),
+                ExprKind::Case {
+                    branches,
+                    otherwise,
+                } => {
+                    stack.push(otherwise);
+                    for (c, t) in branches.iter().rev() {
+                        stack.extend([t, c]);
+                    }
+                }
+                ExprKind::InList { expr, list, .. } => {
+                    stack.extend(list.iter().rev());
+                    stack.push(expr);
+                }
+                ExprKind::Like { expr, pattern, .. } => {
+                    stack.extend([pattern.as_ref(), expr.as_ref()]);
+                }
+                ExprKind::IsNull { expr, .. } => stack.push(expr),
+                ExprKind::Function(_, args) => stack.extend(args.iter().rev()),
+            }
+        }
+        out
+    }
 }
 
 /// One aggregate of an [`Plan::Aggregate`].

@@ -1,6 +1,6 @@
 //! Binding and typing, through [`crate::plan_query`], over a catalog of two schemas.
 
-use crate::catalog::{Catalog, Column, Table};
+use crate::catalog::{Catalog, Column, Table, View};
 use crate::types::SqlType;
 use crate::{Plan, PlanError, plan_query};
 
@@ -51,6 +51,16 @@ fn catalog() -> Catalog {
             ("C_NATION", Varchar),
         ],
     ));
+    c.add_view(View {
+        schema: "SSB".to_owned(),
+        name: "ASIA_CUSTOMERS".to_owned(),
+        sql: "select c_custkey as id, c_nation from customer where c_region = 'ASIA'".to_owned(),
+    });
+    c.add_view(View {
+        schema: "SSB".to_owned(),
+        name: "LOOP".to_owned(),
+        sql: "select * from loop".to_owned(),
+    });
     c.add(table(
         "EDW",
         "TEST_CAL_DT",
@@ -311,4 +321,24 @@ Sort #0 NULLS FIRST, #2 DESC NULLS LAST
           Scan SSB.CUSTOMER
 ";
     assert_eq!(explained, expected);
+}
+
+#[test]
+fn views_bind_where_they_are_read() {
+    assert_eq!(
+        output("select a.id, c_nation from asia_customers a order by 1"),
+        [
+            ("ID".to_owned(), SqlType::Integer),
+            ("C_NATION".to_owned(), SqlType::Varchar)
+        ]
+    );
+    assert_eq!(
+        names("select asia_customers.id from ssb.asia_customers"),
+        ["ID"]
+    );
+    // A view sees no CTE of the query that reads it.
+    plan("with customer as (select 1 as x) select id from asia_customers");
+    let (message, line, column) = fails("select 1\nfrom loop");
+    assert!(message.starts_with("view 'LOOP' is invalid"), "{message}");
+    assert_eq!((line, column), (2, 6));
 }
