@@ -1407,10 +1407,25 @@ fn scalar(f: Scalar, args: Vec<Expr>, at: &Ast) -> Result<Expr> {
             [a] if a.ty.is_numeric() => a.ty,
             _ => return Err(wrong("one number")),
         },
-        Scalar::Round => match args.as_slice() {
-            [a] | [a, _] if a.ty.is_numeric() => a.ty,
-            _ => return Err(wrong("a number and an optional scale")),
-        },
+        Scalar::Round => {
+            let digits = match args.get(1).map(|d| &d.kind) {
+                None => 0,
+                Some(ExprKind::Literal(Literal::Integer(n))) => *n,
+                Some(_) => return Err(wrong("a number and a literal scale")),
+            };
+            match args.first().map(|a| a.ty) {
+                // Spark: rounding a decimal to fewer places narrows its scale to them.
+                Some(SqlType::Decimal { precision, scale })
+                    if args.len() <= 2 && digits >= 0 && digits < i64::from(scale) =>
+                {
+                    let digits = u8::try_from(digits).unwrap_or(0);
+                    SqlType::decimal((precision - scale + digits + 1).min(38), digits)
+                        .ok_or_else(|| wrong("a number and a literal scale"))?
+                }
+                Some(t) if t.is_numeric() && args.len() <= 2 => t,
+                _ => return Err(wrong("a number and an optional scale")),
+            }
+        }
         Scalar::Floor | Scalar::Ceil => match args.as_slice() {
             [a] if a.ty.is_integer() => a.ty,
             [a] if matches!(a.ty, SqlType::Decimal { .. }) => {
