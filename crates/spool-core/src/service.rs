@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use spool_domain::{
-    Idempotency, Job, JobState, Principal, Progress, PublicStatus, QueryId, QueryRequest, ResultKey,
+    Idempotency, Job, JobState, Principal, Progress, PublicStatus, QueryId, QueryRequest,
+    ResultKey, Timestamp,
 };
 use spool_ports::{
     CancelToken, Clock, IdGenerator, JobStore, JobStoreError, QueryEngine, ResultStore,
@@ -181,9 +182,25 @@ pub(crate) struct Inner {
     pub(crate) callbacks_due: Arc<Notify>,
     /// What this process counts of the queries it runs.
     pub(crate) metrics: crate::metrics::Metrics,
+    /// The last submission time this process gave a job, in milliseconds.
+    last_submitted: std::sync::atomic::AtomicI64,
 }
 
 impl Inner {
+    /// The clock's time for a new job, later than every job this process submitted before it:
+    /// two submissions within one millisecond still list newest first.
+    pub(crate) fn submit_time(&self) -> Timestamp {
+        use std::sync::atomic::Ordering;
+        let now = self.ports.clock.now().as_millis();
+        let previous = self
+            .last_submitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+                Some(now.max(last.saturating_add(1)))
+            })
+            .unwrap_or(now);
+        Timestamp::from_millis(now.max(previous.saturating_add(1)))
+    }
+
     pub(crate) fn running(&self) -> std::sync::MutexGuard<'_, HashMap<QueryId, CancelToken>> {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -202,6 +219,7 @@ impl Spool {
                 waiters: crate::lifecycle::Waiters::default(),
                 callbacks_due: Arc::new(Notify::new()),
                 metrics: crate::metrics::Metrics::default(),
+                last_submitted: std::sync::atomic::AtomicI64::new(i64::MIN),
             }),
         }
     }
@@ -275,7 +293,7 @@ impl Spool {
                 ports.ids.next_id(),
                 who.name.clone(),
                 request,
-                ports.clock.now(),
+                self.inner.submit_time(),
             ),
         };
         job.idempotency = idempotency;
@@ -370,7 +388,12 @@ impl Spool {
         else {
             return Ok(None);
         };
-        let mut job = Job::new(ports.ids.next_id(), who.name.clone(), request.clone(), now);
+        let mut job = Job::new(
+            ports.ids.next_id(),
+            who.name.clone(),
+            request.clone(),
+            self.inner.submit_time(),
+        );
         let to = ResultKey::new(job.id, 0);
         let bytes = match ports.results.copy(from, to).await {
             Ok(bytes) => bytes,

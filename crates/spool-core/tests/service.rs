@@ -903,3 +903,20 @@ async fn a_revoked_grant_hides_the_users_earlier_queries_there() {
     );
     workers.shutdown().await;
 }
+
+/// Submissions within one millisecond (a clock that stands still) still get later submission
+/// times in the order they were made, so listings are newest first.
+#[tokio::test]
+async fn submissions_in_one_millisecond_keep_their_order() {
+    let clock = spool_ports::testing::ManualClock::at(1_000_000);
+    let h = harness_on(Arc::new(clock), 0, |_| {});
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(h.submit(&admin(), &format!("ok:{i}\n")).await);
+    }
+    let mut jobs = h.jobs.list(&JobFilter::default()).await.expect("list");
+    jobs.sort_by_key(|j| (j.submitted_at, j.id));
+    let listed: Vec<QueryId> = jobs.iter().map(|j| j.id).collect();
+    assert_eq!(listed, ids);
+    assert_eq!(jobs[0].submitted_at.as_millis(), 1_000_000);
+}
