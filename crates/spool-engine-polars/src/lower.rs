@@ -658,5 +658,19 @@ fn function(f: Func, args: &[PlanExpr], ty: SqlType) -> PolarsResult<Expr> {
         Func::Quarter => one()?.dt().quarter().cast(DataType::Int32),
         Func::Month => one()?.dt().month().cast(DataType::Int32),
         Func::DayOfMonth => one()?.dt().day().cast(DataType::Int32),
+        Func::FloorTo(unit) => {
+            use spool_planner::plan::TimeUnit as U;
+            let every = match unit {
+                U::Year => "1y",
+                U::Quarter => "1q",
+                U::Month => "1mo",
+                U::Week => "1w",
+                U::Day => "1d",
+                U::Hour => "1h",
+                U::Minute => "1m",
+                U::Second => "1s",
+            };
+            one()?.dt().truncate(lit(every))
+        }
     })
 }

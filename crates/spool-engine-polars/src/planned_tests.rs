@@ -297,6 +297,21 @@ async fn what_the_planner_accepts_answers_as_sql_does() {
             ",1\nASIA,1\nEUROPE,1\n",
         ),
         ("select x.n from (select count(*) as n from sales) x", "4\n"),
+        // Superset's time grains: 2024-05-15 (a Wednesday) 13:45:30.250.
+        (
+            "select floor(timestamp '2024-05-15 13:45:30.250' to year), \
+             floor(timestamp '2024-05-15 13:45:30.250' to quarter), \
+             floor(timestamp '2024-05-15 13:45:30.250' to month), \
+             floor(timestamp '2024-05-15 13:45:30.250' to week), \
+             floor(timestamp '2024-05-15 13:45:30.250' to day), \
+             floor(timestamp '2024-05-15 13:45:30.250' to hour), \
+             floor(timestamp '2024-05-15 13:45:30.250' to minute), \
+             floor(timestamp '2024-05-15 13:45:30.250' to second), \
+             floor(date '2024-05-15' to month)",
+            "2024-01-01 00:00:00,2024-04-01 00:00:00,2024-05-01 00:00:00,\
+             2024-05-13 00:00:00,2024-05-15 00:00:00,2024-05-15 13:00:00,\
+             2024-05-15 13:45:00,2024-05-15 13:45:30,2024-05-01\n",
+        ),
     ] {
         assert_eq!(answer(root, sql).await, expected, "{sql}");
     }

@@ -21,7 +21,7 @@ use crate::catalog::{Case, Catalog, Lookup, Relation, resolve};
 use crate::error::{PlanError, Position};
 use crate::plan::{
     Aggregate, AggregateFunction, Binary, Expr, ExprKind, Field, JoinKind, Literal, Plan, Scalar,
-    SortKey, Unary,
+    SortKey, TimeUnit, Unary,
 };
 use crate::types::{self, Arithmetic, SqlType};
 
@@ -877,12 +877,31 @@ impl<'a> Binder<'a> {
                 };
                 scalar(f, vec![inner], e)
             }
+            Ast::Floor {
+                expr,
+                field: CeilFloorKind::DateTimeField(unit),
+            } if *unit != DateTimeField::NoDateTime => {
+                // `FLOOR(ts TO MONTH)`: every time grain Superset and Kylin's BI tools send.
+                let unit = match unit {
+                    DateTimeField::Year => TimeUnit::Year,
+                    DateTimeField::Quarter => TimeUnit::Quarter,
+                    DateTimeField::Month => TimeUnit::Month,
+                    DateTimeField::Week(None) => TimeUnit::Week,
+                    DateTimeField::Day => TimeUnit::Day,
+                    DateTimeField::Hour => TimeUnit::Hour,
+                    DateTimeField::Minute => TimeUnit::Minute,
+                    DateTimeField::Second => TimeUnit::Second,
+                    other => return Err(unsupported(&format!("FLOOR(... TO {other})"), e.span())),
+                };
+                let inner = self.expr(expr, scope)?;
+                scalar(Scalar::FloorTo(unit), vec![inner], e)
+            }
             Ast::Floor { expr, field } | Ast::Ceil { expr, field } => {
                 if !matches!(
                     field,
                     CeilFloorKind::DateTimeField(DateTimeField::NoDateTime)
                 ) {
-                    return Err(unsupported("FLOOR/CEIL to a time unit", e.span()));
+                    return Err(unsupported("CEIL to a time unit", e.span()));
                 }
                 let inner = self.expr(expr, scope)?;
                 let f = if matches!(e, Ast::Floor { .. }) {
@@ -1434,6 +1453,21 @@ fn scalar(f: Scalar, args: Vec<Expr>, at: &Ast) -> Result<Expr> {
             }
             [a] if a.ty.is_numeric() => SqlType::BigInt,
             _ => return Err(wrong("one number")),
+        },
+        Scalar::FloorTo(unit) => match args.as_slice() {
+            [a] if a.ty == SqlType::Timestamp => SqlType::Timestamp,
+            // A date floors to a date; below a day it is its own floor.
+            [a] if a.ty == SqlType::Date && unit >= TimeUnit::Day => SqlType::Date,
+            [a] if a.ty == SqlType::Date => {
+                let arg = cast(args[0].clone(), SqlType::Timestamp);
+                let _ = a;
+                return Ok(Expr {
+                    ty: SqlType::Timestamp,
+                    nullable,
+                    kind: ExprKind::Function(f, vec![arg]),
+                });
+            }
+            _ => return Err(wrong("a date or timestamp")),
         },
         Scalar::Year | Scalar::Quarter | Scalar::Month | Scalar::DayOfMonth => {
             match args.as_slice() {

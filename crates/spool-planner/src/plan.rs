@@ -106,6 +106,30 @@ pub enum Scalar {
     Month,
     /// `DAYOFMONTH(d)`, `EXTRACT(DAY FROM d)`.
     DayOfMonth,
+    /// `FLOOR(t TO unit)`: the start of the unit `t` falls in (weeks start on Monday, as
+    /// Spark's `date_trunc`).
+    FloorTo(TimeUnit),
+}
+
+/// A unit of time, ordered from the smallest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimeUnit {
+    /// A second.
+    Second,
+    /// A minute.
+    Minute,
+    /// An hour.
+    Hour,
+    /// A day.
+    Day,
+    /// A week, from Monday.
+    Week,
+    /// A month.
+    Month,
+    /// A quarter of a year.
+    Quarter,
+    /// A year.
+    Year,
 }
 
 /// An aggregate function.
