@@ -206,6 +206,13 @@ fn node(plan: &Plan, table: &dyn Fn(&str) -> Option<LazyFrame>) -> PolarsResult<
             });
             frame.slice(offset, len)
         }
+        Plan::Union { inputs, .. } => concat(
+            inputs
+                .iter()
+                .map(|input| node(input, table))
+                .collect::<PolarsResult<Vec<_>>>()?,
+            UnionArgs::default(),
+        )?,
         Plan::Distinct { input } => {
             node(input, table)?.unique_stable(None, UniqueKeepStrategy::First)
         }

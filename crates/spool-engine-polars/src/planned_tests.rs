@@ -297,6 +297,20 @@ async fn what_the_planner_accepts_answers_as_sql_does() {
             ",1\nASIA,1\nEUROPE,1\n",
         ),
         ("select x.n from (select count(*) as n from sales) x", "4\n"),
+        // UNION ALL keeps every row, UNION one of each; columns meet in a common type and are
+        // named by the left side.
+        (
+            "select id from sales where id < 3 union all select code from regions order by 1",
+            "1\n1\n2\n2\n3\n",
+        ),
+        (
+            "select region as r from sales union select name from regions order by r",
+            "\nAFRICA\nASIA\nEUROPE\n",
+        ),
+        (
+            "select price from sales where id = 1 union all select 2.5 order by 1 desc",
+            "10.00\n2.50\n",
+        ),
         // Superset's time grains: 2024-05-15 (a Wednesday) 13:45:30.250.
         (
             "select floor(timestamp '2024-05-15 13:45:30.250' to year), \

@@ -100,13 +100,6 @@ impl<'a> Binder<'a> {
                 });
             }
         }
-        let select = match query.body.as_ref() {
-            SetExpr::Select(select) => select,
-            SetExpr::Query(inner) if query.order_by.is_none() && query.limit_clause.is_none() => {
-                return self.query(inner);
-            }
-            other => return Err(unsupported("this kind of query body", other.span())),
-        };
         let order_by = match &query.order_by {
             None => Vec::new(),
             Some(order) => match &order.kind {
@@ -114,8 +107,43 @@ impl<'a> Binder<'a> {
                 OrderByKind::All(_) => return Err(unsupported("ORDER BY ALL", order.span())),
             },
         };
-        let plan = self.select(select, &order_by)?;
+        let plan = match query.body.as_ref() {
+            SetExpr::Select(select) => self.select(select, &order_by)?,
+            SetExpr::Query(inner) if query.order_by.is_none() && query.limit_clause.is_none() => {
+                return self.query(inner);
+            }
+            body @ SetExpr::SetOperation { .. } => {
+                let plan = self.set_body(body)?;
+                sort_outputs(plan, &order_by)?
+            }
+            other => return Err(unsupported("this kind of query body", other.span())),
+        };
         self.limit(plan, query.limit_clause.as_ref())
+    }
+
+    /// An operand of a set operation: a SELECT, a parenthesized query, or another operation.
+    fn set_body(&mut self, body: &SetExpr) -> Result<Plan> {
+        match body {
+            SetExpr::Select(select) => self.select(select, &[]),
+            SetExpr::Query(query) => self.query(query),
+            SetExpr::SetOperation {
+                left,
+                op: ast::SetOperator::Union,
+                set_quantifier,
+                right,
+            } => {
+                let all = match set_quantifier {
+                    ast::SetQuantifier::All => true,
+                    ast::SetQuantifier::Distinct | ast::SetQuantifier::None => false,
+                    _ => return Err(unsupported("UNION BY NAME", body.span())),
+                };
+                let left = self.set_body(left)?;
+                let right = self.set_body(right)?;
+                union(left, right, all, body)
+            }
+            SetExpr::SetOperation { op, .. } => Err(unsupported(&format!("{op}"), body.span())),
+            other => Err(unsupported("this kind of query body", other.span())),
+        }
     }
 
     fn limit(&self, plan: Plan, clause: Option<&LimitClause>) -> Result<Plan> {
@@ -1227,6 +1255,98 @@ impl<'s> Scope<'s> {
             )),
         }
     }
+}
+
+/// `left UNION [ALL] right`: columns by position, each in the two sides' common type, named
+/// as the left side names them.
+fn union(left: Plan, right: Plan, all: bool, at: &SetExpr) -> Result<Plan> {
+    let (l, r) = (left.fields().to_vec(), right.fields().to_vec());
+    if l.len() != r.len() {
+        return Err(PlanError::user(
+            format!(
+                "the two sides of UNION have {} and {} columns",
+                l.len(),
+                r.len()
+            ),
+            at.span(),
+        ));
+    }
+    let mut fields = Vec::with_capacity(l.len());
+    for (a, b) in l.iter().zip(&r) {
+        let ty = types::common_type(a.ty, b.ty).ok_or_else(|| {
+            PlanError::user(
+                format!(
+                    "UNION cannot put {} and {} in one column ({})",
+                    a.ty, b.ty, a.name
+                ),
+                at.span(),
+            )
+        })?;
+        fields.push(Field {
+            name: a.name.clone(),
+            qualifier: None,
+            ty,
+            nullable: a.nullable || b.nullable,
+        });
+    }
+    let typed = |plan: Plan, from: &[Field]| Plan::Project {
+        exprs: from
+            .iter()
+            .zip(&fields)
+            .enumerate()
+            .map(|(i, (f, to))| cast(Expr::column(i, f), to.ty))
+            .collect(),
+        fields: fields.clone(),
+        input: Box::new(plan),
+    };
+    let plan = Plan::Union {
+        inputs: vec![typed(left, &l), typed(right, &r)],
+        fields: fields.clone(),
+    };
+    Ok(if all {
+        plan
+    } else {
+        Plan::Distinct {
+            input: Box::new(plan),
+        }
+    })
+}
+
+/// ORDER BY over a set operation's output: by position or by an output column's name.
+fn sort_outputs(plan: Plan, order_by: &[ast::OrderByExpr]) -> Result<Plan> {
+    if order_by.is_empty() {
+        return Ok(plan);
+    }
+    let fields = plan.fields().to_vec();
+    let mut keys = Vec::new();
+    for item in order_by {
+        let expr = &item.expr;
+        let at = match ordinal(expr) {
+            Some(n) if n >= 1 && n <= fields.len() => n - 1,
+            Some(n) => {
+                return Err(PlanError::user(
+                    format!("ORDER BY position {n} is not in the select list"),
+                    expr.span(),
+                ));
+            }
+            None => output_named(expr, &fields).ok_or_else(|| {
+                PlanError::user(
+                    "ORDER BY of a UNION names an output column or its position",
+                    expr.span(),
+                )
+            })?,
+        };
+        let descending = item.options.asc == Some(false);
+        keys.push(SortKey {
+            expr: Expr::column(at, &fields[at]),
+            descending,
+            nulls_first: item.options.nulls_first.unwrap_or(!descending),
+        });
+    }
+    Ok(Plan::Sort {
+        input: Box::new(plan),
+        keys,
+    })
 }
 
 /// The output column `expr` names by its label (`ORDER BY revenue` for `... AS revenue`).

@@ -77,6 +77,10 @@ fn map_children(plan: Plan, pass: &dyn Fn(Plan) -> Plan, here: impl Fn(Plan) -> 
         Plan::Distinct { input } => Plan::Distinct {
             input: Box::new(pass(*input)),
         },
+        Plan::Union { inputs, fields } => Plan::Union {
+            inputs: inputs.into_iter().map(pass).collect(),
+            fields,
+        },
         leaf @ (Plan::Scan { .. } | Plan::Single) => leaf,
     };
     here(plan)

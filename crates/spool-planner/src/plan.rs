@@ -364,6 +364,14 @@ pub enum Plan {
         /// Rows kept at most (`None`: all).
         fetch: Option<u64>,
     },
+    /// Every input's rows, one input after the other (`UNION ALL`); the inputs' columns have
+    /// the output's types.
+    Union {
+        /// The inputs, in order.
+        inputs: Vec<Plan>,
+        /// The output columns.
+        fields: Vec<Field>,
+    },
     /// Rows without duplicates (`SELECT DISTINCT`).
     Distinct {
         /// The rows made distinct.
@@ -378,7 +386,8 @@ impl Plan {
             Self::Scan { fields, .. }
             | Self::Project { fields, .. }
             | Self::Aggregate { fields, .. }
-            | Self::Join { fields, .. } => fields,
+            | Self::Join { fields, .. }
+            | Self::Union { fields, .. } => fields,
             Self::Single => &[],
             Self::Filter { input, .. }
             | Self::Sort { input, .. }
@@ -475,6 +484,7 @@ impl Plan {
                 vec![input],
             ),
             Self::Distinct { input } => ("Distinct".to_owned(), vec![input]),
+            Self::Union { inputs, .. } => ("Union".to_owned(), inputs.iter().collect()),
         }
     }
 
