@@ -18,7 +18,7 @@
 use polars::prelude::*;
 use spool_planner::plan::{
     Aggregate, AggregateFunction, Binary, Expr as PlanExpr, ExprKind, JoinKind, Literal, Plan,
-    Scalar as Func, SortKey, Unary,
+    Scalar as Func, SortKey, Unary, Window, WindowFunction,
 };
 use spool_planner::types::Arithmetic;
 use spool_planner::{Catalog, Column, SqlType, Table, View};
@@ -206,6 +206,14 @@ fn node(plan: &Plan, table: &dyn Fn(&str) -> Option<LazyFrame>) -> PolarsResult<
             });
             frame.slice(offset, len)
         }
+        Plan::Window { input, windows, .. } => {
+            let mut frame = node(input, table)?;
+            let width = input.fields().len();
+            for (k, window) in windows.iter().enumerate() {
+                frame = lower_window(frame, window, name(width + k))?;
+            }
+            frame
+        }
         Plan::Union { inputs, .. } => concat(
             inputs
                 .iter()
@@ -320,6 +328,135 @@ fn join(
         joined = joined.filter(expr(part)?);
     }
     Ok(joined)
+}
+
+/// Adds `window`'s column, named `out`, to `frame`.
+///
+/// Without an ORDER BY, the window is its whole partition: the aggregate `.over()` it. With
+/// one, rows are sorted by partition and order, the running value is a cumulative one over the
+/// partition, and every row of a run of ties takes the run's last value (SQL's default RANGE
+/// frame: tied rows are one step). Ranks come from the running row number the same way.
+fn lower_window(frame: LazyFrame, window: &Window, out: PlSmallStr) -> PolarsResult<LazyFrame> {
+    let partition = window
+        .partition
+        .iter()
+        .map(expr)
+        .collect::<PolarsResult<Vec<_>>>()?;
+    let argument = window.argument.as_ref().map(expr).transpose()?;
+    if window.order.is_empty() {
+        let WindowFunction::Aggregate(function) = window.function else {
+            polars_bail!(InvalidOperation: "{:?} needs an ORDER BY", window.function);
+        };
+        let aggregated = aggregate(&Aggregate {
+            function,
+            argument: window.argument.clone(),
+            distinct: false,
+            ty: window.ty,
+        })?;
+        return Ok(frame.with_column(within(aggregated, &partition)?.alias(out)));
+    }
+    // Sorted by partition, then order; ties are the runs equal on partition and order.
+    let mut by = partition.clone();
+    let mut descending = vec![false; partition.len()];
+    let mut nulls_last = vec![false; partition.len()];
+    let mut tie = partition.clone();
+    for key in &window.order {
+        let e = expr(&key.expr)?;
+        let e = match key.expr.ty {
+            SqlType::Decimal { .. } => e.cast(DataType::Float64),
+            _ => e,
+        };
+        by.push(e.clone());
+        tie.push(e);
+        descending.push(key.descending);
+        nulls_last.push(!key.nulls_first);
+    }
+    let frame = frame.sort_by_exprs(
+        by,
+        SortMultipleOptions::new()
+            .with_order_descending_multi(descending)
+            .with_nulls_last_multi(nulls_last)
+            .with_maintain_order(true),
+    );
+    let running = format!("{out}$running");
+    let row = format!("{out}$row");
+    // The running row number within the partition, from 1.
+    let numbers = int_range(lit(1i64), len() + lit(1i64), 1, DataType::Int64);
+    let frame = frame.with_column(within(numbers, &partition)?.alias(&row));
+    let value = match (window.function, argument) {
+        (WindowFunction::RowNumber, _) => col(&row),
+        (WindowFunction::Rank, _) => col(&row).min().over(tie.clone())?,
+        (WindowFunction::DenseRank, _) => {
+            // A run of ties starts where the row number is the run's first.
+            let starts = format!("{out}$starts");
+            let frame = frame.with_column(
+                col(&row)
+                    .eq(col(&row).min().over(tie.clone())?)
+                    .cast(DataType::Int64)
+                    .alias(&starts),
+            );
+            return Ok(frame
+                .with_column(within(col(&starts).cum_sum(false), &partition)?.alias(&running))
+                .with_column(col(&running).max().over(tie)?.alias(out))
+                .drop(by_name([running, row, starts], true, false)));
+        }
+        (WindowFunction::Aggregate(AggregateFunction::CountRows), _) => col(&row),
+        (WindowFunction::Aggregate(AggregateFunction::Count), Some(x)) => within(
+            x.is_not_null().cast(DataType::Int64).cum_sum(false),
+            &partition,
+        )?,
+        (
+            WindowFunction::Aggregate(function @ (AggregateFunction::Sum | AggregateFunction::Avg)),
+            Some(x),
+        ) => {
+            let count = within(
+                x.clone().is_not_null().cast(DataType::Int64).cum_sum(false),
+                &partition,
+            )?;
+            let sum_type = match (function, window.ty) {
+                (AggregateFunction::Avg, SqlType::Decimal { scale, .. }) => {
+                    DataType::Decimal(38, usize::from(scale))
+                }
+                (AggregateFunction::Avg, _) => DataType::Float64,
+                _ => dtype(window.ty),
+            };
+            let sum = within(
+                x.cast(sum_type.clone())
+                    .fill_null(lit(0).cast(sum_type))
+                    .cum_sum(false),
+                &partition,
+            )?;
+            let value = match function {
+                AggregateFunction::Avg => match window.ty {
+                    SqlType::Decimal { .. } => {
+                        (sum / count.clone().cast(DataType::Decimal(38, 0))).cast(dtype(window.ty))
+                    }
+                    _ => sum / count.clone().cast(DataType::Float64),
+                },
+                _ => sum,
+            };
+            // NULL until the first value that is not NULL, as SUM and AVG over no values.
+            when(count.eq(lit(0i64)))
+                .then(lit(NULL).cast(dtype(window.ty)))
+                .otherwise(value)
+        }
+        (function, _) => {
+            polars_bail!(InvalidOperation: "the window function {function:?} with an ORDER BY")
+        }
+    };
+    Ok(frame
+        .with_column(value.alias(&running))
+        .with_column(col(&running).last().over(tie)?.alias(out))
+        .drop(by_name([running, row], true, false)))
+}
+
+/// `e` over `partition`, or over all rows when there is no partition.
+fn within(e: Expr, partition: &[Expr]) -> PolarsResult<Expr> {
+    if partition.is_empty() {
+        Ok(e)
+    } else {
+        e.over(partition)
+    }
 }
 
 fn aggregate(a: &Aggregate) -> PolarsResult<Expr> {

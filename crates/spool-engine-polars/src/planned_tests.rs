@@ -330,3 +330,62 @@ async fn what_the_planner_accepts_answers_as_sql_does() {
         assert_eq!(answer(root, sql).await, expected, "{sql}");
     }
 }
+
+/// Window functions, with SQL's default frame: the whole partition without ORDER BY, and with
+/// one every row up to the current one and the rows tied with it (RANGE), so tied rows share a
+/// running value. In a grouped query a window is over the groups.
+#[tokio::test]
+async fn window_functions_follow_sqls_default_frame() {
+    let root = fixture();
+    let root = root.path();
+    for (sql, expected) in [
+        (
+            "select id, sum(qty) over (partition by region) from sales order by id",
+            "1,4\n2,2\n3,4\n4,4\n",
+        ),
+        // Ordered by region (NULL first): the two ASIA rows are tied and share 4 + 1 + 3.
+        (
+            "select id, sum(qty) over (order by region) from sales order by id",
+            "1,8\n2,10\n3,8\n4,4\n",
+        ),
+        // Over the groups: a total of the groups' sums, and a count of groups, not rows.
+        (
+            "select region, sum(sum(qty)) over (), count(*) over () from sales \
+             group by region order by region",
+            ",10,3\nASIA,10,3\nEUROPE,10,3\n",
+        ),
+        (
+            "select region, sum(qty), rank() over (order by sum(qty) desc) from sales \
+             group by region order by region",
+            ",4,1\nASIA,4,1\nEUROPE,2,3\n",
+        ),
+        (
+            "select id, row_number() over (order by id desc), \
+             rank() over (order by region), dense_rank() over (order by region) \
+             from sales order by id",
+            "1,4,2,2\n2,3,4,3\n3,2,2,2\n4,1,1,1\n",
+        ),
+        // A running COUNT and an exact running AVG skip NULLs.
+        (
+            "select id, count(price) over (order by id), avg(price) over (order by id) \
+             from sales order by id",
+            "1,1,10.000000\n2,2,15.250000\n3,3,15.163333\n4,3,15.163333\n",
+        ),
+    ] {
+        assert_eq!(answer(root, sql).await, expected, "{sql}");
+    }
+    match ask(
+        root,
+        "select id from sales where row_number() over (order by id) = 1",
+    )
+    .await
+    {
+        Err(EngineError::InvalidQuery(m)) => {
+            assert!(
+                m.starts_with("window functions are allowed in SELECT"),
+                "{m}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -21,7 +21,7 @@ use crate::catalog::{Case, Catalog, Lookup, Relation, resolve};
 use crate::error::{PlanError, Position};
 use crate::plan::{
     Aggregate, AggregateFunction, Binary, Expr, ExprKind, Field, JoinKind, Literal, Plan, Scalar,
-    SortKey, TimeUnit, Unary,
+    SortKey, TimeUnit, Unary, Window, WindowFunction,
 };
 use crate::types::{self, Arithmetic, SqlType};
 
@@ -59,6 +59,10 @@ struct Cte {
 /// How deep views may read views: past it, a view is taken to read itself.
 const MAX_VIEW_DEPTH: usize = 16;
 
+/// Where window functions' columns are numbered while a SELECT is bound, before the width of
+/// the rows they extend is known; renumbered once it is.
+const WINDOW_COLUMNS: usize = 1 << 40;
+
 /// Binds queries against one catalog.
 pub struct Binder<'a> {
     catalog: &'a Catalog,
@@ -66,6 +70,9 @@ pub struct Binder<'a> {
     ctes: Vec<Cte>,
     /// Views being bound around this binder (0 for the query itself).
     depth: usize,
+    /// The window functions of the SELECT list and ORDER BY being bound (`None` elsewhere,
+    /// where window functions are not allowed).
+    windows: Option<Vec<Window>>,
 }
 
 impl<'a> Binder<'a> {
@@ -75,6 +82,7 @@ impl<'a> Binder<'a> {
             catalog,
             ctes: Vec::new(),
             depth: 0,
+            windows: None,
         }
     }
 
@@ -415,6 +423,7 @@ impl<'a> Binder<'a> {
             catalog: self.catalog,
             ctes: Vec::new(),
             depth: self.depth + 1,
+            windows: None,
         };
         let plan = binder.query(&query).map_err(|e| match e {
             // A view read by a view names the innermost one that is invalid, once.
@@ -507,7 +516,8 @@ impl<'a> Binder<'a> {
             });
         }
 
-        // The SELECT list.
+        // The SELECT list (and ORDER BY): where window functions may be.
+        let outer_windows = self.windows.replace(Vec::new());
         let mut exprs = Vec::new();
         let mut fields = Vec::new();
         for (position, item) in select.projection.iter().enumerate() {
@@ -579,8 +589,11 @@ impl<'a> Binder<'a> {
             let Some(g) = grouping.as_mut() else {
                 return Err(PlanError::internal_grouping());
             };
-            let bound = bind_over_groups(self, condition, g)?;
-            having = Some(expect_boolean(bound, condition)?);
+            // No window function in HAVING: it filters groups before windows are computed.
+            let held = self.windows.take();
+            let bound = bind_over_groups(self, condition, g);
+            self.windows = held;
+            having = Some(expect_boolean(bound?, condition)?);
         }
 
         // ORDER BY: an output column (by position, or by name), else an expression over the
@@ -632,6 +645,7 @@ impl<'a> Binder<'a> {
             });
         }
 
+        let windows = std::mem::replace(&mut self.windows, outer_windows).unwrap_or_default();
         if let Some(g) = grouping {
             let mut agg_fields: Vec<Field> = g
                 .groups
@@ -665,6 +679,37 @@ impl<'a> Binder<'a> {
                     predicate,
                 };
             }
+        }
+        if !windows.is_empty() {
+            // The windows' columns follow the rows they extend.
+            let width = plan.fields().len();
+            let renumber = |i: usize| {
+                if i >= WINDOW_COLUMNS {
+                    width + (i - WINDOW_COLUMNS)
+                } else {
+                    i
+                }
+            };
+            exprs = exprs.into_iter().map(|e| e.remap(&renumber)).collect();
+            keys = keys
+                .into_iter()
+                .map(|k| SortKey {
+                    expr: k.expr.remap(&renumber),
+                    ..k
+                })
+                .collect();
+            let mut window_fields = plan.fields().to_vec();
+            window_fields.extend(windows.iter().enumerate().map(|(i, w)| Field {
+                name: format!("$w{i}"),
+                qualifier: None,
+                ty: w.ty,
+                nullable: true,
+            }));
+            plan = Plan::Window {
+                input: Box::new(plan),
+                windows,
+                fields: window_fields,
+            };
         }
         plan = Plan::Project {
             input: Box::new(plan),
@@ -955,10 +1000,8 @@ impl<'a> Binder<'a> {
                 }
                 scalar(Scalar::Substring, args, e)
             }
+            Ast::Function(function) if function.over.is_some() => self.window(function, e, scope),
             Ast::Function(function) => {
-                if function.over.is_some() {
-                    return Err(unsupported("window functions", e.span()));
-                }
                 let name = function_name(function, e)?;
                 if aggregate_function(&name).is_some() {
                     return Err(PlanError::user(
@@ -977,6 +1020,135 @@ impl<'a> Binder<'a> {
             }
             other => Err(unsupported("this expression", other.span())),
         }
+    }
+}
+
+impl Binder<'_> {
+    /// Binds a window function of the SELECT list or ORDER BY: its argument, partition and
+    /// order over the same rows as the expression it is in (the groups, in a grouped query);
+    /// it stands for a column the window node adds.
+    fn window(&mut self, function: &ast::Function, e: &Ast, scope: &mut Scope<'_>) -> Result<Expr> {
+        if self.windows.is_none() {
+            return Err(PlanError::user(
+                "window functions are allowed in SELECT and ORDER BY only",
+                e.span(),
+            ));
+        }
+        let Some(ast::WindowType::WindowSpec(spec)) = &function.over else {
+            return Err(unsupported("named windows", e.span()));
+        };
+        if spec.window_frame.is_some() {
+            return Err(unsupported(
+                "window frames other than the default",
+                e.span(),
+            ));
+        }
+        let name = function_name(function, e)?;
+        let kind = match (name.as_str(), aggregate_function(&name)) {
+            (_, Some(a)) => WindowFunction::Aggregate(a),
+            ("ROW_NUMBER", None) => WindowFunction::RowNumber,
+            ("RANK", None) => WindowFunction::Rank,
+            ("DENSE_RANK", None) => WindowFunction::DenseRank,
+            _ => {
+                return Err(unsupported(
+                    &format!("the window function {name}"),
+                    e.span(),
+                ));
+            }
+        };
+        let star = matches!(
+            &function.args,
+            FunctionArguments::List(list)
+                if matches!(list.args.as_slice(), [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)])
+        );
+        let distinct = matches!(
+            &function.args,
+            FunctionArguments::List(list)
+                if matches!(list.duplicate_treatment, Some(ast::DuplicateTreatment::Distinct))
+        );
+        if distinct {
+            return Err(unsupported("DISTINCT in a window function", e.span()));
+        }
+        let (kind, argument) = match (kind, star) {
+            (WindowFunction::Aggregate(AggregateFunction::Count), true) => (
+                WindowFunction::Aggregate(AggregateFunction::CountRows),
+                None,
+            ),
+            (WindowFunction::Aggregate(a), false) => {
+                let args = plain_args(function, e)?;
+                let [arg] = args.as_slice() else {
+                    return Err(PlanError::user(
+                        format!("{name} takes one argument"),
+                        e.span(),
+                    ));
+                };
+                (WindowFunction::Aggregate(a), Some(self.expr(arg, scope)?))
+            }
+            (_, true) => return Err(PlanError::user(format!("{name} takes no '*'"), e.span())),
+            (ranking, false) => {
+                if !plain_args(function, e)?.is_empty() {
+                    return Err(PlanError::user(
+                        format!("{name} takes no argument"),
+                        e.span(),
+                    ));
+                }
+                (ranking, None)
+            }
+        };
+        let partition = spec
+            .partition_by
+            .iter()
+            .map(|p| self.expr(p, scope))
+            .collect::<Result<Vec<_>>>()?;
+        let mut order = Vec::new();
+        for item in &spec.order_by {
+            let expr = self.expr(&item.expr, scope)?;
+            let descending = item.options.asc == Some(false);
+            order.push(SortKey {
+                expr,
+                descending,
+                nulls_first: item.options.nulls_first.unwrap_or(!descending),
+            });
+        }
+        let ty = match (kind, &argument) {
+            (WindowFunction::Aggregate(AggregateFunction::Sum), Some(a)) => types::sum_type(a.ty),
+            (WindowFunction::Aggregate(AggregateFunction::Avg), Some(a)) => types::avg_type(a.ty),
+            (
+                WindowFunction::Aggregate(AggregateFunction::Min | AggregateFunction::Max),
+                Some(a),
+            ) => {
+                if !order.is_empty() {
+                    return Err(unsupported("a running MIN or MAX", e.span()));
+                }
+                Some(a.ty)
+            }
+            (WindowFunction::Aggregate(_), _) => Some(SqlType::BigInt),
+            (_, _) => {
+                if order.is_empty() {
+                    return Err(PlanError::user(
+                        format!("{name} needs an ORDER BY"),
+                        e.span(),
+                    ));
+                }
+                Some(SqlType::BigInt)
+            }
+        }
+        .ok_or_else(|| {
+            PlanError::user(format!("{name} cannot take this argument's type"), e.span())
+        })?;
+        let windows = self.windows.get_or_insert_with(Vec::new);
+        windows.push(Window {
+            function: kind,
+            argument,
+            partition,
+            order,
+            ty,
+        });
+        Ok(Expr {
+            kind: ExprKind::Column(WINDOW_COLUMNS + windows.len() - 1),
+            ty,
+            nullable: true,
+        })
     }
 }
 

@@ -77,6 +77,15 @@ fn map_children(plan: Plan, pass: &dyn Fn(Plan) -> Plan, here: impl Fn(Plan) -> 
         Plan::Distinct { input } => Plan::Distinct {
             input: Box::new(pass(*input)),
         },
+        Plan::Window {
+            input,
+            windows,
+            fields,
+        } => Plan::Window {
+            input: Box::new(pass(*input)),
+            windows,
+            fields,
+        },
         Plan::Union { inputs, fields } => Plan::Union {
             inputs: inputs.into_iter().map(pass).collect(),
             fields,
@@ -125,51 +134,7 @@ fn conjuncts(e: Expr, out: &mut Vec<Expr>) {
 
 /// `e` with every column index mapped through `map`.
 fn remap(e: Expr, map: &dyn Fn(usize) -> usize) -> Expr {
-    let kind = match e.kind {
-        ExprKind::Column(i) => ExprKind::Column(map(i)),
-        ExprKind::Literal(l) => ExprKind::Literal(l),
-        ExprKind::Unary(op, x) => ExprKind::Unary(op, Box::new(remap(*x, map))),
-        ExprKind::Cast(x) => ExprKind::Cast(Box::new(remap(*x, map))),
-        ExprKind::Binary(op, l, r) => {
-            ExprKind::Binary(op, Box::new(remap(*l, map)), Box::new(remap(*r, map)))
-        }
-        ExprKind::Case {
-            branches,
-            otherwise,
-        } => ExprKind::Case {
-            branches: branches
-                .into_iter()
-                .map(|(c, t)| (remap(c, map), remap(t, map)))
-                .collect(),
-            otherwise: Box::new(remap(*otherwise, map)),
-        },
-        ExprKind::InList {
-            expr,
-            list,
-            negated,
-        } => ExprKind::InList {
-            expr: Box::new(remap(*expr, map)),
-            list: list.into_iter().map(|i| remap(i, map)).collect(),
-            negated,
-        },
-        ExprKind::Like {
-            expr,
-            pattern,
-            negated,
-        } => ExprKind::Like {
-            expr: Box::new(remap(*expr, map)),
-            pattern: Box::new(remap(*pattern, map)),
-            negated,
-        },
-        ExprKind::IsNull { expr, negated } => ExprKind::IsNull {
-            expr: Box::new(remap(*expr, map)),
-            negated,
-        },
-        ExprKind::Function(f, args) => {
-            ExprKind::Function(f, args.into_iter().map(|a| remap(a, map)).collect())
-        }
-    };
-    Expr { kind, ..e }
+    e.remap(map)
 }
 
 fn and(l: Expr, r: Expr) -> Expr {

@@ -219,6 +219,55 @@ impl Expr {
         }
     }
 
+    /// The expression with each column reference `i` replaced by `map(i)`.
+    pub fn remap(self, map: &dyn Fn(usize) -> usize) -> Expr {
+        let kind = match self.kind {
+            ExprKind::Column(i) => ExprKind::Column(map(i)),
+            ExprKind::Literal(l) => ExprKind::Literal(l),
+            ExprKind::Unary(op, x) => ExprKind::Unary(op, Box::new(x.remap(map))),
+            ExprKind::Cast(x) => ExprKind::Cast(Box::new(x.remap(map))),
+            ExprKind::Binary(op, l, r) => {
+                ExprKind::Binary(op, Box::new(l.remap(map)), Box::new(r.remap(map)))
+            }
+            ExprKind::Case {
+                branches,
+                otherwise,
+            } => ExprKind::Case {
+                branches: branches
+                    .into_iter()
+                    .map(|(c, t)| (c.remap(map), t.remap(map)))
+                    .collect(),
+                otherwise: Box::new(otherwise.remap(map)),
+            },
+            ExprKind::InList {
+                expr,
+                list,
+                negated,
+            } => ExprKind::InList {
+                expr: Box::new(expr.remap(map)),
+                list: list.into_iter().map(|i| i.remap(map)).collect(),
+                negated,
+            },
+            ExprKind::Like {
+                expr,
+                pattern,
+                negated,
+            } => ExprKind::Like {
+                expr: Box::new(expr.remap(map)),
+                pattern: Box::new(pattern.remap(map)),
+                negated,
+            },
+            ExprKind::IsNull { expr, negated } => ExprKind::IsNull {
+                expr: Box::new(expr.remap(map)),
+                negated,
+            },
+            ExprKind::Function(f, args) => {
+                ExprKind::Function(f, args.into_iter().map(|a| a.remap(map)).collect())
+            }
+        };
+        Expr { kind, ..self }
+    }
+
     /// The input fields the expression reads, in the order met (with repeats).
     pub fn columns(&self) -> Vec<usize> {
         let mut out = Vec::new();
@@ -262,6 +311,36 @@ pub struct Aggregate {
     pub argument: Option<Expr>,
     /// Over distinct values of the argument only.
     pub distinct: bool,
+    /// The type it returns.
+    pub ty: SqlType,
+}
+
+/// What a window function computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowFunction {
+    /// An aggregate over the window's frame.
+    Aggregate(AggregateFunction),
+    /// `ROW_NUMBER()`: 1, 2, ... in the window's order.
+    RowNumber,
+    /// `RANK()`: tied rows share a rank, which then skips.
+    Rank,
+    /// `DENSE_RANK()`: tied rows share a rank, which does not skip.
+    DenseRank,
+}
+
+/// One window function of a [`Plan::Window`]. Its frame is SQL's default: with an ORDER BY,
+/// from the partition's start to the current row and every row tied with it (RANGE); without,
+/// the whole partition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    /// What it computes.
+    pub function: WindowFunction,
+    /// Its argument (none for `COUNT(*)` and the ranks).
+    pub argument: Option<Expr>,
+    /// `PARTITION BY`, over the input.
+    pub partition: Vec<Expr>,
+    /// `ORDER BY`, over the input.
+    pub order: Vec<SortKey>,
     /// The type it returns.
     pub ty: SqlType,
 }
@@ -364,6 +443,15 @@ pub enum Plan {
         /// Rows kept at most (`None`: all).
         fetch: Option<u64>,
     },
+    /// The input's rows, each with one more column per window function.
+    Window {
+        /// The rows the windows are over.
+        input: Box<Plan>,
+        /// The window functions, in the order of their columns.
+        windows: Vec<Window>,
+        /// The input's columns, then one per window function.
+        fields: Vec<Field>,
+    },
     /// Every input's rows, one input after the other (`UNION ALL`); the inputs' columns have
     /// the output's types.
     Union {
@@ -387,7 +475,8 @@ impl Plan {
             | Self::Project { fields, .. }
             | Self::Aggregate { fields, .. }
             | Self::Join { fields, .. }
-            | Self::Union { fields, .. } => fields,
+            | Self::Union { fields, .. }
+            | Self::Window { fields, .. } => fields,
             Self::Single => &[],
             Self::Filter { input, .. }
             | Self::Sort { input, .. }
@@ -485,6 +574,34 @@ impl Plan {
             ),
             Self::Distinct { input } => ("Distinct".to_owned(), vec![input]),
             Self::Union { inputs, .. } => ("Union".to_owned(), inputs.iter().collect()),
+            Self::Window { input, windows, .. } => {
+                let windows: Vec<String> = windows
+                    .iter()
+                    .map(|w| {
+                        let argument = w.argument.as_ref().map_or(String::new(), show);
+                        let partition: Vec<String> = w.partition.iter().map(show).collect();
+                        let order: Vec<String> = w
+                            .order
+                            .iter()
+                            .map(|k| {
+                                format!(
+                                    "{}{}",
+                                    show(&k.expr),
+                                    if k.descending { " DESC" } else { "" }
+                                )
+                            })
+                            .collect();
+                        format!(
+                            "{:?}({argument}) over [{}] by [{}]: {}",
+                            w.function,
+                            partition.join(", "),
+                            order.join(", "),
+                            w.ty
+                        )
+                    })
+                    .collect();
+                (format!("Window {}", windows.join(", ")), vec![input])
+            }
         }
     }
 
