@@ -81,8 +81,8 @@ mod imp {
     use std::path::Path;
 
     use landlock::{
-        ABI, Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
-        Scope, path_beneath_rules,
+        ABI, Access, AccessFs, AccessNet, BitFlags, Ruleset, RulesetAttr, RulesetCreatedAttr,
+        RulesetStatus, Scope, path_beneath_rules,
     };
 
     use super::Enforced;
@@ -90,11 +90,17 @@ mod imp {
     /// The newest Landlock ABI this code was written for; older kernels get what they have.
     const ABI: ABI = ABI::V6;
 
-    /// System paths a worker reads after confinement: its own `/proc` entry (thread names for
-    /// priorities, memory), CPU and memory facts for Polars' thread pool and memory checks,
-    /// time zones, and shared libraries. None holds another user's data.
+    /// System paths a worker reads after confinement: parts of its own `/proc` entry (thread
+    /// names for priorities, memory, cgroups; not `environ`, which holds the server's secrets),
+    /// CPU and memory facts for Polars' thread pool and memory checks, time zones, and shared
+    /// libraries. None holds another user's data.
     const SYSTEM_READ: &[&str] = &[
-        "/proc/self",
+        "/proc/self/status",
+        "/proc/self/stat",
+        "/proc/self/statm",
+        "/proc/self/task",
+        "/proc/self/cgroup",
+        "/proc/self/mountinfo",
         "/proc/meminfo",
         "/proc/stat",
         "/proc/cpuinfo",
@@ -113,10 +119,14 @@ mod imp {
 
     pub(super) fn confine(project: Option<&Path>, scratch: &Path) -> io::Result<Enforced> {
         let failed = |e: landlock::RulesetError| io::Error::other(format!("landlock: {e}"));
-        let read = AccessFs::from_read(ABI);
+        // Reading and writing, never running a program (`Execute` is handled, so it is denied
+        // everywhere, scratch included).
+        let execute = BitFlags::from(AccessFs::Execute);
+        let read = AccessFs::from_read(ABI) & !execute;
         let all = AccessFs::from_all(ABI);
+        let write = all & !execute;
         // `/proc/self` is a link to this process's own entry: opened here, before the
-        // restriction, it names this process only.
+        // restriction, its files name this process only.
         let system = SYSTEM_READ.iter().map(Path::new);
         let status = Ruleset::default()
             .handle_access(all)
@@ -124,7 +134,7 @@ mod imp {
             .and_then(|r| r.scope(Scope::AbstractUnixSocket | Scope::Signal))
             .and_then(|r| r.create())
             .and_then(|r| r.add_rules(path_beneath_rules(project, read)))
-            .and_then(|r| r.add_rules(path_beneath_rules([scratch], all)))
+            .and_then(|r| r.add_rules(path_beneath_rules([scratch], write)))
             .and_then(|r| r.add_rules(path_beneath_rules(system, read)))
             .and_then(|r| r.restrict_self())
             .map_err(failed)?;

@@ -423,6 +423,8 @@ async fn confined() {
             "write:{}",
             path(&dir.path().join("scratch").join("beside.tmp"))
         ),
+        // The server's environment (secrets may live there) is not the worker's to read.
+        "read:/proc/self/environ".to_owned(),
     ] {
         match ran("ssb", refused.clone()).await {
             Err(EngineError::Execution(m)) => {

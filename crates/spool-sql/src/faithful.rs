@@ -209,6 +209,16 @@ struct Gate<'a> {
 impl Visitor for Gate<'_> {
     type Break = ();
 
+    fn pre_visit_query(&mut self, query: &sqlparser::ast::Query) -> ControlFlow<()> {
+        match crate::check_body(&query.body) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                self.error = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    }
+
     fn pre_visit_table_factor(&mut self, factor: &sqlparser::ast::TableFactor) -> ControlFlow<()> {
         match crate::check_from_item(factor) {
             Ok(()) => ControlFlow::Continue(()),
@@ -321,6 +331,7 @@ mod tests {
             r#"select * from ssb."LINEORDER""#,
             "select 1; select 2",
             "drop table x",
+            r#"select * from "LINEORDER" union all table other"#,
         ] {
             assert!(check_relations(refused, &allowed).is_err(), "{refused}");
         }

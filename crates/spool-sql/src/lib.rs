@@ -69,6 +69,12 @@ pub fn parse_query(sql: &str) -> Result<Statement, String> {
             statement_kind(&statement)
         ));
     }
+    // `TABLE x` names a relation as plain text, where no relation check would see it.
+    let mut bodies = Bodies(None);
+    let _ = sqlparser::ast::Visit::visit(&statement, &mut bodies);
+    if let Some(e) = bodies.0 {
+        return Err(e);
+    }
     if let Err(e) = faithful::print_verified(&statement) {
         return Err(format!(
             "this SQL cannot be run as written: it does not read back the same once printed ({})",
@@ -76,6 +82,44 @@ pub fn parse_query(sql: &str) -> Result<Statement, String> {
         ));
     }
     Ok(statement)
+}
+
+/// Refuses a query body that is not a SELECT, VALUES, a parenthesized query or a set
+/// operation of those: `TABLE x` (which names its relation as text no relation check sees) and
+/// statements nested as bodies.
+pub fn check_body(body: &SetExpr) -> Result<(), String> {
+    match body {
+        SetExpr::Select(_) | SetExpr::Query(_) | SetExpr::Values(_) => Ok(()),
+        SetExpr::SetOperation { left, right, .. } => {
+            check_body(left)?;
+            check_body(right)
+        }
+        SetExpr::Table(table) => Err(format!(
+            "'{table}' is not supported; write SELECT * FROM {}",
+            table.table_name.as_deref().unwrap_or("...")
+        )),
+        other => Err(format!(
+            "only read-only queries may run; '{}' is not one",
+            other.to_string().chars().take(40).collect::<String>()
+        )),
+    }
+}
+
+/// Finds the first query body [`check_body`] refuses.
+struct Bodies(Option<String>);
+
+impl sqlparser::ast::Visitor for Bodies {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> std::ops::ControlFlow<()> {
+        match check_body(&query.body) {
+            Ok(()) => std::ops::ControlFlow::Continue(()),
+            Err(e) => {
+                self.0 = Some(e);
+                std::ops::ControlFlow::Break(())
+            }
+        }
+    }
 }
 
 /// The parser's message without its "sql parser error: " prefix.
@@ -289,6 +333,17 @@ mod tests {
                 .starts_with("SQL syntax error: ")
         );
         assert!(parse_query("with a as (select 1) select * from a").is_ok());
+        // `TABLE x` names its relation as text no relation check sees: refused everywhere.
+        for sql in [
+            "select 1 union all table global_temp.t",
+            "select * from (table parquet.x) as y",
+        ] {
+            let e = parse_query(sql).expect_err(sql);
+            assert!(
+                e.contains("is not supported; write SELECT * FROM"),
+                "{sql}: {e}"
+            );
+        }
     }
 
     #[test]
