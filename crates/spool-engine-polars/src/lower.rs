@@ -152,11 +152,7 @@ fn node(plan: &Plan, table: &dyn Fn(&str) -> Option<LazyFrame>) -> PolarsResult<
         Plan::Filter { input, predicate } => node(input, table)?.filter(expr(predicate)?),
         Plan::Project { input, exprs, .. } => {
             let frame = node(input, table)?;
-            let exprs = exprs
-                .iter()
-                .enumerate()
-                .map(|(i, e)| Ok(expr(e)?.alias(name(i))))
-                .collect::<PolarsResult<Vec<_>>>()?;
+            let exprs = positional(exprs)?;
             if exprs.is_empty() {
                 frame
             } else {
@@ -170,11 +166,7 @@ fn node(plan: &Plan, table: &dyn Fn(&str) -> Option<LazyFrame>) -> PolarsResult<
             ..
         } => {
             let frame = node(input, table)?;
-            let keys = groups
-                .iter()
-                .enumerate()
-                .map(|(i, g)| Ok(expr(g)?.alias(name(i))))
-                .collect::<PolarsResult<Vec<_>>>()?;
+            let keys = positional(groups)?;
             let aggs = aggregates
                 .iter()
                 .enumerate()
@@ -225,6 +217,15 @@ fn node(plan: &Plan, table: &dyn Fn(&str) -> Option<LazyFrame>) -> PolarsResult<
             node(input, table)?.unique_stable(None, UniqueKeepStrategy::First)
         }
     })
+}
+
+/// `exprs` lowered, each named by its position (`#0`, `#1`, ...).
+fn positional(exprs: &[PlanExpr]) -> PolarsResult<Vec<Expr>> {
+    exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Ok(expr(e)?.alias(name(i))))
+        .collect()
 }
 
 fn sort(frame: LazyFrame, keys: &[SortKey]) -> PolarsResult<LazyFrame> {
@@ -561,12 +562,20 @@ fn converted(text: &str, ty: SqlType) -> Option<Literal> {
 }
 
 /// `l / r` as Kylin answers it, in `ty`.
-fn divide(l: Expr, r: Expr, l_ty: SqlType, r_ty: SqlType, ty: SqlType) -> Expr {
+fn divide(l: Expr, r: Expr, r_ty: SqlType, ty: SqlType) -> Expr {
     let zero = r.clone().eq(lit(0).cast(dtype(r_ty)));
     let quotient = match ty {
-        // Integer division truncates towards zero.
+        // Integer division truncates towards zero, in integers (a double would round 64-bit
+        // values): Polars' floor division, one up where it rounded a negative quotient down.
         t if t.is_integer() => {
-            (l.cast(DataType::Float64) / r.cast(DataType::Float64)).cast(dtype(ty))
+            let (a, b) = (l.cast(dtype(ty)), r.cast(dtype(ty)));
+            let zero = || lit(0).cast(dtype(ty));
+            let floored = a.clone().floor_div(b.clone());
+            let inexact = (a.clone() % b.clone()).neq(zero());
+            let negative = a.lt(zero()).neq(b.lt(zero()));
+            when(inexact.and(negative))
+                .then(floored.clone() + lit(1).cast(dtype(ty)))
+                .otherwise(floored)
         }
         // Polars divides decimals at the larger scale of the two: the dividend is brought to
         // the result's scale first.
@@ -576,7 +585,6 @@ fn divide(l: Expr, r: Expr, l_ty: SqlType, r_ty: SqlType, ty: SqlType) -> Expr {
                 SqlType::Decimal { .. } => r,
                 _ => r.cast(DataType::Decimal(38, 0)),
             };
-            let _ = l_ty;
             (l / r).cast(dtype(ty))
         }
         _ => (l.cast(DataType::Float64) / r.cast(DataType::Float64)).cast(dtype(ty)),
@@ -589,7 +597,7 @@ fn divide(l: Expr, r: Expr, l_ty: SqlType, r_ty: SqlType, ty: SqlType) -> Expr {
 fn arithmetic(op: Arithmetic, l: &PlanExpr, r: &PlanExpr, ty: SqlType) -> PolarsResult<Expr> {
     let (le, re) = (expr(l)?, expr(r)?);
     Ok(match op {
-        Arithmetic::Divide => divide(le, re, l.ty, r.ty, ty),
+        Arithmetic::Divide => divide(le, re, r.ty, ty),
         Arithmetic::Multiply => match ty {
             // Polars multiplies decimals at the larger scale of the two; at the product's
             // scale nothing is lost.

@@ -438,8 +438,7 @@ impl<'a> Binder<'a> {
 
     /// Binds one SELECT with the query's ORDER BY (which may name its output columns).
     fn select(&mut self, select: &ast::Select, order_by: &[ast::OrderByExpr]) -> Result<Plan> {
-        if let Some(top) = &select.top {
-            let _ = top;
+        if select.top.is_some() {
             return Err(unsupported("TOP", select.span()));
         }
         if let Some(having) = select.qualify.as_ref() {
@@ -1750,9 +1749,8 @@ fn scalar(f: Scalar, args: Vec<Expr>, at: &Ast) -> Result<Expr> {
             [a] if a.ty == SqlType::Timestamp => SqlType::Timestamp,
             // A date floors to a date; below a day it is its own floor.
             [a] if a.ty == SqlType::Date && unit >= TimeUnit::Day => SqlType::Date,
-            [a] if a.ty == SqlType::Date => {
-                let arg = cast(args[0].clone(), SqlType::Timestamp);
-                let _ = a;
+            [date] if date.ty == SqlType::Date => {
+                let arg = cast(date.clone(), SqlType::Timestamp);
                 return Ok(Expr {
                     ty: SqlType::Timestamp,
                     nullable,
@@ -1764,9 +1762,8 @@ fn scalar(f: Scalar, args: Vec<Expr>, at: &Ast) -> Result<Expr> {
         Scalar::Year | Scalar::Quarter | Scalar::Month | Scalar::DayOfMonth => {
             match args.as_slice() {
                 [a] if a.ty.is_temporal() || a.ty == SqlType::Null => SqlType::Integer,
-                [a] if a.ty == SqlType::Varchar => {
-                    let args = vec![cast(args[0].clone(), SqlType::Date)];
-                    let _ = a;
+                [text] if text.ty == SqlType::Varchar => {
+                    let args = vec![cast(text.clone(), SqlType::Date)];
                     return Ok(Expr {
                         ty: SqlType::Integer,
                         nullable: true,

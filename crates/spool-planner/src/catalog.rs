@@ -191,7 +191,7 @@ impl Catalog {
                 case,
                 self.schemas.iter().map(|(name, t)| (name.as_str(), t)),
             )
-            .map_err(|found| lookup_error(found, written))?,
+            .map_err(|found| lookup_error(found))?,
             None => self
                 .schemas
                 .get(&self.default_schema)
@@ -204,7 +204,7 @@ impl Catalog {
             entries.iter().map(|(name, e)| (name.as_str(), e)),
         )
         .map(Entry::relation)
-        .map_err(|found| lookup_error(found, written))
+        .map_err(|found| lookup_error(found))
     }
 
     /// Resolves a table reference (views are not tables).
@@ -220,7 +220,7 @@ impl Catalog {
     }
 }
 
-fn lookup_error(found: Vec<&str>, _written: &str) -> Lookup {
+fn lookup_error(found: Vec<&str>) -> Lookup {
     if found.is_empty() {
         Lookup::NotFound
     } else {

@@ -132,11 +132,6 @@ fn conjuncts(e: Expr, out: &mut Vec<Expr>) {
     }
 }
 
-/// `e` with every column index mapped through `map`.
-fn remap(e: Expr, map: &dyn Fn(usize) -> usize) -> Expr {
-    e.remap(map)
-}
-
 fn and(l: Expr, r: Expr) -> Expr {
     Expr {
         ty: crate::SqlType::Boolean,
@@ -224,7 +219,7 @@ fn link(cross: Plan, predicate: Expr) -> Plan {
         for (i, (p, items)) in parts.iter().zip(&reads).enumerate() {
             if !used[i] && is_link(p, items) && items.iter().all(|x| joined_items.contains(x)) {
                 used[i] = true;
-                let p = remap(p.clone(), &to_new);
+                let p = p.clone().remap(&to_new);
                 on = Some(match on {
                     None => p,
                     Some(o) => and(o, p),
@@ -250,7 +245,7 @@ fn link(cross: Plan, predicate: Expr) -> Plan {
         .into_iter()
         .zip(used)
         .filter(|(_, used)| !used)
-        .map(|(p, _)| remap(p, &to_new))
+        .map(|(p, _)| p.remap(&to_new))
         .reduce(and);
     if let Some(predicate) = rest {
         joined = Plan::Filter {
