@@ -317,9 +317,19 @@ fn is_scalar(name: &str) -> bool {
     SCALAR_FUNCTIONS.contains(&name.as_str())
 }
 
-/// Runs `prepared` on each run of `table` in turn and hands every result to `deliver`, which
-/// returns `true` to stop early. `context` holds the project's tables; it is cloned per run and
-/// `table` registered in the clone as just that run's rows.
+/// The table a planned query reads when the query is row-local (see the module docs).
+pub(crate) fn row_local_plan(plan: &spool_planner::Plan) -> Option<&str> {
+    use spool_planner::Plan;
+    match plan {
+        Plan::Project { input, .. } | Plan::Filter { input, .. } => row_local_plan(input),
+        Plan::Scan { table, .. } => Some(table),
+        _ => None,
+    }
+}
+
+/// Runs the query on each run of its table in turn and hands every result to `deliver`, which
+/// returns `true` to stop early. `query` makes the query's frame over one run's rows (given as
+/// a scan of just those rows).
 ///
 /// The runs are read on a thread of their own, one run ahead of `deliver`: Parquet encoding
 /// (on the calling thread) and decoding the next run overlap, and at most two runs' rows are
@@ -328,10 +338,8 @@ fn is_scalar(name: &str) -> bool {
 /// Every run's result must have the column types of `schema` (the whole table's plan): the
 /// files of a folder table that disagree on a column's type fail as on the streaming engine.
 pub(crate) fn run(
-    project: &crate::catalog::OpenProject,
-    prepared: &str,
+    query: &(dyn Fn(polars::prelude::LazyFrame) -> PolarsResult<polars::prelude::LazyFrame> + Sync),
     schema: &Schema,
-    table: &str,
     runs: &[RowGroups],
     mut deliver: impl FnMut(DataFrame) -> bool,
 ) -> PolarsResult<()> {
@@ -343,11 +351,7 @@ pub(crate) fn run(
                 spool_formats::priority::lower_current_thread();
                 for run in runs {
                     let frame = (|| {
-                        // A context of its own: registering the run in a clone would change
-                        // the table for every query of the project (clones share tables).
-                        let mut scoped = project.context();
-                        scoped.register(table, run.scan()?);
-                        let frame = crate::gate::execute(&mut scoped, prepared)?.collect()?;
+                        let frame = query(run.scan()?)?.collect()?;
                         check_types(&frame, schema, run)?;
                         Ok(frame)
                     })();

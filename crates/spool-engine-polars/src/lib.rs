@@ -49,10 +49,10 @@ const MAX_MESSAGE: usize = 1_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FrontEnd {
     /// Polars' SQL context, behind Spool's sandbox and rewrites (the default for now).
-    #[default]
     PolarsSql,
     /// Spool's planner (`spool-planner`), lowered to Polars' LazyFrame API: Kylin's names,
     /// types and semantics; being built (see docs/SQL.md for what it covers so far).
+    #[default]
     Spool,
 }
 
@@ -294,6 +294,14 @@ fn chunked_plan(
 ) -> Option<(String, Vec<catalog::RowGroups>)> {
     let tables = sources.keys().cloned().collect();
     let table = chunked::row_local_table(prepared, &tables)?;
+    chunked_runs(sources, table)
+}
+
+/// The runs of row groups of `table` a row-local query reads one at a time, when it has them.
+fn chunked_runs(
+    sources: &std::collections::HashMap<String, catalog::Source>,
+    table: String,
+) -> Option<(String, Vec<catalog::RowGroups>)> {
     let runs = catalog::row_groups(&sources[&table], chunked::MIN_RUN_ROWS).ok()??;
     if runs.iter().any(|run| run.rows > chunked::MAX_RUN_ROWS) {
         return None;
@@ -329,13 +337,17 @@ fn through_polars_sql(
     Ok((frame, prepared))
 }
 
-/// The query's frame through Spool's planner: bound against the project's catalog, paged by
-/// the request where the SQL has no LIMIT or OFFSET of its own, lowered to the LazyFrame API.
+/// The query's frame through Spool's planner, and its plan: bound against the project's
+/// catalog, paged by the request where the SQL has no LIMIT or OFFSET of its own, lowered to
+/// the LazyFrame API.
 fn planned(
     project: &catalog::OpenProject,
     request: &QueryRequest,
-) -> Result<LazyFrame, EngineError> {
+) -> Result<(LazyFrame, spool_planner::Plan), EngineError> {
     use spool_planner::{Plan, PlanError};
+    // Text whose meaning differs between dialects (a backslash or quote inside a quoted name,
+    // escaped string literals) is refused as on every engine, so one query has one answer.
+    spool_sql::faithful::check_tokens(&request.sql).map_err(EngineError::InvalidQuery)?;
     let plan = spool_planner::plan_query(&request.sql, &project.planner).map_err(|e| match e {
         PlanError::User { .. } => EngineError::InvalidQuery(e.to_string()),
         PlanError::Internal { .. } => EngineError::Internal(e.to_string()),
@@ -350,7 +362,14 @@ fn planned(
         },
     };
     debug!(plan = %plan.explain(), "running on polars through spool's planner");
-    lower::lower(&plan, &|name| project.table(name)).map_err(planning_error)
+    let frame = lower::lower(&plan, &|name| project.table(name)).map_err(planning_error)?;
+    Ok((frame, plan))
+}
+
+/// What a query runs as: SQL text for Polars' SQL context, or a plan.
+enum Query {
+    Text(String),
+    Plan(spool_planner::Plan),
 }
 
 /// How [`run`] treats a query, as the engine is configured.
@@ -382,12 +401,15 @@ fn run(
             CatalogError::NotFound => EngineError::ProjectNotFound(request.project.clone()),
             CatalogError::Broken(message) => EngineError::Execution(message),
         })?;
-    let (mut frame, prepared) = match front_end {
+    let (mut frame, query) = match front_end {
         FrontEnd::PolarsSql => {
             let (frame, prepared) = through_polars_sql(&project, request)?;
-            (frame, Some(prepared))
+            (frame, Query::Text(prepared))
         }
-        FrontEnd::Spool => (planned(&project, request)?, None),
+        FrontEnd::Spool => {
+            let (frame, plan) = planned(&project, request)?;
+            (frame, Query::Plan(plan))
+        }
     };
     let schema = frame.collect_schema().map_err(planning_error)?;
     let columns = schema
@@ -414,18 +436,37 @@ fn run(
         out.write(&mut batch)
     };
 
-    let chunked = match &prepared {
-        Some(text) => chunked_plan(&project.sources, text).map(|plan| (text.as_str(), plan)),
-        None => None,
+    let chunked = match &query {
+        Query::Text(text) => chunked_plan(&project.sources, text),
+        Query::Plan(plan) => chunked::row_local_plan(plan)
+            .and_then(|table| chunked_runs(&project.sources, table.to_owned())),
     };
     match chunked {
-        Some((prepared, (table, runs))) => {
+        Some((table, runs)) => {
             debug!(
                 table,
                 runs = runs.len(),
                 "row-local scan: one run of row groups at a time"
             );
-            chunked::run(&project, prepared, &schema, &table, &runs, |frame| {
+            let over_run = |scan: LazyFrame| -> polars::prelude::PolarsResult<LazyFrame> {
+                match &query {
+                    Query::Text(prepared) => {
+                        // A context of its own: registering the run in a clone would change
+                        // the table for every query of the project (clones share tables).
+                        let mut scoped = project.context();
+                        scoped.register(&table, scan);
+                        gate::execute(&mut scoped, prepared)
+                    }
+                    Query::Plan(plan) => lower::lower(plan, &|name| {
+                        if name == table {
+                            Some(scan.clone())
+                        } else {
+                            project.table(name)
+                        }
+                    }),
+                }
+            };
+            chunked::run(&over_run, &schema, &runs, |frame| {
                 // Cut like the streaming engine's batches, so the encoder threads share the work.
                 let mut offset = 0;
                 while offset < frame.height() {

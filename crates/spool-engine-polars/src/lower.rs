@@ -74,6 +74,7 @@ pub(crate) fn catalog(
 ) -> Catalog {
     let schema = project.to_uppercase();
     let mut catalog = Catalog::new(&schema);
+    catalog.project = project.to_owned();
     for (name, columns) in tables {
         let columns = columns
             .iter()
@@ -165,6 +166,11 @@ fn node(plan: &Plan, table: &dyn Fn(&str) -> Option<LazyFrame>) -> PolarsResult<
             aggregates,
             ..
         } => {
+            if let [single] = aggregates.as_slice()
+                && single.function == AggregateFunction::Single
+            {
+                return scalar_subquery(node(input, table)?, single);
+            }
             let frame = node(input, table)?;
             let keys = positional(groups)?;
             let aggs = aggregates
@@ -217,6 +223,25 @@ fn node(plan: &Plan, table: &dyn Fn(&str) -> Option<LazyFrame>) -> PolarsResult<
             node(input, table)?.unique_stable(None, UniqueKeepStrategy::First)
         }
     })
+}
+
+/// A scalar subquery's one value, as a one-row frame: the subquery runs here, once, for at
+/// most two rows (a second one is an error, as in Calcite's SINGLE_VALUE).
+fn scalar_subquery(input: LazyFrame, single: &Aggregate) -> PolarsResult<LazyFrame> {
+    let argument = single
+        .argument
+        .as_ref()
+        .ok_or_else(|| polars_err!(ComputeError: "a scalar subquery without a value"))?;
+    let rows = input
+        .select([expr(argument)?.alias(name(0))])
+        .limit(2)
+        .collect()?;
+    let value = match rows.height() {
+        0 => Series::full_null(name(0), 1, &dtype(single.ty)).into_column(),
+        1 => rows.columns()[0].clone(),
+        _ => polars_bail!(ComputeError: "a subquery used as a value returned more than one row"),
+    };
+    Ok(DataFrame::new(1, vec![value])?.lazy())
 }
 
 /// `exprs` lowered, each named by its position (`#0`, `#1`, ...).
@@ -278,6 +303,7 @@ fn join(
     let mut keys_left = Vec::new();
     let mut keys_right = Vec::new();
     let mut residual = Vec::new();
+    let mut left_frame_filters: Vec<Expr> = Vec::new();
     if let Some(on) = on {
         let mut parts = Vec::new();
         conjuncts(on, &mut parts);
@@ -305,17 +331,84 @@ fn join(
         JoinKind::Left => JoinType::Left,
         JoinKind::Right => JoinType::Right,
         JoinKind::Full => JoinType::Full,
+        JoinKind::Semi => JoinType::Semi,
     };
-    if !residual.is_empty() && !matches!(kind, JoinKind::Inner | JoinKind::Cross) {
-        polars_bail!(
-            InvalidOperation: "an outer join's condition must be equalities between its two sides; other conditions are not supported yet"
-        );
+    let mut right_frame = right_frame;
+    let mut residual_after = Vec::new();
+    if matches!(kind, JoinKind::Inner | JoinKind::Cross) {
+        residual_after = residual;
+    } else if kind == JoinKind::Semi {
+        // A semi join keeps only the left side's columns: the right side is filtered first.
+        for part in residual {
+            let columns = part.columns();
+            if !columns.is_empty() && columns.iter().all(|&i| i >= width) {
+                right_frame = right_frame.filter(expr(part)?);
+            } else if columns.iter().all(|&i| i < width) {
+                left_frame_filters.push(expr(part)?);
+            } else {
+                polars_bail!(
+                    InvalidOperation: "a subquery's condition comparing it with the outer query must be equalities; other comparisons are not supported yet"
+                );
+            }
+        }
+    } else {
+        // An outer join's extra conditions decide which pairs match, not which rows stay. One
+        // on the side whose unmatched rows are dropped filters that side first; one on the
+        // side whose rows all stay makes its keys NULL where it does not hold (a NULL key
+        // matches nothing). A condition over both sides has no such form yet.
+        let keeps_left = matches!(kind, JoinKind::Left | JoinKind::Full);
+        let keeps_right = matches!(kind, JoinKind::Right | JoinKind::Full);
+        let mut left_when: Vec<Expr> = Vec::new();
+        let mut right_when: Vec<Expr> = Vec::new();
+        for part in residual {
+            let columns = part.columns();
+            let on_left = columns.iter().all(|&i| i < width);
+            let on_right = columns.iter().all(|&i| i >= width);
+            if on_right && !columns.is_empty() {
+                if keeps_right {
+                    right_when.push(expr(part)?);
+                } else {
+                    right_frame = right_frame.filter(expr(part)?);
+                }
+            } else if on_left {
+                if keeps_left {
+                    left_when.push(expr(part)?);
+                } else {
+                    left_frame_filters.push(expr(part)?);
+                }
+                if columns.is_empty() && keeps_right {
+                    right_when.push(expr(part)?);
+                }
+            } else {
+                polars_bail!(
+                    InvalidOperation: "an outer join's condition comparing its two sides must be equalities; other comparisons between them are not supported yet"
+                );
+            }
+        }
+        let guard = |keys: Vec<Expr>, conditions: &[Expr]| -> Vec<Expr> {
+            let Some(all) = conditions.iter().cloned().reduce(|a, b| a.and(b)) else {
+                return keys;
+            };
+            keys.into_iter()
+                .map(|k| when(all.clone()).then(k).otherwise(lit(NULL)))
+                .collect()
+        };
+        keys_left = guard(keys_left, &left_when);
+        keys_right = guard(keys_right, &right_when);
+    }
+    let mut left_frame = left_frame;
+    for f in left_frame_filters {
+        left_frame = left_frame.filter(f);
     }
     let joined = if keys_left.is_empty() {
         if !matches!(kind, JoinKind::Inner | JoinKind::Cross) {
             polars_bail!(InvalidOperation: "an outer join needs an equality between its two sides");
         }
-        left_frame.cross_join(right_frame, None)
+        // With the order kept, Polars does not turn the cross join and a filter after it into
+        // an inequality join, which its streaming engine cannot run (it panics).
+        let mut args = JoinArgs::new(JoinType::Cross);
+        args.maintain_order = MaintainOrderJoin::LeftRight;
+        left_frame.join(right_frame, Vec::<Expr>::new(), Vec::<Expr>::new(), args)
     } else {
         left_frame.join(
             right_frame,
@@ -325,7 +418,7 @@ fn join(
         )
     };
     let mut joined = joined;
-    for part in residual {
+    for part in residual_after {
         joined = joined.filter(expr(part)?);
     }
     Ok(joined)
@@ -496,6 +589,7 @@ fn aggregate(a: &Aggregate) -> PolarsResult<Expr> {
         }
         (AggregateFunction::Min, Some(x)) => x.min(),
         (AggregateFunction::Max, Some(x)) => x.max(),
+        (AggregateFunction::Single, Some(x)) => x.first(),
         (f, None) => polars_bail!(ComputeError: "aggregate {f:?} without an argument"),
     })
 }

@@ -390,3 +390,100 @@ async fn window_functions_follow_sqls_default_frame() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Subqueries in WHERE (bound as joins) and outer joins with conditions on one side, worked
+/// out by hand from the fixture (see [`what_the_planner_accepts_answers_as_sql_does`]).
+#[tokio::test]
+async fn subqueries_and_outer_join_conditions_answer_as_sql_does() {
+    let root = fixture();
+    let root = root.path();
+    for (sql, expected) in [
+        // IN at the top of WHERE (a semi join): each row once, however often it matches.
+        (
+            "select id from sales where region in \
+             (select name from regions union all select name from regions) order by id",
+            "1\n2\n3\n",
+        ),
+        // NOT IN: a NULL region is unknown, so it is not kept.
+        (
+            "select id from sales where region not in (select name from regions where code = 3) \
+             order by id",
+            "1\n2\n3\n",
+        ),
+        // NOT IN a list holding a NULL keeps nothing.
+        (
+            "select id from sales where qty not in \
+             (select case when code = 3 then null else code end from regions)",
+            "",
+        ),
+        // IN under OR.
+        (
+            "select id from sales where id = 4 or region in \
+             (select name from regions where code = 2) order by id",
+            "2\n4\n",
+        ),
+        // EXISTS and NOT EXISTS.
+        (
+            "select count(*) from sales where exists (select * from regions where code = 3)",
+            "4\n",
+        ),
+        (
+            "select count(*) from sales where not exists (select * from regions where code = 3)",
+            "0\n",
+        ),
+        // A scalar subquery: the average of 10.00, 20.50 and 14.99 is 15.163333.
+        (
+            "select id from sales where price > (select avg(price) from sales) order by id",
+            "2\n",
+        ),
+        // A scalar subquery over no rows is NULL: nothing compares true with it.
+        (
+            "select count(*) from sales where qty < (select code from regions where code > 9)",
+            "0\n",
+        ),
+        // An outer join's condition on the side that may miss filters that side ...
+        (
+            "select s.id, r.code from sales s left join regions r \
+             on s.region = r.name and r.code = 1 order by s.id",
+            "1,1\n2,\n3,1\n4,\n",
+        ),
+        // ... and on the side whose rows all stay, decides which of them find a partner.
+        (
+            "select s.id, r.code from sales s left join regions r \
+             on s.region = r.name and s.qty > 1 order by s.id",
+            "1,\n2,2\n3,1\n4,\n",
+        ),
+        (
+            "select r.name, s.id from sales s right join regions r \
+             on s.region = r.name and s.qty > 1 order by r.name, s.id",
+            "AFRICA,\nASIA,3\nEUROPE,2\n",
+        ),
+        // GROUP BY a SELECT item's alias.
+        (
+            "select qty * 0 as z, count(*) from sales group by z",
+            "0,4\n",
+        ),
+    ] {
+        assert_eq!(answer(root, sql).await, expected, "{sql}");
+    }
+    for (sql, fragment) in [
+        (
+            "select id from sales where qty = (select code from regions)",
+            "returned more than one row",
+        ),
+        (
+            "select id from sales s where exists \
+             (select 1 from regions r where r.name = s.region)",
+            "correlated subqueries are not supported",
+        ),
+        (
+            "select (select max(code) from regions) from sales",
+            "subqueries are supported in WHERE only so far",
+        ),
+    ] {
+        match ask(root, sql).await {
+            Err(e) => assert!(e.to_string().contains(fragment), "{sql}: {e}"),
+            Ok(answer) => panic!("{sql}: {answer:?}"),
+        }
+    }
+}

@@ -25,6 +25,8 @@ use crate::plan::{
 };
 use crate::types::{self, Arithmetic, SqlType};
 
+mod subquery;
+
 type Result<T> = std::result::Result<T, PlanError>;
 
 /// How an identifier was written.
@@ -42,6 +44,20 @@ fn label(ident: &Ident) -> String {
         ident.value.clone()
     } else {
         ident.value.to_uppercase()
+    }
+}
+
+/// Why a query body other than a SELECT, a set operation or a parenthesized query is refused.
+fn query_body(body: &SetExpr) -> PlanError {
+    match body {
+        SetExpr::Table(table) => PlanError::user(
+            format!(
+                "'{table}' is not supported; write SELECT * FROM {}",
+                table.table_name.as_deref().unwrap_or("the table")
+            ),
+            body.span(),
+        ),
+        other => unsupported("this kind of query body", other.span()),
     }
 }
 
@@ -73,6 +89,9 @@ pub struct Binder<'a> {
     /// The window functions of the SELECT list and ORDER BY being bound (`None` elsewhere,
     /// where window functions are not allowed).
     windows: Option<Vec<Window>>,
+    /// The subqueries of the WHERE being bound (`None` elsewhere, where subqueries are not
+    /// supported yet).
+    attached: Option<subquery::Attached>,
 }
 
 impl<'a> Binder<'a> {
@@ -83,6 +102,7 @@ impl<'a> Binder<'a> {
             ctes: Vec::new(),
             depth: 0,
             windows: None,
+            attached: None,
         }
     }
 
@@ -124,7 +144,7 @@ impl<'a> Binder<'a> {
                 let plan = self.set_body(body)?;
                 sort_outputs(plan, &order_by)?
             }
-            other => return Err(unsupported("this kind of query body", other.span())),
+            other => return Err(query_body(other)),
         };
         self.limit(plan, query.limit_clause.as_ref())
     }
@@ -150,7 +170,7 @@ impl<'a> Binder<'a> {
                 union(left, right, all, body)
             }
             SetExpr::SetOperation { op, .. } => Err(unsupported(&format!("{op}"), body.span())),
-            other => Err(unsupported("this kind of query body", other.span())),
+            other => Err(query_body(other)),
         }
     }
 
@@ -367,10 +387,13 @@ impl<'a> Binder<'a> {
             Ok(Relation::Table(found)) => found,
             Ok(Relation::View(view)) => return self.view(view, written),
             Err(Lookup::NotFound) => {
-                return Err(PlanError::user(
-                    format!("table '{written}' not found"),
-                    written.span(),
-                ));
+                let project = &self.catalog.project;
+                let message = if project.is_empty() {
+                    format!("table '{written}' not found")
+                } else {
+                    format!("table '{written}' not found in project '{project}'")
+                };
+                return Err(PlanError::user(message, written.span()));
             }
             Err(Lookup::Ambiguous(names)) => {
                 return Err(PlanError::user(
@@ -424,6 +447,7 @@ impl<'a> Binder<'a> {
             ctes: Vec::new(),
             depth: self.depth + 1,
             windows: None,
+            attached: None,
         };
         let plan = binder.query(&query).map_err(|e| match e {
             // A view read by a view names the innermost one that is invalid, once.
@@ -452,13 +476,7 @@ impl<'a> Binder<'a> {
         }
         let mut plan = self.from(&select.from)?;
         if let Some(condition) = &select.selection {
-            let fields = plan.fields().to_vec();
-            let mut scope = Scope::new(&fields);
-            let predicate = self.expr(condition, &mut scope)?;
-            plan = Plan::Filter {
-                input: Box::new(plan),
-                predicate: expect_boolean(predicate, condition)?,
-            };
+            plan = self.where_clause(plan, condition)?;
         }
         let group_by: &[Ast] = match &select.group_by {
             GroupByExpr::Expressions(exprs, modifiers) => {
@@ -504,7 +522,28 @@ impl<'a> Binder<'a> {
                             _ => return Err(unsupported("GROUP BY a position of *", g.span())),
                         }
                     }
-                    None => self.expr(g, &mut scope)?,
+                    None => match (self.expr(g, &mut scope), g) {
+                        (Ok(bound), _) => bound,
+                        // `GROUP BY y` where `y` is no input column but a SELECT item's
+                        // alias: that item (Calcite's lenient conformance, as Kylin runs).
+                        (Err(e), Ast::Identifier(name)) => {
+                            let aliased = select.projection.iter().find_map(|item| match item {
+                                SelectItem::ExprWithAlias { expr, alias }
+                                    if label(alias) == label(name) =>
+                                {
+                                    Some(expr)
+                                }
+                                _ => None,
+                            });
+                            match aliased {
+                                Some(expr) if !has_aggregate(expr) => {
+                                    self.expr(expr, &mut scope)?
+                                }
+                                _ => return Err(e),
+                            }
+                        }
+                        (Err(e), _) => return Err(e),
+                    },
                 };
                 groups.push(bound);
             }
@@ -1015,7 +1054,7 @@ impl<'a> Binder<'a> {
                 call(&name, args, e)
             }
             Ast::Subquery(_) | Ast::InSubquery { .. } | Ast::Exists { .. } => {
-                Err(unsupported("subqueries in expressions", e.span()))
+                self.subquery_expr(e, scope)
             }
             other => Err(unsupported("this expression", other.span())),
         }
@@ -1349,7 +1388,9 @@ fn bind_aggregate(
         AggregateFunction::Count | AggregateFunction::CountRows => Some(SqlType::BigInt),
         AggregateFunction::Sum => types::sum_type(argument.ty),
         AggregateFunction::Avg => types::avg_type(argument.ty),
-        AggregateFunction::Min | AggregateFunction::Max => Some(argument.ty),
+        AggregateFunction::Min | AggregateFunction::Max | AggregateFunction::Single => {
+            Some(argument.ty)
+        }
     }
     .ok_or_else(|| {
         PlanError::user(
@@ -1652,6 +1693,46 @@ fn call(name: &str, args: Vec<Expr>, at: &Ast) -> Result<Expr> {
         "QUARTER" => Scalar::Quarter,
         "MONTH" => Scalar::Month,
         "DAYOFMONTH" | "DAY" => Scalar::DayOfMonth,
+        "DATE_TRUNC" => {
+            // Spark's `date_trunc(unit, t)`, which Kylin passes through: a TIMESTAMP always.
+            let mut args = args.into_iter();
+            let (Some(unit), Some(value), None) = (args.next(), args.next(), args.next()) else {
+                return Err(PlanError::user(
+                    "DATE_TRUNC takes a unit and a date or timestamp",
+                    at.span(),
+                ));
+            };
+            let ExprKind::Literal(Literal::String(unit)) = &unit.kind else {
+                return Err(PlanError::user(
+                    "DATE_TRUNC's unit must be a string literal such as 'MONTH'",
+                    at.span(),
+                ));
+            };
+            let unit = match unit.to_ascii_uppercase().as_str() {
+                "YEAR" | "YYYY" | "YY" => TimeUnit::Year,
+                "QUARTER" => TimeUnit::Quarter,
+                "MONTH" | "MON" | "MM" => TimeUnit::Month,
+                "WEEK" => TimeUnit::Week,
+                "DAY" | "DD" => TimeUnit::Day,
+                "HOUR" => TimeUnit::Hour,
+                "MINUTE" => TimeUnit::Minute,
+                "SECOND" => TimeUnit::Second,
+                other => {
+                    return Err(PlanError::user(
+                        format!(
+                            "DATE_TRUNC does not know the unit '{other}'; use YEAR, QUARTER, \
+                             MONTH, WEEK, DAY, HOUR, MINUTE or SECOND"
+                        ),
+                        at.span(),
+                    ));
+                }
+            };
+            let value = match value.ty {
+                SqlType::Date | SqlType::Varchar => cast(value, SqlType::Timestamp),
+                _ => value,
+            };
+            return scalar(Scalar::FloorTo(unit), vec![value], at);
+        }
         "CONCAT" => {
             // Kylin's CONCAT: NULL if any argument is NULL, as `||`.
             let mut iter = args.into_iter();

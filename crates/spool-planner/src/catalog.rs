@@ -128,6 +128,8 @@ pub fn resolve<'c, T>(
 /// One project's catalog.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalog {
+    /// The project the catalog describes, as its user names it (for messages; may be empty).
+    pub project: String,
     /// The schema unqualified table names resolve in.
     pub default_schema: String,
     /// Tables and views by schema, each schema's by name (as spelled).
@@ -147,6 +149,7 @@ impl Catalog {
     /// An empty catalog whose default schema is `default_schema`.
     pub fn new(default_schema: &str) -> Self {
         Self {
+            project: String::new(),
             default_schema: default_schema.to_owned(),
             schemas: BTreeMap::new(),
         }

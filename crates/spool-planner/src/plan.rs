@@ -147,6 +147,8 @@ pub enum AggregateFunction {
     Min,
     /// `MAX(x)`.
     Max,
+    /// The one value of a scalar subquery: NULL over no rows, an error over more than one.
+    Single,
 }
 
 /// An expression over a node's input, with its type.
@@ -358,6 +360,9 @@ pub enum JoinKind {
     Full,
     /// Every pair.
     Cross,
+    /// The left rows that have a partner, once each; only the left side's columns (what
+    /// `x IN (subquery)` and `EXISTS` become).
+    Semi,
 }
 
 /// One key of a sort.

@@ -560,7 +560,7 @@ impl Settings {
             .as_deref()
             .or(file.sql_front_end.as_deref())
         {
-            None => spool_engine_polars::FrontEnd::PolarsSql,
+            None => spool_engine_polars::FrontEnd::Spool,
             Some(name) => name.parse().map_err(anyhow::Error::msg)?,
         };
         Ok(Self {

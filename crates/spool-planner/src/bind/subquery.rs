@@ -1,0 +1,463 @@
+//! Subqueries in WHERE, bound as joins (never run once per row).
+//!
+//! A WHERE is bound over its FROM's rows. Each subquery in it becomes a relation joined to
+//! those rows (an *attachment*), and the subquery's value a column of the joined rows:
+//! - `(SELECT ...)` as a value: the subquery's one column, reduced to its single value
+//!   ([`AggregateFunction::Single`]: NULL over no rows, an error over two or more), cross-joined;
+//! - `EXISTS (SELECT ...)`: the subquery's row count, cross-joined; the value is `count > 0`;
+//! - `x [NOT] IN (SELECT v ...)`: the subquery's distinct `v`s with a mark, left-joined on
+//!   `x = v`, and its row and non-NULL counts, cross-joined. The value is SQL's three-valued
+//!   one: TRUE on a match; FALSE when nothing matched and the subquery is empty; NULL when
+//!   nothing matched and `x` is NULL or the subquery holds a NULL; FALSE otherwise. `NOT IN`
+//!   is its negation, so `x NOT IN (subquery with a NULL)` keeps no row, as the standard says.
+//!
+//! A top-level `x IN (SELECT v ...)` conjunct of WHERE (the common form) is a semi join on
+//! `x = v` instead: the rows it keeps are the same, and no mark is computed.
+//!
+//! The subqueries are bound on their own: one that reads the outer query's columns (a
+//! correlated subquery) does not bind yet, and says so.
+
+use sqlparser::ast::{BinaryOperator, Expr as Ast, Query, Spanned};
+
+use super::{Binder, Result, Scope, binary, expect_boolean, not};
+use crate::error::PlanError;
+use crate::plan::{
+    Aggregate, AggregateFunction, Binary, Expr, ExprKind, Field, JoinKind, Literal, Plan,
+};
+use crate::types::SqlType;
+
+/// A relation joined to a WHERE's rows for the subqueries in it.
+pub(super) struct Attachment {
+    /// The relation.
+    plan: Plan,
+    /// Cross, or Left for an `IN`'s marks.
+    kind: JoinKind,
+    /// For a Left join: over the rows so far, then the relation's columns.
+    on: Option<Expr>,
+}
+
+/// The subqueries of the WHERE being bound: joined, in order, after the FROM's `width` columns.
+#[derive(Default)]
+pub(super) struct Attached {
+    width: usize,
+    joined: Vec<Attachment>,
+}
+
+impl Attached {
+    /// The position the next attached relation's first column takes.
+    fn next(&self) -> usize {
+        self.width
+            + self
+                .joined
+                .iter()
+                .map(|a| a.plan.fields().len())
+                .sum::<usize>()
+    }
+}
+
+fn column(i: usize, ty: SqlType, nullable: bool) -> Expr {
+    Expr {
+        kind: ExprKind::Column(i),
+        ty,
+        nullable,
+    }
+}
+
+fn literal_bool(v: bool) -> Expr {
+    Expr {
+        kind: ExprKind::Literal(Literal::Boolean(v)),
+        ty: SqlType::Boolean,
+        nullable: false,
+    }
+}
+
+fn compare(op: Binary, l: Expr, r: Expr) -> Expr {
+    Expr {
+        nullable: l.nullable || r.nullable,
+        kind: ExprKind::Binary(op, Box::new(l), Box::new(r)),
+        ty: SqlType::Boolean,
+    }
+}
+
+fn is_null(e: Expr, negated: bool) -> Expr {
+    Expr {
+        kind: ExprKind::IsNull {
+            expr: Box::new(e),
+            negated,
+        },
+        ty: SqlType::Boolean,
+        nullable: false,
+    }
+}
+
+fn or(l: Expr, r: Expr) -> Expr {
+    compare(Binary::Or, l, r)
+}
+
+fn int(n: i64) -> Expr {
+    Expr {
+        kind: ExprKind::Literal(Literal::Integer(n)),
+        ty: SqlType::BigInt,
+        nullable: false,
+    }
+}
+
+fn aggregate(input: Plan, aggregates: Vec<Aggregate>) -> Plan {
+    let fields = aggregates
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Field {
+            name: format!("$SUB{i}"),
+            qualifier: None,
+            ty: a.ty,
+            nullable: a.function == AggregateFunction::Single,
+        })
+        .collect();
+    Plan::Aggregate {
+        input: Box::new(input),
+        groups: Vec::new(),
+        aggregates,
+        fields,
+    }
+}
+
+fn count_rows() -> Aggregate {
+    Aggregate {
+        function: AggregateFunction::CountRows,
+        argument: None,
+        distinct: false,
+        ty: SqlType::BigInt,
+    }
+}
+
+/// The conjuncts of a WHERE as written (through parentheses).
+pub(super) fn conjuncts<'a>(e: &'a Ast, out: &mut Vec<&'a Ast>) {
+    match e {
+        Ast::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            conjuncts(left, out);
+            conjuncts(right, out);
+        }
+        Ast::Nested(inner) => conjuncts(inner, out),
+        other => out.push(other),
+    }
+}
+
+impl Binder<'_> {
+    /// Binds a subquery on its own; `at` is the expression it is part of.
+    fn subquery(&mut self, query: &Query, at: &Ast) -> Result<Plan> {
+        let attached = self.attached.take();
+        let windows = self.windows.take();
+        let bound = self.query(query);
+        self.attached = attached;
+        self.windows = windows;
+        bound
+            .map_err(|e| match e {
+                PlanError::User {
+                    message,
+                    at: position,
+                } if message.starts_with("column '") || message.contains("not found in FROM") => {
+                    PlanError::User {
+                        message: format!(
+                            "{message}: a subquery cannot read the outer query's columns yet \
+                         (correlated subqueries are not supported)"
+                        ),
+                        at: position,
+                    }
+                }
+                other => other,
+            })
+            .and_then(|plan| {
+                if plan.fields().len() == 1 || matches!(at, Ast::Exists { .. }) {
+                    Ok(plan)
+                } else {
+                    Err(PlanError::user(
+                        format!(
+                            "a subquery used as a value must return one column, not {}",
+                            plan.fields().len()
+                        ),
+                        at.span(),
+                    ))
+                }
+            })
+    }
+
+    fn attach(&mut self, at: &Ast, attachment: Attachment) -> Result<usize> {
+        let Some(attached) = self.attached.as_mut() else {
+            return Err(PlanError::user(
+                "subqueries are supported in WHERE only so far",
+                at.span(),
+            ));
+        };
+        let first = attached.next();
+        attached.joined.push(attachment);
+        Ok(first)
+    }
+
+    /// Binds a subquery node of an expression (see the module docs).
+    pub(super) fn subquery_expr(&mut self, e: &Ast, scope: &mut Scope<'_>) -> Result<Expr> {
+        if self.attached.is_none() {
+            return Err(PlanError::user(
+                "subqueries are supported in WHERE only so far",
+                e.span(),
+            ));
+        }
+        match e {
+            Ast::Subquery(query) => {
+                let plan = self.subquery(query, e)?;
+                let value = &plan.fields()[0];
+                let ty = value.ty;
+                let single = Aggregate {
+                    function: AggregateFunction::Single,
+                    argument: Some(column(0, ty, value.nullable)),
+                    distinct: false,
+                    ty,
+                };
+                let at = self.attach(
+                    e,
+                    Attachment {
+                        plan: aggregate(plan, vec![single]),
+                        kind: JoinKind::Cross,
+                        on: None,
+                    },
+                )?;
+                Ok(column(at, ty, true))
+            }
+            Ast::Exists { subquery, negated } => {
+                let plan = self.subquery(subquery, e)?;
+                let at = self.attach(
+                    e,
+                    Attachment {
+                        plan: aggregate(plan, vec![count_rows()]),
+                        kind: JoinKind::Cross,
+                        on: None,
+                    },
+                )?;
+                let op = if *negated { Binary::Eq } else { Binary::Gt };
+                Ok(compare(op, column(at, SqlType::BigInt, false), int(0)))
+            }
+            Ast::InSubquery {
+                expr,
+                subquery,
+                negated,
+            } => {
+                let x = self.expr(expr, scope)?;
+                let plan = self.subquery(subquery, e)?;
+                let value = plan.fields()[0].clone();
+                // Row and non-NULL counts of the subquery.
+                let counts = aggregate(
+                    plan.clone(),
+                    vec![
+                        count_rows(),
+                        Aggregate {
+                            function: AggregateFunction::Count,
+                            argument: Some(column(0, value.ty, value.nullable)),
+                            distinct: false,
+                            ty: SqlType::BigInt,
+                        },
+                    ],
+                );
+                let counted = self.attach(
+                    e,
+                    Attachment {
+                        plan: counts,
+                        kind: JoinKind::Cross,
+                        on: None,
+                    },
+                )?;
+                // The distinct values with a mark, left-joined on x = v.
+                let marks = Plan::Distinct {
+                    input: Box::new(Plan::Project {
+                        input: Box::new(plan),
+                        exprs: vec![column(0, value.ty, value.nullable), literal_bool(true)],
+                        fields: vec![
+                            Field {
+                                name: value.name.clone(),
+                                qualifier: None,
+                                ty: value.ty,
+                                nullable: value.nullable,
+                            },
+                            Field {
+                                name: "$MARK".into(),
+                                qualifier: None,
+                                ty: SqlType::Boolean,
+                                nullable: false,
+                            },
+                        ],
+                    }),
+                };
+                let first = self.attached.as_ref().map_or(0, Attached::next);
+                let on = binary(
+                    &BinaryOperator::Eq,
+                    x.clone(),
+                    column(first, value.ty, value.nullable),
+                    e,
+                )?;
+                let marked = self.attach(
+                    e,
+                    Attachment {
+                        plan: marks,
+                        kind: JoinKind::Left,
+                        on: Some(on),
+                    },
+                )?;
+                let rows = column(counted, SqlType::BigInt, false);
+                let values = column(counted + 1, SqlType::BigInt, false);
+                let mark = column(marked + 1, SqlType::Boolean, true);
+                let unknown = or(is_null(x, false), compare(Binary::Gt, rows.clone(), values));
+                let found = Expr {
+                    kind: ExprKind::Case {
+                        branches: vec![
+                            (is_null(mark, true), literal_bool(true)),
+                            (compare(Binary::Eq, rows, int(0)), literal_bool(false)),
+                            (
+                                unknown,
+                                Expr {
+                                    kind: ExprKind::Literal(Literal::Null),
+                                    ty: SqlType::Boolean,
+                                    nullable: true,
+                                },
+                            ),
+                        ],
+                        otherwise: Box::new(literal_bool(false)),
+                    },
+                    ty: SqlType::Boolean,
+                    nullable: true,
+                };
+                Ok(if *negated { not(found) } else { found })
+            }
+            other => Err(PlanError::user(
+                "this kind of subquery is not supported",
+                other.span(),
+            )),
+        }
+    }
+
+    /// Binds a WHERE over `plan` (the FROM's rows): its subqueries joined as the module docs
+    /// say, its conditions a filter, and the rows narrowed back to the FROM's columns.
+    pub(super) fn where_clause(&mut self, plan: Plan, condition: &Ast) -> Result<Plan> {
+        let fields = plan.fields().to_vec();
+        let width = fields.len();
+        let mut parts = Vec::new();
+        conjuncts(condition, &mut parts);
+
+        // `x IN (SELECT ...)` at the top: semi joins, applied after the filter.
+        let mut semis: Vec<(Plan, Expr)> = Vec::new();
+        let mut rest: Vec<&Ast> = Vec::new();
+        for part in parts {
+            if let Ast::InSubquery {
+                expr,
+                subquery,
+                negated: false,
+            } = part
+            {
+                let saved = self.attached.take();
+                let x = self.expr(expr, &mut Scope::new(&fields));
+                self.attached = saved;
+                let x = x?;
+                let right = self.subquery(subquery, part)?;
+                let v = &right.fields()[0];
+                let on = binary(
+                    &BinaryOperator::Eq,
+                    x,
+                    column(width, v.ty, v.nullable),
+                    part,
+                )?;
+                semis.push((right, on));
+            } else {
+                rest.push(part);
+            }
+        }
+
+        // Conditions without subqueries filter the FROM's rows directly (where the join pass
+        // finds the FROM's join conditions); those with subqueries filter them once joined.
+        let outer = self.attached.replace(Attached {
+            width,
+            joined: Vec::new(),
+        });
+        let mut plain: Option<Expr> = None;
+        let mut with_subqueries: Option<Expr> = None;
+        let mut bound = Ok(());
+        for part in rest {
+            let before = self.attached.as_ref().map_or(0, |a| a.joined.len());
+            match self
+                .expr(part, &mut Scope::new(&fields))
+                .and_then(|e| expect_boolean(e, part))
+            {
+                Ok(e) => {
+                    let after = self.attached.as_ref().map_or(0, |a| a.joined.len());
+                    let into = if after > before {
+                        &mut with_subqueries
+                    } else {
+                        &mut plain
+                    };
+                    *into = Some(match into.take() {
+                        None => e,
+                        Some(p) => compare(Binary::And, p, e),
+                    });
+                }
+                Err(e) => {
+                    bound = Err(e);
+                    break;
+                }
+            }
+        }
+        let attached = std::mem::replace(&mut self.attached, outer);
+        bound?;
+
+        let mut plan = plan;
+        if let Some(predicate) = plain {
+            plan = Plan::Filter {
+                input: Box::new(plan),
+                predicate,
+            };
+        }
+        let joined = attached.map(|a| a.joined).unwrap_or_default();
+        let narrowed = !joined.is_empty();
+        for a in joined {
+            let mut fields = plan.fields().to_vec();
+            let nullable = a.kind == JoinKind::Left;
+            fields.extend(a.plan.fields().iter().cloned().map(|mut f| {
+                f.nullable |= nullable;
+                f
+            }));
+            plan = Plan::Join {
+                left: Box::new(plan),
+                right: Box::new(a.plan),
+                kind: a.kind,
+                on: a.on,
+                fields,
+            };
+        }
+        if let Some(predicate) = with_subqueries {
+            plan = Plan::Filter {
+                input: Box::new(plan),
+                predicate,
+            };
+        }
+        if narrowed {
+            plan = Plan::Project {
+                input: Box::new(plan),
+                exprs: fields
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| Expr::column(i, f))
+                    .collect(),
+                fields: fields.clone(),
+            };
+        }
+        for (right, on) in semis {
+            plan = Plan::Join {
+                left: Box::new(plan),
+                right: Box::new(right),
+                kind: JoinKind::Semi,
+                on: Some(on),
+                fields: fields.clone(),
+            };
+        }
+        Ok(plan)
+    }
+}
