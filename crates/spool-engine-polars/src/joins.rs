@@ -57,20 +57,9 @@ const MAX_KEYED_SHARE: f64 = 0.1;
 /// dimension's whole key range.
 const MAX_RANGE_SHARE: f64 = 0.5;
 
-/// What a dimension's own filters keep of the integer key it joins the fact table on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct KeyFacts {
-    /// Rows the filters keep.
-    pub kept: u64,
-    /// Rows of the whole dimension.
-    pub rows: u64,
-    /// The smallest and largest key kept (`None`: no row with a key is kept).
-    pub range: Option<(i64, i64)>,
-    /// The smallest and largest key of the whole dimension.
-    pub full: Option<(i64, i64)>,
-    /// The distinct keys kept, ascending, when there are at most [`MAX_KEY_SET`].
-    pub values: Option<Vec<i64>>,
-}
+/// What a dimension's own filters keep of the integer key it joins the fact table on (the
+/// planner's type: both front ends share the engine's cache of them).
+pub(crate) use spool_planner::passes::KeyFacts;
 
 /// Counts what a dimension's own filters keep, for join order, and which keys they keep, for
 /// filtering the fact table before it joins.

@@ -62,8 +62,13 @@ impl KeySet {
 
     /// The expression true where `column` holds a key of the set.
     pub(crate) fn filter(self, column: &str) -> Expr {
+        self.test_expr(col(column))
+    }
+
+    /// The expression true where the integer `value` is a key of the set.
+    pub(crate) fn test_expr(self, value: Expr) -> Expr {
         let set = Arc::new(self);
-        col(column).map(
+        value.map(
             move |values| set.test(&values),
             |_: &Schema, field: &Field| Ok(Field::new(field.name().clone(), DataType::Boolean)),
         )

@@ -21,6 +21,7 @@ mod priority;
 mod rewrite;
 pub mod sample;
 mod sql;
+mod stats;
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,8 @@ const BATCH_ROWS: usize = 50_000;
 
 /// The longest engine message passed on to a user; Polars can print whole plans.
 const MAX_MESSAGE: usize = 1_000;
+
+pub use spool_planner::passes::PlannerOptions;
 
 /// Which SQL front end reads a query's text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,6 +89,7 @@ pub struct PolarsEngine {
     scratch: PathBuf,
     lower_polars_threads: bool,
     front_end: FrontEnd,
+    planner: PlannerOptions,
     catalogs: Arc<catalog::Cache>,
 }
 
@@ -99,6 +103,7 @@ impl PolarsEngine {
             scratch: std::env::temp_dir().join("spool-scratch"),
             lower_polars_threads: false,
             front_end: FrontEnd::default(),
+            planner: PlannerOptions::default(),
             catalogs: Arc::default(),
         }
     }
@@ -106,6 +111,12 @@ impl PolarsEngine {
     /// Reads SQL with `front_end`.
     pub fn with_front_end(mut self, front_end: FrontEnd) -> Self {
         self.front_end = front_end;
+        self
+    }
+
+    /// Plans with `options`' levers (all on by default).
+    pub fn with_planner_options(mut self, options: PlannerOptions) -> Self {
+        self.planner = options;
         self
     }
 
@@ -144,6 +155,7 @@ impl QueryEngine for PolarsEngine {
         let request = request.clone();
         let lower = self.lower_polars_threads;
         let front_end = self.front_end;
+        let planner = self.planner;
         let joined = tokio::task::spawn_blocking(move || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 run(
@@ -156,6 +168,7 @@ impl QueryEngine for PolarsEngine {
                     How {
                         lower_polars_threads: lower,
                         front_end,
+                        planner,
                     },
                 )
             }))
@@ -343,15 +356,18 @@ fn through_polars_sql(
 fn planned(
     project: &catalog::OpenProject,
     request: &QueryRequest,
+    options: PlannerOptions,
 ) -> Result<(LazyFrame, spool_planner::Plan), EngineError> {
     use spool_planner::{Plan, PlanError};
     // Text whose meaning differs between dialects (a backslash or quote inside a quoted name,
     // escaped string literals) is refused as on every engine, so one query has one answer.
     spool_sql::faithful::check_tokens(&request.sql).map_err(EngineError::InvalidQuery)?;
-    let plan = spool_planner::plan_query(&request.sql, &project.planner).map_err(|e| match e {
-        PlanError::User { .. } => EngineError::InvalidQuery(e.to_string()),
-        PlanError::Internal { .. } => EngineError::Internal(e.to_string()),
-    })?;
+    let statistics = stats::ProjectStatistics { project };
+    let plan = spool_planner::plan_query_with(&request.sql, &project.planner, options, &statistics)
+        .map_err(|e| match e {
+            PlanError::User { .. } => EngineError::InvalidQuery(e.to_string()),
+            PlanError::Internal { .. } => EngineError::Internal(e.to_string()),
+        })?;
     let plan = match plan {
         Plan::Limit { .. } => plan,
         _ if request.offset.is_none() && request.limit.is_none() => plan,
@@ -379,6 +395,8 @@ struct How {
     lower_polars_threads: bool,
     /// What reads the SQL.
     front_end: FrontEnd,
+    /// The planner's levers.
+    planner: PlannerOptions,
 }
 
 /// Runs one query to completion on the calling (blocking) thread.
@@ -394,6 +412,7 @@ fn run(
     let How {
         lower_polars_threads,
         front_end,
+        planner,
     } = how;
     let project = catalogs
         .open(root, request.project.as_str())
@@ -407,7 +426,7 @@ fn run(
             (frame, Query::Text(prepared))
         }
         FrontEnd::Spool => {
-            let (frame, plan) = planned(&project, request)?;
+            let (frame, plan) = planned(&project, request, planner)?;
             (frame, Query::Plan(plan))
         }
     };

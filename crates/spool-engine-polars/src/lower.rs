@@ -131,6 +131,15 @@ pub(crate) fn lower(
     Ok(frame.select(labels))
 }
 
+/// Lowers `plan` with its columns named by position (`#0`, `#1`, ...), as the engine's own
+/// small queries read them (see `stats`).
+pub(crate) fn frame(
+    plan: &Plan,
+    table: &dyn Fn(&str) -> Option<LazyFrame>,
+) -> PolarsResult<LazyFrame> {
+    node(plan, table)
+}
+
 fn node(plan: &Plan, table: &dyn Fn(&str) -> Option<LazyFrame>) -> PolarsResult<LazyFrame> {
     Ok(match plan {
         Plan::Scan {
@@ -793,6 +802,17 @@ pub(crate) fn expr(e: &PlanExpr) -> PolarsResult<Expr> {
             }
             let any = any.unwrap_or_else(|| lit(false));
             if *negated { any.not() } else { any }
+        }
+        ExprKind::InKeys { expr: x, keys } => {
+            // A bitmap over the keys' range where it stays small; else Polars' hash set.
+            let x = expr(x)?;
+            match crate::keyset::KeySet::new(keys) {
+                Some(set) => set.test_expr(x),
+                None => x.cast(DataType::Int64).is_in(
+                    lit(Series::new(PlSmallStr::EMPTY, keys.as_ref())).implode(false),
+                    false,
+                ),
+            }
         }
         ExprKind::Like {
             expr: x,

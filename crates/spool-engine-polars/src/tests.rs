@@ -295,18 +295,62 @@ async fn the_13_ssb_queries_give_the_answers_computed_without_polars() {
 #[tokio::test]
 async fn the_13_ssb_queries_through_spools_planner_give_the_same_answers() {
     let (root, ssb) = ssb_fixture(0.02);
-    let engine = PolarsEngine::new(root.path()).with_front_end(crate::FrontEnd::Spool);
-    for ((name, sql), (_, answer)) in spool_ssb::answers::QUERIES
-        .iter()
-        .zip(spool_ssb::answers::answers(&ssb))
-    {
-        let csv = run_on(&engine, "ssb", sql, None, None)
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        if let Err(e) = spool_ssb::answers::check(&answer, &rows_of(&csv)) {
-            panic!("{name}: {e}");
+    let answers = spool_ssb::answers::answers(&ssb);
+    // Each lever on and off: the same (right) rows every time.
+    let all = crate::PlannerOptions::default();
+    let levers = [
+        all,
+        crate::PlannerOptions::none(),
+        crate::PlannerOptions {
+            key_filters: false,
+            ..all
+        },
+        crate::PlannerOptions {
+            join_order: false,
+            ..all
+        },
+    ];
+    for options in levers {
+        let engine = PolarsEngine::new(root.path())
+            .with_front_end(crate::FrontEnd::Spool)
+            .with_planner_options(options);
+        for ((name, sql), (_, answer)) in spool_ssb::answers::QUERIES.iter().zip(&answers) {
+            let csv = run_on(&engine, "ssb", sql, None, None)
+                .await
+                .unwrap_or_else(|e| panic!("{name} {options:?}: {e}"));
+            if let Err(e) = spool_ssb::answers::check(answer, &rows_of(&csv)) {
+                panic!("{name} {options:?}: {e}");
+            }
         }
     }
+}
+
+/// The levers engage on SSB: Q2.1's fact table is filtered by the part keys its category
+/// keeps (a key set), and the most selective dimension joins first.
+#[tokio::test]
+async fn the_planners_levers_filter_ssbs_fact_table_by_the_kept_keys() {
+    let (root, _) = ssb_fixture(0.02);
+    let path = root.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let opened = crate::catalog::open(&path, "ssb").expect("open");
+        let statistics = crate::stats::ProjectStatistics { project: &opened };
+        let sql = spool_ssb::answers::QUERIES[3].1;
+        let plan = |options| {
+            spool_planner::plan_query_with(sql, &opened.planner, options, &statistics)
+                .expect("plan")
+                .explain()
+        };
+        let on = plan(crate::PlannerOptions::default());
+        assert!(on.contains("IN KEYS"), "{on}");
+        assert!(
+            on.find("Scan SSB.PART") < on.find("Scan SSB.DATES"),
+            "the part category keeps the fewest rows: {on}"
+        );
+        let off = plan(crate::PlannerOptions::none());
+        assert!(!off.contains("IN KEYS"), "{off}");
+    })
+    .await
+    .expect("ran");
 }
 
 /// A scattered key list (Q2.3's one brand of parts) is read from a keyed table the engine

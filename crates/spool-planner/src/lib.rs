@@ -9,7 +9,8 @@
 //! - [`plan`]: the logical plan, expressions by position, every type known;
 //! - `bind`: the AST to the plan (names, aliases, grouping, ORDER BY over output names);
 //! - [`passes`]: rewrites that keep the answer (comma joins to inner joins on the WHERE's
-//!   equalities).
+//!   equalities; the star-join levers: key filters on the fact table and join order, with
+//!   facts the engine gives through [`passes::Statistics`]).
 //!
 //! The Polars engine lowers the plan to Polars' LazyFrame API (`sql_front_end = "spool"`);
 //! what it covers so far is in `docs/SQL.md`.
@@ -34,6 +35,17 @@ use sqlparser::parser::Parser;
 /// the passes over it.
 pub fn plan_query(sql: &str, catalog: &Catalog) -> Result<Plan, PlanError> {
     bind_query(sql, catalog).map(passes::optimize)
+}
+
+/// Parses `sql`, binds it against `catalog` and runs the passes over it with the levers
+/// `options` allows, asking `statistics` for the facts they need.
+pub fn plan_query_with(
+    sql: &str,
+    catalog: &Catalog,
+    options: passes::PlannerOptions,
+    statistics: &dyn passes::Statistics,
+) -> Result<Plan, PlanError> {
+    bind_query(sql, catalog).map(|plan| passes::optimize_with(plan, options, statistics))
 }
 
 /// Parses `sql` and binds it against `catalog`, without passes.

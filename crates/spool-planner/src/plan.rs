@@ -209,6 +209,16 @@ pub enum ExprKind {
     },
     /// A scalar function of the registry.
     Function(Scalar, Vec<Expr>),
+    /// `expr IN (keys)` for an integer `expr` and a set of integer keys, ascending and
+    /// distinct: what a dimension's filters keep of the key the fact table joins it on, written
+    /// into the fact table's scan by the star-join pass (see `passes`). An engine tests it as
+    /// it tests sets best (Polars: a bitmap over the keys' range).
+    InKeys {
+        /// The integer tested.
+        expr: Box<Expr>,
+        /// The keys.
+        keys: std::sync::Arc<[i64]>,
+    },
 }
 
 impl Expr {
@@ -266,6 +276,10 @@ impl Expr {
             ExprKind::Function(f, args) => {
                 ExprKind::Function(f, args.into_iter().map(|a| a.remap(map)).collect())
             }
+            ExprKind::InKeys { expr, keys } => ExprKind::InKeys {
+                expr: Box::new(expr.remap(map)),
+                keys,
+            },
         };
         Expr { kind, ..self }
     }
@@ -296,7 +310,7 @@ impl Expr {
                 ExprKind::Like { expr, pattern, .. } => {
                     stack.extend([pattern.as_ref(), expr.as_ref()]);
                 }
-                ExprKind::IsNull { expr, .. } => stack.push(expr),
+                ExprKind::IsNull { expr, .. } | ExprKind::InKeys { expr, .. } => stack.push(expr),
                 ExprKind::Function(_, args) => stack.extend(args.iter().rev()),
             }
         }
@@ -682,6 +696,14 @@ pub fn show(expr: &Expr) -> String {
             let args: Vec<String> = args.iter().map(show).collect();
             format!("{f:?}({})", args.join(", "))
         }
+        ExprKind::InKeys { expr, keys } => match (keys.first(), keys.last()) {
+            (Some(low), Some(high)) => format!(
+                "{} IN KEYS ({} keys, {low}..={high})",
+                show(expr),
+                keys.len()
+            ),
+            _ => format!("{} IN KEYS ()", show(expr)),
+        },
     }
 }
 

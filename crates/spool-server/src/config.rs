@@ -176,8 +176,9 @@ pub struct Cli {
     /// and keeps a crashing query from taking the server down) [default: true]
     #[arg(long, env = "SPOOL_QUERY_PROCESSES")]
     pub query_processes: Option<bool>,
-    /// The SQL front end of Polars projects: "polars" (Polars' SQL context) or "spool" (Spool's
-    /// planner lowered to Polars' LazyFrame API; being built, see docs/SQL.md) [default: polars]
+    /// The SQL front end of Polars projects: "spool" (Spool's planner lowered to Polars'
+    /// LazyFrame API, see docs/SQL.md) or "polars" (Polars' SQL context behind Spool's
+    /// rewrites, the former default, kept while the planner takes over) [default: spool]
     #[arg(long, env = "SPOOL_SQL_FRONT_END")]
     pub sql_front_end: Option<String>,
     /// Manage users instead of serving
@@ -216,8 +217,8 @@ pub struct EngineWorkerArgs {
     /// The server's process id
     #[arg(long)]
     pub parent: Option<u32>,
-    /// The SQL front end: "polars" or "spool"
-    #[arg(long, default_value = "polars")]
+    /// The SQL front end: "spool" or "polars"
+    #[arg(long, default_value = "spool")]
     pub sql_front_end: String,
 }
 
@@ -233,6 +234,10 @@ pub struct QueryArgs {
     /// Where to write the CSV of the last run (`-`: stdout) [default: nowhere]
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Planner levers to switch off for these runs, to measure what they buy: `key-filters`,
+    /// `join-order` or `all` (comma-separated) [default: none]
+    #[arg(long, value_delimiter = ',')]
+    pub levers_off: Vec<String>,
     /// The SQL
     pub sql: String,
 }
@@ -401,6 +406,8 @@ pub struct Settings {
     pub max_query_memory: Option<u64>,
     /// The SQL front end of Polars projects.
     pub sql_front_end: spool_engine_polars::FrontEnd,
+    /// The planner's levers (all on; `spool-server query --levers-off` switches them off).
+    pub planner: spool_engine_polars::PlannerOptions,
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -567,6 +574,7 @@ impl Settings {
             query_processes,
             max_query_memory,
             sql_front_end,
+            planner: spool_engine_polars::PlannerOptions::default(),
             metrics_bind: cli.metrics_bind.or(file.metrics_bind),
             console: cli.console.or(file.console).unwrap_or(true),
             sync,

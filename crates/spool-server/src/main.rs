@@ -117,6 +117,18 @@ fn gen_ssb(args: &config::GenSsb) -> anyhow::Result<()> {
 /// as the server, without HTTP or the job store, and reports each run's time on stderr.
 async fn query(args: &config::QueryArgs, settings: &Settings) -> anyhow::Result<()> {
     use spool_ports::{CancelToken, QueryEngine, ResultStore};
+    let mut settings = settings.clone();
+    for lever in &args.levers_off {
+        match lever.as_str() {
+            "key-filters" => settings.planner.key_filters = false,
+            "join-order" => settings.planner.join_order = false,
+            "all" => settings.planner = spool_engine_polars::PlannerOptions::none(),
+            other => {
+                anyhow::bail!("--levers-off takes key-filters, join-order or all, not {other:?}")
+            }
+        }
+    }
+    let settings = &settings;
     let engine = engines(settings, Isolation::InProcess)?;
     let scratch = std::env::temp_dir().join(format!("spool-query-{}", std::process::id()));
     let store = FsResultStore::open(&scratch)
@@ -355,6 +367,7 @@ fn engines(settings: &Settings, isolation: Isolation) -> anyhow::Result<engines:
         PolarsEngine::new(&projects)
             .with_scratch(&scratch)
             .with_front_end(settings.sql_front_end)
+            .with_planner_options(settings.planner)
             .with_polars_threads_lowered(),
     );
     let polars: Arc<dyn spool_ports::QueryEngine> = if settings.query_processes
