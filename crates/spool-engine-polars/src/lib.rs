@@ -378,7 +378,7 @@ fn planned(
         },
     };
     debug!(plan = %plan.explain(), "running on polars through spool's planner");
-    let frame = lower::lower(&plan, &|name| project.table(name)).map_err(planning_error)?;
+    let frame = lower::lower(&plan, &stats::ProjectSource { project }).map_err(planning_error)?;
     Ok((frame, plan))
 }
 
@@ -476,7 +476,7 @@ fn run(
                         scoped.register(&table, scan);
                         gate::execute(&mut scoped, prepared)
                     }
-                    Query::Plan(plan) => lower::lower(plan, &|name| {
+                    Query::Plan(plan) => lower::lower(plan, &|name: &str| {
                         if name == table {
                             Some(scan.clone())
                         } else {

@@ -16,9 +16,12 @@
 //!   (NULL when it is not one, as Spark answers).
 
 use polars::prelude::*;
+use std::sync::Arc;
+
+use crate::keyset::Lookup;
 use spool_planner::plan::{
-    Aggregate, AggregateFunction, Binary, Expr as PlanExpr, ExprKind, JoinKind, Literal, Plan,
-    Scalar as Func, SortKey, Unary, Window, WindowFunction,
+    Aggregate, AggregateFunction, Binary, Expr as PlanExpr, ExprKind, JoinKind, JoinStrategy,
+    Literal, Plan, Scalar as Func, SortKey, Unary, Window, WindowFunction,
 };
 use spool_planner::types::Arithmetic;
 use spool_planner::{Catalog, Column, SqlType, Table, View};
@@ -97,6 +100,24 @@ pub(crate) fn catalog(
     catalog
 }
 
+/// Where lowering reads the project's tables, and the rows of dimensions by key.
+pub(crate) trait Source {
+    /// The frame of the project's table `name`.
+    fn table(&self, name: &str) -> Option<LazyFrame>;
+
+    /// The rows of `dimension` (lowered with positional names) by its integer column `key`,
+    /// for a join marked [`JoinStrategy::Lookup`]; `None`: join by hashing.
+    fn lookup(&self, _dimension: &Plan, _key: usize) -> Option<Arc<Lookup>> {
+        None
+    }
+}
+
+impl<F: Fn(&str) -> Option<LazyFrame>> Source for F {
+    fn table(&self, name: &str) -> Option<LazyFrame> {
+        self(name)
+    }
+}
+
 fn name(i: usize) -> PlSmallStr {
     format!("#{i}").into()
 }
@@ -107,10 +128,7 @@ fn column(i: usize) -> Expr {
 
 /// Lowers `plan`, reading each scanned table through `table`; the result's columns carry the
 /// plan's labels (a label used twice gets `_1`, `_2`, ... after it: a frame's names are unique).
-pub(crate) fn lower(
-    plan: &Plan,
-    table: &dyn Fn(&str) -> Option<LazyFrame>,
-) -> PolarsResult<LazyFrame> {
+pub(crate) fn lower(plan: &Plan, table: &dyn Source) -> PolarsResult<LazyFrame> {
     let frame = node(plan, table)?;
     let mut seen: Vec<String> = Vec::new();
     let labels: Vec<Expr> = plan
@@ -133,21 +151,18 @@ pub(crate) fn lower(
 
 /// Lowers `plan` with its columns named by position (`#0`, `#1`, ...), as the engine's own
 /// small queries read them (see `stats`).
-pub(crate) fn frame(
-    plan: &Plan,
-    table: &dyn Fn(&str) -> Option<LazyFrame>,
-) -> PolarsResult<LazyFrame> {
+pub(crate) fn frame(plan: &Plan, table: &dyn Source) -> PolarsResult<LazyFrame> {
     node(plan, table)
 }
 
-fn node(plan: &Plan, table: &dyn Fn(&str) -> Option<LazyFrame>) -> PolarsResult<LazyFrame> {
+fn node(plan: &Plan, table: &dyn Source) -> PolarsResult<LazyFrame> {
     Ok(match plan {
         Plan::Scan {
             table: name_,
             fields,
             ..
         } => {
-            let frame = table(name_).ok_or_else(
+            let frame = table.table(name_).ok_or_else(
                 || polars_err!(ComputeError: "table {name_} is not in the project's snapshot"),
             )?;
             frame.select(
@@ -192,6 +207,37 @@ fn node(plan: &Plan, table: &dyn Fn(&str) -> Option<LazyFrame>) -> PolarsResult<
             } else {
                 frame.group_by(keys).agg(aggs)
             }
+        }
+        Plan::Join {
+            left,
+            right,
+            kind: JoinKind::Inner,
+            strategy:
+                JoinStrategy::Lookup {
+                    left: key,
+                    right: dimension_key,
+                },
+            ..
+        } if let Some(lookup) = table.lookup(right, *dimension_key) => {
+            // The dimension's row of each left row by its key; left rows without one dropped,
+            // as the inner join drops them. The join's one condition is that key equality.
+            let width = left.fields().len();
+            let rows: PlSmallStr = format!("spool rows {width}").into();
+            let mut frame = node(left, table)?
+                .with_column(lookup.rows(&name(*key)).alias(rows.clone()))
+                .filter(col(rows.clone()).neq(lit(crate::keyset::NO_ROW)));
+            let columns = (0..right.fields().len())
+                .map(|j| {
+                    lookup
+                        .column(&rows, &name(j))
+                        .map(|c| c.alias(name(width + j)))
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| polars_err!(ComputeError: "a dimension's lookup lacks a column"))?;
+            if !columns.is_empty() {
+                frame = frame.with_columns(columns);
+            }
+            frame.drop(by_name([rows.as_str()], true, false))
         }
         Plan::Join {
             left,
@@ -299,7 +345,7 @@ fn join(
     right: &Plan,
     kind: JoinKind,
     on: Option<&PlanExpr>,
-    table: &dyn Fn(&str) -> Option<LazyFrame>,
+    table: &dyn Source,
 ) -> PolarsResult<LazyFrame> {
     let width = left.fields().len();
     let left_frame = node(left, table)?;

@@ -5,13 +5,14 @@
 //! Answers are cached with the opened project (a changed file opens a new one, so a cached
 //! fact never outlives the data it describes), by the plan as `explain` prints it.
 
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 
 use polars::prelude::{ChunkUnique, DataFrame, DataType, LazyFrame, col, len};
 use spool_planner::Plan;
 use spool_planner::passes::{KeyFacts, MAX_KEY_SET, Statistics};
 
 use crate::catalog::OpenProject;
+use crate::keyset::Lookup;
 use crate::lower;
 
 /// Key facts kept per opened project; beyond this many, or this many keys in all (8 MiB), the
@@ -26,7 +27,13 @@ pub(crate) struct ProjectStatistics<'a> {
 
 impl ProjectStatistics<'_> {
     fn frame(&self, plan: &Plan) -> Option<LazyFrame> {
-        lower::frame(plan, &|name| self.project.table(name)).ok()
+        lower::frame(
+            plan,
+            &ProjectSource {
+                project: self.project,
+            },
+        )
+        .ok()
     }
 
     fn cached(&self, key: &str, find: impl FnOnce() -> Option<KeyFacts>) -> Option<KeyFacts> {
@@ -133,5 +140,48 @@ impl Statistics for ProjectStatistics<'_> {
                 values,
             })
         })
+    }
+}
+
+/// Dimension rows kept by key for lookups per opened project, at most this many in all; beyond
+/// it the map starts again. A dimension keeping more rows than this is joined by hashing.
+const MAX_LOOKUP_ROWS: usize = 1 << 21;
+
+/// The project's tables for lowering, and its dimensions' rows by key for joins the planner
+/// marked [`spool_planner::plan::JoinStrategy::Lookup`] (cached with the opened project).
+pub(crate) struct ProjectSource<'a> {
+    pub project: &'a OpenProject,
+}
+
+impl lower::Source for ProjectSource<'_> {
+    fn table(&self, name: &str) -> Option<LazyFrame> {
+        self.project.table(name)
+    }
+
+    fn lookup(&self, dimension: &Plan, key: usize) -> Option<Arc<Lookup>> {
+        let cache_key = format!("plan\u{0}{key}\u{0}{}", dimension.explain());
+        let cached = || {
+            self.project
+                .lookups
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        if let Some(known) = cached().get(&cache_key) {
+            return known.clone();
+        }
+        let found = lower::frame(dimension, self)
+            .ok()
+            .and_then(|frame| frame.collect().ok())
+            .filter(|rows| rows.height() <= MAX_LOOKUP_ROWS)
+            .and_then(|rows| Lookup::new(rows, &format!("#{key}")))
+            .map(Arc::new);
+        let mut cached = cached();
+        let held: usize = cached.values().flatten().map(|l| l.height()).sum();
+        let adding = found.as_ref().map_or(0, |l| l.height());
+        if cached.len() >= MAX_CACHED || held + adding > MAX_LOOKUP_ROWS {
+            cached.clear();
+        }
+        cached.insert(cache_key, found.clone());
+        found
     }
 }

@@ -309,6 +309,10 @@ async fn the_13_ssb_queries_through_spools_planner_give_the_same_answers() {
             join_order: false,
             ..all
         },
+        crate::PlannerOptions {
+            folds: false,
+            ..all
+        },
     ];
     for options in levers {
         let engine = PolarsEngine::new(root.path())
@@ -326,7 +330,8 @@ async fn the_13_ssb_queries_through_spools_planner_give_the_same_answers() {
 }
 
 /// The levers engage on SSB: Q2.1's fact table is filtered by the part keys its category
-/// keeps (a key set), and the most selective dimension joins first.
+/// keeps (a key set), the most selective dimension joins first, and every dimension is
+/// joined by lookup.
 #[tokio::test]
 async fn the_planners_levers_filter_ssbs_fact_table_by_the_kept_keys() {
     let (root, _) = ssb_fixture(0.02);
@@ -346,8 +351,11 @@ async fn the_planners_levers_filter_ssbs_fact_table_by_the_kept_keys() {
             on.find("Scan SSB.PART") < on.find("Scan SSB.DATES"),
             "the part category keeps the fewest rows: {on}"
         );
+        // Dates, part and supplier are much smaller than the fact table: joined by lookup.
+        assert_eq!(on.matches("by lookup").count(), 3, "{on}");
         let off = plan(crate::PlannerOptions::none());
         assert!(!off.contains("IN KEYS"), "{off}");
+        assert!(!off.contains("by lookup"), "{off}");
     })
     .await
     .expect("ran");

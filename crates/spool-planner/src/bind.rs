@@ -20,8 +20,8 @@ use sqlparser::tokenizer::Span;
 use crate::catalog::{Case, Catalog, Lookup, Relation, resolve};
 use crate::error::{PlanError, Position};
 use crate::plan::{
-    Aggregate, AggregateFunction, Binary, Expr, ExprKind, Field, JoinKind, Literal, Plan, Scalar,
-    SortKey, TimeUnit, Unary, Window, WindowFunction,
+    Aggregate, AggregateFunction, Binary, Expr, ExprKind, Field, JoinKind, JoinStrategy, Literal,
+    Plan, Scalar, SortKey, TimeUnit, Unary, Window, WindowFunction,
 };
 use crate::types::{self, Arithmetic, SqlType};
 
@@ -273,6 +273,7 @@ impl<'a> Binder<'a> {
         };
         Ok(Plan::Join {
             left: Box::new(left),
+            strategy: JoinStrategy::Hash,
             right: Box::new(right),
             kind: if on.is_none() && kind == JoinKind::Inner {
                 JoinKind::Cross

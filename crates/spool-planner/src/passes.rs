@@ -13,13 +13,16 @@
 //!     when narrow, else the keys as a set, [`ExprKind::InKeys`]), so its scan skips the rows
 //!     and row groups no dimension row would join;
 //!   - **join order**: the dimensions are joined most selective first, so later joins see
-//!     fewer fact rows.
+//!     fewer fact rows;
+//!   - **folds**: a join with a much smaller dimension on its integer key is marked
+//!     [`JoinStrategy::Lookup`], for the engine to find each fact row's dimension row in an
+//!     array by key rather than by hashing (it hashes when the key is not unique).
 //!
-//!   Both are implied by the inner joins (a fact row outside a dimension's kept keys finds no
+//!   The filters are implied by the inner joins (a fact row outside a dimension's kept keys finds no
 //!   partner), so the answer is the same with any lever on or off; the differential tests
 //!   check it.
 
-use crate::plan::{Binary, Expr, ExprKind, Field, JoinKind, Literal, Plan};
+use crate::plan::{Binary, Expr, ExprKind, Field, JoinKind, JoinStrategy, Literal, Plan};
 use crate::types::SqlType;
 
 /// Which levers the passes may pull (each on by default; off to measure it or rule it out).
@@ -29,6 +32,9 @@ pub struct PlannerOptions {
     pub key_filters: bool,
     /// Join a star's most selective dimension first.
     pub join_order: bool,
+    /// Let the engine find a much smaller dimension's row by its key in an array rather than
+    /// by a hash join ([`JoinStrategy::Lookup`]).
+    pub folds: bool,
 }
 
 impl Default for PlannerOptions {
@@ -36,6 +42,7 @@ impl Default for PlannerOptions {
         Self {
             key_filters: true,
             join_order: true,
+            folds: true,
         }
     }
 }
@@ -46,6 +53,7 @@ impl PlannerOptions {
         Self {
             key_filters: false,
             join_order: false,
+            folds: false,
         }
     }
 }
@@ -185,12 +193,14 @@ fn map_children(plan: Plan, pass: &dyn Fn(Plan) -> Plan, here: impl Fn(Plan) -> 
             right,
             kind,
             on,
+            strategy,
             fields,
         } => Plan::Join {
             left: Box::new(pass(*left)),
             right: Box::new(pass(*right)),
             kind,
             on,
+            strategy,
             fields,
         },
         Plan::Sort { input, keys } => Plan::Sort {
@@ -332,42 +342,54 @@ fn link(cross: Plan, predicate: Expr, star: &Star<'_>) -> Plan {
     // What each filtered dimension keeps (1: not asked), and the fact filters it implies.
     let mut share = vec![1.0f64; leaves.len()];
     let mut fact_filters: Vec<KeyFilter> = Vec::new();
-    let levers = star.options.key_filters || star.options.join_order;
+    let levers = star.options.key_filters || star.options.join_order || star.options.folds;
     let fact_rows = if levers && matches!(wholes[centre], Plan::Scan { .. }) {
         star.statistics.rows(&wholes[centre])
     } else {
         None
     };
+    // Each dimension's integer key equality with the centre, when it is the only condition
+    // linking the dimension: the fact's column (in FROM numbering) and the dimension's own.
+    let mut fold_key: Vec<Option<(usize, usize)>> = vec![None; leaves.len()];
     if let Some(fact_rows) = fact_rows {
-        for item in (0..leaves.len()).filter(|&i| i != centre && own[i] > 0) {
+        for item in (0..leaves.len()).filter(|&i| i != centre) {
             if !matches!(wholes[item], Plan::Scan { .. }) {
                 continue;
             }
-            let key = parts.iter().zip(&reads).find_map(|(p, items)| {
-                if !(is_link(p, items) && items.contains(&centre) && items.contains(&item)) {
-                    return None;
-                }
-                let ExprKind::Binary(Binary::Eq, l, r) = &p.kind else {
-                    return None;
-                };
-                let (l, r) = (integer_column(l)?, integer_column(r)?);
-                let (fact, dimension) = if item_of(l.0) == centre {
-                    (l, r)
-                } else {
-                    (r, l)
-                };
-                Some((
-                    (fact.0 - starts[centre], fact.1),
-                    dimension.0 - starts[item],
-                ))
-            });
-            let Some(((fact_column, fact_type), dimension_key)) = key else {
+            let mut touching = parts
+                .iter()
+                .zip(&reads)
+                .filter(|(p, items)| is_link(p, items) && items.contains(&item));
+            let (Some((p, items)), None) = (touching.next(), touching.next()) else {
                 continue;
             };
+            if !items.contains(&centre) {
+                continue;
+            }
+            let ExprKind::Binary(Binary::Eq, l, r) = &p.kind else {
+                continue;
+            };
+            let (Some(l), Some(r)) = (integer_column(l), integer_column(r)) else {
+                continue;
+            };
+            let (fact, dimension) = if item_of(l.0) == centre {
+                (l, r)
+            } else {
+                (r, l)
+            };
+            let (fact_column, fact_type) = (fact.0 - starts[centre], fact.1);
+            let dimension_key = dimension.0 - starts[item];
+            let small = |rows: u64| rows > 0 && rows.saturating_mul(COUNT_MIN_RATIO) <= fact_rows;
+            if star.options.folds && star.statistics.rows(&wholes[item]).is_some_and(small) {
+                fold_key[item] = Some((fact.0, dimension_key));
+            }
+            if own[item] == 0 || !(star.options.key_filters || star.options.join_order) {
+                continue;
+            }
             let Some(facts) = star
                 .statistics
                 .keys(&leaves[item], &wholes[item], dimension_key)
-                .filter(|f| f.rows > 0 && f.rows.saturating_mul(COUNT_MIN_RATIO) <= fact_rows)
+                .filter(|f| small(f.rows))
             else {
                 continue;
             };
@@ -428,9 +450,11 @@ fn link(cross: Plan, predicate: Expr, star: &Star<'_>) -> Plan {
         let right = leaves[item].take().unwrap_or(Plan::Single);
         joined_items.push(item);
         let mut on: Option<Expr> = None;
+        let mut conditions = 0;
         for (i, (p, items)) in parts.iter().zip(&reads).enumerate() {
             if !used[i] && is_link(p, items) && items.iter().all(|x| joined_items.contains(x)) {
                 used[i] = true;
+                conditions += 1;
                 let p = p.clone().remap(&to_new);
                 on = Some(match on {
                     None => p,
@@ -438,6 +462,13 @@ fn link(cross: Plan, predicate: Expr, star: &Star<'_>) -> Plan {
                 });
             }
         }
+        let strategy = match fold_key[item] {
+            Some((fact, dimension)) if conditions == 1 => JoinStrategy::Lookup {
+                left: to_new(fact),
+                right: dimension,
+            },
+            _ => JoinStrategy::Hash,
+        };
         let mut fields = joined.fields().to_vec();
         fields.extend(right.fields().iter().cloned());
         joined = Plan::Join {
@@ -449,6 +480,7 @@ fn link(cross: Plan, predicate: Expr, star: &Star<'_>) -> Plan {
                 JoinKind::Cross
             },
             on,
+            strategy,
             fields,
         };
     }

@@ -379,6 +379,24 @@ pub enum JoinKind {
     Semi,
 }
 
+/// How an engine may compute a join; every strategy gives the join's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JoinStrategy {
+    /// As the engine joins by default (Polars: hashing one side, probing with the other).
+    #[default]
+    Hash,
+    /// An inner join of a much larger left side (a star's fact rows) with a dimension on one
+    /// integer key of the dimension: the engine may find each left row's dimension row by its
+    /// key in an array over the dimension's key range, when the key is unique there (it checks,
+    /// and hashes otherwise). Set by the star-join pass (`passes`, its `folds` lever).
+    Lookup {
+        /// The left side's key column.
+        left: usize,
+        /// The dimension's key column (in the right side's own numbering).
+        right: usize,
+    },
+}
+
 /// One key of a sort.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SortKey {
@@ -443,6 +461,8 @@ pub enum Plan {
         kind: JoinKind,
         /// The join condition (none for a cross join).
         on: Option<Expr>,
+        /// How an engine may compute it (the same rows either way).
+        strategy: JoinStrategy,
         /// The output columns.
         fields: Vec<Field>,
     },
@@ -553,12 +573,17 @@ impl Plan {
                 right,
                 kind,
                 on,
+                strategy,
                 ..
             } => (
                 format!(
-                    "Join {kind:?}{}",
+                    "Join {kind:?}{}{}",
                     on.as_ref()
-                        .map_or(String::new(), |on| format!(" on {}", show(on)))
+                        .map_or(String::new(), |on| format!(" on {}", show(on))),
+                    match strategy {
+                        JoinStrategy::Hash => "",
+                        JoinStrategy::Lookup { .. } => " by lookup",
+                    }
                 ),
                 vec![left, right],
             ),

@@ -235,7 +235,7 @@ pub struct QueryArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Planner levers to switch off for these runs, to measure what they buy: `key-filters`,
-    /// `join-order` or `all` (comma-separated) [default: none]
+    /// `join-order`, `folds` or `all` (comma-separated) [default: none]
     #[arg(long, value_delimiter = ',')]
     pub levers_off: Vec<String>,
     /// The SQL

@@ -122,9 +122,12 @@ async fn query(args: &config::QueryArgs, settings: &Settings) -> anyhow::Result<
         match lever.as_str() {
             "key-filters" => settings.planner.key_filters = false,
             "join-order" => settings.planner.join_order = false,
+            "folds" => settings.planner.folds = false,
             "all" => settings.planner = spool_engine_polars::PlannerOptions::none(),
             other => {
-                anyhow::bail!("--levers-off takes key-filters, join-order or all, not {other:?}")
+                anyhow::bail!(
+                    "--levers-off takes key-filters, join-order, folds or all, not {other:?}"
+                )
             }
         }
     }

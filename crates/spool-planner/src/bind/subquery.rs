@@ -22,7 +22,8 @@ use sqlparser::ast::{BinaryOperator, Expr as Ast, Query, Spanned};
 use super::{Binder, Result, Scope, binary, expect_boolean, not};
 use crate::error::PlanError;
 use crate::plan::{
-    Aggregate, AggregateFunction, Binary, Expr, ExprKind, Field, JoinKind, Literal, Plan,
+    Aggregate, AggregateFunction, Binary, Expr, ExprKind, Field, JoinKind, JoinStrategy, Literal,
+    Plan,
 };
 use crate::types::SqlType;
 
@@ -426,6 +427,7 @@ impl Binder<'_> {
             }));
             plan = Plan::Join {
                 left: Box::new(plan),
+                strategy: JoinStrategy::Hash,
                 right: Box::new(a.plan),
                 kind: a.kind,
                 on: a.on,
@@ -452,6 +454,7 @@ impl Binder<'_> {
         for (right, on) in semis {
             plan = Plan::Join {
                 left: Box::new(plan),
+                strategy: JoinStrategy::Hash,
                 right: Box::new(right),
                 kind: JoinKind::Semi,
                 on: Some(on),
