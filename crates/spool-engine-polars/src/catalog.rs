@@ -14,12 +14,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
-use polars::sql::SQLContext;
 
 use spool_domain::ResultColumn;
 use spool_ports::TableInfo;
-
-use crate::sql::{self, Names};
 
 /// Where a table's rows live.
 #[derive(Debug, Clone)]
@@ -54,9 +51,6 @@ impl Cache {
                 CatalogError::Broken(format!("project '{project}' cannot be listed: {e}"))
             })?
             .ok_or(CatalogError::NotFound)?;
-        if !cache_enabled() {
-            return open(root, project);
-        }
         let key = project.to_ascii_lowercase();
         {
             let cached = self.lock();
@@ -78,52 +72,31 @@ impl Cache {
     }
 }
 
-/// Whether opened projects are kept: they are, unless the environment says
-/// `SPOOL_CATALOG_CACHE=off` (for measuring what the cache buys; read once).
-fn cache_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    crate::switched_on(&ON, "SPOOL_CATALOG_CACHE")
-}
-
-/// A project opened for queries: its tables' scans (lazy frames, cheap to copy), from which
-/// each query gets an SQL context of its own ([`OpenProject::context`]).
+/// A project opened for queries: its tables' scans (lazy frames, cheap to copy) and the
+/// planner's catalog of its tables and views.
 #[derive(Clone)]
 pub(crate) struct OpenProject {
-    pub name: String,
     /// The project's tables and views as Spool's planner binds against them.
     pub planner: spool_planner::Catalog,
     tables: PlHashMap<String, LazyFrame>,
-    pub names: Names,
     /// Each table's source, by the table's name as the catalog spells it.
     pub sources: HashMap<String, Source>,
     /// Every table and view with its columns, sorted by name.
     pub described: Vec<TableInfo>,
-    /// What dimensions' filters keep of their keys, found for join planning: by relation, key
-    /// and filter as SQL prints them. Kept with the opened project, so a changed file (a new
+    /// What dimensions' filters keep of their keys and tables' row counts, found for the
+    /// planner's star-join levers (see `stats`): by the plan as `explain` prints it. Kept with the opened project, so a changed file (a new
     /// version, a new `OpenProject`) starts it empty.
-    pub keys: Arc<std::sync::Mutex<HashMap<String, Option<crate::joins::KeyFacts>>>>,
-    /// Dimensions' kept rows by key, for folding them into the fact table (see `joins::Fold`):
-    /// by relation, filter and columns. Kept and started again like `keys`.
+    pub keys: Arc<std::sync::Mutex<HashMap<String, Option<spool_planner::passes::KeyFacts>>>>,
+    /// Dimensions' kept rows by key, for joins by lookup (see `stats::ProjectSource`): by the
+    /// dimension's plan and key. Kept and started again like `keys`.
     pub lookups: Arc<std::sync::Mutex<HashMap<String, Option<Arc<crate::keyset::Lookup>>>>>,
 }
 
 impl OpenProject {
-    /// A new SQL context holding the project's tables. Never shared between queries: Polars
-    /// registers what a query names (a derived table's alias, a table function's frame) in its
-    /// context's table map, which every clone of a context shares; a query reading
-    /// `(SELECT ...) AS lineorder` would otherwise change `lineorder` for every later query.
-    pub(crate) fn context(&self) -> SQLContext {
-        fresh_context(&self.tables)
-    }
-
     /// The frame of the project's table `name`, as the catalog spells it.
     pub(crate) fn table(&self, name: &str) -> Option<LazyFrame> {
         self.tables.get(name).cloned()
     }
-}
-
-fn fresh_context(tables: &PlHashMap<String, LazyFrame>) -> SQLContext {
-    SQLContext::new_from_table_map(tables.clone())
 }
 
 /// The projects under `root`: its folders whose names are project names, sorted.
@@ -277,22 +250,6 @@ pub(crate) fn row_groups(source: &Source, min_rows: usize) -> PolarsResult<Optio
     Ok(Some(runs))
 }
 
-/// Estimates a table's rows for join planning: exact for Parquet (from the footer), a guess
-/// from the file size for CSV.
-fn estimate_rows(source: &Source) -> Option<u64> {
-    if let Source::Csv(path) = source {
-        return fs::metadata(path).ok().map(|m| m.len() / 32);
-    }
-    parquet_files(source)
-        .ok()??
-        .iter()
-        .map(|path| {
-            let file = fs::File::open(path).ok()?;
-            ParquetReader::new(file).num_rows().ok().map(|n| n as u64)
-        })
-        .sum()
-}
-
 /// The Parquet files of a table, in the order a scan of it reads them; `None` for a CSV table.
 fn parquet_files(source: &Source) -> std::io::Result<Option<Vec<PathBuf>>> {
     Ok(Some(match source {
@@ -350,7 +307,6 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
     let (tables, views) = list(&dir)
         .map_err(|e| CatalogError::Broken(format!("project '{name}' cannot be listed: {e}")))?;
     let mut frames = PlHashMap::new();
-    let mut names = Names::default();
     let mut described = Vec::new();
     let mut schemas = Vec::new();
     for (table, source) in &tables {
@@ -365,17 +321,11 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
                 "table '{table}' of project '{name}' cannot be read: {e}"
             ))
         })?;
-        names.add_table(table, schema.iter_names().map(|n| n.as_str()));
         described.push(describe_schema(table, false, &schema));
         schemas.push((table.clone(), Schema::clone(&schema)));
-        if let Some(rows) = estimate_rows(source) {
-            names.rows.insert(table.to_lowercase(), rows);
-        }
         frames.insert(table.clone(), lf);
     }
-    // Views may build on views: define them in passes until none is left or a pass makes no
-    // progress. Each is checked like a query and its columns learned from its planned schema.
-    let mut pending: Vec<(String, String)> = views
+    let view_texts: Vec<(String, String)> = views
         .into_iter()
         .map(|(view, path)| {
             fs::read_to_string(&path)
@@ -383,61 +333,25 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
                 .map_err(|e| CatalogError::Broken(format!("view '{view}' cannot be read: {e}")))
         })
         .collect::<Result<_, _>>()?;
-    let view_texts = pending.clone();
-    while !pending.is_empty() {
-        let mut progress = false;
-        let mut last_error = String::new();
-        let mut still = Vec::new();
-        for (view, text) in pending {
-            match define_view(&frames, &names, &name, &text) {
-                Ok((prepared, schema)) => {
-                    names.add_table(&view, schema.iter_names().map(|n| n.as_str()));
-                    described.push(describe_schema(&view, true, &schema));
-                    // A view may read anything in the project; assume the largest.
-                    if let Some(&largest) = names.rows.values().max() {
-                        names.rows.insert(view.to_lowercase(), largest);
-                    }
-                    names.views.push((view, prepared));
-                    progress = true;
-                }
-                Err(e) => {
-                    last_error = format!("view '{view}' of project '{name}' is invalid: {e}");
-                    still.push((view, text));
-                }
-            }
+    let planner = crate::lower::catalog(&name, &schemas, &view_texts);
+    // Each view is bound like a query (views may read views), and its columns are its plan's.
+    for (view, text) in &view_texts {
+        let plan = spool_planner::bind_query(text, &planner).map_err(|e| {
+            CatalogError::Broken(format!("view '{view}' of project '{name}' is invalid: {e}"))
+        })?;
+        let mut schema = Schema::with_capacity(plan.fields().len());
+        for field in plan.fields() {
+            schema.insert(field.name.as_str().into(), crate::lower::dtype(field.ty));
         }
-        if !progress {
-            return Err(CatalogError::Broken(last_error));
-        }
-        pending = still;
+        described.push(describe_schema(view, true, &schema));
     }
     described.sort_by(|a, b| a.name.cmp(&b.name));
-    let planner = crate::lower::catalog(&name, &schemas, &view_texts);
     Ok(OpenProject {
         planner,
-        name,
         tables: frames,
-        names,
         sources: tables.into_iter().collect(),
         described,
         keys: Arc::default(),
         lookups: Arc::default(),
     })
-}
-
-/// Checks a view's SQL and returns it prepared, with its column names.
-fn define_view(
-    tables: &PlHashMap<String, LazyFrame>,
-    names: &Names,
-    project: &str,
-    text: &str,
-) -> Result<(String, Schema), String> {
-    let prepared = sql::prepare(text, names, project, None, None).map_err(|e| e.to_string())?;
-    let mut scratch = fresh_context(tables);
-    let schema = crate::gate::execute(&mut scratch, &prepared)
-        .and_then(|mut lf| lf.collect_schema())
-        .map_err(|e| e.to_string())?;
-    // The view is stored without the CTEs of the views it reads; queries get all views at once.
-    let own = sql::prepare_view_body(text, names, project).map_err(|e| e.to_string())?;
-    Ok((own, Schema::clone(&schema)))
 }

@@ -5,27 +5,17 @@
 //! memory followed Polars rather than the result. A query whose every output row depends on one
 //! input row only (projection and filter over one table, or over views that are themselves such
 //! queries) gives the same rows, in the same order, when it runs on consecutive slices of the
-//! table one after the other. That is what this module does: the same SQL, planned once per run
-//! of row groups with the table registered as just those rows; memory is bounded by two runs
-//! (the one being encoded and the next, read ahead) plus the encoders' batches in flight.
+//! table one after the other. That is what this module does: the same plan, lowered once per
+//! run of row groups with the table read as just those rows; memory is bounded by two runs (the
+//! one being encoded and the next, read ahead) plus the encoders' batches in flight.
 //!
-//! Invariant: [`row_local_table`] says yes only for queries it can prove row-local from the AST:
-//! a single `SELECT` (no set operations, `DISTINCT`, `GROUP BY`, `HAVING`, `QUALIFY`, window,
-//! `ORDER BY`, `LIMIT`/`OFFSET`/`FETCH`, subquery or join), whose expressions are built only from
-//! columns, literals, operators and the scalar functions listed in [`SCALAR_FUNCTIONS`], reading
-//! one table directly or through CTEs (the project's views) of the same kind. Anything else runs
-//! on the streaming engine as before: a "no" costs memory, never a wrong result.
-
-use std::collections::HashSet;
-use std::ops::ControlFlow;
+//! Invariant: [`row_local_plan`] says yes only for plans of projections and filters over one
+//! scan. A plan's expressions are row-local by construction (aggregates, windows, sorts,
+//! limits, joins, set operations and DISTINCT are nodes of their own, and a subquery is a
+//! join), so the shape is the proof. Anything else runs on the streaming engine: a "no" costs
+//! memory, never a wrong result.
 
 use polars::prelude::{DataFrame, PolarsResult, Schema, polars_bail};
-use sqlparser::ast::{
-    Cte, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, ObjectNamePart, Query,
-    SelectItem, SetExpr, Statement, TableFactor, visit_expressions,
-};
-use sqlparser::dialect::GenericDialect;
-use sqlparser::parser::Parser;
 
 use crate::catalog::RowGroups;
 
@@ -36,286 +26,6 @@ pub(crate) const MIN_RUN_ROWS: usize = 100_000;
 /// A table with a row group larger than this is left to the streaming engine, which reads a
 /// row group in morsels; a run holds its row groups whole.
 pub(crate) const MAX_RUN_ROWS: usize = 2_000_000;
-
-/// Scalar functions (lowercase) whose value for a row depends on that row only. Polars decides
-/// whether it knows them; the list only says that a query using nothing else is row-local.
-const SCALAR_FUNCTIONS: &[&str] = &[
-    // numbers
-    "abs",
-    "cbrt",
-    "ceil",
-    "ceiling",
-    "div",
-    "exp",
-    "floor",
-    "ln",
-    "log",
-    "log10",
-    "log1p",
-    "log2",
-    "mod",
-    "pi",
-    "pow",
-    "power",
-    "round",
-    "sign",
-    "sqrt",
-    "trunc",
-    "truncate",
-    "degrees",
-    "radians",
-    "sin",
-    "cos",
-    "tan",
-    "cot",
-    "asin",
-    "acos",
-    "atan",
-    "atan2",
-    "sinh",
-    "cosh",
-    "tanh",
-    // text
-    "bit_length",
-    "btrim",
-    "char_length",
-    "character_length",
-    "concat",
-    "concat_ws",
-    "ends_with",
-    "initcap",
-    "left",
-    "length",
-    "lower",
-    "lpad",
-    "ltrim",
-    "octet_length",
-    "regexp_like",
-    "regexp_replace",
-    "replace",
-    "reverse",
-    "right",
-    "rpad",
-    "rtrim",
-    "split_part",
-    "starts_with",
-    "strpos",
-    "strptime",
-    "substr",
-    "substring",
-    "upper",
-    "timestamp",
-    // dates and times
-    "date",
-    "date_part",
-    "strftime",
-    // nulls and choices
-    "coalesce",
-    "greatest",
-    "ifnull",
-    "least",
-    "nullif",
-    "nvl",
-    "if",
-    "iif",
-];
-
-/// Returns the table a query reads if the query is row-local (see the module docs) over exactly
-/// one table of `tables`, the project's tables by their catalog spelling.
-pub(crate) fn row_local_table(prepared: &str, tables: &HashSet<String>) -> Option<String> {
-    let statements = Parser::parse_sql(&GenericDialect {}, prepared).ok()?;
-    let [Statement::Query(query)] = statements.as_slice() else {
-        return None;
-    };
-    let ctes: Vec<&Cte> = match &query.with {
-        Some(with) if with.recursive => return None,
-        Some(with) => with.cte_tables.iter().collect(),
-        None => Vec::new(),
-    };
-    // A CTE named like a table would leave it unclear which one Polars reads.
-    if ctes.iter().any(|cte| {
-        tables
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(&cte.alias.name.value))
-    }) {
-        return None;
-    }
-    source_of(query, &ctes, tables, 0)
-}
-
-/// Follows `query` down to the one table it reads, if it is row-local.
-fn source_of(
-    query: &Query,
-    ctes: &[&Cte],
-    tables: &HashSet<String>,
-    depth: usize,
-) -> Option<String> {
-    // Views build on views; the chain is short. A cycle is impossible in a planned query, but
-    // the bound keeps this function total.
-    if depth > 32 {
-        return None;
-    }
-    let plain_query = query.order_by.is_none()
-        && query.limit_clause.is_none()
-        && query.fetch.is_none()
-        && query.locks.is_empty()
-        && query.for_clause.is_none()
-        && query.settings.is_none()
-        && query.format_clause.is_none()
-        && query.pipe_operators.is_empty();
-    // CTEs inside CTEs are not followed.
-    if !plain_query || (depth > 0 && query.with.is_some()) {
-        return None;
-    }
-    let SetExpr::Select(select) = query.body.as_ref() else {
-        return None;
-    };
-    let no_grouping = match &select.group_by {
-        GroupByExpr::Expressions(exprs, modifiers) => exprs.is_empty() && modifiers.is_empty(),
-        GroupByExpr::All(_) => false,
-    };
-    let plain_select = select.distinct.is_none()
-        && select.top.is_none()
-        && select.into.is_none()
-        && select.lateral_views.is_empty()
-        && select.prewhere.is_none()
-        && select.connect_by.is_empty()
-        && no_grouping
-        && select.cluster_by.is_empty()
-        && select.distribute_by.is_empty()
-        && select.sort_by.is_empty()
-        && select.having.is_none()
-        && select.named_window.is_empty()
-        && select.qualify.is_none()
-        && select.value_table_mode.is_none();
-    if !plain_select || !select.projection.iter().all(row_local_item) {
-        return None;
-    }
-    if visit_expressions(select, |e| {
-        if row_local_expr(e) {
-            ControlFlow::Continue(())
-        } else {
-            ControlFlow::Break(())
-        }
-    })
-    .is_break()
-    {
-        return None;
-    }
-    let [from] = select.from.as_slice() else {
-        return None;
-    };
-    if !from.joins.is_empty() {
-        return None;
-    }
-    let TableFactor::Table {
-        name,
-        args: None,
-        with_hints,
-        version: None,
-        with_ordinality: false,
-        partitions,
-        json_path: None,
-        sample: None,
-        index_hints,
-        ..
-    } = &from.relation
-    else {
-        return None;
-    };
-    if !with_hints.is_empty() || !partitions.is_empty() || !index_hints.is_empty() {
-        return None;
-    }
-    let [ObjectNamePart::Identifier(ident)] = name.0.as_slice() else {
-        return None;
-    };
-    let is_named = |cte: &&&Cte| {
-        if ident.quote_style.is_some() {
-            cte.alias.name.value == ident.value
-        } else {
-            cte.alias.name.value.eq_ignore_ascii_case(&ident.value)
-        }
-    };
-    match ctes.iter().find(is_named) {
-        Some(cte) => source_of(&cte.query, ctes, tables, depth + 1),
-        None => tables.get(&ident.value).cloned(),
-    }
-}
-
-fn row_local_item(item: &SelectItem) -> bool {
-    match item {
-        SelectItem::UnnamedExpr(_) | SelectItem::ExprWithAlias { .. } => true,
-        SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => true,
-        SelectItem::ExprWithAliases { .. } => false,
-    }
-}
-
-/// Whether one expression node computes a row's value from that row alone; the visitor checks
-/// the nested ones.
-fn row_local_expr(expr: &Expr) -> bool {
-    match expr {
-        Expr::Identifier(_)
-        | Expr::CompoundIdentifier(_)
-        | Expr::Value(_)
-        | Expr::TypedString(_)
-        | Expr::BinaryOp { .. }
-        | Expr::UnaryOp { .. }
-        | Expr::Nested(_)
-        | Expr::Cast { .. }
-        | Expr::Case { .. }
-        | Expr::IsNull(_)
-        | Expr::IsNotNull(_)
-        | Expr::IsTrue(_)
-        | Expr::IsNotTrue(_)
-        | Expr::IsFalse(_)
-        | Expr::IsNotFalse(_)
-        | Expr::IsDistinctFrom(..)
-        | Expr::IsNotDistinctFrom(..)
-        | Expr::Between { .. }
-        | Expr::InList { .. }
-        | Expr::Like { .. }
-        | Expr::ILike { .. }
-        | Expr::Extract { .. }
-        | Expr::Ceil { .. }
-        | Expr::Floor { .. }
-        | Expr::Position { .. }
-        | Expr::Substring { .. }
-        | Expr::Trim { .. } => true,
-        Expr::Function(function) => {
-            let plain_args = match &function.args {
-                FunctionArguments::None => true,
-                FunctionArguments::List(list) => {
-                    list.duplicate_treatment.is_none()
-                        && list.clauses.is_empty()
-                        && list.args.iter().all(|arg| {
-                            matches!(
-                                arg,
-                                FunctionArg::Unnamed(FunctionArgExpr::Expr(_))
-                                    | FunctionArg::Named {
-                                        arg: FunctionArgExpr::Expr(_),
-                                        ..
-                                    }
-                            )
-                        })
-                }
-                FunctionArguments::Subquery(_) => false,
-            };
-            plain_args
-                && function.over.is_none()
-                && function.filter.is_none()
-                && function.null_treatment.is_none()
-                && function.within_group.is_empty()
-                && matches!(function.parameters, FunctionArguments::None)
-                && is_scalar(&function.name.to_string())
-        }
-        _ => false,
-    }
-}
-
-fn is_scalar(name: &str) -> bool {
-    let name = name.trim_matches('"').to_ascii_lowercase();
-    SCALAR_FUNCTIONS.contains(&name.as_str())
-}
 
 /// The table a planned query reads when the query is row-local (see the module docs).
 pub(crate) fn row_local_plan(plan: &spool_planner::Plan) -> Option<&str> {
@@ -404,26 +114,45 @@ fn check_types(frame: &DataFrame, schema: &Schema, run: &RowGroups) -> PolarsRes
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tables() -> HashSet<String> {
-        ["LINEORDER", "DATES", "t"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    }
+    use spool_planner::{Catalog, Column, SqlType, Table, View};
 
     fn local(sql: &str) -> Option<String> {
-        row_local_table(sql, &tables())
+        let mut catalog = Catalog::new("SSB");
+        for table in ["LINEORDER", "DATES"] {
+            catalog.add(Table {
+                schema: "SSB".into(),
+                name: table.into(),
+                columns: ["A", "B", "D"]
+                    .iter()
+                    .map(|c| Column::new(c, SqlType::Integer))
+                    .collect(),
+                rows: None,
+            });
+        }
+        catalog.add_view(View {
+            schema: "SSB".into(),
+            name: "P_LINEORDER".into(),
+            sql: "select *, a * b as v from lineorder".into(),
+        });
+        catalog.add_view(View {
+            schema: "SSB".into(),
+            name: "COUNTED".into(),
+            sql: "select count(*) as n from lineorder".into(),
+        });
+        let plan = spool_planner::plan_query(sql, &catalog).expect(sql);
+        row_local_plan(&plan).map(str::to_owned)
     }
 
     #[test]
     fn projections_and_filters_over_one_table_are_row_local() {
         for sql in [
-            r#"SELECT * FROM "LINEORDER""#,
-            r#"SELECT "LO_ORDERKEY", "LO_REVENUE" * 2 AS r FROM "LINEORDER" WHERE "LO_QUANTITY" BETWEEN 1 AND 5"#,
-            r#"SELECT upper("x"), CASE WHEN "y" IS NULL THEN 0 ELSE "y" END FROM "LINEORDER" l WHERE "z" IN (1, 2) AND "w" LIKE 'a%'"#,
-            r#"SELECT CAST("d" AS DATE), EXTRACT(YEAR FROM "d"), coalesce("a", "b") FROM "LINEORDER""#,
-            r#"WITH "P_LINEORDER" AS (SELECT *, "LO_EXTENDEDPRICE" * "LO_DISCOUNT" AS "V_REVENUE" FROM "LINEORDER"), "OTHER" AS (SELECT count(*) FROM "DATES") SELECT * FROM "P_LINEORDER" WHERE "V_REVENUE" > 10"#,
+            "select * from lineorder",
+            "select a, b * 2 as r from lineorder where d between 1 and 5",
+            "select upper(cast(a as varchar)), case when b is null then 0 else b end \
+             from lineorder l where d in (1, 2)",
+            "select * from p_lineorder where v > 10",
+            "select * from (select * from lineorder) s",
+            "with t as (select * from lineorder) select a from t",
         ] {
             assert_eq!(local(sql).as_deref(), Some("LINEORDER"), "{sql}");
         }
@@ -432,28 +161,23 @@ mod tests {
     #[test]
     fn anything_reading_more_than_one_row_at_a_time_is_not() {
         for sql in [
-            r#"SELECT count(*) FROM "LINEORDER""#,
-            r#"SELECT sum("a") AS s FROM "LINEORDER""#,
-            r#"SELECT "a" FROM "LINEORDER" GROUP BY "a""#,
-            r#"SELECT DISTINCT "a" FROM "LINEORDER""#,
-            r#"SELECT * FROM "LINEORDER" ORDER BY "a""#,
-            r#"SELECT * FROM "LINEORDER" LIMIT 10"#,
-            r#"SELECT * FROM "LINEORDER" LIMIT 10 OFFSET 5"#,
-            r#"SELECT row_number() OVER () FROM "LINEORDER""#,
-            r#"SELECT "a" - avg("a") OVER () FROM "LINEORDER""#,
-            r#"SELECT * FROM "LINEORDER" WHERE "a" > (SELECT avg("a") FROM "LINEORDER")"#,
-            r#"SELECT * FROM "LINEORDER" WHERE "a" IN (SELECT "a" FROM "DATES")"#,
-            r#"SELECT * FROM "LINEORDER" JOIN "DATES" ON "a" = "b""#,
-            r#"SELECT * FROM "LINEORDER", "DATES""#,
-            r#"SELECT * FROM "LINEORDER" UNION ALL SELECT * FROM "LINEORDER""#,
-            r#"SELECT * FROM (SELECT * FROM "LINEORDER") s"#,
-            r#"SELECT some_unknown_function("a") FROM "LINEORDER""#,
-            r#"WITH v AS (SELECT "a" FROM "LINEORDER" ORDER BY "a" LIMIT 3) SELECT * FROM v"#,
-            r#"WITH v AS (SELECT count(*) AS n FROM "LINEORDER") SELECT * FROM v"#,
-            r#"WITH "t" AS (SELECT * FROM "LINEORDER") SELECT * FROM "t""#,
-            r#"SELECT * FROM "MISSING""#,
-            r#"SELECT 1"#,
-            r#"VALUES (1)"#,
+            "select count(*) from lineorder",
+            "select sum(a) as s from lineorder",
+            "select a from lineorder group by a",
+            "select distinct a from lineorder",
+            "select * from lineorder order by a",
+            "select * from lineorder limit 10",
+            "select * from lineorder limit 10 offset 5",
+            "select row_number() over (order by a) from lineorder",
+            "select a - avg(a) over () from lineorder",
+            "select * from lineorder where a > (select avg(a) from lineorder)",
+            "select * from lineorder where a in (select a from dates)",
+            "select * from lineorder join dates on lineorder.a = dates.b",
+            "select * from lineorder, dates",
+            "select * from lineorder union all select * from lineorder",
+            "with v as (select a from lineorder order by a limit 3) select * from v",
+            "select * from counted",
+            "select 1",
         ] {
             assert_eq!(local(sql), None, "{sql}");
         }

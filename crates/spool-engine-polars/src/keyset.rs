@@ -1,20 +1,17 @@
 //! Integer key sets tested by a bitmap: the filters of one query's fact table.
 //!
-//! Star-join planning (see `joins`) filters the fact table by the keys a dimension's filters
-//! keep. Written as `lo_partkey IN (...)`, Polars tests each fact row against a hash set of the
-//! keys: about 4-5 ns a row on SSB, and slower the more keys there are. Keys of a dimension are
-//! dense integers, so a bitmap over their range answers the same question with one bit read
-//! per row. Polars SQL has no such test, and its user-defined functions are not seen inside a
-//! derived table (Polars 0.55 plans `FROM (SELECT ...)` in a context without them), so the
-//! engine registers the filtered fact table itself, for one query, as a frame of its own
-//! ([`KeySet::filter`]) and the planned SQL reads that frame.
+//! The planner's star-join pass filters the fact table by the keys a dimension's filters keep
+//! (`ExprKind::InKeys`). Tested as `is_in`, Polars checks each fact row against a hash set of
+//! the keys: about 4-5 ns a row on SSB, and slower the more keys there are. Keys of a dimension
+//! are dense integers, so a bitmap over their range answers the same question with one bit
+//! read per row ([`KeySet::test_expr`], which the lowering uses).
 //!
 //! Invariants:
 //! - A set's test is true exactly for the integers in it, false for any other integer, NULL
 //!   for NULL (as `IN` would be), whatever the column's integer type.
 //! - The test is elementwise, so Polars pushes the filter into the Parquet scan like the `IN`
 //!   list it replaces.
-//! - A set is made only where its bitmap stays small ([`MAX_SPAN`]); planning writes an `IN`
+//! - A set is made only where its bitmap stays small ([`MAX_SPAN`]); the lowering tests an `IN`
 //!   list otherwise.
 
 use std::sync::Arc;
@@ -61,6 +58,7 @@ impl KeySet {
     }
 
     /// The expression true where `column` holds a key of the set.
+    #[cfg(test)]
     pub(crate) fn filter(self, column: &str) -> Expr {
         self.test_expr(col(column))
     }
@@ -111,7 +109,7 @@ pub(crate) const NO_ROW: IdxSize = IdxSize::MAX;
 pub(crate) const MAX_LOOKUP_SPAN: u64 = 1 << 22;
 
 /// A dimension's kept rows by key: what an inner join on a unique integer key takes from it,
-/// without the join. Folding a dimension into the fact table (see `joins::Fold`) finds each
+/// without the join. A join by lookup (`spool_planner::plan::JoinStrategy::Lookup`) finds each
 /// fact row's dimension row by its key, drops the fact rows without one, then takes each
 /// column the query reads from that row: a read from an array where Polars' join hashes and
 /// probes each fact row.

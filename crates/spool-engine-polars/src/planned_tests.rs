@@ -1,4 +1,4 @@
-//! Queries through Spool's planner lowered to the LazyFrame API (`FrontEnd::Spool`), against a
+//! Queries through Spool's planner lowered to the LazyFrame API, against a
 //! real project folder; each expected answer is worked out by hand from the fixture, with
 //! Kylin's semantics (Spark's decimal scales, NULL handling, integer division).
 
@@ -10,7 +10,7 @@ use spool_domain::{QueryId, QueryRequest, ResultKey};
 use spool_ports::testing::MemoryResultStore;
 use spool_ports::{CancelToken, EngineError, QueryEngine, ResultStore};
 
-use crate::{FrontEnd, PolarsEngine};
+use crate::PolarsEngine;
 
 /// Project `kylin` with SALES (a decimal price with a NULL, a region with a NULL) and REGIONS.
 fn fixture() -> tempfile::TempDir {
@@ -56,7 +56,7 @@ fn fixture() -> tempfile::TempDir {
 
 /// The CSV answer and the result's column names.
 async fn ask(root: &std::path::Path, sql: &str) -> Result<(String, Vec<String>), EngineError> {
-    let engine = PolarsEngine::new(root).with_front_end(FrontEnd::Spool);
+    let engine = PolarsEngine::new(root);
     let store = MemoryResultStore::default();
     let id = ResultKey::new(QueryId::new_random(), 1);
     let request = QueryRequest::new(sql.into(), Some("kylin"), None, None).expect("request");

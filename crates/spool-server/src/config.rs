@@ -177,8 +177,7 @@ pub struct Cli {
     #[arg(long, env = "SPOOL_QUERY_PROCESSES")]
     pub query_processes: Option<bool>,
     /// The SQL front end of Polars projects: "spool" (Spool's planner lowered to Polars'
-    /// LazyFrame API, see docs/SQL.md) or "polars" (Polars' SQL context behind Spool's
-    /// rewrites, the former default, kept while the planner takes over) [default: spool]
+    /// LazyFrame API, see docs/SQL.md), the only one [default: spool]
     #[arg(long, env = "SPOOL_SQL_FRONT_END")]
     pub sql_front_end: Option<String>,
     /// Manage users instead of serving
@@ -217,9 +216,6 @@ pub struct EngineWorkerArgs {
     /// The server's process id
     #[arg(long)]
     pub parent: Option<u32>,
-    /// The SQL front end: "spool" or "polars"
-    #[arg(long, default_value = "spool")]
-    pub sql_front_end: String,
 }
 
 /// Arguments of `spool-server query`.
@@ -405,7 +401,6 @@ pub struct Settings {
     /// The memory budget of each query in a worker process; `None`: no budget.
     pub max_query_memory: Option<u64>,
     /// The SQL front end of Polars projects.
-    pub sql_front_end: spool_engine_polars::FrontEnd,
     /// The planner's levers (all on; `spool-server query --levers-off` switches them off).
     pub planner: spool_engine_polars::PlannerOptions,
 }
@@ -562,18 +557,22 @@ impl Settings {
             None if query_processes => default_query_memory(),
             None => None,
         };
-        let sql_front_end = match cli
+        // Spool's planner reads every query; the key stays so that configurations naming it
+        // keep working, and says so when they ask for the front end that is gone.
+        match cli
             .sql_front_end
             .as_deref()
             .or(file.sql_front_end.as_deref())
         {
-            None => spool_engine_polars::FrontEnd::Spool,
-            Some(name) => name.parse().map_err(anyhow::Error::msg)?,
-        };
+            None | Some("spool") => {}
+            Some(other) => anyhow::bail!(
+                "sql_front_end {other:?} is not available: Spool's planner reads every query \
+                 (Polars' SQL context was removed); set it to \"spool\" or leave it out"
+            ),
+        }
         Ok(Self {
             query_processes,
             max_query_memory,
-            sql_front_end,
             planner: spool_engine_polars::PlannerOptions::default(),
             metrics_bind: cli.metrics_bind.or(file.metrics_bind),
             console: cli.console.or(file.console).unwrap_or(true),

@@ -342,10 +342,8 @@ fn engine_worker(args: &config::EngineWorkerArgs) -> anyhow::Result<()> {
     // A folder of its own: the only one it may write once it confines itself to its project.
     let scratch = spool_engine_process::own_scratch(&args.scratch)
         .with_context(|| format!("making a scratch folder in {}", args.scratch.display()))?;
-    let front_end = args.sql_front_end.parse().map_err(anyhow::Error::msg)?;
     let polars = PolarsEngine::new(&args.projects)
         .with_scratch(&scratch)
-        .with_front_end(front_end)
         .with_polars_threads_lowered();
     let limits = spool_engine_process::WorkerLimits {
         memory: args.memory_limit,
@@ -369,7 +367,6 @@ fn engines(settings: &Settings, isolation: Isolation) -> anyhow::Result<engines:
     let local = Arc::new(
         PolarsEngine::new(&projects)
             .with_scratch(&scratch)
-            .with_front_end(settings.sql_front_end)
             .with_planner_options(settings.planner)
             .with_polars_threads_lowered(),
     );
@@ -385,8 +382,6 @@ fn engines(settings: &Settings, isolation: Isolation) -> anyhow::Result<engines:
             scratch.clone().into(),
             "--parent".into(),
             std::process::id().to_string().into(),
-            "--sql-front-end".into(),
-            settings.sql_front_end.to_string().into(),
         ];
         if let Some(bytes) = settings.max_query_memory {
             args.extend(["--memory-limit".into(), bytes.to_string().into()]);
