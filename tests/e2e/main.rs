@@ -1,6 +1,7 @@
 //! End-to-end: the real `spool-server` binary, driven over loopback HTTP as a user would.
 
 mod cli;
+mod conformance;
 mod console;
 mod faults;
 mod harness;

@@ -20,7 +20,7 @@ const SF: f64 = 0.02;
 /// running) or kill its executors: they take turns.
 static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn cluster_turn() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn cluster_turn() -> std::sync::MutexGuard<'static, ()> {
     CLUSTER
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

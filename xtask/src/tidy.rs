@@ -55,7 +55,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("spool-cli", &[]),
-    ("spool-e2e", &["spool-ssb"]),
+    // spool-engine-spark for its `oracle` feature only: Spark's own answers to raw SQL.
+    ("spool-e2e", &["spool-ssb", "spool-engine-spark"]),
     ("xtask", &[]),
 ];
 

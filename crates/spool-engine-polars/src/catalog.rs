@@ -5,6 +5,12 @@
 //! `SELECT`. The file stem is the table or view name, spelled as the catalog reports it.
 //! Anything else in the folder is ignored.
 //!
+//! Schemas (Kylin's databases): the folder's own tables and views are in the project's default
+//! schema, named by `default_schema` in the folder's `project.toml` or else the project's name
+//! in upper case (`ssb` → `SSB`). A folder `<SCHEMA>.schema/` holds the tables and views of
+//! schema `<SCHEMA>`, laid out the same way (`EDW.schema/TEST_CAL_DT.parquet` is
+//! `EDW.TEST_CAL_DT`).
+//!
 //! Invariant: only paths found by listing the project folder are ever opened; no name from a
 //! request is joined onto a path except the project name, which the domain restricts to
 //! `[A-Za-z0-9_-]`.
@@ -79,7 +85,7 @@ pub(crate) struct OpenProject {
     /// The project's tables and views as Spool's planner binds against them.
     pub planner: spool_planner::Catalog,
     tables: PlHashMap<String, LazyFrame>,
-    /// Each table's source, by the table's name as the catalog spells it.
+    /// Each table's source, by its key ([`crate::lower::table_key`]).
     pub sources: HashMap<String, Source>,
     /// Every table and view with its columns, sorted by name.
     pub described: Vec<TableInfo>,
@@ -93,7 +99,7 @@ pub(crate) struct OpenProject {
 }
 
 impl OpenProject {
-    /// The frame of the project's table `name`, as the catalog spells it.
+    /// The frame of the project's table of key `name` ([`crate::lower::table_key`]).
     pub(crate) fn table(&self, name: &str) -> Option<LazyFrame> {
         self.tables.get(name).cloned()
     }
@@ -115,8 +121,9 @@ pub(crate) fn projects(root: &Path) -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
-fn describe_schema(name: &str, view: bool, schema: &Schema) -> TableInfo {
+fn describe_schema(schema_name: &str, name: &str, view: bool, schema: &Schema) -> TableInfo {
     TableInfo {
+        schema: Some(schema_name.to_owned()),
         name: name.to_owned(),
         view,
         columns: schema
@@ -266,13 +273,27 @@ fn parquet_files(source: &Source) -> std::io::Result<Option<Vec<PathBuf>>> {
     }))
 }
 
-/// The contents of a project folder: tables with their sources, views with their files.
-type Listing = (Vec<(String, Source)>, Vec<(String, PathBuf)>);
+/// A folder of a project holding one schema's tables and views: `<SCHEMA>.schema/`.
+const SCHEMA_SUFFIX: &str = ".schema";
 
-/// Lists the tables and views of a project folder, sorted by name.
+/// The contents of a project folder: tables with their schema and sources, views with their
+/// schema and files (`None`: the default schema, the project folder itself).
+type Listing = (
+    Vec<(Option<String>, String, Source)>,
+    Vec<(Option<String>, String, PathBuf)>,
+);
+
+/// Lists the tables and views of a project folder and of its schema folders, sorted by schema
+/// and name.
 fn list(dir: &Path) -> std::io::Result<Listing> {
-    let mut tables = Vec::new();
-    let mut views = Vec::new();
+    let mut listing: Listing = (Vec::new(), Vec::new());
+    list_into(dir, None, &mut listing)?;
+    listing.0.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    listing.1.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    Ok(listing)
+}
+
+fn list_into(dir: &Path, schema: Option<&str>, listing: &mut Listing) -> std::io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
@@ -282,23 +303,64 @@ fn list(dir: &Path) -> std::io::Result<Listing> {
         if file_name.starts_with('.') {
             continue;
         }
+        let owner = schema.map(str::to_owned);
         if path.is_dir() {
-            tables.push((file_name, Source::ParquetDir(path)));
+            match file_name.strip_suffix(SCHEMA_SUFFIX) {
+                // Schema folders sit in the project folder only.
+                Some(inner) if schema.is_none() && !inner.is_empty() => {
+                    list_into(&path, Some(inner), listing)?;
+                }
+                _ => listing.0.push((owner, file_name, Source::ParquetDir(path))),
+            }
             continue;
         }
         let Some((stem, ext)) = file_name.rsplit_once('.') else {
             continue;
         };
         match ext.to_ascii_lowercase().as_str() {
-            "parquet" => tables.push((stem.to_owned(), Source::Parquet(path))),
-            "csv" => tables.push((stem.to_owned(), Source::Csv(path))),
-            "sql" => views.push((stem.to_owned(), path)),
+            "parquet" => listing
+                .0
+                .push((owner, stem.to_owned(), Source::Parquet(path))),
+            "csv" => listing.0.push((owner, stem.to_owned(), Source::Csv(path))),
+            "sql" => listing.1.push((owner, stem.to_owned(), path)),
             _ => {}
         }
     }
-    tables.sort_by(|a, b| a.0.cmp(&b.0));
-    views.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok((tables, views))
+    Ok(())
+}
+
+/// The project's settings this engine reads from its `project.toml` (the server reads the
+/// engine choice from the same file).
+#[derive(Debug, Default, serde::Deserialize)]
+struct ProjectSettings {
+    /// The schema of the project folder's own tables, where unqualified names resolve
+    /// (Kylin's project `default_database`) [default: the project's name in upper case].
+    default_schema: Option<String>,
+}
+
+/// The default schema `project.toml` in `dir` names, if any.
+fn default_schema(dir: &Path, project: &str) -> Result<Option<String>, CatalogError> {
+    let path = dir.join("project.toml");
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(CatalogError::Broken(format!(
+                "project.toml of project '{project}' cannot be read: {e}"
+            )));
+        }
+    };
+    let settings: ProjectSettings = toml::from_str(&text).map_err(|e| {
+        CatalogError::Broken(format!(
+            "project.toml of project '{project}' is invalid: {e}"
+        ))
+    })?;
+    match settings.default_schema {
+        Some(schema) if schema.trim().is_empty() => Err(CatalogError::Broken(format!(
+            "project.toml of project '{project}': default_schema is empty"
+        ))),
+        other => Ok(other),
+    }
 }
 
 /// Opens `project` under `root` and registers its tables and views.
@@ -306,36 +368,43 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
     let (name, dir) = project_dir(root, project).ok_or(CatalogError::NotFound)?;
     let (tables, views) = list(&dir)
         .map_err(|e| CatalogError::Broken(format!("project '{name}' cannot be listed: {e}")))?;
+    let default = default_schema(&dir, &name)?.unwrap_or_else(|| name.to_uppercase());
+    let schema_of = |owner: &Option<String>| owner.clone().unwrap_or_else(|| default.clone());
     let mut frames = PlHashMap::new();
     let mut described = Vec::new();
     let mut schemas = Vec::new();
-    for (table, source) in &tables {
-        let lf = scan(source).map_err(|e| {
+    let mut sources = HashMap::new();
+    for (owner, table, source) in tables {
+        let schema_name = schema_of(&owner);
+        let lf = scan(&source).map_err(|e| {
             CatalogError::Broken(format!(
-                "table '{table}' of project '{name}' cannot be read: {e}"
+                "table '{schema_name}.{table}' of project '{name}' cannot be read: {e}"
             ))
         })?;
         // Schema resolution rewrites the plan in place; keep the registered frame pristine.
         let schema = lf.clone().collect_schema().map_err(|e| {
             CatalogError::Broken(format!(
-                "table '{table}' of project '{name}' cannot be read: {e}"
+                "table '{schema_name}.{table}' of project '{name}' cannot be read: {e}"
             ))
         })?;
-        described.push(describe_schema(table, false, &schema));
-        schemas.push((table.clone(), Schema::clone(&schema)));
-        frames.insert(table.clone(), lf);
+        described.push(describe_schema(&schema_name, &table, false, &schema));
+        let key = crate::lower::table_key(&schema_name, &table);
+        schemas.push((schema_name, table, Schema::clone(&schema)));
+        frames.insert(key.clone(), lf);
+        sources.insert(key, source);
     }
-    let view_texts: Vec<(String, String)> = views
+    let view_texts: Vec<(String, String, String)> = views
         .into_iter()
-        .map(|(view, path)| {
+        .map(|(owner, view, path)| {
             fs::read_to_string(&path)
-                .map(|text| (view.clone(), text))
+                .map(|text| (schema_of(&owner), view.clone(), text))
                 .map_err(|e| CatalogError::Broken(format!("view '{view}' cannot be read: {e}")))
         })
         .collect::<Result<_, _>>()?;
-    let planner = crate::lower::catalog(&name, &schemas, &view_texts);
+    let mut planner = crate::lower::catalog(&default, &schemas, &view_texts);
+    planner.project = name.clone();
     // Each view is bound like a query (views may read views), and its columns are its plan's.
-    for (view, text) in &view_texts {
+    for (schema_name, view, text) in &view_texts {
         let plan = spool_planner::bind_query(text, &planner).map_err(|e| {
             CatalogError::Broken(format!("view '{view}' of project '{name}' is invalid: {e}"))
         })?;
@@ -343,13 +412,13 @@ pub(crate) fn open(root: &Path, project: &str) -> Result<OpenProject, CatalogErr
         for field in plan.fields() {
             schema.insert(field.name.as_str().into(), crate::lower::dtype(field.ty));
         }
-        described.push(describe_schema(view, true, &schema));
+        described.push(describe_schema(schema_name, view, true, &schema));
     }
-    described.sort_by(|a, b| a.name.cmp(&b.name));
+    described.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
     Ok(OpenProject {
         planner,
         tables: frames,
-        sources: tables.into_iter().collect(),
+        sources,
         described,
         keys: Arc::default(),
         lookups: Arc::default(),

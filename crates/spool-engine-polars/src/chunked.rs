@@ -27,12 +27,13 @@ pub(crate) const MIN_RUN_ROWS: usize = 100_000;
 /// row group in morsels; a run holds its row groups whole.
 pub(crate) const MAX_RUN_ROWS: usize = 2_000_000;
 
-/// The table a planned query reads when the query is row-local (see the module docs).
-pub(crate) fn row_local_plan(plan: &spool_planner::Plan) -> Option<&str> {
+/// The key ([`crate::lower::table_key`]) of the table a planned query reads when the query is
+/// row-local (see the module docs).
+pub(crate) fn row_local_plan(plan: &spool_planner::Plan) -> Option<String> {
     use spool_planner::Plan;
     match plan {
         Plan::Project { input, .. } | Plan::Filter { input, .. } => row_local_plan(input),
-        Plan::Scan { table, .. } => Some(table),
+        Plan::Scan { schema, table, .. } => Some(crate::lower::table_key(schema, table)),
         _ => None,
     }
 }
@@ -140,7 +141,7 @@ mod tests {
             sql: "select count(*) as n from lineorder".into(),
         });
         let plan = spool_planner::plan_query(sql, &catalog).expect(sql);
-        row_local_plan(&plan).map(str::to_owned)
+        row_local_plan(&plan)
     }
 
     #[test]
@@ -154,7 +155,7 @@ mod tests {
             "select * from (select * from lineorder) s",
             "with t as (select * from lineorder) select a from t",
         ] {
-            assert_eq!(local(sql).as_deref(), Some("LINEORDER"), "{sql}");
+            assert_eq!(local(sql).as_deref(), Some("SSB.LINEORDER"), "{sql}");
         }
     }
 

@@ -353,8 +353,8 @@ fn run(
         out.write(&mut batch)
     };
 
-    let chunked = chunked::row_local_plan(&plan)
-        .and_then(|table| chunked_runs(&project.sources, table.to_owned()));
+    let chunked =
+        chunked::row_local_plan(&plan).and_then(|table| chunked_runs(&project.sources, table));
     match chunked {
         Some((table, runs)) => {
             debug!(

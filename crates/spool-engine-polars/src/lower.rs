@@ -67,18 +67,21 @@ pub(crate) fn sql_type(dtype: &DataType) -> Option<SqlType> {
     })
 }
 
-/// The planner's catalog of an opened project: one schema, named as Kylin reports a project's
-/// database (the project's name in upper case), holding every table Spool can read and the
-/// project's views (their SQL as written, bound where a query reads them).
+/// The key a table's frame is kept under in an opened project: its schema and name.
+pub(crate) fn table_key(schema: &str, table: &str) -> String {
+    format!("{schema}.{table}")
+}
+
+/// The planner's catalog of an opened project: its tables (schema, name, columns) with every
+/// column Spool can read, and its views (their SQL as written, bound where a query reads
+/// them); unqualified names resolve in `default_schema`.
 pub(crate) fn catalog(
-    project: &str,
-    tables: &[(String, Schema)],
-    views: &[(String, String)],
+    default_schema: &str,
+    tables: &[(String, String, Schema)],
+    views: &[(String, String, String)],
 ) -> Catalog {
-    let schema = project.to_uppercase();
-    let mut catalog = Catalog::new(&schema);
-    catalog.project = project.to_owned();
-    for (name, columns) in tables {
+    let mut catalog = Catalog::new(default_schema);
+    for (schema, name, columns) in tables {
         let columns = columns
             .iter()
             .filter_map(|(column, dtype)| Some(Column::new(column.as_str(), sql_type(dtype)?)))
@@ -90,7 +93,7 @@ pub(crate) fn catalog(
             rows: None,
         });
     }
-    for (name, sql) in views {
+    for (schema, name, sql) in views {
         catalog.add_view(View {
             schema: schema.clone(),
             name: name.clone(),
@@ -158,11 +161,11 @@ pub(crate) fn frame(plan: &Plan, table: &dyn Source) -> PolarsResult<LazyFrame> 
 fn node(plan: &Plan, table: &dyn Source) -> PolarsResult<LazyFrame> {
     Ok(match plan {
         Plan::Scan {
+            schema,
             table: name_,
             fields,
-            ..
         } => {
-            let frame = table.table(name_).ok_or_else(
+            let frame = table.table(&table_key(schema, name_)).ok_or_else(
                 || polars_err!(ComputeError: "table {name_} is not in the project's snapshot"),
             )?;
             frame.select(

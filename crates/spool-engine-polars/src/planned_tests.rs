@@ -487,3 +487,76 @@ async fn subqueries_and_outer_join_conditions_answer_as_sql_does() {
         }
     }
 }
+
+/// A project with tables in two schemas: the folder's own (named `DEFAULT` by `project.toml`,
+/// as Kylin's `default_database`) and `EDW.schema/`, each with an `ORDERS` table.
+fn schemas_fixture() -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("kylin");
+    fs::create_dir_all(dir.join("EDW.schema")).expect("mkdir");
+    fs::write(dir.join("project.toml"), "default_schema = \"DEFAULT\"\n").expect("toml");
+    fs::write(dir.join("ORDERS.csv"), "ID,DAY\n1,1\n2,2\n3,2\n").expect("csv");
+    fs::write(dir.join("EDW.schema/ORDERS.csv"), "ID,DAY\n10,1\n").expect("csv");
+    fs::write(
+        dir.join("EDW.schema/CAL.csv"),
+        "DAY,NAME\n1,Monday\n2,Tuesday\n",
+    )
+    .expect("csv");
+    fs::write(
+        dir.join("EDW.schema/BUSY_DAYS.sql"),
+        "select day, count(*) as n from orders group by day",
+    )
+    .expect("view");
+    root
+}
+
+#[tokio::test]
+async fn tables_resolve_in_their_schemas_and_unqualified_names_in_the_default_one() {
+    let root = schemas_fixture();
+    let root = root.path();
+    for (sql, expected) in [
+        ("select count(*) from orders", "3\n"),
+        (r#"select count(*) from "DEFAULT".orders"#, "3\n"),
+        ("select count(*) from edw.orders", "1\n"),
+        (r#"select count(*) from "EDW"."ORDERS""#, "1\n"),
+        (r#"select id from "EDW".orders"#, "10\n"),
+        ("select edw.orders.id from edw.orders", "10\n"),
+        // Across schemas; a view reads unqualified names in the default schema.
+        (
+            "select o.id, c.name from orders o join edw.cal c on o.day = c.day order by o.id",
+            "1,Monday\n2,Tuesday\n3,Tuesday\n",
+        ),
+        (
+            "select day, n from edw.busy_days order by day",
+            "1,1\n2,2\n",
+        ),
+    ] {
+        assert_eq!(answer(root, sql).await, expected, "{sql}");
+    }
+    match ask(root, "select * from cal").await {
+        Err(EngineError::InvalidQuery(m)) => {
+            assert!(
+                m.starts_with("table 'cal' not found in project 'kylin'"),
+                "{m}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let described = PolarsEngine::new(root)
+        .describe(&spool_domain::ProjectName::parse("kylin").expect("name"))
+        .await
+        .expect("described");
+    let names: Vec<(Option<&str>, &str)> = described
+        .iter()
+        .map(|t| (t.schema.as_deref(), t.name.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (Some("DEFAULT"), "ORDERS"),
+            (Some("EDW"), "BUSY_DAYS"),
+            (Some("EDW"), "CAL"),
+            (Some("EDW"), "ORDERS"),
+        ]
+    );
+}

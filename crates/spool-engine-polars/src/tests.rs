@@ -604,7 +604,7 @@ async fn chunked_plan(root: &Path, project: &str, sql: &str) -> Option<(String, 
         let opened = crate::catalog::open(&root, &project).expect("open");
         let plan = spool_planner::plan_query(&sql, &opened.planner).expect("plan");
         crate::chunked::row_local_plan(&plan)
-            .and_then(|table| crate::chunked_runs(&opened.sources, table.to_owned()))
+            .and_then(|table| crate::chunked_runs(&opened.sources, table))
             .map(|(t, r)| (t, r.len()))
     })
     .await
@@ -615,14 +615,18 @@ async fn chunked_plan(root: &Path, project: &str, sql: &str) -> Option<(String, 
 async fn row_local_queries_read_runs_of_row_groups_and_give_the_streaming_engines_rows() {
     let root = scan_fixture();
     let cases = [
-        ("select * from big", "BIG", 3),
+        ("select * from big", "SCAN.BIG", 3),
         (
             "select id, val * 2 as v2, upper(tag) from big where val % 3 = 0 and tag like 't1%'",
-            "BIG",
+            "SCAN.BIG",
             3,
         ),
-        ("select * from big_view where v < 500", "BIG", 3),
-        ("select id, tag from parts where id % 7 = 1", "PARTS", 3),
+        ("select * from big_view where v < 500", "SCAN.BIG", 3),
+        (
+            "select id, tag from parts where id % 7 = 1",
+            "SCAN.PARTS",
+            3,
+        ),
     ];
     for (sql, table, runs) in cases {
         let plan = chunked_plan(root.path(), "scan", sql).await;
@@ -684,7 +688,7 @@ async fn a_huge_row_group_goes_to_the_streaming_engine_and_mixed_file_types_fail
     .await;
     assert_eq!(
         chunked_plan(root.path(), "odd", "select * from mixed").await,
-        Some(("MIXED".to_owned(), 2))
+        Some(("ODD.MIXED".to_owned(), 2))
     );
     // Files that disagree on a column's type fail on either path, with the column named.
     for outcome in [mixed, streamed] {

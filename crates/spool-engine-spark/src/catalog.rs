@@ -1,6 +1,7 @@
 //! A project's tables and views as Spark sees them: the same folder layout as the Polars engine
 //! (`NAME.parquet`, `NAME.csv` with a header row, a folder `NAME/` of Parquet files, `NAME.sql`
-//! for a view), read by path by the cluster.
+//! for a view), read by path by the cluster. Only the default schema's: `<SCHEMA>.schema/`
+//! folders are not read on Spark yet.
 //!
 //! Invariant: only paths found by listing the project folder are handed to Spark; no name from a
 //! request becomes a path except the project name, which the domain restricts to
@@ -60,8 +61,12 @@ pub(crate) fn open(root: &Path, project: &str) -> std::io::Result<Option<Project
             continue;
         }
         if path.is_dir() {
-            out.tables
-                .insert(file_name.to_lowercase(), (file_name, Source::Parquet(path)));
+            // A `<SCHEMA>.schema/` folder holds another schema's tables, which Spark projects
+            // do not read yet (docs/SQL.md); it is no table of its own.
+            if !file_name.ends_with(".schema") {
+                out.tables
+                    .insert(file_name.to_lowercase(), (file_name, Source::Parquet(path)));
+            }
             continue;
         }
         let Some((stem, ext)) = file_name.rsplit_once('.') else {

@@ -17,6 +17,8 @@
 
 mod catalog;
 mod client;
+#[cfg(feature = "oracle")]
+pub mod oracle;
 mod proto;
 mod sandbox;
 

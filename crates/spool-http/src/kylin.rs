@@ -540,7 +540,8 @@ pub(crate) struct TablesParams {
 }
 
 /// One table as Kylin's `TableMeta` (with Kylin 5's `type`), its columns as `ColumnMeta`.
-fn table_meta(table: &TableInfo, schema: &str, kylin5: bool) -> Value {
+fn table_meta(table: &TableInfo, default_schema: &str, kylin5: bool) -> Value {
+    let schema = table.schema.as_deref().unwrap_or(default_schema);
     let columns: Vec<Value> = table
         .columns
         .iter()

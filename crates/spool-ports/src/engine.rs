@@ -93,6 +93,9 @@ impl std::fmt::Debug for Execution {
 /// A table or view of a project, as SQL sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableInfo {
+    /// The schema (Kylin's database) it is in, spelled as the catalog reports it; `None`: the
+    /// project's default schema, named as the project in upper case.
+    pub schema: Option<String>,
     /// The name queries use, spelled as the catalog reports it.
     pub name: String,
     /// A view (defined by SQL over the project's tables) rather than a table of data files.

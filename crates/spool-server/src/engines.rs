@@ -26,6 +26,9 @@ pub const PROJECT_FILE: &str = "project.toml";
 #[serde(deny_unknown_fields)]
 struct ProjectFile {
     engine: Option<String>,
+    /// Read by the Polars engine's catalog (the schema of the folder's own tables).
+    #[allow(dead_code)]
+    default_schema: Option<String>,
 }
 
 /// The engines a project can run on.

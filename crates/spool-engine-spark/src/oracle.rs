@@ -1,0 +1,111 @@
+//! Spark's own answer to a query, for tests that check Spool's answers against Spark SQL (the
+//! `oracle` feature; the server never enables it).
+//!
+//! The SQL runs as written, in a Spark session of its own with the engine's session settings
+//! (ANSI mode, double-quoted identifiers), over tables registered by path: no sandbox, no
+//! planner, no rewriting, so the answer is Spark's alone. It is encoded as CSV by the same
+//! writer Spool's results go through, so the two compare as text.
+
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use spool_domain::{QueryId, ResultKey};
+use spool_ports::testing::MemoryResultStore;
+use spool_ports::{CancelToken, ResultStore};
+
+use crate::client::{Client, Event, Remote};
+use crate::{SESSION_CONFIG, catalog, encode, pb, register};
+
+/// Spark's answer to `sql`, as CSV (no header; RFC 4180 quoting; NULL as an empty field), over
+/// `tables`: (name, Parquet file or folder).
+pub async fn answer(remote: &str, tables: &[(&str, &Path)], sql: &str) -> Result<String, String> {
+    let client = Client::new(Remote::parse(remote)?)?;
+    let session = client.session("oracle");
+    let outcome = run(&client, &session, tables, sql).await;
+    client.release_session(&session).await;
+    outcome
+}
+
+async fn run(
+    client: &Client,
+    session: &crate::client::Session,
+    tables: &[(&str, &Path)],
+    sql: &str,
+) -> Result<String, String> {
+    client
+        .set_config(session, SESSION_CONFIG)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut project = catalog::Project {
+        name: "oracle".to_owned(),
+        ..catalog::Project::default()
+    };
+    for (name, path) in tables {
+        project.tables.insert(
+            name.to_lowercase(),
+            (
+                (*name).to_owned(),
+                catalog::Source::Parquet(PathBuf::from(path)),
+            ),
+        );
+    }
+    let relations: Vec<String> = tables.iter().map(|(n, _)| n.to_lowercase()).collect();
+    register(client, session, &project, &relations)
+        .await
+        .map_err(|e| e.to_string())?;
+    let plan = pb::Plan {
+        op_type: Some(pb::plan::OpType::Root(pb::Relation {
+            common: None,
+            rel_type: Some(pb::relation::RelType::Sql(pb::Sql {
+                query: sql.to_owned(),
+                ..pb::Sql::default()
+            })),
+        })),
+    };
+    let mut execution = client
+        .execute(session, plan, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut batches = Vec::new();
+    while let Some(event) = execution.next().await.map_err(|e| e.to_string())? {
+        match event {
+            Event::Batch(data) => batches.push(data),
+            Event::Complete => break,
+        }
+    }
+    execution.release().await;
+
+    let store = MemoryResultStore::default();
+    let key = ResultKey::new(QueryId::new_random(), 1);
+    let sink = store.create(key).await.map_err(|e| e.to_string())?;
+    let (send, mut receive) = tokio::sync::mpsc::channel(batches.len().max(1));
+    for batch in batches {
+        send.send(batch).await.map_err(|e| e.to_string())?;
+    }
+    drop(send);
+    let scratch = std::env::temp_dir();
+    let execution = tokio::task::spawn_blocking(move || {
+        encode(
+            &mut receive,
+            &spool_domain::OutputSpec::default(),
+            sink,
+            &scratch,
+            &CancelToken::new(),
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    execution.sink.commit().await.map_err(|e| e.to_string())?;
+    let mut body = store
+        .open(key)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the oracle's result is gone")?
+        .body;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        bytes.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+    }
+    String::from_utf8(bytes).map_err(|e| e.to_string())
+}
