@@ -102,6 +102,22 @@ const CASES: &[Case] = &[
     ordered(
         "select id, row_number() over (partition by region order by id) from t_sales order by id",
     ),
+    // Date, string and math functions Kylin accepts from Spark.
+    ordered(
+        "select id, dayofweek(d), dayofyear(d), weekofyear(d), extract(dow from d), extract(doy from ts) from t_sales order by id",
+    ),
+    ordered(
+        "select id, hour(ts), minute(ts), second(ts), extract(hour from ts) from t_sales order by id",
+    ),
+    ordered(
+        "select id, datediff(d, date '2024-01-01'), datediff(date '2025-01-01', ts) from t_sales order by id",
+    ),
+    ordered(
+        "select replace(name, 'a', 'xx'), left(name, 2), right(region, 3), left(region, 0), ltrim('  x '), rtrim(' x  ') from t_sales order by id",
+    ),
+    ordered(
+        "select power(qty, 2), sqrt(qty), mod(qty, 3), nullif(qty, 2), nullif(region, 'ASIA') from t_sales order by id",
+    ),
     // Integer division: Kylin types INTEGER / INTEGER as an integer, truncated towards zero.
     Case {
         sql: "select qty / 2, qty % 2 from t_sales order by id",

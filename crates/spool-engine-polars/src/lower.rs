@@ -973,6 +973,55 @@ fn function(f: Func, args: &[PlanExpr], ty: SqlType) -> PolarsResult<Expr> {
         Func::Quarter => one()?.dt().quarter().cast(DataType::Int32),
         Func::Month => one()?.dt().month().cast(DataType::Int32),
         Func::DayOfMonth => one()?.dt().day().cast(DataType::Int32),
+        // Polars counts Monday as 1 and Sunday as 7; Spark Sunday as 1 and Saturday as 7.
+        Func::DayOfWeek => (one()?.dt().weekday().cast(DataType::Int32) % lit(7i32)) + lit(1i32),
+        Func::DayOfYear => one()?.dt().ordinal_day().cast(DataType::Int32),
+        Func::Week => one()?.dt().week().cast(DataType::Int32),
+        Func::Hour => one()?.dt().hour().cast(DataType::Int32),
+        Func::Minute => one()?.dt().minute().cast(DataType::Int32),
+        Func::Second => one()?.dt().second().cast(DataType::Int32),
+        Func::DateDiff => {
+            let day = |e: &Expr| e.clone().cast(DataType::Int32);
+            match lowered.as_slice() {
+                [end, start] => day(end) - day(start),
+                _ => polars_bail!(ComputeError: "DATEDIFF takes two dates"),
+            }
+        }
+        Func::Replace => match lowered.as_slice() {
+            [text, search, replacement] => when(search.clone().eq(lit("")))
+                .then(text.clone())
+                .otherwise(text.clone().str().replace_all(
+                    search.clone(),
+                    replacement.clone(),
+                    true,
+                )),
+            _ => polars_bail!(ComputeError: "REPLACE takes three strings"),
+        },
+        Func::Left | Func::Right => match lowered.as_slice() {
+            [text, n] => {
+                let n = n.clone().cast(DataType::Int64);
+                let taken = if f == Func::Left {
+                    text.clone().str().head(n.clone())
+                } else {
+                    text.clone().str().tail(n.clone())
+                };
+                when(n.clone().lt_eq(lit(0i64)))
+                    .then(
+                        when(text.clone().is_null())
+                            .then(lit(NULL).cast(DataType::String))
+                            .otherwise(lit("")),
+                    )
+                    .otherwise(taken)
+            }
+            _ => polars_bail!(ComputeError: "LEFT and RIGHT take a string and a length"),
+        },
+        Func::LTrim => one()?.str().strip_chars_start(lit(" ")),
+        Func::RTrim => one()?.str().strip_chars_end(lit(" ")),
+        Func::Power => match lowered.as_slice() {
+            [x, y] => x.clone().pow(y.clone()),
+            _ => polars_bail!(ComputeError: "POWER takes two numbers"),
+        },
+        Func::Sqrt => one()?.sqrt(),
         Func::FloorTo(unit) => {
             use spool_planner::plan::TimeUnit as U;
             let every = match unit {

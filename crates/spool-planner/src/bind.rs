@@ -985,6 +985,12 @@ impl<'a> Binder<'a> {
                     DateTimeField::Quarter => Scalar::Quarter,
                     DateTimeField::Month => Scalar::Month,
                     DateTimeField::Day => Scalar::DayOfMonth,
+                    DateTimeField::Dow | DateTimeField::DayOfWeek => Scalar::DayOfWeek,
+                    DateTimeField::Doy | DateTimeField::DayOfYear => Scalar::DayOfYear,
+                    DateTimeField::Week(None) => Scalar::Week,
+                    DateTimeField::Hour => Scalar::Hour,
+                    DateTimeField::Minute => Scalar::Minute,
+                    DateTimeField::Second => Scalar::Second,
                     other => return Err(unsupported(&format!("EXTRACT({other})"), e.span())),
                 };
                 scalar(f, vec![inner], e)
@@ -1694,6 +1700,47 @@ fn call(name: &str, args: Vec<Expr>, at: &Ast) -> Result<Expr> {
         "QUARTER" => Scalar::Quarter,
         "MONTH" => Scalar::Month,
         "DAYOFMONTH" | "DAY" => Scalar::DayOfMonth,
+        "DAYOFWEEK" => Scalar::DayOfWeek,
+        "DAYOFYEAR" => Scalar::DayOfYear,
+        "WEEK" | "WEEKOFYEAR" => Scalar::Week,
+        "HOUR" => Scalar::Hour,
+        "MINUTE" => Scalar::Minute,
+        "SECOND" => Scalar::Second,
+        "DATEDIFF" => Scalar::DateDiff,
+        "REPLACE" => Scalar::Replace,
+        "LEFT" => Scalar::Left,
+        "RIGHT" => Scalar::Right,
+        "LTRIM" => Scalar::LTrim,
+        "RTRIM" => Scalar::RTrim,
+        "POWER" | "POW" => Scalar::Power,
+        "SQRT" => Scalar::Sqrt,
+        "MOD" => {
+            let [a, b]: [Expr; 2] = args
+                .try_into()
+                .map_err(|_| PlanError::user("MOD takes two numbers", at.span()))?;
+            return binary(&BinaryOperator::Modulo, a, b, at);
+        }
+        "NULLIF" => {
+            // NULL where the two are equal, else the first (in their common type).
+            let [a, b]: [Expr; 2] = args
+                .try_into()
+                .map_err(|_| PlanError::user("NULLIF takes two values", at.span()))?;
+            let ty = types::common_type(a.ty, b.ty).ok_or_else(|| {
+                PlanError::user(
+                    format!("NULLIF cannot compare {} with {}", a.ty, b.ty),
+                    at.span(),
+                )
+            })?;
+            let equal = binary(&BinaryOperator::Eq, a.clone(), b, at)?;
+            return Ok(Expr {
+                ty,
+                nullable: true,
+                kind: ExprKind::Case {
+                    branches: vec![(equal, cast(null_literal(), ty))],
+                    otherwise: Box::new(cast(a, ty)),
+                },
+            });
+        }
         "DATE_TRUNC" => {
             // Spark's `date_trunc(unit, t)`, which Kylin passes through: a TIMESTAMP always.
             let mut args = args.into_iter();
@@ -1841,20 +1888,99 @@ fn scalar(f: Scalar, args: Vec<Expr>, at: &Ast) -> Result<Expr> {
             }
             _ => return Err(wrong("a date or timestamp")),
         },
-        Scalar::Year | Scalar::Quarter | Scalar::Month | Scalar::DayOfMonth => {
-            match args.as_slice() {
-                [a] if a.ty.is_temporal() || a.ty == SqlType::Null => SqlType::Integer,
-                [text] if text.ty == SqlType::Varchar => {
-                    let args = vec![cast(text.clone(), SqlType::Date)];
-                    return Ok(Expr {
-                        ty: SqlType::Integer,
-                        nullable: true,
-                        kind: ExprKind::Function(f, args),
-                    });
-                }
-                _ => return Err(wrong("one date or timestamp")),
+        Scalar::Hour | Scalar::Minute | Scalar::Second => match args.as_slice() {
+            [a] if a.ty == SqlType::Timestamp || a.ty == SqlType::Null => SqlType::Integer,
+            // A date is midnight; a string is read as a timestamp (NULL when it is not one).
+            [a] if matches!(a.ty, SqlType::Date | SqlType::Varchar) => {
+                return Ok(Expr {
+                    ty: SqlType::Integer,
+                    nullable: true,
+                    kind: ExprKind::Function(f, vec![cast(a.clone(), SqlType::Timestamp)]),
+                });
             }
+            _ => return Err(wrong("one timestamp")),
+        },
+        Scalar::DateDiff => match args.as_slice() {
+            [end, start]
+                if [end, start].iter().all(|a| {
+                    a.ty.is_temporal() || matches!(a.ty, SqlType::Varchar | SqlType::Null)
+                }) =>
+            {
+                return Ok(Expr {
+                    ty: SqlType::Integer,
+                    nullable: true,
+                    kind: ExprKind::Function(
+                        f,
+                        vec![
+                            cast(end.clone(), SqlType::Date),
+                            cast(start.clone(), SqlType::Date),
+                        ],
+                    ),
+                });
+            }
+            _ => return Err(wrong("two dates")),
+        },
+        Scalar::Replace => match args.as_slice() {
+            [_, _, _]
+                if args
+                    .iter()
+                    .all(|a| matches!(a.ty, SqlType::Varchar | SqlType::Null)) =>
+            {
+                SqlType::Varchar
+            }
+            _ => return Err(wrong("three strings")),
+        },
+        Scalar::Left | Scalar::Right => match args.as_slice() {
+            [s, n]
+                if matches!(s.ty, SqlType::Varchar | SqlType::Null)
+                    && (n.ty.is_integer() || n.ty == SqlType::Null) =>
+            {
+                SqlType::Varchar
+            }
+            _ => return Err(wrong("a string and an integer")),
+        },
+        Scalar::LTrim | Scalar::RTrim => match args.as_slice() {
+            [a] if matches!(a.ty, SqlType::Varchar | SqlType::Null) => SqlType::Varchar,
+            _ => return Err(wrong("one string")),
+        },
+        Scalar::Power | Scalar::Sqrt => {
+            let arity = if f == Scalar::Power { 2 } else { 1 };
+            if args.len() != arity
+                || !args
+                    .iter()
+                    .all(|a| a.ty.is_numeric() || a.ty == SqlType::Null)
+            {
+                return Err(wrong(if arity == 2 {
+                    "two numbers"
+                } else {
+                    "one number"
+                }));
+            }
+            let args = args.into_iter().map(|a| cast(a, SqlType::Double)).collect();
+            return Ok(Expr {
+                ty: SqlType::Double,
+                nullable,
+                kind: ExprKind::Function(f, args),
+            });
         }
+        Scalar::Year
+        | Scalar::Quarter
+        | Scalar::Month
+        | Scalar::DayOfMonth
+        | Scalar::DayOfWeek
+        | Scalar::DayOfYear
+        | Scalar::Week => match args.as_slice() {
+            [a] if a.ty.is_temporal() || a.ty == SqlType::Null => SqlType::Integer,
+            [text] if text.ty == SqlType::Varchar => {
+                let args = vec![cast(text.clone(), SqlType::Date)];
+                return Ok(Expr {
+                    ty: SqlType::Integer,
+                    nullable: true,
+                    kind: ExprKind::Function(f, args),
+                });
+            }
+            _ => return Err(wrong("one date or timestamp")),
+        },
     };
     Ok(Expr {
         ty,

@@ -109,6 +109,34 @@ pub enum Scalar {
     /// `FLOOR(t TO unit)`: the start of the unit `t` falls in (weeks start on Monday, as
     /// Spark's `date_trunc`).
     FloorTo(TimeUnit),
+    /// `DAYOFWEEK(d)`, `EXTRACT(DOW FROM d)`: 1 (Sunday) to 7 (Saturday), as Spark.
+    DayOfWeek,
+    /// `DAYOFYEAR(d)`, `EXTRACT(DOY FROM d)`: 1 to 366.
+    DayOfYear,
+    /// `WEEK(d)`, `WEEKOFYEAR(d)`, `EXTRACT(WEEK FROM d)`: the ISO week, 1 to 53.
+    Week,
+    /// `HOUR(t)`, `EXTRACT(HOUR FROM t)`.
+    Hour,
+    /// `MINUTE(t)`, `EXTRACT(MINUTE FROM t)`.
+    Minute,
+    /// `SECOND(t)`, `EXTRACT(SECOND FROM t)`: whole seconds.
+    Second,
+    /// `DATEDIFF(end, start)`: days from `start` to `end` (Spark's argument order).
+    DateDiff,
+    /// `REPLACE(s, search, replacement)`: every occurrence (an empty search changes nothing).
+    Replace,
+    /// `LEFT(s, n)`: the first `n` characters ('' for `n` <= 0).
+    Left,
+    /// `RIGHT(s, n)`: the last `n` characters ('' for `n` <= 0).
+    Right,
+    /// `LTRIM(s)`: spaces at the start.
+    LTrim,
+    /// `RTRIM(s)`: spaces at the end.
+    RTrim,
+    /// `POWER(x, y)`: a DOUBLE.
+    Power,
+    /// `SQRT(x)`: a DOUBLE (NaN below zero, as Spark).
+    Sqrt,
 }
 
 /// A unit of time, ordered from the smallest.
