@@ -102,6 +102,19 @@ const CASES: &[Case] = &[
     ordered(
         "select id, row_number() over (partition by region order by id) from t_sales order by id",
     ),
+    // Correlated subqueries at the top of WHERE (semi and anti joins).
+    ordered(
+        "select id from t_sales s where exists \
+         (select 1 from t_regions r where r.name = s.region and r.code < 3) order by id",
+    ),
+    ordered(
+        "select id from t_sales s where not exists \
+         (select 1 from t_regions r where r.name = s.region) order by id",
+    ),
+    ordered(
+        "select r.name from t_regions r where r.code in \
+         (select s.qty from t_sales s where s.region = r.name) order by 1",
+    ),
     // Date, string and math functions Kylin accepts from Spark.
     ordered(
         "select id, dayofweek(d), dayofyear(d), weekofyear(d), extract(dow from d), extract(doy from ts) from t_sales order by id",

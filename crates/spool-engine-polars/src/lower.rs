@@ -390,24 +390,39 @@ fn join(
         JoinKind::Right => JoinType::Right,
         JoinKind::Full => JoinType::Full,
         JoinKind::Semi => JoinType::Semi,
+        JoinKind::Anti => JoinType::Anti,
     };
     let mut right_frame = right_frame;
     let mut residual_after = Vec::new();
     if matches!(kind, JoinKind::Inner | JoinKind::Cross) {
         residual_after = residual;
-    } else if kind == JoinKind::Semi {
-        // A semi join keeps only the left side's columns: the right side is filtered first.
+    } else if matches!(kind, JoinKind::Semi | JoinKind::Anti) {
+        // Semi and anti joins keep only the left side's columns: a condition on the right
+        // side filters it first. One on the left side decides whether a left row can match:
+        // a semi join drops the rows where it fails, an anti join keeps them (their keys
+        // are made NULL, which match nothing).
+        let mut left_when: Vec<Expr> = Vec::new();
         for part in residual {
             let columns = part.columns();
             if !columns.is_empty() && columns.iter().all(|&i| i >= width) {
                 right_frame = right_frame.filter(expr(part)?);
             } else if columns.iter().all(|&i| i < width) {
-                left_frame_filters.push(expr(part)?);
+                if kind == JoinKind::Semi {
+                    left_frame_filters.push(expr(part)?);
+                } else {
+                    left_when.push(expr(part)?);
+                }
             } else {
                 polars_bail!(
                     InvalidOperation: "a subquery's condition comparing it with the outer query must be equalities; other comparisons are not supported yet"
                 );
             }
+        }
+        if let Some(all) = left_when.into_iter().reduce(|a, b| a.and(b)) {
+            keys_left = keys_left
+                .into_iter()
+                .map(|k| when(all.clone()).then(k).otherwise(lit(NULL)))
+                .collect();
         }
     } else {
         // An outer join's extra conditions decide which pairs match, not which rows stay. One

@@ -463,6 +463,33 @@ async fn subqueries_and_outer_join_conditions_answer_as_sql_does() {
             "select qty * 0 as z, count(*) from sales group by z",
             "0,4\n",
         ),
+        // Correlated EXISTS, NOT EXISTS and IN at the top of WHERE: semi and anti joins on
+        // the correlating equalities. A NULL region matches no region.
+        (
+            "select id from sales s where exists \
+             (select 1 from regions r where r.name = s.region) order by id",
+            "1\n2\n3\n",
+        ),
+        (
+            "select id from sales s where not exists \
+             (select 1 from regions r where r.name = s.region) order by id",
+            "4\n",
+        ),
+        (
+            "select name from regions r where not exists \
+             (select * from sales s where s.region = r.name and s.qty > 1) order by name",
+            "AFRICA\n",
+        ),
+        (
+            "select name from regions r where exists \
+             (select * from sales s where r.name = s.region and s.price > 12) order by name",
+            "ASIA\nEUROPE\n",
+        ),
+        (
+            "select id from sales s where qty in \
+             (select code from regions r where r.name = s.region) order by id",
+            "1\n2\n",
+        ),
     ] {
         assert_eq!(answer(root, sql).await, expected, "{sql}");
     }
@@ -472,9 +499,14 @@ async fn subqueries_and_outer_join_conditions_answer_as_sql_does() {
             "returned more than one row",
         ),
         (
-            "select id from sales s where exists \
+            "select id from sales s where id = 4 or exists \
              (select 1 from regions r where r.name = s.region)",
             "correlated subqueries are not supported",
+        ),
+        (
+            "select id from sales s where exists \
+             (select 1 from regions r where r.code > s.qty)",
+            "must be equalities",
         ),
         (
             "select (select max(code) from regions) from sales",

@@ -405,6 +405,9 @@ pub enum JoinKind {
     /// The left rows that have a partner, once each; only the left side's columns (what
     /// `x IN (subquery)` and `EXISTS` become).
     Semi,
+    /// The left rows without a partner; only the left side's columns (what a correlated
+    /// `NOT EXISTS` becomes).
+    Anti,
 }
 
 /// How an engine may compute a join; every strategy gives the join's rows.

@@ -17,7 +17,9 @@
 //! The subqueries are bound on their own: one that reads the outer query's columns (a
 //! correlated subquery) does not bind yet, and says so.
 
-use sqlparser::ast::{BinaryOperator, Expr as Ast, Query, Spanned};
+use sqlparser::ast::{
+    self, BinaryOperator, Expr as Ast, GroupByExpr, Query, SelectItem, SetExpr, Spanned,
+};
 
 use super::{Binder, Result, Scope, binary, expect_boolean, not};
 use crate::error::PlanError;
@@ -147,7 +149,195 @@ pub(super) fn conjuncts<'a>(e: &'a Ast, out: &mut Vec<&'a Ast>) {
     }
 }
 
+/// Whether binding a subquery failed because it reads the outer query's columns.
+fn is_correlation(e: &PlanError) -> bool {
+    matches!(e, PlanError::User { message, .. } if message.contains(CORRELATED))
+}
+
+/// A join key of a decorrelated subquery: the outer query's side, and the position and field
+/// of the subquery's side among the relation's columns.
+type Key = (Expr, (usize, Field));
+
+/// What a subquery that reads the outer query's columns is told, when it cannot be bound.
+const CORRELATED: &str = "correlated subqueries are not supported";
+
+/// `outer = inner`, the inner side a column of the relation joined after `width` columns.
+fn inner_key(outer: Expr, inner: (usize, Field), width: usize, at: &Ast) -> Result<Expr> {
+    let (i, field) = inner;
+    binary(
+        &BinaryOperator::Eq,
+        outer,
+        column(width + i, field.ty, field.nullable),
+        at,
+    )
+}
+
 impl Binder<'_> {
+    /// Whether `query` reads the outer query's columns (it binds only with them).
+    fn is_correlated(&mut self, query: &Query) -> bool {
+        let attached = self.attached.take();
+        let windows = self.windows.take();
+        let bound = self.query(query);
+        self.attached = attached;
+        self.windows = windows;
+        matches!(bound, Err(PlanError::User { ref message, .. })
+            if message.starts_with("column '") || message.contains("not found in FROM"))
+    }
+
+    /// A correlated subquery as a relation to join, with the keys it joins on: each
+    /// `inner = outer` equality among the top conjuncts of its WHERE becomes a key (the outer
+    /// side bound over `outer`, the inner side a column added to the subquery's rows); the
+    /// other conjuncts must read the subquery's own rows only. The subquery must be a plain
+    /// SELECT (no grouping, DISTINCT, ORDER BY or LIMIT); anything else is refused with
+    /// `refused`, the error binding it on its own gave.
+    fn decorrelate(
+        &mut self,
+        query: &Query,
+        outer: &[Field],
+        at: &Ast,
+        refused: PlanError,
+    ) -> Result<(Plan, Vec<Key>)> {
+        let SetExpr::Select(select) = query.body.as_ref() else {
+            return Err(refused);
+        };
+        let plain = query.with.is_none()
+            && query.order_by.is_none()
+            && query.limit_clause.is_none()
+            && select.distinct.is_none()
+            && select.having.is_none()
+            && matches!(&select.group_by, GroupByExpr::Expressions(g, _) if g.is_empty())
+            && !select.projection.iter().any(|item| match item {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                    super::has_aggregate(e)
+                }
+                _ => false,
+            });
+        let Some(condition) = select.selection.as_ref().filter(|_| plain) else {
+            return Err(refused);
+        };
+        let attached = self.attached.take();
+        let windows = self.windows.take();
+        let found = self.decorrelate_select(select, condition, outer, at);
+        self.attached = attached;
+        self.windows = windows;
+        found
+    }
+
+    fn decorrelate_select(
+        &mut self,
+        select: &ast::Select,
+        condition: &Ast,
+        outer: &[Field],
+        at: &Ast,
+    ) -> Result<(Plan, Vec<Key>)> {
+        let from = self.from(&select.from)?;
+        let inner: Vec<Field> = from.fields().to_vec();
+        let mut parts = Vec::new();
+        conjuncts(condition, &mut parts);
+        let mut own: Option<Expr> = None;
+        let mut keys: Vec<(Expr, Expr)> = Vec::new();
+        for part in parts {
+            if let Ok(e) = self.expr(part, &mut Scope::new(&inner)) {
+                let e = expect_boolean(e, part)?;
+                own = Some(match own {
+                    None => e,
+                    Some(o) => compare(Binary::And, o, e),
+                });
+                continue;
+            }
+            let pair = match part {
+                Ast::BinaryOp {
+                    left,
+                    op: BinaryOperator::Eq,
+                    right,
+                } => {
+                    let sides = |a: &Ast, b: &Ast, me: &mut Self| {
+                        let i = me.expr(a, &mut Scope::new(&inner)).ok()?;
+                        let o = me.expr(b, &mut Scope::new(outer)).ok()?;
+                        Some((o, i))
+                    };
+                    sides(left, right, self).or_else(|| sides(right, left, self))
+                }
+                _ => None,
+            };
+            let Some((o, i)) = pair else {
+                return Err(PlanError::user(
+                    format!(
+                        "a correlated subquery's conditions on the outer query must be \
+                         equalities ('inner = outer'); {CORRELATED} otherwise yet"
+                    ),
+                    part.span(),
+                ));
+            };
+            // Both sides in their common type, as the equality compares them.
+            let Expr {
+                kind: ExprKind::Binary(_, o, i),
+                ..
+            } = binary(&BinaryOperator::Eq, o, i, part)?
+            else {
+                return Err(PlanError::Internal {
+                    pass: "bind",
+                    message: "an equality bound as something else".to_owned(),
+                });
+            };
+            keys.push((*o, *i));
+        }
+        if keys.is_empty() {
+            return Err(PlanError::user(
+                format!("{CORRELATED} in this form yet"),
+                at.span(),
+            ));
+        }
+        let mut plan = from;
+        if let Some(predicate) = own {
+            plan = Plan::Filter {
+                input: Box::new(plan),
+                predicate,
+            };
+        }
+        // The subquery's value (for IN: its one SELECT item), then each key's inner side.
+        let mut exprs = Vec::new();
+        if let [SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }] =
+            select.projection.as_slice()
+        {
+            exprs.push(self.expr(e, &mut Scope::new(&inner))?);
+        } else if matches!(at, Ast::InSubquery { .. }) {
+            return Err(PlanError::user(
+                "a subquery used as a value must return one column",
+                at.span(),
+            ));
+        } else {
+            exprs.push(literal_bool(true));
+        }
+        let first_key = exprs.len();
+        let mut outer_sides = Vec::new();
+        for (o, i) in keys {
+            outer_sides.push(o);
+            exprs.push(i);
+        }
+        let fields: Vec<Field> = exprs
+            .iter()
+            .enumerate()
+            .map(|(k, e)| Field {
+                name: format!("$KEY{k}"),
+                qualifier: None,
+                ty: e.ty,
+                nullable: e.nullable,
+            })
+            .collect();
+        let plan = Plan::Project {
+            input: Box::new(plan),
+            exprs,
+            fields: fields.clone(),
+        };
+        let keys = outer_sides
+            .into_iter()
+            .enumerate()
+            .map(|(k, o)| (o, (first_key + k, fields[first_key + k].clone())))
+            .collect();
+        Ok((plan, keys))
+    }
+
     /// Binds a subquery on its own; `at` is the expression it is part of.
     fn subquery(&mut self, query: &Query, at: &Ast) -> Result<Plan> {
         let attached = self.attached.take();
@@ -345,31 +535,62 @@ impl Binder<'_> {
         let mut parts = Vec::new();
         conjuncts(condition, &mut parts);
 
-        // `x IN (SELECT ...)` at the top: semi joins, applied after the filter.
-        let mut semis: Vec<(Plan, Expr)> = Vec::new();
+        // `x IN (SELECT ...)` and correlated `[NOT] EXISTS` at the top: semi and anti joins,
+        // applied after the filter.
+        let mut semis: Vec<(Plan, Expr, JoinKind)> = Vec::new();
         let mut rest: Vec<&Ast> = Vec::new();
         for part in parts {
-            if let Ast::InSubquery {
-                expr,
-                subquery,
-                negated: false,
-            } = part
-            {
-                let saved = self.attached.take();
-                let x = self.expr(expr, &mut Scope::new(&fields));
-                self.attached = saved;
-                let x = x?;
-                let right = self.subquery(subquery, part)?;
-                let v = &right.fields()[0];
-                let on = binary(
-                    &BinaryOperator::Eq,
-                    x,
-                    column(width, v.ty, v.nullable),
-                    part,
-                )?;
-                semis.push((right, on));
-            } else {
-                rest.push(part);
+            match part {
+                Ast::InSubquery {
+                    expr,
+                    subquery,
+                    negated: false,
+                } => {
+                    let saved = self.attached.take();
+                    let x = self.expr(expr, &mut Scope::new(&fields));
+                    self.attached = saved;
+                    let x = x?;
+                    let (right, keys) = match self.subquery(subquery, part) {
+                        Ok(plan) => (plan, None),
+                        Err(e) if is_correlation(&e) => {
+                            let (plan, keys) = self.decorrelate(subquery, &fields, part, e)?;
+                            (plan, Some(keys))
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    let v = &right.fields()[0];
+                    let mut on = binary(
+                        &BinaryOperator::Eq,
+                        x,
+                        column(width, v.ty, v.nullable),
+                        part,
+                    )?;
+                    for (outer, inner) in keys.unwrap_or_default() {
+                        on = compare(Binary::And, on, inner_key(outer, inner, width, part)?);
+                    }
+                    semis.push((right, on, JoinKind::Semi));
+                }
+                Ast::Exists { subquery, negated } if self.is_correlated(subquery) => {
+                    let error = match self.subquery(subquery, part) {
+                        Err(e) => e,
+                        Ok(_) => unreachable!("is_correlated checked it"),
+                    };
+                    let (right, keys) = self.decorrelate(subquery, &fields, part, error)?;
+                    let on = keys
+                        .into_iter()
+                        .map(|(outer, inner)| inner_key(outer, inner, width, part))
+                        .reduce(|a, b| Ok(compare(Binary::And, a?, b?)))
+                        .ok_or_else(|| {
+                            PlanError::user("a correlated EXISTS needs a condition", part.span())
+                        })??;
+                    let kind = if *negated {
+                        JoinKind::Anti
+                    } else {
+                        JoinKind::Semi
+                    };
+                    semis.push((right, on, kind));
+                }
+                _ => rest.push(part),
             }
         }
 
@@ -451,12 +672,12 @@ impl Binder<'_> {
                 fields: fields.clone(),
             };
         }
-        for (right, on) in semis {
+        for (right, on, kind) in semis {
             plan = Plan::Join {
                 left: Box::new(plan),
                 strategy: JoinStrategy::Hash,
                 right: Box::new(right),
-                kind: JoinKind::Semi,
+                kind,
                 on: Some(on),
                 fields: fields.clone(),
             };
