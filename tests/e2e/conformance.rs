@@ -102,6 +102,11 @@ const CASES: &[Case] = &[
     ordered(
         "select id, row_number() over (partition by region order by id) from t_sales order by id",
     ),
+    // Set operations and null-safe comparison.
+    ordered("select name from t_regions intersect select region from t_sales order by 1"),
+    unordered("select region from t_sales except select name from t_regions"),
+    ordered("select id from t_sales where region is distinct from 'ASIA' order by id"),
+    ordered("select id from t_sales where name is not distinct from null order by id"),
     // Correlated subqueries at the top of WHERE (semi and anti joins).
     ordered(
         "select id from t_sales s where exists \

@@ -362,11 +362,26 @@ fn join(
     let mut keys_right = Vec::new();
     let mut residual = Vec::new();
     let mut left_frame_filters: Vec<Expr> = Vec::new();
+    let mut nulls_equal = false;
     if let Some(on) = on {
         let mut parts = Vec::new();
         conjuncts(on, &mut parts);
+        // A join's keys compare as `=` (NULL matches nothing) or, when every key pair is an
+        // `IS NOT DISTINCT FROM`, with NULL matching NULL; null-safe pairs among `=` keys are
+        // tested after the join (inner joins only).
+        let all_null_safe = parts
+            .iter()
+            .all(|p| matches!(p.kind, ExprKind::Binary(Binary::NotDistinct, _, _)));
+        nulls_equal = all_null_safe;
         for part in parts {
-            if let ExprKind::Binary(Binary::Eq, l, r) = &part.kind {
+            let key_op = if all_null_safe {
+                Binary::NotDistinct
+            } else {
+                Binary::Eq
+            };
+            if let ExprKind::Binary(op, l, r) = &part.kind
+                && *op == key_op
+            {
                 let (lc, rc) = (l.columns(), r.columns());
                 let left_only = |c: &[usize]| !c.is_empty() && c.iter().all(|&i| i < width);
                 let right_only = |c: &[usize]| !c.is_empty() && c.iter().all(|&i| i >= width);
@@ -483,12 +498,11 @@ fn join(
         args.maintain_order = MaintainOrderJoin::LeftRight;
         left_frame.join(right_frame, Vec::<Expr>::new(), Vec::<Expr>::new(), args)
     } else {
-        left_frame.join(
-            right_frame,
-            keys_left,
-            keys_right,
-            JoinArgs::new(how).with_coalesce(JoinCoalesce::KeepColumns),
-        )
+        left_frame.join(right_frame, keys_left, keys_right, {
+            let mut args = JoinArgs::new(how).with_coalesce(JoinCoalesce::KeepColumns);
+            args.nulls_equal = nulls_equal;
+            args
+        })
     };
     let mut joined = joined;
     for part in residual_after {
@@ -815,6 +829,7 @@ pub(crate) fn expr(e: &PlanExpr) -> PolarsResult<Expr> {
                 Binary::And => l.and(r),
                 Binary::Or => l.or(r),
                 Binary::Concat => concat_str([l, r], "", false),
+                Binary::NotDistinct => l.eq_missing(r),
                 Binary::Arithmetic(_) => unreachable!("matched above"),
             }
         }

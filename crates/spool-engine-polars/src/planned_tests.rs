@@ -463,6 +463,28 @@ async fn subqueries_and_outer_join_conditions_answer_as_sql_does() {
             "select qty * 0 as z, count(*) from sales group by z",
             "0,4\n",
         ),
+        // IS [NOT] DISTINCT FROM: NULL equals NULL.
+        (
+            "select id from sales where region is not distinct from null",
+            "4\n",
+        ),
+        (
+            "select id from sales where region is distinct from 'ASIA' order by id",
+            "2\n4\n",
+        ),
+        // INTERSECT and EXCEPT: distinct rows, NULL equal to NULL.
+        (
+            "select name from regions intersect select region from sales order by 1",
+            "ASIA\nEUROPE\n",
+        ),
+        (
+            "select region from sales except select name from regions",
+            "\n",
+        ),
+        (
+            "select region from sales intersect select region from sales order by 1",
+            "\nASIA\nEUROPE\n",
+        ),
         // Correlated EXISTS, NOT EXISTS and IN at the top of WHERE: semi and anti joins on
         // the correlating equalities. A NULL region matches no region.
         (
@@ -507,6 +529,10 @@ async fn subqueries_and_outer_join_conditions_answer_as_sql_does() {
             "select id from sales s where exists \
              (select 1 from regions r where r.code > s.qty)",
             "must be equalities",
+        ),
+        (
+            "select region from sales except all select name from regions",
+            "EXCEPT ALL is not supported",
         ),
         (
             "select (select max(code) from regions) from sales",

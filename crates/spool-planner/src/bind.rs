@@ -169,6 +169,27 @@ impl<'a> Binder<'a> {
                 let right = self.set_body(right)?;
                 union(left, right, all, body)
             }
+            SetExpr::SetOperation {
+                left,
+                op: op @ (ast::SetOperator::Intersect | ast::SetOperator::Except),
+                set_quantifier,
+                right,
+            } => {
+                if !matches!(
+                    set_quantifier,
+                    ast::SetQuantifier::Distinct | ast::SetQuantifier::None
+                ) {
+                    return Err(unsupported(&format!("{op} {set_quantifier}"), body.span()));
+                }
+                let left = self.set_body(left)?;
+                let right = self.set_body(right)?;
+                let kind = if matches!(op, ast::SetOperator::Intersect) {
+                    JoinKind::Semi
+                } else {
+                    JoinKind::Anti
+                };
+                set_match(left, right, kind, body)
+            }
             SetExpr::SetOperation { op, .. } => Err(unsupported(&format!("{op}"), body.span())),
             other => Err(query_body(other)),
         }
@@ -842,6 +863,30 @@ impl<'a> Binder<'a> {
                 let l = self.expr(left, scope)?;
                 let r = self.expr(right, scope)?;
                 binary(op, l, r, e)
+            }
+            Ast::IsDistinctFrom(left, right) | Ast::IsNotDistinctFrom(left, right) => {
+                // Equality where NULL equals NULL, in the sides' common type.
+                let (l, r) = (self.expr(left, scope)?, self.expr(right, scope)?);
+                let Expr {
+                    kind: ExprKind::Binary(_, l, r),
+                    ..
+                } = binary(&BinaryOperator::Eq, l, r, e)?
+                else {
+                    return Err(PlanError::Internal {
+                        pass: "bind",
+                        message: "an equality bound as something else".to_owned(),
+                    });
+                };
+                let same = Expr {
+                    ty: SqlType::Boolean,
+                    nullable: false,
+                    kind: ExprKind::Binary(Binary::NotDistinct, l, r),
+                };
+                Ok(if matches!(e, Ast::IsDistinctFrom(..)) {
+                    not(same)
+                } else {
+                    same
+                })
             }
             Ast::IsNull(inner) | Ast::IsNotNull(inner) => {
                 let bound = self.expr(inner, scope)?;
@@ -1528,6 +1573,59 @@ fn union(left: Plan, right: Plan, all: bool, at: &SetExpr) -> Result<Plan> {
         Plan::Distinct {
             input: Box::new(plan),
         }
+    })
+}
+
+/// `left INTERSECT right` (`kind` Semi) or `left EXCEPT right` (Anti): the left side's
+/// distinct rows that are (or are not) among the right side's, rows compared column by column
+/// in the sides' common types with NULL equal to NULL, as set operations compare them.
+fn set_match(left: Plan, right: Plan, kind: JoinKind, at: &SetExpr) -> Result<Plan> {
+    // Typed as UNION types them; its DISTINCT over the left side's rows.
+    let Plan::Distinct { input } = union(left, right, false, at)? else {
+        return Err(PlanError::Internal {
+            pass: "bind",
+            message: "UNION bound as something else".to_owned(),
+        });
+    };
+    let Plan::Union { mut inputs, fields } = *input else {
+        return Err(PlanError::Internal {
+            pass: "bind",
+            message: "UNION bound as something else".to_owned(),
+        });
+    };
+    let (Some(right), Some(left)) = (inputs.pop(), inputs.pop()) else {
+        return Err(PlanError::Internal {
+            pass: "bind",
+            message: "UNION without two sides".to_owned(),
+        });
+    };
+    let width = fields.len();
+    let on = fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Expr {
+            ty: SqlType::Boolean,
+            nullable: false,
+            kind: ExprKind::Binary(
+                Binary::NotDistinct,
+                Box::new(Expr::column(i, f)),
+                Box::new(Expr::column(width + i, f)),
+            ),
+        })
+        .reduce(|a, b| Expr {
+            ty: SqlType::Boolean,
+            nullable: false,
+            kind: ExprKind::Binary(Binary::And, Box::new(a), Box::new(b)),
+        });
+    Ok(Plan::Distinct {
+        input: Box::new(Plan::Join {
+            left: Box::new(left),
+            right: Box::new(right),
+            kind,
+            on,
+            strategy: JoinStrategy::Hash,
+            fields,
+        }),
     })
 }
 

@@ -73,6 +73,8 @@ pub enum Binary {
     Or,
     /// `||`: string concatenation (NULL if either side is NULL).
     Concat,
+    /// `IS NOT DISTINCT FROM`: equality where NULL equals NULL (never NULL itself).
+    NotDistinct,
 }
 
 /// A scalar function of Spool's registry.
@@ -766,6 +768,7 @@ pub fn show(expr: &Expr) -> String {
 fn binary_symbol(op: Binary) -> &'static str {
     use crate::types::Arithmetic as A;
     match op {
+        Binary::NotDistinct => "IS NOT DISTINCT FROM",
         Binary::Arithmetic(A::Add) => "+",
         Binary::Arithmetic(A::Subtract) => "-",
         Binary::Arithmetic(A::Multiply) => "*",
