@@ -102,6 +102,9 @@ const CASES: &[Case] = &[
     ordered(
         "select id, row_number() over (partition by region order by id) from t_sales order by id",
     ),
+    ordered(
+        "select id, lag(qty) over (order by id), lead(price, 2, 0) over (partition by region order by id), lag(name, 1, 'none') over (order by d, id) from t_sales order by id",
+    ),
     // Set operations and null-safe comparison.
     ordered("select name from t_regions intersect select region from t_sales order by 1"),
     unordered("select region from t_sales except select name from t_regions"),

@@ -566,6 +566,21 @@ fn lower_window(frame: LazyFrame, window: &Window, out: PlSmallStr) -> PolarsRes
     let frame = frame.with_column(within(numbers, &partition)?.alias(&row));
     let value = match (window.function, argument) {
         (WindowFunction::RowNumber, _) => col(&row),
+        (WindowFunction::Shift { offset }, Some(x)) => {
+            // Shifted within the partition, in the window's order; where the row at the
+            // offset is outside the partition, the default.
+            let shifted = within(x.shift(lit(offset)), &partition)?;
+            let value = match &window.default {
+                None => shifted,
+                Some(default) => {
+                    let outside = within(col(&row).shift(lit(offset)), &partition)?.is_null();
+                    when(outside).then(expr(default)?).otherwise(shifted)
+                }
+            };
+            return Ok(frame
+                .with_column(value.alias(out))
+                .drop(by_name([row], true, false)));
+        }
         (WindowFunction::Rank, _) => col(&row).min().over(tie.clone())?,
         (WindowFunction::DenseRank, _) => {
             // A run of ties starts where the row number is the run's first.

@@ -344,6 +344,17 @@ async fn window_functions_follow_sqls_default_frame() {
             "select id, sum(qty) over (partition by region) from sales order by id",
             "1,4\n2,2\n3,4\n4,4\n",
         ),
+        // LAG and LEAD: the row before or after in the window's order, within the
+        // partition; the default (else NULL) where there is none.
+        (
+            "select id, lag(qty) over (order by id), lead(qty, 2, 0) over (order by id) \
+             from sales order by id",
+            "1,,3\n2,1,4\n3,2,0\n4,3,0\n",
+        ),
+        (
+            "select id, lag(id) over (partition by region order by id) from sales order by id",
+            "1,\n2,\n3,1\n4,\n",
+        ),
         // Ordered by region (NULL first): the two ASIA rows are tied and share 4 + 1 + 3.
         (
             "select id, sum(qty) over (order by region) from sales order by id",

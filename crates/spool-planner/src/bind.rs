@@ -1139,6 +1139,8 @@ impl Binder<'_> {
             ("ROW_NUMBER", None) => WindowFunction::RowNumber,
             ("RANK", None) => WindowFunction::Rank,
             ("DENSE_RANK", None) => WindowFunction::DenseRank,
+            ("LAG", None) => WindowFunction::Shift { offset: 1 },
+            ("LEAD", None) => WindowFunction::Shift { offset: -1 },
             _ => {
                 return Err(unsupported(
                     &format!("the window function {name}"),
@@ -1159,7 +1161,55 @@ impl Binder<'_> {
         if distinct {
             return Err(unsupported("DISTINCT in a window function", e.span()));
         }
+        let mut default = None;
         let (kind, argument) = match (kind, star) {
+            (WindowFunction::Shift { offset: sign }, false) => {
+                let args = plain_args(function, e)?;
+                let (value, rest) = args
+                    .split_first()
+                    .ok_or_else(|| PlanError::user(format!("{name} takes a value"), e.span()))?;
+                let value = self.expr(value, scope)?;
+                let offset = match rest.first() {
+                    None => 1,
+                    Some(n) => match self.expr(n, scope)?.kind {
+                        ExprKind::Literal(Literal::Integer(n)) if n >= 0 => n,
+                        _ => {
+                            return Err(PlanError::user(
+                                format!("{name}'s offset must be an integer literal of 0 or more"),
+                                e.span(),
+                            ));
+                        }
+                    },
+                };
+                match rest.get(1) {
+                    None => {}
+                    Some(d) => {
+                        let d = self.expr(d, scope)?;
+                        if types::common_type(value.ty, d.ty) != Some(value.ty) {
+                            return Err(PlanError::user(
+                                format!(
+                                    "{name}'s default must be of the value's type {}",
+                                    value.ty
+                                ),
+                                e.span(),
+                            ));
+                        }
+                        default = Some(cast(d, value.ty));
+                    }
+                }
+                if rest.len() > 2 {
+                    return Err(PlanError::user(
+                        format!("{name} takes at most three arguments"),
+                        e.span(),
+                    ));
+                }
+                (
+                    WindowFunction::Shift {
+                        offset: sign * offset,
+                    },
+                    Some(value),
+                )
+            }
             (WindowFunction::Aggregate(AggregateFunction::Count), true) => (
                 WindowFunction::Aggregate(AggregateFunction::CountRows),
                 None,
@@ -1213,6 +1263,15 @@ impl Binder<'_> {
                 Some(a.ty)
             }
             (WindowFunction::Aggregate(_), _) => Some(SqlType::BigInt),
+            (WindowFunction::Shift { .. }, Some(a)) => {
+                if order.is_empty() {
+                    return Err(PlanError::user(
+                        format!("{name} needs an ORDER BY"),
+                        e.span(),
+                    ));
+                }
+                Some(a.ty)
+            }
             (_, _) => {
                 if order.is_empty() {
                     return Err(PlanError::user(
@@ -1232,6 +1291,7 @@ impl Binder<'_> {
             argument,
             partition,
             order,
+            default,
             ty,
         });
         Ok(Expr {

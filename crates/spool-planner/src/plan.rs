@@ -372,6 +372,14 @@ pub enum WindowFunction {
     Rank,
     /// `DENSE_RANK()`: tied rows share a rank, which does not skip.
     DenseRank,
+    /// `LAG(x[, n[, default]])` (`offset` n) and `LEAD(...)` (`offset` -n): `x` at the row `n`
+    /// rows before (after) the current one in the window's order within its partition, or
+    /// the window's `default` (NULL when it has none) where there is no such row. Ties are
+    /// not one step: each row is its own.
+    Shift {
+        /// Rows back (negative: ahead).
+        offset: i64,
+    },
 }
 
 /// One window function of a [`Plan::Window`]. Its frame is SQL's default: with an ORDER BY,
@@ -387,6 +395,8 @@ pub struct Window {
     pub partition: Vec<Expr>,
     /// `ORDER BY`, over the input.
     pub order: Vec<SortKey>,
+    /// `LAG`/`LEAD`'s value where there is no row at the offset (of the argument's type).
+    pub default: Option<Expr>,
     /// The type it returns.
     pub ty: SqlType,
 }
