@@ -691,7 +691,11 @@ fn aggregate(a: &Aggregate) -> PolarsResult<Expr> {
         }
         (AggregateFunction::Min, Some(x)) => x.min(),
         (AggregateFunction::Max, Some(x)) => x.max(),
-        (AggregateFunction::Single, Some(x)) => x.first(),
+        // Only ever alone, lowered by `scalar_subquery` with its one-row check; `first()` here
+        // would answer a subquery of several rows with one of them.
+        (AggregateFunction::Single, _) => {
+            polars_bail!(ComputeError: "a scalar subquery's value among other aggregates")
+        }
         (f, None) => polars_bail!(ComputeError: "aggregate {f:?} without an argument"),
     })
 }

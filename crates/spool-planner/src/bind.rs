@@ -867,20 +867,11 @@ impl<'a> Binder<'a> {
             Ast::IsDistinctFrom(left, right) | Ast::IsNotDistinctFrom(left, right) => {
                 // Equality where NULL equals NULL, in the sides' common type.
                 let (l, r) = (self.expr(left, scope)?, self.expr(right, scope)?);
-                let Expr {
-                    kind: ExprKind::Binary(_, l, r),
-                    ..
-                } = binary(&BinaryOperator::Eq, l, r, e)?
-                else {
-                    return Err(PlanError::Internal {
-                        pass: "bind",
-                        message: "an equality bound as something else".to_owned(),
-                    });
-                };
+                let (l, r) = compared(l, r, e)?;
                 let same = Expr {
                     ty: SqlType::Boolean,
                     nullable: false,
-                    kind: ExprKind::Binary(Binary::NotDistinct, l, r),
+                    kind: ExprKind::Binary(Binary::NotDistinct, Box::new(l), Box::new(r)),
                 };
                 Ok(if matches!(e, Ast::IsDistinctFrom(..)) {
                     not(same)
@@ -1584,11 +1575,28 @@ impl<'s> Scope<'s> {
 /// `left UNION [ALL] right`: columns by position, each in the two sides' common type, named
 /// as the left side names them.
 fn union(left: Plan, right: Plan, all: bool, at: &SetExpr) -> Result<Plan> {
+    let (left, right, fields) = set_sides(left, right, "UNION", at)?;
+    let plan = Plan::Union {
+        inputs: vec![left, right],
+        fields,
+    };
+    Ok(if all {
+        plan
+    } else {
+        Plan::Distinct {
+            input: Box::new(plan),
+        }
+    })
+}
+
+/// The two sides of a set operation (`op`), each projected to the sides' common column types,
+/// and the output's fields, named as the left side names them.
+fn set_sides(left: Plan, right: Plan, op: &str, at: &SetExpr) -> Result<(Plan, Plan, Vec<Field>)> {
     let (l, r) = (left.fields().to_vec(), right.fields().to_vec());
     if l.len() != r.len() {
         return Err(PlanError::user(
             format!(
-                "the two sides of UNION have {} and {} columns",
+                "the two sides of {op} have {} and {} columns",
                 l.len(),
                 r.len()
             ),
@@ -1600,7 +1608,7 @@ fn union(left: Plan, right: Plan, all: bool, at: &SetExpr) -> Result<Plan> {
         let ty = types::common_type(a.ty, b.ty).ok_or_else(|| {
             PlanError::user(
                 format!(
-                    "UNION cannot put {} and {} in one column ({})",
+                    "{op} cannot put {} and {} in one column ({})",
                     a.ty, b.ty, a.name
                 ),
                 at.span(),
@@ -1623,42 +1631,19 @@ fn union(left: Plan, right: Plan, all: bool, at: &SetExpr) -> Result<Plan> {
         fields: fields.clone(),
         input: Box::new(plan),
     };
-    let plan = Plan::Union {
-        inputs: vec![typed(left, &l), typed(right, &r)],
-        fields: fields.clone(),
-    };
-    Ok(if all {
-        plan
-    } else {
-        Plan::Distinct {
-            input: Box::new(plan),
-        }
-    })
+    Ok((typed(left, &l), typed(right, &r), fields))
 }
 
 /// `left INTERSECT right` (`kind` Semi) or `left EXCEPT right` (Anti): the left side's
 /// distinct rows that are (or are not) among the right side's, rows compared column by column
 /// in the sides' common types with NULL equal to NULL, as set operations compare them.
 fn set_match(left: Plan, right: Plan, kind: JoinKind, at: &SetExpr) -> Result<Plan> {
-    // Typed as UNION types them; its DISTINCT over the left side's rows.
-    let Plan::Distinct { input } = union(left, right, false, at)? else {
-        return Err(PlanError::Internal {
-            pass: "bind",
-            message: "UNION bound as something else".to_owned(),
-        });
+    let op = if kind == JoinKind::Semi {
+        "INTERSECT"
+    } else {
+        "EXCEPT"
     };
-    let Plan::Union { mut inputs, fields } = *input else {
-        return Err(PlanError::Internal {
-            pass: "bind",
-            message: "UNION bound as something else".to_owned(),
-        });
-    };
-    let (Some(right), Some(left)) = (inputs.pop(), inputs.pop()) else {
-        return Err(PlanError::Internal {
-            pass: "bind",
-            message: "UNION without two sides".to_owned(),
-        });
-    };
+    let (left, right, fields) = set_sides(left, right, op, at)?;
     let width = fields.len();
     let on = fields
         .iter()
@@ -2248,6 +2233,18 @@ fn binary(op: &BinaryOperator, l: Expr, r: Expr, at: &Ast) -> Result<Expr> {
             ),
         }),
         other => Err(unsupported(&format!("the operator {other}"), at.span())),
+    }
+}
+
+/// `l` and `r` as `=` compares them: each in the two sides' common type (a string literal
+/// converted to the other side's type).
+fn compared(l: Expr, r: Expr, at: &Ast) -> Result<(Expr, Expr)> {
+    match binary(&BinaryOperator::Eq, l, r, at)?.kind {
+        ExprKind::Binary(_, l, r) => Ok((*l, *r)),
+        _ => Err(PlanError::Internal {
+            pass: "bind",
+            message: "an equality bound as something else".to_owned(),
+        }),
     }
 }
 

@@ -21,7 +21,7 @@ use sqlparser::ast::{
     self, BinaryOperator, Expr as Ast, GroupByExpr, Query, SelectItem, SetExpr, Spanned,
 };
 
-use super::{Binder, Result, Scope, binary, expect_boolean, not};
+use super::{Binder, Result, Scope, binary, compared, expect_boolean, not};
 use crate::error::PlanError;
 use crate::plan::{
     Aggregate, AggregateFunction, Binary, Expr, ExprKind, Field, JoinKind, JoinStrategy, Literal,
@@ -173,17 +173,6 @@ fn inner_key(outer: Expr, inner: (usize, Field), width: usize, at: &Ast) -> Resu
 }
 
 impl Binder<'_> {
-    /// Whether `query` reads the outer query's columns (it binds only with them).
-    fn is_correlated(&mut self, query: &Query) -> bool {
-        let attached = self.attached.take();
-        let windows = self.windows.take();
-        let bound = self.query(query);
-        self.attached = attached;
-        self.windows = windows;
-        matches!(bound, Err(PlanError::User { ref message, .. })
-            if message.starts_with("column '") || message.contains("not found in FROM"))
-    }
-
     /// A correlated subquery as a relation to join, with the keys it joins on: each
     /// `inner = outer` equality among the top conjuncts of its WHERE becomes a key (the outer
     /// side bound over `outer`, the inner side a column added to the subquery's rows); the
@@ -270,17 +259,7 @@ impl Binder<'_> {
                 ));
             };
             // Both sides in their common type, as the equality compares them.
-            let Expr {
-                kind: ExprKind::Binary(_, o, i),
-                ..
-            } = binary(&BinaryOperator::Eq, o, i, part)?
-            else {
-                return Err(PlanError::Internal {
-                    pass: "bind",
-                    message: "an equality bound as something else".to_owned(),
-                });
-            };
-            keys.push((*o, *i));
+            keys.push(compared(o, i, part)?);
         }
         if keys.is_empty() {
             return Err(PlanError::user(
@@ -570,10 +549,14 @@ impl Binder<'_> {
                     }
                     semis.push((right, on, JoinKind::Semi));
                 }
-                Ast::Exists { subquery, negated } if self.is_correlated(subquery) => {
+                Ast::Exists { subquery, negated } => {
+                    // An uncorrelated EXISTS is a count joined in below, with the rest.
                     let error = match self.subquery(subquery, part) {
-                        Err(e) => e,
-                        Ok(_) => unreachable!("is_correlated checked it"),
+                        Err(e) if is_correlation(&e) => e,
+                        _ => {
+                            rest.push(part);
+                            continue;
+                        }
                     };
                     let (right, keys) = self.decorrelate(subquery, &fields, part, error)?;
                     let on = keys
