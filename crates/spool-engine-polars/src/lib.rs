@@ -185,7 +185,7 @@ impl QueryEngine for PolarsEngine {
     async fn source_version(&self, project: &ProjectName) -> Result<Option<String>, EngineError> {
         let root = self.root.clone();
         let project = project.as_str().to_owned();
-        tokio::task::spawn_blocking(move || catalog::version(&root, &project))
+        tokio::task::spawn_blocking(move || spool_catalog::version(&root, &project))
             .await
             .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?
             .map_err(|e| EngineError::Internal(format!("reading the project's files: {e}")))
@@ -193,7 +193,7 @@ impl QueryEngine for PolarsEngine {
 
     async fn projects(&self) -> Result<Vec<String>, EngineError> {
         let root = self.root.clone();
-        tokio::task::spawn_blocking(move || catalog::projects(&root))
+        tokio::task::spawn_blocking(move || spool_catalog::projects(&root))
             .await
             .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?
             .map_err(|e| EngineError::Internal(format!("listing the projects folder: {e}")))
@@ -202,8 +202,10 @@ impl QueryEngine for PolarsEngine {
     async fn describe(&self, project: &ProjectName) -> Result<Vec<TableInfo>, EngineError> {
         let (root, catalogs) = (self.root.clone(), Arc::clone(&self.catalogs));
         let name = project.clone();
-        tokio::task::spawn_blocking(move || match catalogs.open(&root, name.as_str()) {
-            Ok(open) => Ok(open.described),
+        tokio::task::spawn_blocking(move || match catalogs
+            .open(&root, name.as_str(), catalog::OpenProject::new)
+        {
+            Ok(open) => Ok(open.snapshot.described.clone()),
             Err(CatalogError::NotFound) => Err(EngineError::ProjectNotFound(name)),
             Err(CatalogError::Broken(message)) => Err(EngineError::Execution(message)),
         })
@@ -274,25 +276,17 @@ fn planned(
     request: &QueryRequest,
     options: PlannerOptions,
 ) -> Result<(LazyFrame, spool_planner::Plan), EngineError> {
-    use spool_planner::{Plan, PlanError};
+    use spool_planner::PlanError;
     // Text whose meaning differs between dialects (a backslash or quote inside a quoted name,
     // escaped string literals) is refused as on every engine, so one query has one answer.
     spool_sql::faithful::check_tokens(&request.sql).map_err(EngineError::InvalidQuery)?;
     let statistics = stats::ProjectStatistics { project };
-    let plan = spool_planner::plan_query_with(&request.sql, &project.planner, options, &statistics)
+    let plan = spool_planner::plan_query_with(&request.sql, project.planner(), options, &statistics)
         .map_err(|e| match e {
             PlanError::User { .. } => EngineError::InvalidQuery(e.to_string()),
             PlanError::Internal { .. } => EngineError::Internal(e.to_string()),
         })?;
-    let plan = match plan {
-        Plan::Limit { .. } => plan,
-        _ if request.offset.is_none() && request.limit.is_none() => plan,
-        _ => Plan::Limit {
-            input: Box::new(plan),
-            offset: request.offset.unwrap_or(0),
-            fetch: request.limit,
-        },
-    };
+    let plan = plan.paged(request.offset, request.limit);
     debug!(plan = %plan.explain(), "running on polars through spool's planner");
     let frame = lower::lower(&plan, &stats::ProjectSource { project }).map_err(planning_error)?;
     Ok((frame, plan))
@@ -322,7 +316,7 @@ fn run(
         planner,
     } = how;
     let project = catalogs
-        .open(root, request.project.as_str())
+        .open(root, request.project.as_str(), catalog::OpenProject::new)
         .map_err(|e| match e {
             CatalogError::NotFound => EngineError::ProjectNotFound(request.project.clone()),
             CatalogError::Broken(message) => EngineError::Execution(message),

@@ -24,7 +24,7 @@ use spool_planner::plan::{
     Literal, Plan, Scalar as Func, SortKey, Unary, Window, WindowFunction,
 };
 use spool_planner::types::Arithmetic;
-use spool_planner::{Catalog, Column, SqlType, Table, View};
+use spool_planner::SqlType;
 
 /// The Polars type a SQL type is computed in.
 pub(crate) fn dtype(ty: SqlType) -> DataType {
@@ -46,61 +46,9 @@ pub(crate) fn dtype(ty: SqlType) -> DataType {
     }
 }
 
-/// The SQL type of a Polars column, if Spool can read it.
-pub(crate) fn sql_type(dtype: &DataType) -> Option<SqlType> {
-    Some(match dtype {
-        DataType::Boolean => SqlType::Boolean,
-        DataType::Int8 => SqlType::TinyInt,
-        DataType::Int16 | DataType::UInt8 => SqlType::SmallInt,
-        DataType::Int32 | DataType::UInt16 => SqlType::Integer,
-        DataType::Int64 | DataType::UInt32 => SqlType::BigInt,
-        DataType::UInt64 => SqlType::decimal(20, 0)?,
-        DataType::Decimal(p, s) => {
-            SqlType::decimal(u8::try_from(*p).ok()?, u8::try_from(*s).ok()?)?
-        }
-        DataType::Float32 => SqlType::Float,
-        DataType::Float64 => SqlType::Double,
-        DataType::String => SqlType::Varchar,
-        DataType::Date => SqlType::Date,
-        DataType::Datetime(..) => SqlType::Timestamp,
-        _ => return None,
-    })
-}
-
 /// The key a table's frame is kept under in an opened project: its schema and name.
 pub(crate) fn table_key(schema: &str, table: &str) -> String {
     format!("{schema}.{table}")
-}
-
-/// The planner's catalog of an opened project: its tables (schema, name, columns) with every
-/// column Spool can read, and its views (their SQL as written, bound where a query reads
-/// them); unqualified names resolve in `default_schema`.
-pub(crate) fn catalog(
-    default_schema: &str,
-    tables: &[(String, String, Schema)],
-    views: &[(String, String, String)],
-) -> Catalog {
-    let mut catalog = Catalog::new(default_schema);
-    for (schema, name, columns) in tables {
-        let columns = columns
-            .iter()
-            .filter_map(|(column, dtype)| Some(Column::new(column.as_str(), sql_type(dtype)?)))
-            .collect();
-        catalog.add(Table {
-            schema: schema.clone(),
-            name: name.clone(),
-            columns,
-            rows: None,
-        });
-    }
-    for (schema, name, sql) in views {
-        catalog.add_view(View {
-            schema: schema.clone(),
-            name: name.clone(),
-            sql: sql.clone(),
-        });
-    }
-    catalog
 }
 
 /// Where lowering reads the project's tables, and the rows of dimensions by key.
@@ -133,21 +81,11 @@ fn column(i: usize) -> Expr {
 /// plan's labels (a label used twice gets `_1`, `_2`, ... after it: a frame's names are unique).
 pub(crate) fn lower(plan: &Plan, table: &dyn Source) -> PolarsResult<LazyFrame> {
     let frame = node(plan, table)?;
-    let mut seen: Vec<String> = Vec::new();
     let labels: Vec<Expr> = plan
-        .fields()
-        .iter()
+        .labels()
+        .into_iter()
         .enumerate()
-        .map(|(i, f)| {
-            let mut label = f.name.clone();
-            let mut n = 0;
-            while seen.contains(&label) {
-                n += 1;
-                label = format!("{}_{n}", f.name);
-            }
-            seen.push(label.clone());
-            column(i).alias(label)
-        })
+        .map(|(i, label)| column(i).alias(label))
         .collect();
     Ok(frame.select(labels))
 }
@@ -721,46 +659,6 @@ fn literal(value: &Literal, ty: SqlType) -> PolarsResult<Expr> {
     })
 }
 
-/// A string literal converted to `ty` here, as Spark converts it (NULL when it is not one).
-fn converted(text: &str, ty: SqlType) -> Option<Literal> {
-    let text = text.trim();
-    Some(match ty {
-        SqlType::Boolean => match text.to_ascii_lowercase().as_str() {
-            "true" | "t" | "yes" | "y" | "1" => Literal::Boolean(true),
-            "false" | "f" | "no" | "n" | "0" => Literal::Boolean(false),
-            _ => return None,
-        },
-        t if t.is_integer() => Literal::Integer(text.parse().ok()?),
-        SqlType::Decimal { scale, .. } => {
-            let negative = text.starts_with('-');
-            let digits = text.trim_start_matches(['-', '+']);
-            let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-            if int.is_empty() && frac.is_empty()
-                || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
-            {
-                return None;
-            }
-            let scale = usize::from(scale);
-            // Rounded half up at the type's scale, as a cast rounds.
-            let mut kept: String = frac.chars().take(scale).collect();
-            while kept.len() < scale {
-                kept.push('0');
-            }
-            let mut unscaled: i128 = format!("{int}{kept}").parse().unwrap_or(0);
-            if frac.as_bytes().get(scale).is_some_and(|d| *d >= b'5') {
-                unscaled += 1;
-            }
-            Literal::Decimal(if negative { -unscaled } else { unscaled })
-        }
-        SqlType::Float | SqlType::Double => Literal::Double(text.parse().ok()?),
-        SqlType::Date => Literal::Date(spool_planner::types::parse_date(text)?),
-        SqlType::Timestamp => Literal::Timestamp(spool_planner::types::parse_timestamp(text)?),
-        SqlType::Varchar => Literal::String(text.to_owned()),
-        SqlType::Null => Literal::Null,
-        _ => return None,
-    })
-}
-
 /// `l / r` as Kylin answers it, in `ty`.
 fn divide(l: Expr, r: Expr, r_ty: SqlType, ty: SqlType) -> Expr {
     let zero = r.clone().eq(lit(0).cast(dtype(r_ty)));
@@ -857,7 +755,7 @@ pub(crate) fn expr(e: &PlanExpr) -> PolarsResult<Expr> {
             (ExprKind::Literal(Literal::String(s)), SqlType::Varchar)
                 if e.ty != SqlType::Varchar =>
             {
-                literal(&converted(s, e.ty).unwrap_or(Literal::Null), e.ty)?
+                literal(&Literal::from_text(s, e.ty).unwrap_or(Literal::Null), e.ty)?
             }
             _ => expr(x)?.cast(dtype(e.ty)),
         },

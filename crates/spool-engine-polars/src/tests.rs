@@ -339,7 +339,7 @@ async fn the_planners_levers_filter_ssbs_fact_table_by_the_kept_keys() {
         let statistics = crate::stats::ProjectStatistics { project: &opened };
         let sql = spool_ssb::answers::QUERIES[3].1;
         let plan = |options| {
-            spool_planner::plan_query_with(sql, &opened.planner, options, &statistics)
+            spool_planner::plan_query_with(sql, opened.planner(), options, &statistics)
                 .expect("plan")
                 .explain()
         };
@@ -602,7 +602,7 @@ async fn chunked_plan(root: &Path, project: &str, sql: &str) -> Option<(String, 
     // Polars reads Parquet footers through its own runtime: off the test's reactor.
     tokio::task::spawn_blocking(move || {
         let opened = crate::catalog::open(&root, &project).expect("open");
-        let plan = spool_planner::plan_query(&sql, &opened.planner).expect("plan");
+        let plan = spool_planner::plan_query(&sql, opened.planner()).expect("plan");
         crate::chunked::row_local_plan(&plan)
             .and_then(|table| crate::chunked_runs(&opened.sources, table))
             .map(|(t, r)| (t, r.len()))

@@ -1,13 +1,15 @@
 //! The query engine on an Apache Spark cluster, over Spark Connect (Spark 4.x).
 //!
-//! One query, one Spark session: the project's tables the query reads are registered as temp
-//! views over their files (Spool resolves the paths, never user SQL), its views as SQL views,
-//! then the checked query runs as a reattachable execution whose Arrow batches are decoded by
-//! Polars' IPC reader and written by the shared encoders (`spool-formats`), so a result is the
-//! same file whichever engine ran it.
+//! One query, one Spark session: the query is bound by Spool's planner against the project's
+//! catalog snapshot (`spool-catalog`, the same as on Polars) and the plan is printed as Spark
+//! SQL ([`lower`]); the tables it scans are registered as temp views over their files (Spool
+//! resolves the paths, never user SQL), then the printed query runs as a reattachable execution
+//! whose Arrow batches are decoded by Polars' IPC reader and written by the shared encoders
+//! (`spool-formats`), so a result is the same file whichever engine ran it.
 //!
 //! Invariants:
-//! - SQL reaches Spark only after [`sandbox::check`] accepted it, printed from the checked AST.
+//! - SQL reaches Spark only as a plan printed by [`lower`], after binding accepted the query
+//!   ([`sandbox`]).
 //! - The result streams: at most [`BATCHES_IN_FLIGHT`] decoded batches wait for the encoder;
 //!   memory does not grow with the number of result rows.
 //! - A stop interrupts the Spark operation (by its id) within [`CANCEL_POLL`]; a cancelled run
@@ -15,8 +17,8 @@
 //! - A cluster that cannot be reached fails the query in seconds as
 //!   [`EngineError::Unavailable`].
 
-mod catalog;
 mod client;
+mod lower;
 #[cfg(feature = "oracle")]
 pub mod oracle;
 mod proto;
@@ -30,7 +32,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use polars::prelude::{DataFrame, IpcStreamReader, SerReader};
 use spool_domain::{QueryRequest, ResultColumn};
-use spool_formats::{Output, types};
+use spool_formats::Output;
 use spool_ports::{CancelToken, EngineError, Execution, QueryEngine, ResultSink};
 use tracing::debug;
 
@@ -43,11 +45,13 @@ pub const BATCHES_IN_FLIGHT: usize = 2;
 /// How often a running query looks at its cancel token.
 pub const CANCEL_POLL: Duration = Duration::from_millis(100);
 
-/// Session settings every query runs with: Kylin's SQL means `"X"` as an identifier, and the
-/// text is never subject to variable substitution.
+/// Session settings every query runs with: names match as printed (a table may have columns
+/// `a` and `A`), timestamps have no time zone to convert through (UTC), and the text is never
+/// subject to variable substitution.
 const SESSION_CONFIG: &[(&str, &str)] = &[
     ("spark.sql.ansi.enabled", "true"),
-    ("spark.sql.ansi.doubleQuotedIdentifiers", "true"),
+    ("spark.sql.caseSensitive", "true"),
+    ("spark.sql.session.timeZone", "UTC"),
     ("spark.sql.variable.substitute", "false"),
 ];
 
@@ -57,6 +61,7 @@ pub struct SparkEngine {
     root: PathBuf,
     scratch: PathBuf,
     client: Client,
+    catalogs: std::sync::Arc<spool_catalog::Cache<std::sync::Arc<spool_catalog::Snapshot>>>,
 }
 
 impl SparkEngine {
@@ -69,6 +74,7 @@ impl SparkEngine {
             root: root.into(),
             scratch: std::env::temp_dir().join("spool-scratch"),
             client: Client::new(remote)?,
+            catalogs: std::sync::Arc::default(),
         })
     }
 
@@ -112,23 +118,34 @@ impl SparkEngine {
         sink: Box<dyn ResultSink>,
         cancel: CancelToken,
     ) -> Result<Execution, EngineError> {
-        let root = self.root.clone();
+        let (root, catalogs) = (self.root.clone(), std::sync::Arc::clone(&self.catalogs));
         let name = request.project.as_str().to_owned();
-        let project = tokio::task::spawn_blocking(move || catalog::open(&root, &name))
+        let snapshot = tokio::task::spawn_blocking(move || catalogs.open(&root, &name, Ok))
             .await
             .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?
-            .map_err(|e| {
-                EngineError::Execution(format!(
-                    "project '{}' cannot be listed: {e}",
-                    request.project
-                ))
-            })?
-            .ok_or_else(|| EngineError::ProjectNotFound(request.project.clone()))?;
-        let checked = sandbox::check(&request.sql, &project, request.offset, request.limit)
-            .map_err(|refusal| match refusal {
-                spool_sql::Refusal::Query(message) => EngineError::InvalidQuery(message),
-                spool_sql::Refusal::Internal(message) => EngineError::Internal(message),
+            .map_err(|e| match e {
+                spool_catalog::CatalogError::NotFound => {
+                    EngineError::ProjectNotFound(request.project.clone())
+                }
+                spool_catalog::CatalogError::Broken(message) => EngineError::Execution(message),
             })?;
+        let (plan, printed) =
+            sandbox::plan(&request.sql, &snapshot, request.offset, request.limit)?;
+        let columns = plan
+            .labels()
+            .into_iter()
+            .zip(plan.fields())
+            .map(|(name, field)| ResultColumn {
+                name,
+                sql_type: field.ty.to_string(),
+            })
+            .collect();
+        let checked = Checked {
+            sql: printed.sql,
+            scans: printed.scans,
+            columns,
+        };
+        let project = &snapshot;
         let session = self.client.session("spool");
         let outcome = self
             .run(&project, &checked, request, sink, &cancel, &session)
@@ -143,8 +160,8 @@ impl SparkEngine {
 impl SparkEngine {
     async fn run(
         &self,
-        project: &catalog::Project,
-        checked: &sandbox::Checked,
+        project: &spool_catalog::Snapshot,
+        checked: &Checked,
         request: &QueryRequest,
         sink: Box<dyn ResultSink>,
         cancel: &CancelToken,
@@ -154,7 +171,7 @@ impl SparkEngine {
             .set_config(session, SESSION_CONFIG)
             .await
             .map_err(engine_error)?;
-        register(&self.client, session, project, &checked.relations).await?;
+        register(&self.client, session, project, &checked.scans).await?;
         if cancel.is_cancelled() {
             return Err(EngineError::Cancelled);
         }
@@ -180,9 +197,10 @@ impl SparkEngine {
         let spec = request.output.clone();
         let scratch = self.scratch.clone();
         let encoder_cancel = cancel.clone();
+        let columns = checked.columns.clone();
         let encoder = tokio::task::spawn_blocking(move || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                encode(&mut receive, &spec, sink, &scratch, &encoder_cancel)
+                encode(&mut receive, &spec, sink, &scratch, &encoder_cancel, columns)
             }))
             .unwrap_or_else(|_| Err(EngineError::Internal("a result encoder panicked".into())))
         });
@@ -209,68 +227,44 @@ impl SparkEngine {
     }
 }
 
-/// Registers the relations a query reads (and, for views, what they read) as temp views.
+/// A query as Spark runs it: the printed plan, the views it reads and its result's columns.
+struct Checked {
+    sql: String,
+    /// (temp view, schema, table) for each table the plan scans.
+    scans: Vec<(String, String, String)>,
+    /// The result's labels and types, from the plan.
+    columns: Vec<ResultColumn>,
+}
+
+/// Registers each table the plan scans as a temp view over its files, named as the printed
+/// query reads it. CSV files are read with the columns and types the catalog found.
 async fn register(
     client: &Client,
     session: &client::Session,
-    project: &catalog::Project,
-    relations: &[String],
+    project: &spool_catalog::Snapshot,
+    scans: &[(String, String, String)],
 ) -> Result<(), EngineError> {
-    use pb::read::{DataSource, ReadType};
-    // Tables first, then views in an order where each follows what it reads.
-    let (tables, views) = registration_order(project, relations)?;
-    let tables = tables.into_iter().map(|(name, source)| {
-        let (format, path, csv) = match source {
-            catalog::Source::Parquet(path) => ("parquet", path, false),
-            catalog::Source::Csv(path) => ("csv", path, true),
-        };
-        let mut options = std::collections::HashMap::new();
-        if csv {
-            options.insert("header".to_owned(), "true".to_owned());
-            options.insert("inferSchema".to_owned(), "true".to_owned());
-        }
-        let input = pb::Relation {
-            common: None,
-            rel_type: Some(pb::relation::RelType::Read(pb::Read {
-                is_streaming: false,
-                read_type: Some(ReadType::DataSource(DataSource {
-                    format: Some(format.to_owned()),
-                    schema: None,
-                    options,
-                    paths: vec![path.to_string_lossy().into_owned()],
-                    predicates: Vec::new(),
-                    source_name: None,
-                })),
-            })),
-        };
-        (name, input)
-    });
-    let views = views.into_iter().map(|(name, sql)| {
-        let input = pb::Relation {
-            common: None,
-            rel_type: Some(pb::relation::RelType::Sql(pb::Sql {
-                query: sql,
-                ..pb::Sql::default()
-            })),
-        };
-        (name, input)
-    });
-    for (name, input) in tables.chain(views) {
-        let command =
-            pb::command::CommandType::CreateDataframeView(pb::CreateDataFrameViewCommand {
-                input: Some(input),
-                name: name.clone(),
-                is_global: false,
-                replace: true,
-            });
-        client
-            .command(session, command)
+    for (view, schema, name) in scans {
+        let table = project.table(schema, name).ok_or_else(|| {
+            EngineError::Internal(format!(
+                "the plan scans {schema}.{name}, which the snapshot lacks"
+            ))
+        })?;
+        let ddl = matches!(table.source, spool_catalog::Source::Csv(_)).then(|| {
+            let columns: Vec<String> = table
+                .columns
+                .iter()
+                .map(|c| format!("`{}` {}", c.name.replace('`', "``"), lower::spark_type(c.ty)))
+                .collect();
+            columns.join(", ")
+        });
+        register_view(client, session, view, &table.source, ddl)
             .await
             .map_err(|e| match e {
                 SparkError::Analysis(m) | SparkError::Execution(m) => {
                     EngineError::Execution(format!(
-                        "table '{name}' of project '{}' cannot be read on Spark: {m}",
-                        project.name
+                        "table '{schema}.{name}' of project '{}' cannot be read on Spark: {m}",
+                        project.project
                     ))
                 }
                 other => engine_error(other),
@@ -279,64 +273,50 @@ async fn register(
     Ok(())
 }
 
-/// The tables (with their sources) and views (with their checked SQL) that reading
-/// `relations` needs, views after everything they read (a depth-first post-order), each once.
-#[allow(clippy::type_complexity)]
-fn registration_order(
-    project: &catalog::Project,
-    relations: &[String],
-) -> Result<(Vec<(String, catalog::Source)>, Vec<(String, String)>), EngineError> {
-    struct Walk<'a> {
-        project: &'a catalog::Project,
-        done: std::collections::HashSet<String>,
-        open: Vec<String>,
-        tables: Vec<(String, catalog::Source)>,
-        views: Vec<(String, String)>,
-    }
-    impl Walk<'_> {
-        fn visit(&mut self, name: &str) -> Result<(), EngineError> {
-            let key = name.to_lowercase();
-            if self.done.contains(&key) {
-                return Ok(());
-            }
-            if let Some((spelled, source)) = self.project.tables.get(&key) {
-                self.tables.push((spelled.clone(), source.clone()));
-            } else if let Some((spelled, text)) = self.project.views.get(&key) {
-                if self.open.contains(&key) {
-                    return Err(EngineError::Execution(format!(
-                        "view '{spelled}' of project '{}' reads itself (through {})",
-                        self.project.name,
-                        self.open.join(" -> ")
-                    )));
-                }
-                let checked = sandbox::check_view(text, self.project).map_err(|e| {
-                    EngineError::Execution(format!(
-                        "view '{spelled}' of project '{}' is invalid: {e}",
-                        self.project.name
-                    ))
-                })?;
-                self.open.push(key.clone());
-                for read in &checked.relations {
-                    self.visit(read)?;
-                }
-                self.open.pop();
-                self.views.push((spelled.clone(), checked.sql));
-            }
-            self.done.insert(key);
-            Ok(())
+/// Registers temp view `view` over `source`'s files (a CSV file with a header row, read with
+/// the columns of `ddl`).
+async fn register_view(
+    client: &Client,
+    session: &client::Session,
+    view: &str,
+    source: &spool_catalog::Source,
+    ddl: Option<String>,
+) -> Result<(), SparkError> {
+    use pb::read::{DataSource, ReadType};
+    let mut options = std::collections::HashMap::new();
+    let (format, path) = match source {
+        spool_catalog::Source::Parquet(path) | spool_catalog::Source::ParquetDir(path) => {
+            ("parquet", path)
         }
-    }
-    let mut walk = Walk {
-        project,
-        done: std::collections::HashSet::new(),
-        open: Vec::new(),
-        tables: Vec::new(),
-        views: Vec::new(),
+        spool_catalog::Source::Csv(path) => {
+            options.insert("header".to_owned(), "true".to_owned());
+            if ddl.is_none() {
+                options.insert("inferSchema".to_owned(), "true".to_owned());
+            }
+            ("csv", path)
+        }
     };
-    for relation in relations {
-        walk.visit(relation)?;
-    }
-    Ok((walk.tables, walk.views))
+    let input = pb::Relation {
+        common: None,
+        rel_type: Some(pb::relation::RelType::Read(pb::Read {
+            is_streaming: false,
+            read_type: Some(ReadType::DataSource(DataSource {
+                format: Some(format.to_owned()),
+                schema: ddl,
+                options,
+                paths: vec![path.to_string_lossy().into_owned()],
+                predicates: Vec::new(),
+                source_name: None,
+            })),
+        })),
+    };
+    let command = pb::command::CommandType::CreateDataframeView(pb::CreateDataFrameViewCommand {
+        input: Some(input),
+        name: view.to_owned(),
+        is_global: false,
+        replace: true,
+    });
+    client.command(session, command).await
 }
 
 /// Moves the execution's batches to the encoder until the result is complete (`true`), the
@@ -383,8 +363,10 @@ fn encode(
     sink: Box<dyn ResultSink>,
     scratch: &std::path::Path,
     cancel: &CancelToken,
+    columns: Vec<ResultColumn>,
 ) -> Result<Execution, EngineError> {
     let mut sink = Some(sink);
+    let mut columns = Some(columns);
     let mut output: Option<(Output, Vec<ResultColumn>)> = None;
     while let Some(data) = batches.blocking_recv() {
         if cancel.is_cancelled() {
@@ -393,13 +375,7 @@ fn encode(
         let mut frame = decode(data)?;
         if output.is_none() {
             let schema = frame.schema().as_ref().clone();
-            let columns = schema
-                .iter()
-                .map(|(name, dtype)| ResultColumn {
-                    name: name.to_string(),
-                    sql_type: types::sql_type(dtype),
-                })
-                .collect();
+            let columns = columns.take().unwrap_or_default();
             let sink = sink
                 .take()
                 .ok_or_else(|| EngineError::Internal("result sink vanished".to_owned()))?;
@@ -427,46 +403,4 @@ fn decode(data: Bytes) -> Result<DataFrame, EngineError> {
     IpcStreamReader::new(Cursor::new(data))
         .finish()
         .map_err(|e| EngineError::Internal(format!("decoding a Spark Arrow batch: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::PathBuf;
-
-    use super::*;
-
-    #[test]
-    fn views_are_registered_after_what_they_read_and_cycles_are_refused() {
-        let mut p = catalog::Project {
-            name: "p".to_owned(),
-            ..catalog::Project::default()
-        };
-        p.tables.insert(
-            "t".into(),
-            (
-                "T".into(),
-                catalog::Source::Parquet(PathBuf::from("/d/T.parquet")),
-            ),
-        );
-        for (name, sql) in [
-            ("base", "select * from t"),
-            ("a", "select * from base"),
-            ("c", "select * from base join a on 1 = 1"),
-        ] {
-            p.views
-                .insert(name.into(), (name.to_uppercase(), sql.to_owned()));
-        }
-        let (tables, views) =
-            registration_order(&p, &["A".to_owned(), "C".to_owned()]).expect("an order");
-        assert_eq!(tables.len(), 1);
-        let order: Vec<&str> = views.iter().map(|(v, _)| v.as_str()).collect();
-        assert_eq!(order, ["BASE", "A", "C"]);
-
-        p.views
-            .insert("x".into(), ("X".into(), "select * from y".into()));
-        p.views
-            .insert("y".into(), ("Y".into(), "select * from x".into()));
-        let e = registration_order(&p, &["X".to_owned()]).expect_err("a cycle");
-        assert!(e.to_string().contains("reads itself"), "{e}");
-    }
 }

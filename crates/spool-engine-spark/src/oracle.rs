@@ -1,12 +1,13 @@
 //! Spark's own answer to a query, for tests that check Spool's answers against Spark SQL (the
 //! `oracle` feature; the server never enables it).
 //!
-//! The SQL runs as written, in a Spark session of its own with the engine's session settings
-//! (ANSI mode, double-quoted identifiers), over tables registered by path: no sandbox, no
-//! planner, no rewriting, so the answer is Spark's alone. It is encoded as CSV by the same
+//! The SQL runs as written, in a Spark session of its own (ANSI mode, double-quoted identifiers
+//! as in Kylin's SQL), over tables registered by path: no sandbox, no planner, no rewriting, so
+//! the answer is Spark's alone. It is encoded as CSV by the same
 //! writer Spool's results go through, so the two compare as text.
 
 use std::path::{Path, PathBuf};
+
 
 use futures::StreamExt;
 use spool_domain::{QueryId, ResultKey};
@@ -14,7 +15,15 @@ use spool_ports::testing::MemoryResultStore;
 use spool_ports::{CancelToken, ResultStore};
 
 use crate::client::{Client, Event, Remote};
-use crate::{SESSION_CONFIG, catalog, encode, pb, register};
+use crate::{encode, pb, register_view};
+
+/// The oracle's session: Spark SQL as Kylin's users write it (`"X"` is an identifier).
+const ORACLE_CONFIG: &[(&str, &str)] = &[
+    ("spark.sql.ansi.enabled", "true"),
+    ("spark.sql.ansi.doubleQuotedIdentifiers", "true"),
+    ("spark.sql.session.timeZone", "UTC"),
+    ("spark.sql.variable.substitute", "false"),
+];
 
 /// Spark's answer to `sql`, as CSV (no header; RFC 4180 quoting; NULL as an empty field), over
 /// `tables`: (name, Parquet file or folder).
@@ -33,26 +42,15 @@ async fn run(
     sql: &str,
 ) -> Result<String, String> {
     client
-        .set_config(session, SESSION_CONFIG)
+        .set_config(session, ORACLE_CONFIG)
         .await
         .map_err(|e| e.to_string())?;
-    let mut project = catalog::Project {
-        name: "oracle".to_owned(),
-        ..catalog::Project::default()
-    };
     for (name, path) in tables {
-        project.tables.insert(
-            name.to_lowercase(),
-            (
-                (*name).to_owned(),
-                catalog::Source::Parquet(PathBuf::from(path)),
-            ),
-        );
+        let source = spool_catalog::Source::Parquet(PathBuf::from(path));
+        register_view(client, session, name, &source, None)
+            .await
+            .map_err(|e| e.to_string())?;
     }
-    let relations: Vec<String> = tables.iter().map(|(n, _)| n.to_lowercase()).collect();
-    register(client, session, &project, &relations)
-        .await
-        .map_err(|e| e.to_string())?;
     let plan = pb::Plan {
         op_type: Some(pb::plan::OpType::Root(pb::Relation {
             common: None,
@@ -91,6 +89,7 @@ async fn run(
             sink,
             &scratch,
             &CancelToken::new(),
+            Vec::new(),
         )
     })
     .await

@@ -41,6 +41,62 @@ pub enum Literal {
     Timestamp(i64),
 }
 
+impl Literal {
+    /// The string `text` converted to `ty` as Spark converts a string (surrounding spaces
+    /// ignored; a decimal rounded half up at the type's scale); `None` when it is not a value
+    /// of `ty` (SQL's answer is then NULL).
+    pub fn from_text(text: &str, ty: SqlType) -> Option<Literal> {
+        let text = text.trim();
+        Some(match ty {
+            SqlType::Boolean => match text.to_ascii_lowercase().as_str() {
+                "true" | "t" | "yes" | "y" | "1" => Literal::Boolean(true),
+                "false" | "f" | "no" | "n" | "0" => Literal::Boolean(false),
+                _ => return None,
+            },
+            t if t.is_integer() => Literal::Integer(text.parse().ok()?),
+            SqlType::Decimal { scale, .. } => {
+                let negative = text.starts_with('-');
+                let digits = text.trim_start_matches(['-', '+']);
+                let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+                if int.is_empty() && frac.is_empty()
+                    || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+                {
+                    return None;
+                }
+                let scale = usize::from(scale);
+                let mut kept: String = frac.chars().take(scale).collect();
+                while kept.len() < scale {
+                    kept.push('0');
+                }
+                let mut unscaled: i128 = format!("{int}{kept}").parse().ok()?;
+                if frac.as_bytes().get(scale).is_some_and(|d| *d >= b'5') {
+                    unscaled += 1;
+                }
+                Literal::Decimal(if negative { -unscaled } else { unscaled })
+            }
+            SqlType::Float | SqlType::Double => Literal::Double(text.parse().ok()?),
+            SqlType::Date => Literal::Date(crate::types::parse_date(text)?),
+            SqlType::Timestamp => Literal::Timestamp(crate::types::parse_timestamp(text)?),
+            SqlType::Varchar => Literal::String(text.to_owned()),
+            SqlType::Null => Literal::Null,
+            _ => return None,
+        })
+    }
+}
+
+/// A decimal's text: `unscaled * 10^-scale` with `scale` digits after the point.
+pub fn decimal_text(unscaled: i128, scale: u8) -> String {
+    if scale == 0 {
+        return unscaled.to_string();
+    }
+    let digits = unscaled.unsigned_abs().to_string();
+    let scale = usize::from(scale);
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    let sign = if unscaled < 0 { "-" } else { "" };
+    format!("{sign}{int}.{frac}")
+}
+
 /// A unary operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unary {
@@ -550,6 +606,36 @@ pub enum Plan {
 }
 
 impl Plan {
+    /// The result's column labels: the output fields' names, a name used again getting `_1`,
+    /// `_2`, ... after it (a result's labels are unique, on every engine).
+    pub fn labels(&self) -> Vec<String> {
+        let mut seen: Vec<String> = Vec::new();
+        for field in self.fields() {
+            let mut label = field.name.clone();
+            let mut n = 0;
+            while seen.contains(&label) {
+                n += 1;
+                label = format!("{}_{n}", field.name);
+            }
+            seen.push(label);
+        }
+        seen
+    }
+
+    /// The plan paged by a request's `offset` and `limit` (the synchronous API's paging),
+    /// unless the SQL has a LIMIT or OFFSET of its own or the request pages nothing.
+    pub fn paged(self, offset: Option<u64>, limit: Option<u64>) -> Plan {
+        match self {
+            Plan::Limit { .. } => self,
+            _ if offset.is_none() && limit.is_none() => self,
+            _ => Plan::Limit {
+                input: Box::new(self),
+                offset: offset.unwrap_or(0),
+                fetch: limit,
+            },
+        }
+    }
+
     /// The node's output.
     pub fn fields(&self) -> &[Field] {
         match self {
@@ -715,14 +801,7 @@ pub fn show(expr: &Expr) -> String {
         ExprKind::Column(i) => format!("#{i}"),
         ExprKind::Literal(Literal::String(s)) => format!("'{}'", s.replace('\'', "''")),
         ExprKind::Literal(Literal::Decimal(unscaled)) => match expr.ty {
-            SqlType::Decimal { scale, .. } if scale > 0 => {
-                let digits = unscaled.unsigned_abs().to_string();
-                let scale = usize::from(scale);
-                let padded = format!("{digits:0>width$}", width = scale + 1);
-                let (int, frac) = padded.split_at(padded.len() - scale);
-                let sign = if *unscaled < 0 { "-" } else { "" };
-                format!("{sign}{int}.{frac}")
-            }
+            SqlType::Decimal { scale, .. } => decimal_text(*unscaled, scale),
             _ => unscaled.to_string(),
         },
         ExprKind::Literal(literal) => format!("{literal:?}"),

@@ -19,17 +19,7 @@ use spool_ports::{
 };
 
 /// The file in a project's folder that chooses its engine.
-pub const PROJECT_FILE: &str = "project.toml";
-
-/// A project's settings file.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProjectFile {
-    engine: Option<String>,
-    /// Read by the Polars engine's catalog (the schema of the folder's own tables).
-    #[allow(dead_code)]
-    default_schema: Option<String>,
-}
+pub const PROJECT_FILE: &str = spool_catalog::PROJECT_FILE;
 
 /// The engines a project can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,51 +77,15 @@ impl Engines {
 
 /// The engine `project.toml` in `project`'s folder under `root` names.
 fn kind(root: &Path, project: &ProjectName) -> Result<Kind, EngineError> {
-    let Some(dir) = project_dir(root, project.as_str()) else {
+    match spool_catalog::settings(root, project.as_str()) {
+        Ok(settings) => Ok(match settings.engine {
+            spool_catalog::EngineKind::Polars => Kind::Polars,
+            spool_catalog::EngineKind::Spark => Kind::Spark,
+        }),
         // The engine reports the missing project in its own words.
-        return Ok(Kind::Polars);
-    };
-    let path = dir.join(PROJECT_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Kind::Polars),
-        Err(e) => {
-            return Err(EngineError::Execution(format!(
-                "{PROJECT_FILE} of project '{project}' cannot be read: {e}"
-            )));
-        }
-    };
-    let file: ProjectFile = toml::from_str(&text).map_err(|e| {
-        EngineError::Execution(format!(
-            "{PROJECT_FILE} of project '{project}' is invalid: {}",
-            e.message()
-        ))
-    })?;
-    match file
-        .engine
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("polars") => Ok(Kind::Polars),
-        Some("spark") => Ok(Kind::Spark),
-        Some(other) => Err(EngineError::Execution(format!(
-            "{PROJECT_FILE} of project '{project}' names engine {other:?}; \
-             the engines are \"polars\" and \"spark\""
-        ))),
+        Err(spool_catalog::CatalogError::NotFound) => Ok(Kind::Polars),
+        Err(spool_catalog::CatalogError::Broken(message)) => Err(EngineError::Execution(message)),
     }
-}
-
-/// Finds the folder of `project` under `root`: exact name first, then ignoring ASCII case.
-fn project_dir(root: &Path, project: &str) -> Option<PathBuf> {
-    let exact = root.join(project);
-    if exact.is_dir() {
-        return Some(exact);
-    }
-    std::fs::read_dir(root).ok()?.flatten().find_map(|entry| {
-        let name = entry.file_name().into_string().ok()?;
-        (name.eq_ignore_ascii_case(project) && entry.path().is_dir()).then(|| entry.path())
-    })
 }
 
 #[async_trait]
