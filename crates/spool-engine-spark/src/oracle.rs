@@ -26,7 +26,9 @@ const ORACLE_CONFIG: &[(&str, &str)] = &[
 ];
 
 /// Spark's answer to `sql`, as CSV (no header; RFC 4180 quoting; NULL as an empty field), over
-/// `tables`: (name, Parquet file or folder).
+/// `tables`: (name, Parquet file or folder). A name `SCHEMA.TABLE` is a table of database
+/// `SCHEMA` (created, and the table replaced, in the cluster's catalog); any other name is a
+/// temporary view of the oracle's session.
 pub async fn answer(remote: &str, tables: &[(&str, &Path)], sql: &str) -> Result<String, String> {
     let client = Client::new(Remote::parse(remote)?)?;
     let session = client.session("oracle");
@@ -46,32 +48,23 @@ async fn run(
         .await
         .map_err(|e| e.to_string())?;
     for (name, path) in tables {
+        if let Some((schema, table)) = name.split_once('.') {
+            let location = path.to_string_lossy().replace('\\', "\\\\").replace('\'', "\\'");
+            for statement in [
+                format!("CREATE DATABASE IF NOT EXISTS `{schema}`"),
+                format!("DROP TABLE IF EXISTS `{schema}`.`{table}`"),
+                format!("CREATE TABLE `{schema}`.`{table}` USING parquet LOCATION '{location}'"),
+            ] {
+                run_sql(client, session, &statement).await?;
+            }
+            continue;
+        }
         let source = spool_catalog::Source::Parquet(PathBuf::from(path));
         register_view(client, session, name, &source, None)
             .await
             .map_err(|e| e.to_string())?;
     }
-    let plan = pb::Plan {
-        op_type: Some(pb::plan::OpType::Root(pb::Relation {
-            common: None,
-            rel_type: Some(pb::relation::RelType::Sql(pb::Sql {
-                query: sql.to_owned(),
-                ..pb::Sql::default()
-            })),
-        })),
-    };
-    let mut execution = client
-        .execute(session, plan, None)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut batches = Vec::new();
-    while let Some(event) = execution.next().await.map_err(|e| e.to_string())? {
-        match event {
-            Event::Batch(data) => batches.push(data),
-            Event::Complete => break,
-        }
-    }
-    execution.release().await;
+    let batches = run_sql(client, session, sql).await?;
 
     let store = MemoryResultStore::default();
     let key = ResultKey::new(QueryId::new_random(), 1);
@@ -107,4 +100,34 @@ async fn run(
         bytes.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
     }
     String::from_utf8(bytes).map_err(|e| e.to_string())
+}
+
+/// Runs one SQL statement to completion: its Arrow batches.
+async fn run_sql(
+    client: &Client,
+    session: &crate::client::Session,
+    sql: &str,
+) -> Result<Vec<bytes::Bytes>, String> {
+    let plan = pb::Plan {
+        op_type: Some(pb::plan::OpType::Root(pb::Relation {
+            common: None,
+            rel_type: Some(pb::relation::RelType::Sql(pb::Sql {
+                query: sql.to_owned(),
+                ..pb::Sql::default()
+            })),
+        })),
+    };
+    let mut execution = client
+        .execute(session, plan, None)
+        .await
+        .map_err(|e| format!("{sql}: {e}"))?;
+    let mut batches = Vec::new();
+    while let Some(event) = execution.next().await.map_err(|e| e.to_string())? {
+        match event {
+            Event::Batch(data) => batches.push(data),
+            Event::Complete => break,
+        }
+    }
+    execution.release().await;
+    Ok(batches)
 }
