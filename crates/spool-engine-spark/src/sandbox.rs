@@ -7,8 +7,7 @@
 //! registry; anything else does not bind. What Spark runs is the plan printed by [`lower`]
 //! (temporary views Spool registered, positional columns, literals printed from their values),
 //! never the client's text. The client's text is also held to
-//! [`spool_sql::faithful::check_tokens`], as on Polars, so one query has one meaning on every
-//! engine.
+//! [`spool_planner::tokens::check_tokens`], as on Polars.
 
 use spool_catalog::Snapshot;
 use spool_planner::{Plan, PlanError};
@@ -23,7 +22,6 @@ pub(crate) fn plan(
     offset: Option<u64>,
     limit: Option<u64>,
 ) -> Result<(Plan, Printed), EngineError> {
-    spool_sql::faithful::check_tokens(sql).map_err(EngineError::InvalidQuery)?;
     let plan = spool_planner::plan_query(sql, &snapshot.catalog)
         .map_err(|e| match e {
             PlanError::User { .. } => EngineError::InvalidQuery(e.to_string()),

@@ -19,6 +19,7 @@ mod bind;
 pub mod catalog;
 mod error;
 pub mod passes;
+pub mod tokens;
 pub mod plan;
 pub mod types;
 
@@ -31,10 +32,15 @@ use sqlparser::ast::Statement;
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 
-/// Parses `sql` (one read-only query, in Kylin's dialect), binds it against `catalog` and runs
-/// the passes over it.
+/// Parses `sql` (one read-only query from a client, in Kylin's dialect; its text checked by
+/// [`tokens::check_tokens`]), binds it against `catalog` and runs the passes over it.
 pub fn plan_query(sql: &str, catalog: &Catalog) -> Result<Plan, PlanError> {
+    client_text(sql)?;
     bind_query(sql, catalog).map(passes::optimize)
+}
+
+fn client_text(sql: &str) -> Result<(), PlanError> {
+    tokens::check_tokens(sql).map_err(|message| PlanError::user(message, Position::default()))
 }
 
 /// Parses `sql`, binds it against `catalog` and runs the passes over it with the levers
@@ -45,10 +51,12 @@ pub fn plan_query_with(
     options: passes::PlannerOptions,
     statistics: &dyn passes::Statistics,
 ) -> Result<Plan, PlanError> {
+    client_text(sql)?;
     bind_query(sql, catalog).map(|plan| passes::optimize_with(plan, options, statistics))
 }
 
-/// Parses `sql` and binds it against `catalog`, without passes.
+/// Parses `sql` and binds it against `catalog`, without passes (a view's text, written by the
+/// project's owner, is bound this way).
 pub fn bind_query(sql: &str, catalog: &Catalog) -> Result<Plan, PlanError> {
     let mut statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| {
         let message = e.to_string();
