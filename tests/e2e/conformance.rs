@@ -298,8 +298,16 @@ fn write_data(dir: &Path) -> Vec<(&'static str, PathBuf)> {
         ("T_SALES", &mut sales, dir.join("T_SALES.parquet")),
         ("T_REGIONS", &mut regions, dir.join("T_REGIONS.parquet")),
         // A table of another schema as a folder of Parquet files.
-        ("EDW.T_CAL", &mut calendar, dir.join("EDW.schema/T_CAL/part-0.parquet")),
-        ("GEO.T_REGIONS", &mut continents, dir.join("GEO.schema/T_REGIONS.parquet")),
+        (
+            "EDW.T_CAL",
+            &mut calendar,
+            dir.join("EDW.schema/T_CAL/part-0.parquet"),
+        ),
+        (
+            "GEO.T_REGIONS",
+            &mut continents,
+            dir.join("GEO.schema/T_REGIONS.parquet"),
+        ),
     ] {
         std::fs::create_dir_all(path.parent().expect("a folder")).expect("mkdir");
         ParquetWriter::new(std::fs::File::create(&path).expect("create"))

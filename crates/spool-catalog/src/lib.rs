@@ -59,10 +59,9 @@ impl Source {
     /// The table as a lazy Polars scan.
     pub fn scan(&self) -> PolarsResult<LazyFrame> {
         match self {
-            Self::Parquet(path) => LazyFrame::scan_parquet(
-                PlRefPath::try_from_path(path)?,
-                ScanArgsParquet::default(),
-            ),
+            Self::Parquet(path) => {
+                LazyFrame::scan_parquet(PlRefPath::try_from_path(path)?, ScanArgsParquet::default())
+            }
             Self::ParquetDir(dir) => LazyFrame::scan_parquet(
                 PlRefPath::try_from_path(&dir.join("*.parquet"))?,
                 ScanArgsParquet::default(),
@@ -339,7 +338,8 @@ pub fn open(root: &Path, project: &str) -> Result<Snapshot, CatalogError> {
         .unwrap_or_else(|| name.to_uppercase());
     let (listed_tables, listed_views) =
         list(&dir).map_err(|e| broken("the folder".to_owned(), &e))?;
-    let schema_of = |owner: &Option<String>| owner.clone().unwrap_or_else(|| default_schema.clone());
+    let schema_of =
+        |owner: &Option<String>| owner.clone().unwrap_or_else(|| default_schema.clone());
 
     let mut catalog = spool_planner::Catalog::new(&default_schema);
     catalog.project = name.clone();

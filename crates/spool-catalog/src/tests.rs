@@ -12,7 +12,10 @@ fn write(path: &Path, text: &str) {
 
 /// A project `shop` with a table in its default schema, one in `EDW`, and a view over both.
 fn shop(root: &Path) {
-    write(&root.join("shop/orders.csv"), "id,day,amount\n1,2024-01-02,1.5\n");
+    write(
+        &root.join("shop/orders.csv"),
+        "id,day,amount\n1,2024-01-02,1.5\n",
+    );
     write(
         &root.join("shop/EDW.schema/CAL.csv"),
         "day,week\n2024-01-02,1\n",
@@ -34,7 +37,13 @@ fn a_snapshot_has_every_schema_its_tables_columns_and_its_views_columns() {
     let described: Vec<(String, &str, bool)> = snapshot
         .described
         .iter()
-        .map(|t| (t.schema.clone().unwrap_or_default(), t.name.as_str(), t.view))
+        .map(|t| {
+            (
+                t.schema.clone().unwrap_or_default(),
+                t.name.as_str(),
+                t.view,
+            )
+        })
         .collect();
     assert_eq!(
         described,
@@ -99,8 +108,14 @@ fn a_broken_view_is_named_and_a_missing_project_is_not_found() {
     let Err(CatalogError::Broken(message)) = open(root.path(), "shop") else {
         panic!("a broken view breaks the project");
     };
-    assert!(message.contains("view 'bad' of project 'shop' is invalid"), "{message}");
-    assert!(matches!(open(root.path(), "other"), Err(CatalogError::NotFound)));
+    assert!(
+        message.contains("view 'bad' of project 'shop' is invalid"),
+        "{message}"
+    );
+    assert!(matches!(
+        open(root.path(), "other"),
+        Err(CatalogError::NotFound)
+    ));
 }
 
 #[test]

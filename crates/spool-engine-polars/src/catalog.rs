@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use polars::prelude::*;
 
-pub(crate) use spool_catalog::{CatalogError, Source};
 use spool_catalog::Snapshot;
+pub(crate) use spool_catalog::{CatalogError, Source};
 
 /// Opened projects (see [`spool_catalog::Cache`]).
 pub(crate) type Cache = spool_catalog::Cache<OpenProject>;
@@ -90,7 +90,9 @@ impl RowGroups {
     pub fn scan(&self) -> PolarsResult<LazyFrame> {
         let rows = IdxSize::try_from(self.rows)
             .map_err(|_| polars_err!(ComputeError: "a row group is too large"))?;
-        Ok(Source::Parquet(self.path.clone()).scan()?.slice(self.offset as i64, rows))
+        Ok(Source::Parquet(self.path.clone())
+            .scan()?
+            .slice(self.offset as i64, rows))
     }
 }
 
@@ -124,4 +126,3 @@ pub(crate) fn row_groups(source: &Source, min_rows: usize) -> PolarsResult<Optio
     }
     Ok(Some(runs))
 }
-

@@ -202,12 +202,12 @@ impl QueryEngine for PolarsEngine {
     async fn describe(&self, project: &ProjectName) -> Result<Vec<TableInfo>, EngineError> {
         let (root, catalogs) = (self.root.clone(), Arc::clone(&self.catalogs));
         let name = project.clone();
-        tokio::task::spawn_blocking(move || match catalogs
-            .open(&root, name.as_str(), catalog::OpenProject::new)
-        {
-            Ok(open) => Ok(open.snapshot.described.clone()),
-            Err(CatalogError::NotFound) => Err(EngineError::ProjectNotFound(name)),
-            Err(CatalogError::Broken(message)) => Err(EngineError::Execution(message)),
+        tokio::task::spawn_blocking(move || {
+            match catalogs.open(&root, name.as_str(), catalog::OpenProject::new) {
+                Ok(open) => Ok(open.snapshot.described.clone()),
+                Err(CatalogError::NotFound) => Err(EngineError::ProjectNotFound(name)),
+                Err(CatalogError::Broken(message)) => Err(EngineError::Execution(message)),
+            }
         })
         .await
         .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?
@@ -278,11 +278,12 @@ fn planned(
 ) -> Result<(LazyFrame, spool_planner::Plan), EngineError> {
     use spool_planner::PlanError;
     let statistics = stats::ProjectStatistics { project };
-    let plan = spool_planner::plan_query_with(&request.sql, project.planner(), options, &statistics)
-        .map_err(|e| match e {
-            PlanError::User { .. } => EngineError::InvalidQuery(e.to_string()),
-            PlanError::Internal { .. } => EngineError::Internal(e.to_string()),
-        })?;
+    let plan =
+        spool_planner::plan_query_with(&request.sql, project.planner(), options, &statistics)
+            .map_err(|e| match e {
+                PlanError::User { .. } => EngineError::InvalidQuery(e.to_string()),
+                PlanError::Internal { .. } => EngineError::Internal(e.to_string()),
+            })?;
     let plan = plan.paged(request.offset, request.limit);
     debug!(plan = %plan.explain(), "running on polars through spool's planner");
     let frame = lower::lower(&plan, &stats::ProjectSource { project }).map_err(planning_error)?;

@@ -19,12 +19,12 @@ use polars::prelude::*;
 use std::sync::Arc;
 
 use crate::keyset::Lookup;
+use spool_planner::SqlType;
 use spool_planner::plan::{
     Aggregate, AggregateFunction, Binary, Expr as PlanExpr, ExprKind, JoinKind, JoinStrategy,
     Literal, Plan, Scalar as Func, SortKey, Unary, Window, WindowFunction,
 };
 use spool_planner::types::Arithmetic;
-use spool_planner::SqlType;
 
 /// The Polars type a SQL type is computed in.
 pub(crate) fn dtype(ty: SqlType) -> DataType {

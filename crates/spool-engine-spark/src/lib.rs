@@ -145,10 +145,9 @@ impl SparkEngine {
             scans: printed.scans,
             columns,
         };
-        let project = &snapshot;
         let session = self.client.session("spool");
         let outcome = self
-            .run(&project, &checked, request, sink, &cancel, &session)
+            .run(&snapshot, &checked, request, sink, &cancel, &session)
             .await;
         // Drops the session's views and anything it still runs; never delays the answer.
         let client = self.client.clone();
@@ -200,7 +199,14 @@ impl SparkEngine {
         let columns = checked.columns.clone();
         let encoder = tokio::task::spawn_blocking(move || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                encode(&mut receive, &spec, sink, &scratch, &encoder_cancel, columns)
+                encode(
+                    &mut receive,
+                    &spec,
+                    sink,
+                    &scratch,
+                    &encoder_cancel,
+                    columns,
+                )
             }))
             .unwrap_or_else(|_| Err(EngineError::Internal("a result encoder panicked".into())))
         });
@@ -254,7 +260,13 @@ async fn register(
             let columns: Vec<String> = table
                 .columns
                 .iter()
-                .map(|c| format!("`{}` {}", c.name.replace('`', "``"), lower::spark_type(c.ty)))
+                .map(|c| {
+                    format!(
+                        "`{}` {}",
+                        c.name.replace('`', "``"),
+                        lower::spark_type(c.ty)
+                    )
+                })
                 .collect();
             columns.join(", ")
         });

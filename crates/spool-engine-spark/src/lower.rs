@@ -23,8 +23,8 @@ use std::fmt::Write as _;
 
 use spool_planner::SqlType;
 use spool_planner::plan::{
-    Aggregate, AggregateFunction, Binary, Expr, ExprKind, JoinKind, Literal, Plan, Scalar,
-    SortKey, TimeUnit, Unary, Window, WindowFunction, decimal_text,
+    Aggregate, AggregateFunction, Binary, Expr, ExprKind, JoinKind, Literal, Plan, Scalar, SortKey,
+    TimeUnit, Unary, Window, WindowFunction, decimal_text,
 };
 use spool_planner::types::{Arithmetic, format_date, format_timestamp};
 
@@ -173,15 +173,17 @@ impl Printer {
                 ..
             } => {
                 let from = self.relation(input)?;
-                let mut exprs = groups.iter().map(|e| expr(e, &t)).collect::<Printing<Vec<_>>>()?;
+                let mut exprs = groups
+                    .iter()
+                    .map(|e| expr(e, &t))
+                    .collect::<Printing<Vec<_>>>()?;
                 for a in aggregates {
                     exprs.push(aggregate(a, &t)?);
                 }
                 let mut sql = format!("SELECT {} FROM ({from}) t", items(exprs, out));
                 if !groups.is_empty() {
                     // By position: the group keys are the select list's first items.
-                    let ordinals: Vec<String> =
-                        (1..=groups.len()).map(|i| i.to_string()).collect();
+                    let ordinals: Vec<String> = (1..=groups.len()).map(|i| i.to_string()).collect();
                     let _ = write!(sql, " GROUP BY {}", ordinals.join(", "));
                 }
                 sql
@@ -235,9 +237,7 @@ impl Printer {
                 Plan::Sort { input, keys } => self.sorted(input, keys, *offset, *fetch, out)?,
                 _ => self.sorted(input, &[], *offset, *fetch, out)?,
             },
-            Plan::Window {
-                input, windows, ..
-            } => {
+            Plan::Window { input, windows, .. } => {
                 let from = self.relation(input)?;
                 let mut exprs = passed("t", input.fields().len());
                 for w in windows {
@@ -426,7 +426,13 @@ fn nonzero(divisor: String) -> String {
     format!("NULLIF({divisor}, 0)")
 }
 
-fn arithmetic(op: Arithmetic, l: &Expr, r: &Expr, ty: SqlType, col: &dyn Fn(usize) -> String) -> Printing<String> {
+fn arithmetic(
+    op: Arithmetic,
+    l: &Expr,
+    r: &Expr,
+    ty: SqlType,
+    col: &dyn Fn(usize) -> String,
+) -> Printing<String> {
     let (a, b) = (expr(l, col)?, expr(r, col)?);
     let text = match op {
         Arithmetic::Add => format!("({a} + {b})"),
@@ -526,7 +532,9 @@ pub(crate) fn expr(e: &Expr, col: &dyn Fn(usize) -> String) -> Printing<String> 
             negated,
         } => {
             let ExprKind::Literal(Literal::String(p)) = &pattern.kind else {
-                return Err(Unsupported("LIKE takes a literal pattern for now".to_owned()));
+                return Err(Unsupported(
+                    "LIKE takes a literal pattern for now".to_owned(),
+                ));
             };
             let not = if *negated { "NOT " } else { "" };
             format!("({} {not}LIKE {})", expr(x, col)?, like_pattern(p))
@@ -539,7 +547,12 @@ pub(crate) fn expr(e: &Expr, col: &dyn Fn(usize) -> String) -> Printing<String> 
     })
 }
 
-fn function(f: Scalar, args: &[Expr], ty: SqlType, col: &dyn Fn(usize) -> String) -> Printing<String> {
+fn function(
+    f: Scalar,
+    args: &[Expr],
+    ty: SqlType,
+    col: &dyn Fn(usize) -> String,
+) -> Printing<String> {
     let args = args
         .iter()
         .map(|a| expr(a, col))
@@ -638,13 +651,25 @@ mod tests {
         assert_eq!(
             p.scans,
             [
-                ("spool_t0".to_owned(), "SHOP".to_owned(), "orders".to_owned()),
-                ("spool_t1".to_owned(), "EDW".to_owned(), "odd`name".to_owned()),
+                (
+                    "spool_t0".to_owned(),
+                    "SHOP".to_owned(),
+                    "orders".to_owned()
+                ),
+                (
+                    "spool_t1".to_owned(),
+                    "EDW".to_owned(),
+                    "odd`name".to_owned()
+                ),
             ]
         );
         assert!(p.sql.contains("FROM spool_t1"), "{}", p.sql);
         // Names from the catalog are quoted as identifiers; the pattern's backslash is itself.
-        assert!(p.sql.contains("`odd``name`") || !p.sql.contains("odd`name"), "{}", p.sql);
+        assert!(
+            p.sql.contains("`odd``name`") || !p.sql.contains("odd`name"),
+            "{}",
+            p.sql
+        );
         assert!(p.sql.contains("LIKE 'a\\\\\\\\_%'"), "{}", p.sql);
         assert!(p.sql.ends_with("LIMIT 3"), "{}", p.sql);
         assert!(p.sql.contains("AS `N`"), "{}", p.sql);
@@ -661,8 +686,7 @@ mod tests {
         assert!(p.sql.contains("1.50BD"), "{}", p.sql);
         assert!(p.sql.contains("DATE '2024-02-29'"), "{}", p.sql);
         assert!(
-            p.sql
-                .contains("TIMESTAMP_NTZ '2024-01-02 03:04:05.500000'"),
+            p.sql.contains("TIMESTAMP_NTZ '2024-01-02 03:04:05.500000'"),
             "{}",
             p.sql
         );
@@ -671,11 +695,18 @@ mod tests {
 
     #[test]
     fn format_date_and_timestamp_round_trip() {
-        for text in ["1970-01-01", "1969-12-31", "2000-02-29", "1994-06-01", "0001-01-01"] {
+        for text in [
+            "1970-01-01",
+            "1969-12-31",
+            "2000-02-29",
+            "1994-06-01",
+            "0001-01-01",
+        ] {
             let days = spool_planner::types::parse_date(text).expect(text);
             assert_eq!(format_date(days), text);
         }
-        let micros = spool_planner::types::parse_timestamp("1965-03-04 05:06:07.000089").expect("ts");
+        let micros =
+            spool_planner::types::parse_timestamp("1965-03-04 05:06:07.000089").expect("ts");
         assert_eq!(format_timestamp(micros), "1965-03-04 05:06:07.000089");
     }
 }

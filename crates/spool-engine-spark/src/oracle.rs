@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 
-
 use futures::StreamExt;
 use spool_domain::{QueryId, ResultKey};
 use spool_ports::testing::MemoryResultStore;
@@ -49,7 +48,10 @@ async fn run(
         .map_err(|e| e.to_string())?;
     for (name, path) in tables {
         if let Some((schema, table)) = name.split_once('.') {
-            let location = path.to_string_lossy().replace('\\', "\\\\").replace('\'', "\\'");
+            let location = path
+                .to_string_lossy()
+                .replace('\\', "\\\\")
+                .replace('\'', "\\'");
             for statement in [
                 format!("CREATE DATABASE IF NOT EXISTS `{schema}`"),
                 format!("DROP TABLE IF EXISTS `{schema}`.`{table}`"),

@@ -56,9 +56,7 @@ mod tests {
 
     fn refused(sql: &str) -> String {
         let (_root, snapshot) = snapshot();
-        plan(sql, &snapshot, None, None)
-            .expect_err(sql)
-            .to_string()
+        plan(sql, &snapshot, None, None).expect_err(sql).to_string()
     }
 
     #[test]
@@ -74,7 +72,11 @@ mod tests {
         .expect("plans");
         let views: Vec<&str> = printed.scans.iter().map(|(v, _, _)| v.as_str()).collect();
         assert_eq!(views, ["spool_t0", "spool_t1"]);
-        assert!(!printed.sql.to_lowercase().contains("p_lineorder "), "{}", printed.sql);
+        assert!(
+            !printed.sql.to_lowercase().contains("p_lineorder "),
+            "{}",
+            printed.sql
+        );
         assert!(printed.sql.contains("`LO_REVENUE`"), "{}", printed.sql);
         let (_, paged) = plan("select * from dates", &snapshot, Some(2), Some(3)).expect("plans");
         assert!(paged.sql.ends_with("LIMIT 3 OFFSET 2"), "{}", paged.sql);
@@ -92,9 +94,15 @@ mod tests {
                 "select reflect('java.lang.Runtime', 'getRuntime')",
                 "reflect",
             ),
-            ("select java_method('java.lang.System', 'exit', 1)", "java_method"),
+            (
+                "select java_method('java.lang.System', 'exit', 1)",
+                "java_method",
+            ),
             ("select input_file_name() from dates", "input_file_name"),
-            ("select upper(x) from (select sys.reflect('a') as x)", "reflect"),
+            (
+                "select upper(x) from (select sys.reflect('a') as x)",
+                "reflect",
+            ),
             ("select * from nope", "not found"),
         ] {
             let e = refused(sql);

@@ -19,8 +19,8 @@ mod bind;
 pub mod catalog;
 mod error;
 pub mod passes;
-pub mod tokens;
 pub mod plan;
+pub mod tokens;
 pub mod types;
 
 pub use catalog::{Case, Catalog, Column, Relation, Table, View};
