@@ -34,9 +34,9 @@ use polars::prelude::{
     DataType, LazyCsvReader, LazyFileListReader, LazyFrame, PlRefPath, PolarsResult,
     ScanArgsParquet,
 };
-use spool_domain::ResultColumn;
+use spool_domain::{ProjectName, ResultColumn};
 use spool_planner::{Column, SqlType};
-use spool_ports::TableInfo;
+use spool_ports::{EngineError, TableInfo};
 
 /// The file in a project's folder holding its settings.
 pub const PROJECT_FILE: &str = "project.toml";
@@ -492,12 +492,6 @@ impl<T> Default for Cache<T> {
     }
 }
 
-impl<T> std::fmt::Debug for Cache<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cache").finish_non_exhaustive()
-    }
-}
-
 impl<T: Clone> Cache<T> {
     /// What `build` made of `project`'s snapshot, from the cache when the project's files have
     /// not changed since, else opened and built now (and kept).
@@ -527,6 +521,77 @@ impl<T: Clone> Cache<T> {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, (String, T)>> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The projects under a data root as the [`spool_ports::ProjectCatalog`] port: what every
+/// engine's projects hold, read once per version of their files.
+#[derive(Debug, Clone)]
+pub struct FolderCatalog {
+    root: PathBuf,
+    snapshots: Arc<Cache<Arc<Snapshot>>>,
+}
+
+impl FolderCatalog {
+    /// The projects under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            snapshots: Arc::default(),
+        }
+    }
+
+    /// The current snapshot of `project` (from the cache while its files are unchanged).
+    pub fn snapshot(&self, project: &str) -> Result<Arc<Snapshot>, CatalogError> {
+        self.snapshots.open(&self.root, project, Ok)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Self) -> Result<T, EngineError> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || work(&this))
+            .await
+            .map_err(|e| EngineError::Internal(format!("catalog task failed: {e}")))?
+    }
+}
+
+impl<T> std::fmt::Debug for Cache<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl spool_ports::ProjectCatalog for FolderCatalog {
+    async fn projects(&self) -> Result<Vec<String>, EngineError> {
+        self.blocking(|this| {
+            projects(&this.root)
+                .map_err(|e| EngineError::Internal(format!("listing the projects folder: {e}")))
+        })
+        .await
+    }
+
+    async fn describe(&self, project: &ProjectName) -> Result<Vec<TableInfo>, EngineError> {
+        let name = project.clone();
+        self.blocking(move |this| match this.snapshot(name.as_str()) {
+            Ok(snapshot) => Ok(snapshot.described.clone()),
+            Err(CatalogError::NotFound) => Err(EngineError::ProjectNotFound(name)),
+            Err(CatalogError::Broken(message)) => Err(EngineError::Execution(message)),
+        })
+        .await
+    }
+
+    /// Every file of the project's folder with its size and modification time: a new, grown
+    /// or rewritten table file (or view) is a new version.
+    async fn source_version(&self, project: &ProjectName) -> Result<Option<String>, EngineError> {
+        let name = project.as_str().to_owned();
+        self.blocking(move |this| {
+            version(&this.root, &name)
+                .map_err(|e| EngineError::Internal(format!("reading the project's files: {e}")))
+        })
+        .await
     }
 }
 

@@ -153,3 +153,28 @@ fn projects_are_the_folders_with_project_names() {
     write(&root.path().join("file.csv"), "x\n");
     assert_eq!(projects(root.path()).expect("lists"), ["b-2", "shop"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_folder_catalog_answers_the_metadata_calls_and_versions() {
+    use spool_ports::ProjectCatalog;
+    let root = tempfile::tempdir().expect("tmp");
+    shop(root.path());
+    let catalog = FolderCatalog::new(root.path());
+    assert_eq!(catalog.projects().await.expect("lists"), ["shop"]);
+    let shop = spool_domain::ProjectName::parse("SHOP").expect("name");
+    let tables = catalog.describe(&shop).await.expect("describes");
+    assert_eq!(tables.len(), 3);
+    let before = catalog.source_version(&shop).await.expect("version");
+    write(
+        &root.path().join("shop/orders.csv"),
+        "id,day,amount\n1,2024-01-02,1.5\n2,2024-01-03,2\n",
+    );
+    let after = catalog.source_version(&shop).await.expect("version");
+    assert!(before.is_some() && before != after);
+    let nope = spool_domain::ProjectName::parse("nope").expect("name");
+    assert!(matches!(
+        catalog.describe(&nope).await,
+        Err(EngineError::ProjectNotFound(p)) if p == nope
+    ));
+    assert_eq!(catalog.source_version(&nope).await.expect("no error"), None);
+}

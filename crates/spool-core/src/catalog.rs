@@ -11,7 +11,7 @@ impl Spool {
         let all = self
             .inner
             .ports
-            .engine
+            .catalog
             .projects()
             .await
             .map_err(|e| ServiceError::Internal(Box::new(e)))?;
@@ -30,7 +30,7 @@ impl Spool {
                 who.name
             )));
         }
-        match self.inner.ports.engine.describe(project).await {
+        match self.inner.ports.catalog.describe(project).await {
             Ok(tables) => Ok(tables),
             Err(EngineError::ProjectNotFound(name)) => {
                 Err(ServiceError::ProjectNotFound(name.to_string()))

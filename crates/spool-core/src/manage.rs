@@ -180,10 +180,10 @@ impl Spool {
             buffer: Vec::new(),
             written: 0,
         });
-        let engine = std::sync::Arc::clone(&self.inner.ports.engine);
+        let transcoder = std::sync::Arc::clone(&self.inner.ports.transcoder);
         let id = info.job.id;
         tokio::spawn(async move {
-            let converted = engine
+            let converted = transcoder
                 .transcode(stored, &from, &columns, &to, sink, CancelToken::new())
                 .await;
             let outcome = match converted {

@@ -9,8 +9,8 @@ use spool_domain::{
     ResultKey, Timestamp,
 };
 use spool_ports::{
-    CancelToken, Clock, IdGenerator, JobStore, JobStoreError, QueryEngine, ResultStore,
-    StoredResult,
+    CancelToken, Clock, IdGenerator, JobStore, JobStoreError, ProjectCatalog, QueryEngine,
+    ResultStore, StoredResult, Transcoder,
 };
 use tokio::sync::Notify;
 use tracing::info;
@@ -26,6 +26,10 @@ pub struct Ports {
     pub results: Arc<dyn ResultStore>,
     /// The SQL engine.
     pub engine: Arc<dyn QueryEngine>,
+    /// What the projects hold (the metadata calls, result reuse's source versions).
+    pub catalog: Arc<dyn ProjectCatalog>,
+    /// Converts stored results for downloads in another format.
+    pub transcoder: Arc<dyn Transcoder>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// The id generator.
@@ -362,7 +366,7 @@ impl Spool {
     ) -> Result<Option<Job>, ServiceError> {
         let ports = &self.inner.ports;
         let Some(version) = ports
-            .engine
+            .catalog
             .source_version(&request.project)
             .await
             .map_err(|e| ServiceError::Internal(Box::new(e)))?

@@ -222,7 +222,7 @@ async fn run_job(inner: &Inner, job: Job, lease: Lease) {
     // this result under.
     let reuse_key = match inner
         .ports
-        .engine
+        .catalog
         .source_version(&job.request.project)
         .await
     {

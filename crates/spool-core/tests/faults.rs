@@ -50,6 +50,8 @@ async fn every_query_ends_and_every_served_result_is_whole_when_the_stores_fail_
             jobs: Arc::new(FlakyJobStore::new(jobs.clone(), faults.clone())),
             results: Arc::new(FlakyResultStore::new(results.clone(), faults.clone())),
             engine: Arc::new(ScriptedEngine),
+            catalog: Arc::new(ScriptedEngine),
+            transcoder: Arc::new(ScriptedEngine),
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds),
         };

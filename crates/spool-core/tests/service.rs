@@ -65,6 +65,8 @@ fn sharing(
         jobs: Arc::new(jobs.clone()),
         results: Arc::new(results.clone()),
         engine: Arc::new(ScriptedEngine),
+        catalog: Arc::new(ScriptedEngine),
+        transcoder: Arc::new(ScriptedEngine),
         clock,
         ids: Arc::new(RandomIds),
     };
@@ -283,6 +285,8 @@ mod interactions {
             jobs: Arc::new(jobs),
             results: Arc::new(MockResultStore::new()),
             engine: Arc::new(MockQueryEngine::new()),
+            catalog: Arc::new(spool_ports::testing::ScriptedEngine),
+            transcoder: Arc::new(spool_ports::testing::ScriptedEngine),
             clock: Arc::new(SystemClock),
             ids: Arc::new(RandomIds),
         };

@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use polars::prelude::{DataFrame, Engine, LazyFrame, PlanCallback, PolarsError};
-use spool_domain::{ProjectName, QueryRequest, ResultColumn};
-use spool_ports::{CancelToken, EngineError, Execution, QueryEngine, ResultSink, TableInfo};
+use spool_domain::{QueryRequest, ResultColumn};
+use spool_ports::{CancelToken, EngineError, Execution, QueryEngine, ResultSink, Transcoder};
 use tracing::debug;
 
 use spool_formats::{Output, types};
@@ -141,7 +141,12 @@ impl QueryEngine for PolarsEngine {
             e.without_paths(&[(&self.root, "<projects>"), (&self.scratch, "<scratch>")])
         })
     }
+}
 
+/// Stored results are converted by Polars for every engine: each was written by the shared
+/// encoders, so Polars reads any of them back.
+#[async_trait]
+impl Transcoder for PolarsEngine {
     async fn transcode(
         &self,
         mut stored: spool_ports::StoredResult,
@@ -175,39 +180,6 @@ impl QueryEngine for PolarsEngine {
         let scratch = self.scratch.clone();
         tokio::task::spawn_blocking(move || {
             run_transcode(staged.path(), &from, &columns, &to, sink, &scratch, &cancel)
-        })
-        .await
-        .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?
-    }
-
-    /// Every file of the project's folder with its size and modification time: a new, grown
-    /// or rewritten table file (or view) is a new version.
-    async fn source_version(&self, project: &ProjectName) -> Result<Option<String>, EngineError> {
-        let root = self.root.clone();
-        let project = project.as_str().to_owned();
-        tokio::task::spawn_blocking(move || spool_catalog::version(&root, &project))
-            .await
-            .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?
-            .map_err(|e| EngineError::Internal(format!("reading the project's files: {e}")))
-    }
-
-    async fn projects(&self) -> Result<Vec<String>, EngineError> {
-        let root = self.root.clone();
-        tokio::task::spawn_blocking(move || spool_catalog::projects(&root))
-            .await
-            .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?
-            .map_err(|e| EngineError::Internal(format!("listing the projects folder: {e}")))
-    }
-
-    async fn describe(&self, project: &ProjectName) -> Result<Vec<TableInfo>, EngineError> {
-        let (root, catalogs) = (self.root.clone(), Arc::clone(&self.catalogs));
-        let name = project.clone();
-        tokio::task::spawn_blocking(move || {
-            match catalogs.open(&root, name.as_str(), catalog::OpenProject::new) {
-                Ok(open) => Ok(open.snapshot.described.clone()),
-                Err(CatalogError::NotFound) => Err(EngineError::ProjectNotFound(name)),
-                Err(CatalogError::Broken(message)) => Err(EngineError::Execution(message)),
-            }
         })
         .await
         .map_err(|e| EngineError::Internal(format!("engine task failed: {e}")))?

@@ -611,10 +611,9 @@ async fn tables_resolve_in_their_schemas_and_unqualified_names_in_the_default_on
         }
         other => panic!("{other:?}"),
     }
-    let described = PolarsEngine::new(root)
-        .describe(&spool_domain::ProjectName::parse("kylin").expect("name"))
-        .await
-        .expect("described");
+    let described = spool_catalog::open(root, "kylin")
+        .expect("described")
+        .described;
     let names: Vec<(Option<&str>, &str)> = described
         .iter()
         .map(|t| (t.schema.as_deref(), t.name.as_str()))

@@ -732,3 +732,33 @@ async fn a_query_never_changes_the_tables_the_next_query_reads() {
     assert_eq!(count("select count(*) from big").await.trim(), "250000");
     assert_eq!(count("select count(*) from BIG").await.trim(), "250000");
 }
+
+/// A project `contract` with a table `T` of `rows` rows (`ID`, `NAME`), and the engine
+/// contract's script over it.
+pub(crate) fn contract_project(root: &Path, rows: u32) -> spool_ports::testing::EngineScript {
+    let dir = root.join("contract");
+    fs::create_dir_all(&dir).expect("mkdir");
+    let mut csv = String::from("ID,NAME\n");
+    for id in 1..=rows {
+        csv.push_str(&format!("{id},n{id}\n"));
+    }
+    fs::write(dir.join("T.csv"), csv).expect("csv");
+    spool_ports::testing::EngineScript {
+        project: spool_domain::ProjectName::parse("contract").expect("name"),
+        answer: (
+            "select id, name from t where id <= 2 order by id desc".to_owned(),
+            "2,n2\n1,n1\n".to_owned(),
+        ),
+        invalid: "select nope from t".to_owned(),
+        // Millions of rows, written batch by batch.
+        long: "select a.id, b.name from t a cross join t b".to_owned(),
+        missing: spool_domain::ProjectName::parse("nowhere").expect("name"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_polars_engine_keeps_the_engine_contract() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let script = contract_project(root.path(), 3_000);
+    spool_ports::testing::check_query_engine(&PolarsEngine::new(root.path()), &script).await;
+}

@@ -9,11 +9,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use spool_domain::{OutputSpec, ProjectName, QueryRequest, ResultColumn};
-use spool_ports::{
-    CancelToken, EngineError, Execution, QueryEngine, ResultSink, ResultStoreError, StoredResult,
-    TableInfo,
-};
+use spool_domain::{ProjectName, QueryRequest};
+use spool_ports::{CancelToken, EngineError, Execution, QueryEngine, ResultSink, ResultStoreError};
 use tracing::{debug, info, warn};
 
 use crate::protocol::{DATA, DONE, Done, FAILED, Failure, REQUEST, ROWS, read_frame, write_frame};
@@ -39,10 +36,9 @@ pub struct WorkerCommand {
 /// Runs every query's [`QueryEngine::execute`] in a worker process of its own (one query at a
 /// time per process; idle processes are kept for the next query), so that a query that needs
 /// more memory than its budget, or that crashes its engine, ends alone: FAILED with a reason,
-/// the server and the queries beside it untouched. Everything else (conversions, the catalog,
-/// source versions) runs on `local` in this process: those calls are bounded and small.
+/// the server and the queries beside it untouched. It is only a [`QueryEngine`]: the catalog
+/// and conversions of stored results are other ports, served in the server's process.
 pub struct ProcessEngine {
-    local: Arc<dyn QueryEngine>,
     budget: Option<u64>,
     idle: Mutex<Vec<Worker>>,
     keep_idle: usize,
@@ -113,15 +109,9 @@ impl ProcessEngine {
     /// Queries run in processes started by `command`, each under `budget` bytes of memory
     /// (`None`: no limit; `command` must pass the budget on to [`crate::WorkerLimits`]). At
     /// most `keep_idle` idle processes are kept (the number of queries that run at once).
-    pub fn new(
-        local: Arc<dyn QueryEngine>,
-        command: WorkerCommand,
-        budget: Option<u64>,
-        keep_idle: usize,
-    ) -> Self {
+    pub fn new(command: WorkerCommand, budget: Option<u64>, keep_idle: usize) -> Self {
         Self {
             spawner: Arc::new(Spawner::start(command)),
-            local,
             budget,
             idle: Mutex::new(Vec::new()),
             keep_idle: keep_idle.max(1),
@@ -238,32 +228,6 @@ impl QueryEngine for ProcessEngine {
             "a new worker process ended before it took the query; the server's log says why"
                 .to_owned(),
         ))
-    }
-
-    async fn transcode(
-        &self,
-        stored: StoredResult,
-        from: &OutputSpec,
-        columns: &[ResultColumn],
-        to: &OutputSpec,
-        sink: Box<dyn ResultSink>,
-        cancel: CancelToken,
-    ) -> Result<Execution, EngineError> {
-        self.local
-            .transcode(stored, from, columns, to, sink, cancel)
-            .await
-    }
-
-    async fn source_version(&self, project: &ProjectName) -> Result<Option<String>, EngineError> {
-        self.local.source_version(project).await
-    }
-
-    async fn projects(&self) -> Result<Vec<String>, EngineError> {
-        self.local.projects().await
-    }
-
-    async fn describe(&self, project: &ProjectName) -> Result<Vec<TableInfo>, EngineError> {
-        self.local.describe(project).await
     }
 }
 

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use spool_domain::{QueryId, QueryRequest, ResultKey};
 use spool_engine_process::{Confinement, ProcessEngine, WorkerCommand, WorkerLimits, serve};
-use spool_ports::testing::{MemoryResultStore, ScriptedEngine};
+use spool_ports::testing::{MemoryResultStore, ScriptedEngine, check_query_engine};
 use spool_ports::{
     CancelReason, CancelToken, EngineError, Execution, QueryEngine, ResultSink, ResultStore,
 };
@@ -100,7 +100,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let tests: [(&str, Test); 8] = [
+    let tests: [(&str, Test); 9] = [
+        ("the_process_engine_keeps_the_engine_contract", |rig| {
+            Box::pin(keeps_the_contract(rig))
+        }),
         ("workers_outlive_the_threads_that_asked_for_them", |rig| {
             Box::pin(workers_outlive_their_askers(rig))
         }),
@@ -147,7 +150,7 @@ impl Rig {
             program: std::env::current_exe().expect("exe"),
             args: vec![WORKER.into(), std::process::id().to_string().into()],
         };
-        ProcessEngine::new(Arc::new(ScriptedEngine), command, Some(BUDGET), 2)
+        ProcessEngine::new(command, Some(BUDGET), 2)
     }
 
     fn new() -> Self {
@@ -183,6 +186,10 @@ impl Rig {
         }
         Ok((bytes, rows))
     }
+}
+
+async fn keeps_the_contract(rig: &Rig) {
+    check_query_engine(&rig.engine, &ScriptedEngine::contract()).await;
 }
 
 /// Whether `pid` is a live process (not a zombie waiting to be reaped).
@@ -371,7 +378,7 @@ async fn confined() {
         ],
     };
     let rig = Rig {
-        engine: ProcessEngine::new(Arc::new(ScriptedEngine), command, Some(BUDGET), 2),
+        engine: ProcessEngine::new(command, Some(BUDGET), 2),
         store: MemoryResultStore::default(),
     };
     let path = |p: &std::path::Path| p.display().to_string();

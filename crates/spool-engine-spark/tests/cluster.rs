@@ -145,3 +145,21 @@ async fn errors_name_the_problem() {
     let names: Vec<&str> = execution.columns.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["id", "name"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spark_engine_keeps_the_engine_contract() {
+    let root = project(3_000);
+    let engine = SparkEngine::new(root.path(), &remote()).expect("engine");
+    let script = spool_ports::testing::EngineScript {
+        project: spool_domain::ProjectName::parse("p").expect("name"),
+        answer: (
+            "select id, name from t where id <= 1 order by id desc".to_owned(),
+            "1,row-1\n0,row-0\n".to_owned(),
+        ),
+        invalid: "select nope from t".to_owned(),
+        // Nine million rows, streamed batch by batch.
+        long: "select a.id, b.name from t a cross join t b".to_owned(),
+        missing: spool_domain::ProjectName::parse("nowhere").expect("name"),
+    };
+    spool_ports::testing::check_query_engine(&engine, &script).await;
+}

@@ -31,6 +31,8 @@ fn app_with(tune: impl FnOnce(&mut SpoolConfig)) -> (axum::Router, spool_core::W
         jobs: Arc::new(MemoryJobStore::default()),
         results: Arc::new(MemoryResultStore::default()),
         engine: Arc::new(ScriptedEngine),
+        catalog: Arc::new(ScriptedEngine),
+        transcoder: Arc::new(ScriptedEngine),
         clock: Arc::new(SystemClock),
         ids: Arc::new(RandomIds),
     };

@@ -104,12 +104,16 @@ pub struct TableInfo {
     pub columns: Vec<ResultColumn>,
 }
 
-/// Runs SQL against a project's tables.
+/// Runs SQL against a project's tables: the one thing every engine does (Polars in this
+/// process or in worker processes, Spark, the fakes). What a project holds is the
+/// [`ProjectCatalog`]'s to say, and converting a stored result the [`Transcoder`]'s.
 ///
-/// Contract:
+/// Contract (checked for every engine by `testing::check_query_engine`):
 /// - `execute` encodes the result as CSV (RFC 4180 quoting, NULL as an empty field, no header
 ///   row) and writes it into `sink` as it is produced: memory must not grow with the number of
-///   result rows.
+///   result rows. The returned `Execution` counts the rows written and names the columns.
+/// - SQL the engine cannot accept is `InvalidQuery`, with a message for the user; a project
+///   it does not have is `ProjectNotFound`.
 /// - The engine checks `cancel` at least between batches and returns `Cancelled` soon after it
 ///   is set. An engine that cannot interrupt its work must still return promptly once its
 ///   work ends and must never report a cancelled run as a success.
@@ -125,10 +129,43 @@ pub trait QueryEngine: Send + Sync {
         sink: Box<dyn ResultSink>,
         cancel: CancelToken,
     ) -> Result<Execution, EngineError>;
+}
 
+/// What the projects hold: the metadata calls and result reuse read it, whichever engine runs
+/// a project's queries.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ProjectCatalog: Send + Sync {
+    /// The names of the projects, as the catalog spells them, sorted. The default: none.
+    async fn projects(&self) -> Result<Vec<String>, EngineError> {
+        Ok(Vec::new())
+    }
+
+    /// The tables and views of `project`, sorted by schema and name, with their columns;
+    /// `ProjectNotFound` when there is no such project. The default: it cannot tell.
+    async fn describe(&self, project: &ProjectName) -> Result<Vec<TableInfo>, EngineError> {
+        let _ = project;
+        Err(EngineError::InvalidQuery(
+            "this catalog cannot describe its projects".to_owned(),
+        ))
+    }
+
+    /// A version of `project`'s tables: it changes whenever data a query could read changes
+    /// (for files: their names, sizes and modification times). Result reuse compares it;
+    /// `None` (the default) means the catalog cannot tell, and nothing is reused.
+    async fn source_version(&self, project: &ProjectName) -> Result<Option<String>, EngineError> {
+        let _ = project;
+        Ok(None)
+    }
+}
+
+/// Converts stored results to another format, for a download in a format other than the one
+/// submitted.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait Transcoder: Send + Sync {
     /// Re-encodes a stored result (written as `from`, with `columns`) as `to` into `sink`, in
-    /// bounded memory, for a download in another format than the one submitted. The default:
-    /// this engine cannot (an invalid request).
+    /// bounded memory. The default: it cannot (an invalid request).
     async fn transcode(
         &self,
         stored: crate::StoredResult,
@@ -140,30 +177,7 @@ pub trait QueryEngine: Send + Sync {
     ) -> Result<Execution, EngineError> {
         let _ = (stored, from, columns, to, sink, cancel);
         Err(EngineError::InvalidQuery(
-            "this engine cannot convert stored results".to_owned(),
-        ))
-    }
-
-    /// A version of `project`'s tables: it changes whenever data a query could read changes
-    /// (for files: their names, sizes and modification times). Result reuse compares it;
-    /// `None` (the default) means this engine cannot tell, and nothing is reused.
-    async fn source_version(&self, project: &ProjectName) -> Result<Option<String>, EngineError> {
-        let _ = project;
-        Ok(None)
-    }
-
-    /// The names of the projects this engine serves, as the catalog spells them, sorted. The
-    /// default: none.
-    async fn projects(&self) -> Result<Vec<String>, EngineError> {
-        Ok(Vec::new())
-    }
-
-    /// The tables and views of `project`, sorted by name, with their columns;
-    /// `ProjectNotFound` when there is no such project. The default: this engine cannot tell.
-    async fn describe(&self, project: &ProjectName) -> Result<Vec<TableInfo>, EngineError> {
-        let _ = project;
-        Err(EngineError::InvalidQuery(
-            "this engine cannot describe its projects".to_owned(),
+            "stored results cannot be converted here".to_owned(),
         ))
     }
 }

@@ -18,7 +18,7 @@ mod webhooks;
 
 pub use cancel::{CancelReason, CancelToken};
 pub use clock::{Clock, IdGenerator, RandomIds, SystemClock};
-pub use engine::{EngineError, Execution, QueryEngine, TableInfo};
+pub use engine::{EngineError, Execution, ProjectCatalog, QueryEngine, TableInfo, Transcoder};
 pub use events::EventHub;
 pub use jobs::{JobEvent, JobFilter, JobPosition, JobStore, JobStoreError, Renewal, Stopped};
 pub use results::{ResultSink, ResultStore, ResultStoreError, StoredResult};
@@ -26,7 +26,7 @@ pub use users::{UserStore, UserStoreError};
 pub use webhooks::WebhookSender;
 
 #[cfg(feature = "mock")]
-pub use engine::MockQueryEngine;
+pub use engine::{MockProjectCatalog, MockQueryEngine, MockTranscoder};
 #[cfg(feature = "mock")]
 pub use jobs::MockJobStore;
 #[cfg(feature = "mock")]

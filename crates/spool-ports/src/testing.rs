@@ -54,8 +54,31 @@ impl Clock for ManualClock {
 /// - `slow:<ms>:<csv>`: waits `<ms>` milliseconds (cancellably), then acts as `ok:<csv>`;
 /// - `down:<reason>`: fails as an unavailable engine;
 /// - anything else: writes a little (one row, `partial`), then waits to be cancelled.
+///
+/// Every project exists but [`ScriptedEngine::MISSING`]. As a [`ProjectCatalog`] and a
+/// [`Transcoder`] it has the ports' defaults: no projects, nothing to convert.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ScriptedEngine;
+
+impl ScriptedEngine {
+    /// The one project the scripted engine does not have.
+    pub const MISSING: &'static str = "nowhere";
+
+    /// The engine contract's script for this engine (see [`check_query_engine`]).
+    pub fn contract() -> EngineScript {
+        EngineScript {
+            project: ProjectName::parse("scripted").expect("a project name"),
+            answer: ("ok:1,a\n2,\n".to_owned(), "1,a\n2,\n".to_owned()),
+            invalid: "fail:no such column".to_owned(),
+            long: "wait".to_owned(),
+            missing: ProjectName::parse(Self::MISSING).expect("a project name"),
+        }
+    }
+}
+
+impl crate::ProjectCatalog for ScriptedEngine {}
+
+impl crate::Transcoder for ScriptedEngine {}
 
 #[async_trait]
 impl QueryEngine for ScriptedEngine {
@@ -65,6 +88,9 @@ impl QueryEngine for ScriptedEngine {
         mut sink: Box<dyn ResultSink>,
         cancel: CancelToken,
     ) -> Result<Execution, EngineError> {
+        if request.project.as_str() == Self::MISSING {
+            return Err(EngineError::ProjectNotFound(request.project.clone()));
+        }
         let sql = request.sql.as_str();
         let mut ok = sql.strip_prefix("ok:");
         if let Some((ms, csv)) = sql.strip_prefix("slow:").and_then(|s| s.split_once(':')) {
@@ -111,6 +137,123 @@ impl QueryEngine for ScriptedEngine {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         Err(EngineError::Cancelled)
+    }
+}
+
+/// What [`check_query_engine`] sends an engine, in the engine's own language, over a project
+/// it serves.
+#[derive(Debug, Clone)]
+pub struct EngineScript {
+    /// A project the engine serves.
+    pub project: ProjectName,
+    /// SQL and the CSV it answers (rows in the order the SQL asks for).
+    pub answer: (String, String),
+    /// SQL the engine must refuse as an invalid query.
+    pub invalid: String,
+    /// SQL that writes rows for several seconds at least (to be cancelled while it runs).
+    pub long: String,
+    /// A project the engine does not have.
+    pub missing: ProjectName,
+}
+
+/// The [`QueryEngine`] contract, checked on `engine` with `script`: an answer written whole
+/// into the sink with its rows and columns counted; an invalid query refused as the user's;
+/// a missing project reported as such; a run stopped while it runs, or before it starts,
+/// reported as cancelled (never as a success) within seconds.
+pub async fn check_query_engine(engine: &dyn QueryEngine, script: &EngineScript) {
+    let store = MemoryResultStore::default();
+    let request = |sql: &str, project: &ProjectName| {
+        QueryRequest::new(sql.to_owned(), Some(project.as_str()), None, None).expect("a request")
+    };
+    let sink = |n: u32| {
+        let store = store.clone();
+        async move {
+            let key = ResultKey::new(QueryId::new_random(), n);
+            (key, store.create(key).await.expect("a sink"))
+        }
+    };
+
+    // The answer, whole, with its rows and columns.
+    let (sql, csv) = &script.answer;
+    let (key, out) = sink(1).await;
+    let done = engine
+        .execute(&request(sql, &script.project), out, CancelToken::new())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    assert_eq!(done.rows, csv.lines().count() as u64, "{sql}: rows");
+    assert!(
+        !done.columns.is_empty(),
+        "{sql}: the result names its columns"
+    );
+    done.sink.commit().await.expect("commit");
+    let mut body = store.open(key).await.expect("open").expect("stored").body;
+    let mut written = Vec::new();
+    while let Some(chunk) = body.next().await {
+        written.extend_from_slice(&chunk.expect("a chunk"));
+    }
+    assert_eq!(String::from_utf8_lossy(&written), csv.as_str(), "{sql}");
+
+    // An invalid query is the user's, with a message; a missing project is named.
+    let (_, out) = sink(1).await;
+    match engine
+        .execute(
+            &request(&script.invalid, &script.project),
+            out,
+            CancelToken::new(),
+        )
+        .await
+    {
+        Err(EngineError::InvalidQuery(message)) => {
+            assert!(
+                !message.trim().is_empty(),
+                "{}: an empty message",
+                script.invalid
+            );
+        }
+        other => panic!("{}: {:?}", script.invalid, other.map(|e| e.rows)),
+    }
+    let (_, out) = sink(1).await;
+    match engine
+        .execute(&request(sql, &script.missing), out, CancelToken::new())
+        .await
+    {
+        Err(EngineError::ProjectNotFound(project)) => assert_eq!(project, script.missing),
+        other => panic!("project {}: {:?}", script.missing, other.map(|e| e.rows)),
+    }
+
+    // Stopped while it runs, and before it starts: cancelled, never a success.
+    for stop_after in [Some(std::time::Duration::from_millis(300)), None] {
+        let cancel = CancelToken::new();
+        match stop_after {
+            Some(after) => {
+                let stop = cancel.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    stop.cancel(crate::CancelReason::Stopped);
+                });
+            }
+            None => cancel.cancel(crate::CancelReason::Stopped),
+        }
+        let (_, out) = sink(1).await;
+        let started = std::time::Instant::now();
+        let ended = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            engine.execute(&request(&script.long, &script.project), out, cancel),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{}: still running a minute after a stop", script.long));
+        assert!(
+            matches!(ended, Err(EngineError::Cancelled)),
+            "{} stopped {stop_after:?} after its start: {:?}",
+            script.long,
+            ended.map(|e| e.rows)
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{}: ended {:?} after its start",
+            script.long,
+            started.elapsed()
+        );
     }
 }
 
@@ -1613,5 +1756,10 @@ mod tests {
     #[tokio::test]
     async fn memory_result_store_keeps_the_contract() {
         result_store_contract(&MemoryResultStore::default()).await;
+    }
+
+    #[tokio::test]
+    async fn the_scripted_engine_keeps_the_engine_contract() {
+        check_query_engine(&ScriptedEngine, &ScriptedEngine::contract()).await;
     }
 }

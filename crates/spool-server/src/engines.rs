@@ -5,18 +5,17 @@
 //! ```
 //!
 //! Spark projects run on the server's `spark_remote`; everything else on the embedded Polars
-//! engine. Both read the same folder layout, so the source version (for result reuse) and the
-//! conversion of stored results at download are Polars' for every project.
+//! engine. What the projects hold (the metadata calls, source versions for result reuse) is
+//! `spool-catalog`'s for every project, and stored results are converted by Polars: those are
+//! ports of their own (`ProjectCatalog`, `Transcoder`), not the engines'.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use spool_domain::{OutputSpec, ProjectName, QueryRequest, ResultColumn};
+use spool_domain::{ProjectName, QueryRequest};
 use spool_engine_spark::SparkEngine;
-use spool_ports::{
-    CancelToken, EngineError, Execution, QueryEngine, ResultSink, StoredResult, TableInfo,
-};
+use spool_ports::{CancelToken, EngineError, Execution, QueryEngine, ResultSink};
 
 /// The file in a project's folder that chooses its engine.
 pub const PROJECT_FILE: &str = spool_catalog::PROJECT_FILE;
@@ -100,33 +99,6 @@ impl QueryEngine for Engines {
             .await?
             .execute(request, sink, cancel)
             .await
-    }
-
-    async fn transcode(
-        &self,
-        stored: StoredResult,
-        from: &OutputSpec,
-        columns: &[ResultColumn],
-        to: &OutputSpec,
-        sink: Box<dyn ResultSink>,
-        cancel: CancelToken,
-    ) -> Result<Execution, EngineError> {
-        self.polars
-            .transcode(stored, from, columns, to, sink, cancel)
-            .await
-    }
-
-    async fn source_version(&self, project: &ProjectName) -> Result<Option<String>, EngineError> {
-        self.polars.source_version(project).await
-    }
-
-    // Both engines read the same folders; Polars lists and describes them for every project.
-    async fn projects(&self) -> Result<Vec<String>, EngineError> {
-        self.polars.projects().await
-    }
-
-    async fn describe(&self, project: &ProjectName) -> Result<Vec<TableInfo>, EngineError> {
-        self.polars.describe(project).await
     }
 }
 

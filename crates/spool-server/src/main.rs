@@ -132,7 +132,7 @@ async fn query(args: &config::QueryArgs, settings: &Settings) -> anyhow::Result<
         }
     }
     let settings = &settings;
-    let engine = engines(settings, Isolation::InProcess)?;
+    let (engine, _) = engines(settings, Isolation::InProcess)?;
     let scratch = std::env::temp_dir().join(format!("spool-query-{}", std::process::id()));
     let store = FsResultStore::open(&scratch)
         .context("opening a scratch result store")?
@@ -361,7 +361,11 @@ fn engine_worker(args: &config::EngineWorkerArgs) -> anyhow::Result<()> {
 
 /// The engines of the server's projects: Polars (in worker processes when configured), and
 /// Spark when `spark_remote` is set (a Spark query's memory is the cluster's business).
-fn engines(settings: &Settings, isolation: Isolation) -> anyhow::Result<engines::Engines> {
+/// The engines a query runs on, and the Polars engine on its own (it converts stored results).
+fn engines(
+    settings: &Settings,
+    isolation: Isolation,
+) -> anyhow::Result<(engines::Engines, Arc<PolarsEngine>)> {
     let projects = settings.data_dir.join("projects");
     let scratch = settings.data_dir.join("scratch");
     let local = Arc::new(
@@ -387,7 +391,6 @@ fn engines(settings: &Settings, isolation: Isolation) -> anyhow::Result<engines:
             args.extend(["--memory-limit".into(), bytes.to_string().into()]);
         }
         let engine = Arc::new(spool_engine_process::ProcessEngine::new(
-            local,
             spool_engine_process::WorkerCommand { program, args },
             settings.max_query_memory,
             settings.workers,
@@ -407,7 +410,7 @@ fn engines(settings: &Settings, isolation: Isolation) -> anyhow::Result<engines:
         });
         engine
     } else {
-        local
+        local.clone()
     };
     let spark = match &settings.spark_remote {
         Some(remote) => {
@@ -420,7 +423,7 @@ fn engines(settings: &Settings, isolation: Isolation) -> anyhow::Result<engines:
         }
         None => None,
     };
-    Ok(engines::Engines::new(projects, polars, spark))
+    Ok((engines::Engines::new(projects, polars, spark), local))
 }
 
 /// The file that says which layout format a data dir is in.
@@ -478,11 +481,15 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     prepare_data_dir(&settings)?;
     let backends = open_backends(&settings).await?;
     let users = users::load_or_init(backends.users.as_ref(), settings.default_admin).await?;
-    let engine = engines(&settings, Isolation::AsConfigured)?;
+    let (engine, polars) = engines(&settings, Isolation::AsConfigured)?;
     let ports = Ports {
         jobs: backends.jobs,
         results: backends.results,
         engine: Arc::new(engine),
+        catalog: Arc::new(spool_catalog::FolderCatalog::new(
+            settings.data_dir.join("projects"),
+        )),
+        transcoder: polars,
         clock: Arc::new(SystemClock),
         ids: Arc::new(RandomIds),
     };
