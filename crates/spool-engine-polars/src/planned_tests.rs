@@ -579,7 +579,7 @@ fn schemas_fixture() -> tempfile::TempDir {
     root
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_resolve_in_their_schemas_and_unqualified_names_in_the_default_one() {
     let root = schemas_fixture();
     let root = root.path();
