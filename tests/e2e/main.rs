@@ -17,6 +17,7 @@ mod sandbox;
 mod scaled;
 mod spark;
 mod ssb;
+mod tpch;
 mod upgrade;
 
 use std::process::Command;

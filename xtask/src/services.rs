@@ -48,6 +48,8 @@ pub struct Services {
     chromium: Option<(PathBuf, PathBuf)>,
     /// The OpenAPI fuzzer the schemathesis suite runs against a server it starts.
     schemathesis: Option<PathBuf>,
+    /// The Python with DuckDB and its TPC extensions the TPC suites generate data with.
+    tpc_python: Option<PathBuf>,
 }
 
 /// The directory for tools the project installs (virtual environments).
@@ -164,12 +166,29 @@ pub fn schemathesis_bin() -> anyhow::Result<PathBuf> {
     )
 }
 
-/// Installs the pinned `package` from PyPI into the virtual environment `venv` under the tools
-/// directory, unless that version is there already, and returns the path of its `bin` program.
+/// DuckDB and its TPC-H and TPC-DS extensions, pinned to one version (an extension loads only
+/// into the DuckDB it was built for): the data, queries and answers of the TPC suites.
+const TPC: &str = "duckdb==1.5.5 duckdb-extension-tpch==1.5.5 duckdb-extension-tpcds==1.5.5";
+
+/// Installs DuckDB with its TPC extensions into a virtual environment of its own if they are
+/// not there; returns its Python (`xtask/scripts/tpc.py` runs on it).
+pub fn tpc_python() -> anyhow::Result<PathBuf> {
+    pip_tool(
+        "tpc-venv",
+        TPC,
+        "python",
+        "the TPC suites need Python 3 with venv",
+    )
+}
+
+/// Installs the pinned `package` (or several, separated by spaces) from PyPI into the virtual
+/// environment `venv` under the tools directory, unless those versions are there already, and
+/// returns the path of its `bin` program.
 fn pip_tool(venv: &str, package: &str, bin: &str, needs: &str) -> anyhow::Result<PathBuf> {
     let venv = tools_dir().join(venv);
     let program = venv.join("bin").join(bin);
     let marker = venv.join(format!(".{bin}-version"));
+    let packages: Vec<&str> = package.split_whitespace().collect();
     if program.exists() && std::fs::read_to_string(&marker).is_ok_and(|v| v == package) {
         return Ok(program);
     }
@@ -182,12 +201,9 @@ fn pip_tool(venv: &str, package: &str, bin: &str, needs: &str) -> anyhow::Result
         )?;
     }
     run(
-        Command::new(venv.join("bin/pip")).args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            package,
-        ]),
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(&packages),
         &format!("pip install {package}"),
     )?;
     std::fs::write(&marker, package)?;
@@ -253,6 +269,7 @@ impl Services {
         services.spark = Some(crate::spark::Cluster::start(&services.dir.join("spark"))?);
         services.chromium = Some(chromium()?);
         services.schemathesis = Some(schemathesis_bin()?);
+        services.tpc_python = Some(tpc_python()?);
         Ok(services)
     }
 
@@ -271,6 +288,7 @@ impl Services {
             spark: None,
             chromium: None,
             schemathesis: None,
+            tpc_python: None,
         };
         services.start_postgres(fsync)?;
         services.start_s3()?;
@@ -420,6 +438,9 @@ impl Services {
         env.extend(spark.into_iter().flatten());
         if let Some(bin) = &self.schemathesis {
             env.push(("SPOOL_TEST_SCHEMATHESIS", bin.display().to_string()));
+        }
+        if let Some(python) = &self.tpc_python {
+            env.push(("SPOOL_TEST_TPC_PYTHON", python.display().to_string()));
         }
         if let Some((browser, driver)) = &self.chromium {
             env.push(("SPOOL_TEST_CHROMIUM", browser.display().to_string()));

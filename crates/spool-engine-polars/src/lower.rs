@@ -349,6 +349,41 @@ fn join(
     let mut residual_after = Vec::new();
     if matches!(kind, JoinKind::Inner | JoinKind::Cross) {
         residual_after = residual;
+    } else if matches!(kind, JoinKind::Semi | JoinKind::Anti)
+        && !keys_left.is_empty()
+        && residual.iter().any(|part| {
+            let columns = part.columns();
+            columns.iter().any(|&i| i < width) && columns.iter().any(|&i| i >= width)
+        })
+    {
+        // A condition over both sides (`l2.k <> l1.k`): the pairs on the keys that meet every
+        // condition, by the left row's number; a semi join keeps the left rows among them,
+        // an anti join the others.
+        const ROW: &str = "#row";
+        // Cached: both uses read one numbering (a join's output order is not deterministic,
+        // so numbering it twice could number other rows).
+        let numbered = left_frame.with_row_index(ROW, None).cache();
+        let mut args = JoinArgs::new(JoinType::Inner).with_coalesce(JoinCoalesce::KeepColumns);
+        args.nulls_equal = nulls_equal;
+        let mut pairs = numbered
+            .clone()
+            .join(right_frame, keys_left, keys_right, args);
+        for part in residual {
+            pairs = pairs.filter(expr(part)?);
+        }
+        let how = if kind == JoinKind::Semi {
+            JoinType::Semi
+        } else {
+            JoinType::Anti
+        };
+        return Ok(numbered
+            .join(
+                pairs.select([col(ROW)]),
+                [col(ROW)],
+                [col(ROW)],
+                JoinArgs::new(how),
+            )
+            .select((0..width).map(column).collect::<Vec<_>>()));
     } else if matches!(kind, JoinKind::Semi | JoinKind::Anti) {
         // Semi and anti joins keep only the left side's columns: a condition on the right
         // side filters it first. One on the left side decides whether a left row can match:

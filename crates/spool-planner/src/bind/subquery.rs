@@ -14,8 +14,16 @@
 //! A top-level `x IN (SELECT v ...)` conjunct of WHERE (the common form) is a semi join on
 //! `x = v` instead: the rows it keeps are the same, and no mark is computed.
 //!
-//! The subqueries are bound on their own: one that reads the outer query's columns (a
-//! correlated subquery) does not bind yet, and says so.
+//! The subqueries are bound on their own. One that reads the outer query's columns (a
+//! correlated subquery) is decorrelated where its WHERE's conditions on the outer query are
+//! `inner = outer` equalities among its top conjuncts:
+//! - `[NOT] EXISTS` and `IN` at the top of WHERE: semi and anti joins on those equalities
+//!   (other conditions over both sides, `l2.k <> l1.k`, are part of the join's condition);
+//! - a value, `(SELECT agg(...) FROM ... WHERE inner = outer ...)`: the subquery grouped by the
+//!   inner sides, left-joined on the equalities (its value where it has rows, NULL where it
+//!   has none, as an aggregate over no rows is; COUNT, which is 0 there, is refused).
+//!
+//! Other correlated forms say they are not supported yet.
 
 use sqlparser::ast::{
     self, BinaryOperator, Expr as Ast, GroupByExpr, Query, SelectItem, SetExpr, Spanned,
@@ -149,6 +157,27 @@ pub(super) fn conjuncts<'a>(e: &'a Ast, out: &mut Vec<&'a Ast>) {
     }
 }
 
+/// Whether `e` calls COUNT (over no rows it is 0, not NULL).
+fn counts(e: &Ast) -> bool {
+    use std::ops::ControlFlow;
+    struct Finder(bool);
+    impl ast::Visitor for Finder {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Ast) -> ControlFlow<()> {
+            if let Ast::Function(f) = e
+                && f.name.to_string().eq_ignore_ascii_case("count")
+            {
+                self.0 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut finder = Finder(false);
+    let _ = ast::Visit::visit(e, &mut finder);
+    finder.0
+}
+
 /// Whether binding a subquery failed because it reads the outer query's columns.
 fn is_correlation(e: &PlanError) -> bool {
     matches!(e, PlanError::User { message, .. } if message.contains(CORRELATED))
@@ -185,7 +214,7 @@ impl Binder<'_> {
         outer: &[Field],
         at: &Ast,
         refused: PlanError,
-    ) -> Result<(Plan, Vec<Key>)> {
+    ) -> Result<(Plan, Vec<Key>, Option<Expr>)> {
         let SetExpr::Select(select) = query.body.as_ref() else {
             return Err(refused);
         };
@@ -218,13 +247,18 @@ impl Binder<'_> {
         condition: &Ast,
         outer: &[Field],
         at: &Ast,
-    ) -> Result<(Plan, Vec<Key>)> {
+    ) -> Result<(Plan, Vec<Key>, Option<Expr>)> {
         let from = self.from(&select.from)?;
         let inner: Vec<Field> = from.fields().to_vec();
         let mut parts = Vec::new();
         conjuncts(condition, &mut parts);
         let mut own: Option<Expr> = None;
         let mut keys: Vec<(Expr, Expr)> = Vec::new();
+        // Conditions over both the outer query's columns and the subquery's (numbered as the
+        // outer ones, then the subquery's own).
+        let mut both: Vec<Field> = outer.to_vec();
+        both.extend(inner.iter().cloned());
+        let mut residual: Option<Expr> = None;
         for part in parts {
             if let Ok(e) = self.expr(part, &mut Scope::new(&inner)) {
                 let e = expect_boolean(e, part)?;
@@ -250,13 +284,28 @@ impl Binder<'_> {
                 _ => None,
             };
             let Some((o, i)) = pair else {
-                return Err(PlanError::user(
-                    format!(
-                        "a correlated subquery's conditions on the outer query must be \
-                         equalities ('inner = outer'); {CORRELATED} otherwise yet"
-                    ),
-                    part.span(),
-                ));
+                match self
+                    .expr(part, &mut Scope::new(&both))
+                    .and_then(|e| expect_boolean(e, part))
+                {
+                    Ok(e) => {
+                        residual = Some(match residual {
+                            None => e,
+                            Some(r) => compare(Binary::And, r, e),
+                        });
+                        continue;
+                    }
+                    Err(_) => {
+                        return Err(PlanError::user(
+                            format!(
+                                "a correlated subquery's conditions on the outer query must \
+                                 read the outer query's columns and its own; {CORRELATED} \
+                                 otherwise yet"
+                            ),
+                            part.span(),
+                        ));
+                    }
+                }
             };
             // Both sides in their common type, as the equality compares them.
             keys.push(compared(o, i, part)?);
@@ -294,6 +343,21 @@ impl Binder<'_> {
             outer_sides.push(o);
             exprs.push(i);
         }
+        // Every column of the subquery's rows after the keys, for the conditions over both.
+        let first_own = exprs.len();
+        if residual.is_some() {
+            exprs.extend(inner.iter().enumerate().map(|(k, f)| Expr::column(k, f)));
+        }
+        let width = outer.len();
+        let residual = residual.map(|r| {
+            r.remap(&|i| {
+                if i < width {
+                    i
+                } else {
+                    width + first_own + (i - width)
+                }
+            })
+        });
         let fields: Vec<Field> = exprs
             .iter()
             .enumerate()
@@ -314,45 +378,181 @@ impl Binder<'_> {
             .enumerate()
             .map(|(k, o)| (o, (first_key + k, fields[first_key + k].clone())))
             .collect();
-        Ok((plan, keys))
+        Ok((plan, keys, residual))
     }
 
     /// Binds a subquery on its own; `at` is the expression it is part of.
     fn subquery(&mut self, query: &Query, at: &Ast) -> Result<Plan> {
+        self.isolated(query).and_then(|plan| {
+            if plan.fields().len() == 1 || matches!(at, Ast::Exists { .. }) {
+                Ok(plan)
+            } else {
+                Err(PlanError::user(
+                    format!(
+                        "a subquery used as a value must return one column, not {}",
+                        plan.fields().len()
+                    ),
+                    at.span(),
+                ))
+            }
+        })
+    }
+
+    /// Binds `query` with none of the outer query's WHERE state.
+    fn isolated(&mut self, query: &Query) -> Result<Plan> {
         let attached = self.attached.take();
         let windows = self.windows.take();
         let bound = self.query(query);
         self.attached = attached;
         self.windows = windows;
-        bound
-            .map_err(|e| match e {
+        bound.map_err(|e| match e {
+            PlanError::User {
+                message,
+                at: position,
+            } if message.starts_with("column '") || message.contains("not found in FROM") => {
                 PlanError::User {
-                    message,
-                    at: position,
-                } if message.starts_with("column '") || message.contains("not found in FROM") => {
-                    PlanError::User {
-                        message: format!(
-                            "{message}: a subquery cannot read the outer query's columns yet \
+                    message: format!(
+                        "{message}: a subquery cannot read the outer query's columns yet \
                          (correlated subqueries are not supported)"
-                        ),
-                        at: position,
-                    }
+                    ),
+                    at: position,
                 }
-                other => other,
-            })
-            .and_then(|plan| {
-                if plan.fields().len() == 1 || matches!(at, Ast::Exists { .. }) {
-                    Ok(plan)
-                } else {
-                    Err(PlanError::user(
+            }
+            other => other,
+        })
+    }
+
+    /// A correlated subquery used as a value (see the module docs): grouped by the inner
+    /// sides of its `inner = outer` equalities and left-joined on them.
+    fn correlated_value(
+        &mut self,
+        query: &Query,
+        outer: &[Field],
+        at: &Ast,
+        refused: PlanError,
+    ) -> Result<Expr> {
+        let SetExpr::Select(select) = query.body.as_ref() else {
+            return Err(refused);
+        };
+        let value = match select.projection.as_slice() {
+            [SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }] => e,
+            _ => return Err(refused),
+        };
+        let plain = query.with.is_none()
+            && query.order_by.is_none()
+            && query.limit_clause.is_none()
+            && select.distinct.is_none()
+            && select.having.is_none()
+            && matches!(&select.group_by, GroupByExpr::Expressions(g, _) if g.is_empty())
+            && super::has_aggregate(value);
+        let Some(condition) = select.selection.as_ref().filter(|_| plain) else {
+            return Err(refused);
+        };
+        if counts(value) {
+            return Err(PlanError::user(
+                format!(
+                    "a correlated subquery whose value counts rows is not supported yet \
+                     ({CORRELATED} in this form)"
+                ),
+                at.span(),
+            ));
+        }
+        // Which conditions read the subquery's rows only, and which are `inner = outer`.
+        let attached = self.attached.take();
+        let windows = self.windows.take();
+        let split = self.split_correlation(select, condition, outer);
+        self.attached = attached;
+        self.windows = windows;
+        let (own, keys) = split?;
+        if keys.is_empty() {
+            return Err(refused);
+        }
+        // The subquery grouped by the keys' inner sides: its value, then each inner side.
+        let mut grouped = select.as_ref().clone();
+        grouped.selection = own.into_iter().reduce(|a, b| Ast::BinaryOp {
+            left: Box::new(a),
+            op: BinaryOperator::And,
+            right: Box::new(b),
+        });
+        grouped.group_by =
+            GroupByExpr::Expressions(keys.iter().map(|(_, i)| i.clone()).collect(), Vec::new());
+        grouped.projection = std::iter::once(SelectItem::UnnamedExpr(value.clone()))
+            .chain(keys.iter().map(|(_, i)| SelectItem::UnnamedExpr(i.clone())))
+            .collect();
+        let mut rewritten = query.clone();
+        rewritten.body = Box::new(SetExpr::Select(Box::new(grouped)));
+        let plan = self.isolated(&rewritten)?;
+        let first = self.attached.as_ref().map_or(0, Attached::next);
+        let fields = plan.fields().to_vec();
+        let mut on: Option<Expr> = None;
+        for (k, (o, _)) in keys.into_iter().enumerate() {
+            let key = inner_key(o, (1 + k, fields[1 + k].clone()), first, at)?;
+            on = Some(match on {
+                None => key,
+                Some(all) => compare(Binary::And, all, key),
+            });
+        }
+        let ty = fields[0].ty;
+        let at = self.attach(
+            at,
+            Attachment {
+                plan,
+                kind: JoinKind::Left,
+                on,
+            },
+        )?;
+        Ok(column(at, ty, true))
+    }
+
+    /// The top conjuncts of a correlated subquery's WHERE: those over its own rows, and the
+    /// `inner = outer` equalities (the outer side bound over `outer`, the inner side as
+    /// written). Anything else is refused.
+    fn split_correlation(
+        &mut self,
+        select: &ast::Select,
+        condition: &Ast,
+        outer: &[Field],
+    ) -> Result<(Vec<Ast>, Vec<(Expr, Ast)>)> {
+        let inner: Vec<Field> = self.from(&select.from)?.fields().to_vec();
+        let mut parts = Vec::new();
+        conjuncts(condition, &mut parts);
+        let mut own = Vec::new();
+        let mut keys = Vec::new();
+        for part in parts {
+            if self.expr(part, &mut Scope::new(&inner)).is_ok() {
+                own.push(part.clone());
+                continue;
+            }
+            let pair = match part {
+                Ast::BinaryOp {
+                    left,
+                    op: BinaryOperator::Eq,
+                    right,
+                } => {
+                    let sides = |a: &Ast, b: &Ast, me: &mut Self| {
+                        me.expr(a, &mut Scope::new(&inner)).ok()?;
+                        let o = me.expr(b, &mut Scope::new(outer)).ok()?;
+                        Some((o, a.clone()))
+                    };
+                    sides(left, right, self).or_else(|| sides(right, left, self))
+                }
+                _ => None,
+            };
+            match pair {
+                Some(key) => keys.push(key),
+                None => {
+                    return Err(PlanError::user(
                         format!(
-                            "a subquery used as a value must return one column, not {}",
-                            plan.fields().len()
+                            "a correlated subquery used as a value may compare the outer \
+                             query's columns by equality only ('inner = outer'); \
+                             {CORRELATED} otherwise yet"
                         ),
-                        at.span(),
-                    ))
+                        part.span(),
+                    ));
                 }
-            })
+            }
+        }
+        Ok((own, keys))
     }
 
     fn attach(&mut self, at: &Ast, attachment: Attachment) -> Result<usize> {
@@ -377,7 +577,14 @@ impl Binder<'_> {
         }
         match e {
             Ast::Subquery(query) => {
-                let plan = self.subquery(query, e)?;
+                let plan = match self.subquery(query, e) {
+                    Ok(plan) => plan,
+                    Err(refused) if is_correlation(&refused) => {
+                        let outer = scope.fields.to_vec();
+                        return self.correlated_value(query, &outer, e, refused);
+                    }
+                    Err(other) => return Err(other),
+                };
                 let value = &plan.fields()[0];
                 let ty = value.ty;
                 let single = Aggregate {
@@ -529,11 +736,12 @@ impl Binder<'_> {
                     let x = self.expr(expr, &mut Scope::new(&fields));
                     self.attached = saved;
                     let x = x?;
-                    let (right, keys) = match self.subquery(subquery, part) {
-                        Ok(plan) => (plan, None),
+                    let (right, keys, residual) = match self.subquery(subquery, part) {
+                        Ok(plan) => (plan, None, None),
                         Err(e) if is_correlation(&e) => {
-                            let (plan, keys) = self.decorrelate(subquery, &fields, part, e)?;
-                            (plan, Some(keys))
+                            let (plan, keys, residual) =
+                                self.decorrelate(subquery, &fields, part, e)?;
+                            (plan, Some(keys), residual)
                         }
                         Err(e) => return Err(e),
                     };
@@ -547,6 +755,9 @@ impl Binder<'_> {
                     for (outer, inner) in keys.unwrap_or_default() {
                         on = compare(Binary::And, on, inner_key(outer, inner, width, part)?);
                     }
+                    if let Some(residual) = residual {
+                        on = compare(Binary::And, on, residual);
+                    }
                     semis.push((right, on, JoinKind::Semi));
                 }
                 Ast::Exists { subquery, negated } => {
@@ -558,7 +769,8 @@ impl Binder<'_> {
                             continue;
                         }
                     };
-                    let (right, keys) = self.decorrelate(subquery, &fields, part, error)?;
+                    let (right, keys, residual) =
+                        self.decorrelate(subquery, &fields, part, error)?;
                     let on = keys
                         .into_iter()
                         .map(|(outer, inner)| inner_key(outer, inner, width, part))
@@ -566,6 +778,10 @@ impl Binder<'_> {
                         .ok_or_else(|| {
                             PlanError::user("a correlated EXISTS needs a condition", part.span())
                         })??;
+                    let on = match residual {
+                        Some(residual) => compare(Binary::And, on, residual),
+                        None => on,
+                    };
                     let kind = if *negated {
                         JoinKind::Anti
                     } else {
