@@ -43,6 +43,32 @@ const fn unordered(sql: &'static str) -> Case {
 }
 
 const CASES: &[Case] = &[
+    // Correlated subqueries: a value per outer row (grouped and joined, NULL where the
+    // subquery has no rows), EXISTS with a condition over both sides, and a value in HAVING.
+    unordered(
+        "select id, price from t_sales s where price > \
+         (select avg(price) from t_sales s2 where s2.region = s.region)",
+    ),
+    unordered(
+        "select id, (select max(qty) from t_sales s2 where s2.region = s.region) \
+         from t_sales s where qty < 5",
+    ),
+    unordered(
+        "select id from t_sales s where exists \
+         (select 1 from t_sales s2 where s2.region = s.region and s2.id <> s.id)",
+    ),
+    unordered(
+        "select id from t_sales s where not exists \
+         (select 1 from t_sales s2 where s2.region = s.region and s2.price > s.price)",
+    ),
+    unordered(
+        "select region, sum(qty) from t_sales group by region \
+         having sum(qty) > (select min(qty) + 2 from t_sales)",
+    ),
+    // Division and remainder by zero are NULL (a decimal dividend too; QTY is 0 in one row).
+    unordered(
+        "select id, price / qty, 7 % qty, avg(price) over (partition by region) from t_sales",
+    ),
     // Schemas: a table of another schema by its qualified name, quoted or not, and a name two
     // schemas share resolved by its qualifier (unqualified: the default schema's).
     unordered(

@@ -18,8 +18,8 @@ const SF: &str = "0.01";
 
 /// The queries Spool answers today, on both engines.
 const ANSWERED: &[&str] = &[
-    "q01", "q02", "q03", "q04", "q05", "q06", "q07", "q08", "q09", "q10", "q12", "q13", "q14",
-    "q15", "q16", "q17", "q18", "q19", "q20", "q21", "q22",
+    "q01", "q02", "q03", "q04", "q05", "q06", "q07", "q08", "q09", "q10", "q11", "q12", "q13",
+    "q14", "q15", "q16", "q17", "q18", "q19", "q20", "q21", "q22",
 ];
 
 /// Generates the data set, the queries and DuckDB's answers into `out`.

@@ -655,9 +655,15 @@ fn aggregate(a: &Aggregate) -> PolarsResult<Expr> {
                         .cast(DataType::Decimal(38, usize::from(scale)))
                         .sum();
                     let count = x.count().cast(DataType::Decimal(38, 0));
-                    when(count.clone().eq(lit(0).cast(DataType::Decimal(38, 0))))
+                    let none = count.clone().eq(lit(0).cast(DataType::Decimal(38, 0)));
+                    // Both branches are computed: the divisor is never zero (Polars' decimal
+                    // division fails on a zero), and no values give NULL.
+                    let divisor = when(none.clone())
+                        .then(lit(1).cast(DataType::Decimal(38, 0)))
+                        .otherwise(count);
+                    when(none)
                         .then(typed_null())
-                        .otherwise((sum / count).cast(dtype(a.ty)))
+                        .otherwise((sum / divisor).cast(dtype(a.ty)))
                 }
                 _ => x.cast(DataType::Float64).mean(),
             }
@@ -697,6 +703,11 @@ fn literal(value: &Literal, ty: SqlType) -> PolarsResult<Expr> {
 /// `l / r` as Kylin answers it, in `ty`.
 fn divide(l: Expr, r: Expr, r_ty: SqlType, ty: SqlType) -> Expr {
     let zero = r.clone().eq(lit(0).cast(dtype(r_ty)));
+    // Polars computes both branches of the `when` below: a zero divisor is made one there
+    // (Polars' decimal division fails on a zero), and its rows are NULL.
+    let r = when(zero.clone())
+        .then(lit(1).cast(dtype(r_ty)))
+        .otherwise(r);
     let quotient = match ty {
         // Integer division truncates towards zero, in integers (a double would round 64-bit
         // values): Polars' floor division, one up where it rounded a negative quotient down.
@@ -741,8 +752,14 @@ fn arithmetic(op: Arithmetic, l: &PlanExpr, r: &PlanExpr, ty: SqlType) -> Polars
         },
         Arithmetic::Add => le.cast(dtype(ty)) + re.cast(dtype(ty)),
         Arithmetic::Subtract => le.cast(dtype(ty)) - re.cast(dtype(ty)),
+        Arithmetic::Modulo if matches!(ty, SqlType::Decimal { .. }) => {
+            polars_bail!(InvalidOperation: "% of DECIMAL values is not supported on Polars projects yet")
+        }
         Arithmetic::Modulo => {
             let zero = re.clone().eq(lit(0).cast(dtype(r.ty)));
+            let re = when(zero.clone())
+                .then(lit(1).cast(dtype(r.ty)))
+                .otherwise(re);
             // Truncated remainder (the dividend's sign), as Spark answers.
             let (a, b) = (le.cast(dtype(ty)), re.cast(dtype(ty)));
             let floored = a.clone() % b.clone();

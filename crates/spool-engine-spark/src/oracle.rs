@@ -1,8 +1,8 @@
 //! Spark's own answer to a query, for tests that check Spool's answers against Spark SQL (the
 //! `oracle` feature; the server never enables it).
 //!
-//! The SQL runs as written, in a Spark session of its own (ANSI mode, double-quoted identifiers
-//! as in Kylin's SQL), over tables registered by path: no sandbox, no planner, no rewriting, so
+//! The SQL runs as written, in a Spark session of its own (Kylin's: no ANSI mode; ANSI mode
+//! where the SQL double-quotes names, which Spark reads as identifiers only there), over tables registered by path: no sandbox, no planner, no rewriting, so
 //! the answer is Spark's alone. It is encoded as CSV by the same
 //! writer Spool's results go through, so the two compare as text.
 
@@ -16,8 +16,17 @@ use spool_ports::{CancelToken, ResultStore};
 use crate::client::{Client, Event, Remote};
 use crate::{encode, pb, register_view};
 
-/// The oracle's session: Spark SQL as Kylin's users write it (`"X"` is an identifier).
+/// The oracle's session: Spark SQL as Kylin runs it (Kylin 5 runs Spark 3 without ANSI mode:
+/// a division by zero is NULL, a string that is no number casts to NULL).
 const ORACLE_CONFIG: &[(&str, &str)] = &[
+    ("spark.sql.ansi.enabled", "false"),
+    ("spark.sql.session.timeZone", "UTC"),
+    ("spark.sql.variable.substitute", "false"),
+];
+
+/// The session for SQL that double-quotes names, as Kylin's users write them: Spark reads
+/// `"X"` as an identifier only in ANSI mode.
+const QUOTED_CONFIG: &[(&str, &str)] = &[
     ("spark.sql.ansi.enabled", "true"),
     ("spark.sql.ansi.doubleQuotedIdentifiers", "true"),
     ("spark.sql.session.timeZone", "UTC"),
@@ -43,7 +52,14 @@ async fn run(
     sql: &str,
 ) -> Result<String, String> {
     client
-        .set_config(session, ORACLE_CONFIG)
+        .set_config(
+            session,
+            if sql.contains('"') {
+                QUOTED_CONFIG
+            } else {
+                ORACLE_CONFIG
+            },
+        )
         .await
         .map_err(|e| e.to_string())?;
     for (name, path) in tables {

@@ -79,6 +79,14 @@ const MAX_VIEW_DEPTH: usize = 16;
 /// the rows they extend is known; renumbered once it is.
 const WINDOW_COLUMNS: usize = 1 << 40;
 
+/// Where the columns of the SELECT list's (and ORDER BY's) subqueries are numbered while they
+/// are bound: renumbered to follow the rows they are joined to (the FROM's, or the groups').
+const SELECT_COLUMNS: usize = 1 << 42;
+
+/// Where the columns of HAVING's subqueries are numbered while it is bound (the groups'
+/// width is known only once every aggregate is): renumbered to follow the groups' columns.
+const HAVING_COLUMNS: usize = 1 << 41;
+
 /// Binds queries against one catalog.
 pub struct Binder<'a> {
     catalog: &'a Catalog,
@@ -576,8 +584,12 @@ impl<'a> Binder<'a> {
             });
         }
 
-        // The SELECT list (and ORDER BY): where window functions may be.
+        // The SELECT list (and ORDER BY): where window functions and subqueries may be. A
+        // subquery there may read the outer query's columns only over the FROM's rows.
         let outer_windows = self.windows.replace(Vec::new());
+        let outer_attached = self
+            .attached
+            .replace(subquery::Attached::after(SELECT_COLUMNS).correlated(grouping.is_none()));
         let mut exprs = Vec::new();
         let mut fields = Vec::new();
         for (position, item) in select.projection.iter().enumerate() {
@@ -643,17 +655,25 @@ impl<'a> Binder<'a> {
             }
         }
 
-        // HAVING, then the aggregation node itself.
+        // HAVING, then the aggregation node itself. Its subqueries are joined to the groups.
         let mut having = None;
+        let mut having_joined = Vec::new();
         if let Some(condition) = &select.having {
             let Some(g) = grouping.as_mut() else {
                 return Err(PlanError::internal_grouping());
             };
             // No window function in HAVING: it filters groups before windows are computed.
             let held = self.windows.take();
+            let outer = self
+                .attached
+                .replace(subquery::Attached::after(HAVING_COLUMNS));
             let bound = bind_over_groups(self, condition, g);
+            let attached = std::mem::replace(&mut self.attached, outer);
             self.windows = held;
             having = Some(expect_boolean(bound?, condition)?);
+            having_joined = attached
+                .map(subquery::Attached::into_joined)
+                .unwrap_or_default();
         }
 
         // ORDER BY: an output column (by position, or by name), else an expression over the
@@ -706,6 +726,9 @@ impl<'a> Binder<'a> {
         }
 
         let windows = std::mem::replace(&mut self.windows, outer_windows).unwrap_or_default();
+        let select_joined = std::mem::replace(&mut self.attached, outer_attached)
+            .map(subquery::Attached::into_joined)
+            .unwrap_or_default();
         if let Some(g) = grouping {
             let mut agg_fields: Vec<Field> = g
                 .groups
@@ -734,11 +757,30 @@ impl<'a> Binder<'a> {
                 fields: agg_fields,
             };
             if let Some(predicate) = having {
-                plan = Plan::Filter {
-                    input: Box::new(plan),
-                    predicate,
-                };
+                plan = subquery::filter_joined(plan, predicate, having_joined, HAVING_COLUMNS);
             }
+        }
+        // The SELECT list's subqueries joined to its rows.
+        let mut windows = windows;
+        if !select_joined.is_empty() {
+            let width = plan.fields().len();
+            let renumber = |i: usize| {
+                if i >= SELECT_COLUMNS {
+                    width + (i - SELECT_COLUMNS)
+                } else {
+                    i
+                }
+            };
+            plan = subquery::join_all(plan, select_joined, &renumber);
+            exprs = exprs.into_iter().map(|e| e.remap(&renumber)).collect();
+            keys = keys
+                .into_iter()
+                .map(|k| SortKey {
+                    expr: k.expr.remap(&renumber),
+                    ..k
+                })
+                .collect();
+            windows = windows.into_iter().map(|w| w.remap(&renumber)).collect();
         }
         if !windows.is_empty() {
             // The windows' columns follow the rows they extend.
@@ -1764,11 +1806,21 @@ fn ordinal(e: &Ast) -> Option<usize> {
 /// Whether `e` calls an aggregate function outside a window.
 fn has_aggregate(e: &Ast) -> bool {
     use std::ops::ControlFlow;
-    struct Finder(bool);
+    /// Found, and how deep in subqueries the visit is (a subquery's aggregates are its own).
+    struct Finder(bool, usize);
     impl ast::Visitor for Finder {
         type Break = ();
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.1 += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.1 -= 1;
+            ControlFlow::Continue(())
+        }
         fn pre_visit_expr(&mut self, e: &Ast) -> ControlFlow<()> {
-            if let Ast::Function(f) = e
+            if self.1 == 0
+                && let Ast::Function(f) = e
                 && f.over.is_none()
                 && let [ObjectNamePart::Identifier(name)] = f.name.0.as_slice()
                 && aggregate_function(&name.value.to_uppercase()).is_some()
@@ -1779,7 +1831,7 @@ fn has_aggregate(e: &Ast) -> bool {
             ControlFlow::Continue(())
         }
     }
-    let mut finder = Finder(false);
+    let mut finder = Finder(false, 0);
     let _ = ast::Visit::visit(e, &mut finder);
     finder.0
 }

@@ -457,6 +457,26 @@ pub struct Window {
     pub ty: SqlType,
 }
 
+impl Window {
+    /// The window with each column reference `i` of its expressions replaced by `map(i)`.
+    pub fn remap(self, map: &dyn Fn(usize) -> usize) -> Window {
+        Window {
+            argument: self.argument.map(|e| e.remap(map)),
+            partition: self.partition.into_iter().map(|e| e.remap(map)).collect(),
+            order: self
+                .order
+                .into_iter()
+                .map(|k| SortKey {
+                    expr: k.expr.remap(map),
+                    ..k
+                })
+                .collect(),
+            default: self.default.map(|e| e.remap(map)),
+            ..self
+        }
+    }
+}
+
 /// How a join keeps rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinKind {

@@ -52,9 +52,31 @@ pub(super) struct Attachment {
 pub(super) struct Attached {
     width: usize,
     joined: Vec<Attachment>,
+    /// Whether a subquery here may read the outer query's columns (over rows, not groups).
+    correlated: bool,
 }
 
 impl Attached {
+    /// Nothing attached yet, the first attached column numbered `width`.
+    pub(super) fn after(width: usize) -> Self {
+        Self {
+            width,
+            joined: Vec::new(),
+            correlated: false,
+        }
+    }
+
+    /// The same, where subqueries may read the outer query's columns or not.
+    pub(super) fn correlated(mut self, allowed: bool) -> Self {
+        self.correlated = allowed;
+        self
+    }
+
+    /// The relations attached, in order.
+    pub(super) fn into_joined(self) -> Vec<Attachment> {
+        self.joined
+    }
+
     /// The position the next attached relation's first column takes.
     fn next(&self) -> usize {
         self.width
@@ -157,6 +179,66 @@ pub(super) fn conjuncts<'a>(e: &'a Ast, out: &mut Vec<&'a Ast>) {
     }
 }
 
+/// `predicate` over `plan`'s rows with `joined` joined after them, its attached columns
+/// numbered from `base` while bound (HAVING's) and renumbered here to follow `plan`'s; the
+/// rows narrowed back to `plan`'s columns.
+pub(super) fn filter_joined(
+    plan: Plan,
+    predicate: Expr,
+    joined: Vec<Attachment>,
+    base: usize,
+) -> Plan {
+    if joined.is_empty() {
+        return Plan::Filter {
+            input: Box::new(plan),
+            predicate,
+        };
+    }
+    let own = plan.fields().to_vec();
+    let width = own.len();
+    let renumber = |i: usize| if i >= base { width + (i - base) } else { i };
+    let plan = join_all(plan, joined, &renumber);
+    Plan::Project {
+        input: Box::new(Plan::Filter {
+            input: Box::new(plan),
+            predicate: predicate.remap(&renumber),
+        }),
+        exprs: own
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Expr::column(i, f))
+            .collect(),
+        fields: own,
+    }
+}
+
+/// `plan` with each attached relation joined after it, in order; their conditions'
+/// columns renumbered by `renumber`.
+pub(super) fn join_all(
+    plan: Plan,
+    joined: Vec<Attachment>,
+    renumber: &dyn Fn(usize) -> usize,
+) -> Plan {
+    let mut plan = plan;
+    for a in joined {
+        let mut fields = plan.fields().to_vec();
+        let nullable = a.kind == JoinKind::Left;
+        fields.extend(a.plan.fields().iter().cloned().map(|mut f| {
+            f.nullable |= nullable;
+            f
+        }));
+        plan = Plan::Join {
+            left: Box::new(plan),
+            strategy: JoinStrategy::Hash,
+            right: Box::new(a.plan),
+            kind: a.kind,
+            on: a.on.map(|on| on.remap(renumber)),
+            fields,
+        };
+    }
+    plan
+}
+
 /// Whether `e` calls COUNT (over no rows it is 0, not NULL).
 fn counts(e: &Ast) -> bool {
     use std::ops::ControlFlow;
@@ -189,6 +271,10 @@ type Key = (Expr, (usize, Field));
 
 /// What a subquery that reads the outer query's columns is told, when it cannot be bound.
 const CORRELATED: &str = "correlated subqueries are not supported";
+
+/// A correlated subquery's WHERE, split: its conditions on its own rows, and its
+/// `inner = outer` equalities (the outer side bound, the inner side as written).
+type Split = (Vec<Ast>, Vec<(Expr, Ast)>);
 
 /// `outer = inner`, the inner side a column of the relation joined after `width` columns.
 fn inner_key(outer: Expr, inner: (usize, Field), width: usize, at: &Ast) -> Result<Expr> {
@@ -480,7 +566,7 @@ impl Binder<'_> {
             .chain(keys.iter().map(|(_, i)| SelectItem::UnnamedExpr(i.clone())))
             .collect();
         let mut rewritten = query.clone();
-        rewritten.body = Box::new(SetExpr::Select(Box::new(grouped)));
+        *rewritten.body = SetExpr::Select(Box::new(grouped));
         let plan = self.isolated(&rewritten)?;
         let first = self.attached.as_ref().map_or(0, Attached::next);
         let fields = plan.fields().to_vec();
@@ -512,7 +598,7 @@ impl Binder<'_> {
         select: &ast::Select,
         condition: &Ast,
         outer: &[Field],
-    ) -> Result<(Vec<Ast>, Vec<(Expr, Ast)>)> {
+    ) -> Result<Split> {
         let inner: Vec<Field> = self.from(&select.from)?.fields().to_vec();
         let mut parts = Vec::new();
         conjuncts(condition, &mut parts);
@@ -555,10 +641,16 @@ impl Binder<'_> {
         Ok((own, keys))
     }
 
+    /// Whether the subqueries being bound may read the outer query's columns (over the
+    /// FROM's rows: WHERE, and the SELECT list of a query without grouping).
+    fn may_correlate(&self) -> bool {
+        self.attached.as_ref().is_some_and(|a| a.correlated)
+    }
+
     fn attach(&mut self, at: &Ast, attachment: Attachment) -> Result<usize> {
         let Some(attached) = self.attached.as_mut() else {
             return Err(PlanError::user(
-                "subqueries are supported in WHERE only so far",
+                "subqueries are not supported here yet",
                 at.span(),
             ));
         };
@@ -571,7 +663,7 @@ impl Binder<'_> {
     pub(super) fn subquery_expr(&mut self, e: &Ast, scope: &mut Scope<'_>) -> Result<Expr> {
         if self.attached.is_none() {
             return Err(PlanError::user(
-                "subqueries are supported in WHERE only so far",
+                "subqueries are not supported here yet",
                 e.span(),
             ));
         }
@@ -579,7 +671,7 @@ impl Binder<'_> {
             Ast::Subquery(query) => {
                 let plan = match self.subquery(query, e) {
                     Ok(plan) => plan,
-                    Err(refused) if is_correlation(&refused) => {
+                    Err(refused) if is_correlation(&refused) && self.may_correlate() => {
                         let outer = scope.fields.to_vec();
                         return self.correlated_value(query, &outer, e, refused);
                     }
@@ -795,10 +887,9 @@ impl Binder<'_> {
 
         // Conditions without subqueries filter the FROM's rows directly (where the join pass
         // finds the FROM's join conditions); those with subqueries filter them once joined.
-        let outer = self.attached.replace(Attached {
-            width,
-            joined: Vec::new(),
-        });
+        let outer = self
+            .attached
+            .replace(Attached::after(width).correlated(true));
         let mut plain: Option<Expr> = None;
         let mut with_subqueries: Option<Expr> = None;
         let mut bound = Ok(());
