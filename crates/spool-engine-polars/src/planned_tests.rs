@@ -523,6 +523,27 @@ async fn subqueries_and_outer_join_conditions_answer_as_sql_does() {
              (select code from regions r where r.name = s.region) order by id",
             "1\n2\n",
         ),
+        // Subqueries as values in the SELECT list, correlated or not, and in HAVING.
+        (
+            "select id, (select max(code) from regions) from sales order by id",
+            "1,3\n2,3\n3,3\n4,3\n",
+        ),
+        (
+            "select id, (select max(code) from regions r where r.name = s.region) \
+             from sales s order by id",
+            "1,1\n2,2\n3,1\n4,\n",
+        ),
+        (
+            "select region, count(*) from sales group by region \
+             having count(*) > (select min(code) from regions) order by region",
+            "ASIA,2\n",
+        ),
+        // EXISTS with a condition over both sides besides the equalities.
+        (
+            "select id from sales s where exists \
+             (select 1 from sales t where t.region = s.region and t.id <> s.id) order by id",
+            "1\n3\n",
+        ),
     ] {
         assert_eq!(answer(root, sql).await, expected, "{sql}");
     }
@@ -539,15 +560,16 @@ async fn subqueries_and_outer_join_conditions_answer_as_sql_does() {
         (
             "select id from sales s where exists \
              (select 1 from regions r where r.code > s.qty)",
-            "must be equalities",
+            "not supported in this form",
         ),
         (
             "select region from sales except all select name from regions",
             "EXCEPT ALL is not supported",
         ),
         (
-            "select (select max(code) from regions) from sales",
-            "subqueries are supported in WHERE only so far",
+            "select region, (select max(code) from regions r where r.name = s.region) \
+             from sales s group by region",
+            "correlated subqueries are not supported",
         ),
     ] {
         match ask(root, sql).await {
