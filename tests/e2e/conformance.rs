@@ -43,6 +43,25 @@ const fn unordered(sql: &'static str) -> Case {
 }
 
 const CASES: &[Case] = &[
+    // Grouping sets: ROLLUP, CUBE, GROUPING SETS, GROUPING() and GROUPING_ID().
+    unordered(
+        "select region, flag, sum(qty), count(*), grouping(region), grouping_id(region, flag) \
+         from t_sales group by rollup(region, flag)",
+    ),
+    unordered("select region, flag, count(*) from t_sales group by cube(region, flag)"),
+    unordered(
+        "select region, flag, max(price) from t_sales \
+         group by grouping sets ((region), (flag), ())",
+    ),
+    // Spread, rounded so both engines' doubles print alike; NULL over too few values.
+    unordered(
+        "select region, round(stddev_samp(qty), 6), round(stddev_pop(qty), 6), \
+         round(var_samp(qty), 6), round(variance(price), 6) from t_sales group by region",
+    ),
+    // A date plus or minus days.
+    unordered(
+        "select id, d + 5 as a, d - 1 as b, date_add(d, 30) as c, date_sub(d, 1) as e from t_sales",
+    ),
     // Correlated subqueries: a value per outer row (grouped and joined, NULL where the
     // subquery has no rows), EXISTS with a condition over both sides, and a value in HAVING.
     unordered(

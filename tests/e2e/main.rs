@@ -17,7 +17,7 @@ mod sandbox;
 mod scaled;
 mod spark;
 mod ssb;
-mod tpch;
+mod tpc;
 mod upgrade;
 
 use std::process::Command;

@@ -668,6 +668,32 @@ fn aggregate(a: &Aggregate) -> PolarsResult<Expr> {
                 _ => x.cast(DataType::Float64).mean(),
             }
         }
+        (
+            f @ (AggregateFunction::StddevSamp
+            | AggregateFunction::StddevPop
+            | AggregateFunction::VarSamp
+            | AggregateFunction::VarPop),
+            Some(x),
+        ) => {
+            let x = if a.distinct { x.unique() } else { x }.cast(DataType::Float64);
+            let sample = matches!(
+                f,
+                AggregateFunction::StddevSamp | AggregateFunction::VarSamp
+            );
+            let ddof = u8::from(sample);
+            let spread = if matches!(
+                f,
+                AggregateFunction::StddevSamp | AggregateFunction::StddevPop
+            ) {
+                x.clone().std(ddof)
+            } else {
+                x.clone().var(ddof)
+            };
+            // NULL over too few values (Spark's answer), never NaN.
+            when(x.count().cast(DataType::Int64).lt_eq(lit(i64::from(ddof))))
+                .then(typed_null())
+                .otherwise(spread)
+        }
         (AggregateFunction::Min, Some(x)) => x.min(),
         (AggregateFunction::Max, Some(x)) => x.max(),
         // Only ever alone, lowered by `scalar_subquery` with its one-row check; `first()` here
@@ -1021,6 +1047,11 @@ fn function(f: Func, args: &[PlanExpr], ty: SqlType) -> PolarsResult<Expr> {
             _ => polars_bail!(ComputeError: "POWER takes two numbers"),
         },
         Func::Sqrt => one()?.sqrt(),
+        Func::DateAdd => match lowered.as_slice() {
+            [d, n] => (d.clone().cast(DataType::Int32) + n.clone().cast(DataType::Int32))
+                .cast(DataType::Date),
+            _ => polars_bail!(ComputeError: "DATE_ADD takes a date and a number of days"),
+        },
         Func::FloorTo(unit) => {
             use spool_planner::plan::TimeUnit as U;
             let every = match unit {

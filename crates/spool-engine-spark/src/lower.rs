@@ -334,6 +334,10 @@ fn aggregate(a: &Aggregate, col: &dyn Fn(usize) -> String) -> Printing<String> {
         AggregateFunction::Count => format!("count({distinct}{})", one()?),
         AggregateFunction::Sum => format!("sum({distinct}{})", one()?),
         AggregateFunction::Avg => format!("avg({distinct}{})", one()?),
+        AggregateFunction::StddevSamp => format!("stddev_samp({distinct}{})", one()?),
+        AggregateFunction::StddevPop => format!("stddev_pop({distinct}{})", one()?),
+        AggregateFunction::VarSamp => format!("var_samp({distinct}{})", one()?),
+        AggregateFunction::VarPop => format!("var_pop({distinct}{})", one()?),
         AggregateFunction::Min => format!("min({})", one()?),
         AggregateFunction::Max => format!("max({})", one()?),
         AggregateFunction::Single => format!(
@@ -587,6 +591,7 @@ fn function(
         Scalar::Right => call("right"),
         Scalar::Power => call("power"),
         Scalar::Sqrt => call("sqrt"),
+        Scalar::DateAdd => call("date_add"),
         Scalar::FloorTo(unit) => {
             let unit = match unit {
                 TimeUnit::Second => "SECOND",

@@ -533,8 +533,11 @@ impl<'a> Binder<'a> {
         let mut grouping: Option<Grouping> = None;
         if aggregated {
             let mut scope = Scope::new(&input_fields);
-            let mut groups = Vec::new();
-            for g in group_by {
+            // ROLLUP, CUBE and GROUPING SETS: the grouping sets, each a list of expressions.
+            let (expressions, sets) = grouping_sets(group_by)?;
+            let mut groups: Vec<Expr> = Vec::new();
+            let mut positions = Vec::new();
+            for g in expressions {
                 // `GROUP BY 1` names a SELECT item, as in Calcite's lenient conformance.
                 let bound = match ordinal(g) {
                     Some(n) => {
@@ -575,12 +578,24 @@ impl<'a> Binder<'a> {
                         (Err(e), _) => return Err(e),
                     },
                 };
-                groups.push(bound);
+                positions.push(match groups.iter().position(|k| *k == bound) {
+                    Some(at) => at,
+                    None => {
+                        groups.push(bound);
+                        groups.len() - 1
+                    }
+                });
             }
+            let sets = sets.map(|sets| {
+                sets.into_iter()
+                    .map(|set| set.into_iter().map(|i| positions[i]).collect())
+                    .collect()
+            });
             grouping = Some(Grouping {
                 groups,
                 aggregates: Vec::new(),
                 input: input_fields.clone(),
+                sets,
             });
         }
 
@@ -725,7 +740,7 @@ impl<'a> Binder<'a> {
             });
         }
 
-        let windows = std::mem::replace(&mut self.windows, outer_windows).unwrap_or_default();
+        let mut windows = std::mem::replace(&mut self.windows, outer_windows).unwrap_or_default();
         let select_joined = std::mem::replace(&mut self.attached, outer_attached)
             .map(subquery::Attached::into_joined)
             .unwrap_or_default();
@@ -750,18 +765,33 @@ impl<'a> Binder<'a> {
                     AggregateFunction::Count | AggregateFunction::CountRows
                 ),
             }));
-            plan = Plan::Aggregate {
-                input: Box::new(plan),
-                groups: g.groups,
-                aggregates: g.aggregates,
-                fields: agg_fields,
+            let mask_at = agg_fields.len();
+            plan = match &g.sets {
+                None => Plan::Aggregate {
+                    input: Box::new(plan),
+                    groups: g.groups,
+                    aggregates: g.aggregates,
+                    fields: agg_fields,
+                },
+                Some(sets) => grouped_by_sets(plan, &g.groups, &g.aggregates, &agg_fields, sets),
             };
+            // `GROUPING(...)` reads the mask after the aggregates.
+            let mask = |i: usize| if i == GROUPING_COLUMN { mask_at } else { i };
+            having = having.map(|h| h.remap(&mask));
+            exprs = exprs.into_iter().map(|e| e.remap(&mask)).collect();
+            keys = keys
+                .into_iter()
+                .map(|k| SortKey {
+                    expr: k.expr.remap(&mask),
+                    ..k
+                })
+                .collect();
+            windows = windows.into_iter().map(|w| w.remap(&mask)).collect();
             if let Some(predicate) = having {
                 plan = subquery::filter_joined(plan, predicate, having_joined, HAVING_COLUMNS);
             }
         }
         // The SELECT list's subqueries joined to its rows.
-        let mut windows = windows;
         if !select_joined.is_empty() {
             let width = plan.fields().len();
             let renumber = |i: usize| {
@@ -1350,6 +1380,164 @@ struct Grouping {
     aggregates: Vec<Aggregate>,
     /// The fields of the rows being grouped.
     input: Vec<Field>,
+    /// With ROLLUP, CUBE or GROUPING SETS: the grouping sets, each the positions of the
+    /// groups it groups by (the others are NULL in its rows).
+    sets: Option<Vec<Vec<usize>>>,
+}
+
+/// Grouping sets, each the positions of the expressions it groups by.
+type Sets = Vec<Vec<usize>>;
+
+/// Where `GROUPING(...)` reads the grouping set's bitmask while a SELECT is bound: renumbered
+/// to the column after the aggregates once their number is known.
+const GROUPING_COLUMN: usize = 1 << 43;
+
+/// The expressions of a GROUP BY in order of appearance (repeats kept) and, when it has
+/// ROLLUP, CUBE or GROUPING SETS, its grouping sets as positions in that list: the cross
+/// product of each item's alternatives (a plain expression is always grouped by).
+fn grouping_sets(group_by: &[Ast]) -> Result<(Vec<&Ast>, Option<Sets>)> {
+    let mut expressions: Vec<&Ast> = Vec::new();
+    let mut product: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut any = false;
+    for item in group_by {
+        let alternatives: Vec<Vec<usize>> = match item {
+            Ast::Rollup(parts) => {
+                any = true;
+                let placed = place(&mut expressions, parts);
+                (0..=placed.len())
+                    .rev()
+                    .map(|n| placed[..n].concat())
+                    .collect()
+            }
+            Ast::Cube(parts) => {
+                any = true;
+                let placed = place(&mut expressions, parts);
+                if placed.len() > 12 {
+                    return Err(PlanError::user(
+                        "CUBE of more than 12 expressions is not supported",
+                        item.span(),
+                    ));
+                }
+                let n = placed.len();
+                (0..1usize << n)
+                    .rev()
+                    .map(|mask| {
+                        (0..n)
+                            .filter(|i| mask & (1 << (n - 1 - i)) != 0)
+                            .flat_map(|i| placed[i].clone())
+                            .collect()
+                    })
+                    .collect()
+            }
+            Ast::GroupingSets(sets) => {
+                any = true;
+                place(&mut expressions, sets)
+            }
+            plain => {
+                expressions.push(plain);
+                vec![vec![expressions.len() - 1]]
+            }
+        };
+        product = product
+            .iter()
+            .flat_map(|done| {
+                alternatives
+                    .iter()
+                    .map(move |alt| [done.clone(), alt.clone()].concat())
+            })
+            .collect();
+        if product.len() > 4096 {
+            return Err(PlanError::user(
+                "more than 4096 grouping sets are not supported",
+                item.span(),
+            ));
+        }
+    }
+    Ok((expressions, any.then_some(product)))
+}
+
+/// Each part of a ROLLUP, CUBE or GROUPING SETS (a parenthesized list) as the positions its
+/// expressions take in `expressions`.
+fn place<'a>(expressions: &mut Vec<&'a Ast>, parts: &'a [Vec<Ast>]) -> Vec<Vec<usize>> {
+    parts
+        .iter()
+        .map(|part| {
+            part.iter()
+                .map(|e| {
+                    expressions.push(e);
+                    expressions.len() - 1
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The rows of `input` grouped by each of `sets` in turn (a UNION ALL of one aggregation per
+/// set): every group key, NULL where the set does not group by it, the aggregates, and the
+/// set's bitmask (bit `n - 1 - i` set where group `i` is not grouped by, as `GROUPING_ID`).
+fn grouped_by_sets(
+    input: Plan,
+    groups: &[Expr],
+    aggregates: &[Aggregate],
+    fields: &[Field],
+    sets: &[Vec<usize>],
+) -> Plan {
+    let n = groups.len();
+    let mut out: Vec<Field> = fields.to_vec();
+    for f in &mut out[..n] {
+        f.nullable = true;
+    }
+    out.push(Field {
+        name: "$GROUPING".into(),
+        qualifier: None,
+        ty: SqlType::BigInt,
+        nullable: false,
+    });
+    let branches = sets
+        .iter()
+        .map(|set| {
+            let mut set_fields: Vec<Field> = set.iter().map(|&i| fields[i].clone()).collect();
+            set_fields.extend(fields[n..].iter().cloned());
+            let grouped = Plan::Aggregate {
+                input: Box::new(input.clone()),
+                groups: set.iter().map(|&i| groups[i].clone()).collect(),
+                aggregates: aggregates.to_vec(),
+                fields: set_fields.clone(),
+            };
+            let mut mask = 0i64;
+            let mut exprs: Vec<Expr> = (0..n)
+                .map(|i| match set.iter().position(|&j| j == i) {
+                    Some(at) => Expr::column(at, &set_fields[at]),
+                    None => {
+                        mask |= 1 << (n - 1 - i);
+                        Expr {
+                            kind: ExprKind::Literal(Literal::Null),
+                            ty: groups[i].ty,
+                            nullable: true,
+                        }
+                    }
+                })
+                .collect();
+            exprs.extend(
+                (0..aggregates.len())
+                    .map(|j| Expr::column(set.len() + j, &set_fields[set.len() + j])),
+            );
+            exprs.push(Expr {
+                kind: ExprKind::Literal(Literal::Integer(mask)),
+                ty: SqlType::BigInt,
+                nullable: false,
+            });
+            Plan::Project {
+                input: Box::new(grouped),
+                exprs,
+                fields: out.clone(),
+            }
+        })
+        .collect();
+    Plan::Union {
+        inputs: branches,
+        fields: out,
+    }
 }
 
 /// Binds `e` over the groups: an aggregate call becomes the aggregate's output column, an
@@ -1359,6 +1547,7 @@ fn bind_over_groups(binder: &mut Binder<'_>, e: &Ast, g: &mut Grouping) -> Resul
     let input = g.input.clone();
     let groups = g.groups.clone();
     let group_count = groups.len();
+    let by_sets = g.sets.is_some();
     // Output columns of the aggregation, as they are known so far.
     let mut out_fields: Vec<Field> = groups
         .iter()
@@ -1383,6 +1572,10 @@ fn bind_over_groups(binder: &mut Binder<'_>, e: &Ast, g: &mut Grouping) -> Resul
                 && function.over.is_none()
             {
                 let name = function_name(function, node)?;
+                if name == "GROUPING" || name == "GROUPING_ID" {
+                    return grouping_call(&name, function, node, &input, &groups, by_sets)
+                        .map(Some);
+                }
                 if let Some(kind) = aggregate_function(&name) {
                     let aggregate = bind_aggregate(&input, kind, function, node)?;
                     // `SUM(n)` of an integer literal: Kylin counts rows (Tableau's "number
@@ -1441,7 +1634,8 @@ fn bind_over_groups(binder: &mut Binder<'_>, e: &Ast, g: &mut Grouping) -> Resul
                 return Ok(Some(Expr {
                     kind: ExprKind::Column(at),
                     ty: bound.ty,
-                    nullable: bound.nullable,
+                    // A key a grouping set does not group by is NULL in its rows.
+                    nullable: bound.nullable || by_sets,
                 }));
             }
             // A bare column that is not grouped.
@@ -1461,6 +1655,86 @@ fn bind_over_groups(binder: &mut Binder<'_>, e: &Ast, g: &mut Grouping) -> Resul
     };
     g.aggregates = aggregates.into_inner();
     result
+}
+
+/// `GROUPING(x)` (1 where the row's grouping set does not group by `x`, else 0) or
+/// `GROUPING_ID(x, y, ...)` (those bits, the first argument's the most significant), read
+/// from the grouping sets' mask ([`GROUPING_COLUMN`]).
+fn grouping_call(
+    name: &str,
+    function: &ast::Function,
+    node: &Ast,
+    input: &[Field],
+    groups: &[Expr],
+    by_sets: bool,
+) -> Result<Expr> {
+    if !by_sets {
+        return Err(PlanError::user(
+            format!("{name}(...) needs GROUP BY ROLLUP, CUBE or GROUPING SETS"),
+            node.span(),
+        ));
+    }
+    let FunctionArguments::List(list) = &function.args else {
+        return Err(PlanError::user(
+            format!("{name} takes the grouped expressions"),
+            node.span(),
+        ));
+    };
+    let int = |n: i64| Expr {
+        kind: ExprKind::Literal(Literal::Integer(n)),
+        ty: SqlType::BigInt,
+        nullable: false,
+    };
+    let arith = |op: Arithmetic, l: Expr, r: Expr| Expr {
+        kind: ExprKind::Binary(Binary::Arithmetic(op), Box::new(l), Box::new(r)),
+        ty: SqlType::BigInt,
+        nullable: false,
+    };
+    let n = groups.len();
+    let m = list.args.len();
+    let mut value: Option<Expr> = None;
+    for (k, arg) in list.args.iter().enumerate() {
+        let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = arg else {
+            return Err(PlanError::user(
+                format!("{name} takes the grouped expressions"),
+                node.span(),
+            ));
+        };
+        let bound = Binder::new(&Catalog::default()).expr(e, &mut Scope::new(input))?;
+        let Some(i) = groups.iter().position(|g| *g == bound) else {
+            return Err(PlanError::user(
+                format!("{name}: '{e}' is not grouped by"),
+                e.span(),
+            ));
+        };
+        let mask = Expr {
+            kind: ExprKind::Column(GROUPING_COLUMN),
+            ty: SqlType::BigInt,
+            nullable: false,
+        };
+        let bit = arith(
+            Arithmetic::Modulo,
+            arith(Arithmetic::Divide, mask, int(1 << (n - 1 - i))),
+            int(2),
+        );
+        let placed = arith(Arithmetic::Multiply, bit, int(1 << (m - 1 - k)));
+        value = Some(match value {
+            None => placed,
+            Some(v) => arith(Arithmetic::Add, v, placed),
+        });
+    }
+    let value = value.ok_or_else(|| {
+        PlanError::user(format!("{name} takes at least one expression"), node.span())
+    })?;
+    Ok(if name == "GROUPING" {
+        Expr {
+            kind: ExprKind::Cast(Box::new(value)),
+            ty: SqlType::Integer,
+            nullable: false,
+        }
+    } else {
+        value
+    })
 }
 
 /// The aggregation's output column holding `a`.
@@ -1536,6 +1810,10 @@ fn bind_aggregate(
         AggregateFunction::Min | AggregateFunction::Max | AggregateFunction::Single => {
             Some(argument.ty)
         }
+        AggregateFunction::StddevSamp
+        | AggregateFunction::StddevPop
+        | AggregateFunction::VarSamp
+        | AggregateFunction::VarPop => argument.ty.is_numeric().then_some(SqlType::Double),
     }
     .ok_or_else(|| {
         PlanError::user(
@@ -1843,6 +2121,10 @@ fn aggregate_function(name: &str) -> Option<AggregateFunction> {
         "AVG" => AggregateFunction::Avg,
         "MIN" => AggregateFunction::Min,
         "MAX" => AggregateFunction::Max,
+        "STDDEV_SAMP" | "STDDEV" => AggregateFunction::StddevSamp,
+        "STDDEV_POP" => AggregateFunction::StddevPop,
+        "VAR_SAMP" | "VARIANCE" => AggregateFunction::VarSamp,
+        "VAR_POP" => AggregateFunction::VarPop,
         _ => return None,
     })
 }
@@ -1902,6 +2184,36 @@ fn call(name: &str, args: Vec<Expr>, at: &Ast) -> Result<Expr> {
         "MINUTE" => Scalar::Minute,
         "SECOND" => Scalar::Second,
         "DATEDIFF" => Scalar::DateDiff,
+        "DATE_ADD" | "DATE_SUB" => {
+            let [d, n]: [Expr; 2] = args.try_into().map_err(|_| {
+                PlanError::user(
+                    format!("{name} takes a date and a number of days"),
+                    at.span(),
+                )
+            })?;
+            if !n.ty.is_integer() && n.ty != SqlType::Null {
+                return Err(PlanError::user(
+                    format!("{name} takes a date and a number of days"),
+                    at.span(),
+                ));
+            }
+            let d = match d.ty {
+                SqlType::Date => d,
+                SqlType::Timestamp | SqlType::Varchar | SqlType::Null => cast(d, SqlType::Date),
+                _ => {
+                    return Err(PlanError::user(
+                        format!("{name} takes a date and a number of days"),
+                        at.span(),
+                    ));
+                }
+            };
+            let op = if name == "DATE_ADD" {
+                BinaryOperator::Plus
+            } else {
+                BinaryOperator::Minus
+            };
+            return binary(&op, d, cast(n, SqlType::Integer), at);
+        }
         "REPLACE" => Scalar::Replace,
         "LEFT" => Scalar::Left,
         "RIGHT" => Scalar::Right,
@@ -2004,6 +2316,10 @@ fn scalar(f: Scalar, args: Vec<Expr>, at: &Ast) -> Result<Expr> {
     };
     let nullable = args.iter().any(|a| a.nullable);
     let ty = match f {
+        Scalar::DateAdd => match args.as_slice() {
+            [d, n] if d.ty == SqlType::Date && n.ty.is_integer() => SqlType::Date,
+            _ => return Err(wrong("a date and a number of days")),
+        },
         Scalar::Upper | Scalar::Lower | Scalar::Trim => match args.as_slice() {
             [a] if matches!(a.ty, SqlType::Varchar | SqlType::Null) => SqlType::Varchar,
             _ => return Err(wrong("one string")),
@@ -2227,6 +2543,34 @@ fn binary(op: &BinaryOperator, l: Expr, r: Expr, at: &Ast) -> Result<Expr> {
         BinaryOperator::Modulo => Some(Arithmetic::Modulo),
         _ => None,
     };
+    // A date plus or minus whole days, as Spark (and so Kylin) reads `d + 5`.
+    if let Some(a @ (Arithmetic::Add | Arithmetic::Subtract)) = arithmetic {
+        let days = |e: &Expr| e.ty.is_integer();
+        let (date, n) = match (l.ty, r.ty) {
+            (SqlType::Date, _) if days(&r) => (Some(l.clone()), Some(r.clone())),
+            (_, SqlType::Date) if days(&l) && a == Arithmetic::Add => {
+                (Some(r.clone()), Some(l.clone()))
+            }
+            _ => (None, None),
+        };
+        if let (Some(date), Some(n)) = (date, n) {
+            let n = cast(n, SqlType::Integer);
+            let n = if a == Arithmetic::Subtract {
+                Expr {
+                    ty: SqlType::Integer,
+                    nullable: n.nullable,
+                    kind: ExprKind::Unary(Unary::Negate, Box::new(n)),
+                }
+            } else {
+                n
+            };
+            return Ok(Expr {
+                ty: SqlType::Date,
+                nullable,
+                kind: ExprKind::Function(Scalar::DateAdd, vec![date, n]),
+            });
+        }
+    }
     if let Some(a) = arithmetic {
         let ty = types::arithmetic(a, l.ty, r.ty).ok_or_else(|| {
             PlanError::user(

@@ -195,6 +195,8 @@ pub enum Scalar {
     Power,
     /// `SQRT(x)`: a DOUBLE (NaN below zero, as Spark).
     Sqrt,
+    /// `d + n`, `DATE_ADD(d, n)`: the date `n` (an INTEGER, maybe negative) days after `d`.
+    DateAdd,
 }
 
 /// A unit of time, ordered from the smallest.
@@ -235,6 +237,14 @@ pub enum AggregateFunction {
     Max,
     /// The one value of a scalar subquery: NULL over no rows, an error over more than one.
     Single,
+    /// `STDDEV_SAMP(x)`, `STDDEV(x)`: a DOUBLE; NULL over fewer than two values.
+    StddevSamp,
+    /// `STDDEV_POP(x)`: a DOUBLE; NULL over no values.
+    StddevPop,
+    /// `VAR_SAMP(x)`, `VARIANCE(x)`: a DOUBLE; NULL over fewer than two values.
+    VarSamp,
+    /// `VAR_POP(x)`: a DOUBLE; NULL over no values.
+    VarPop,
 }
 
 /// An expression over a node's input, with its type.
