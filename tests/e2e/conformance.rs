@@ -43,6 +43,25 @@ const fn unordered(sql: &'static str) -> Case {
 }
 
 const CASES: &[Case] = &[
+    // Window frames: ROWS to the current row (ties are not one step), the whole partition;
+    // running MIN and MAX.
+    ordered(
+        "select id, \
+         sum(qty) over (order by region, id rows between unbounded preceding and current row), \
+         max(price) over (partition by flag order by id), \
+         min(qty) over (order by id range between unbounded preceding and current row), \
+         sum(qty) over (partition by region order by id \
+         rows between unbounded preceding and unbounded following) from t_sales order by id",
+    ),
+    // A correlated EXISTS inside a condition: a mark joined on its equalities.
+    unordered(
+        "select id from t_sales s where qty > 4 or exists \
+         (select 1 from t_regions r where r.name = s.region and r.code > 1)",
+    ),
+    unordered(
+        "select id, case when not exists (select 1 from t_regions r where r.name = s.region) \
+         then 'none' else 'some' end from t_sales s",
+    ),
     // Grouping sets: ROLLUP, CUBE, GROUPING SETS, GROUPING() and GROUPING_ID().
     unordered(
         "select region, flag, sum(qty), count(*), grouping(region), grouping_id(region, flag) \

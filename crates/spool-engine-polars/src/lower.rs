@@ -21,8 +21,8 @@ use std::sync::Arc;
 use crate::keyset::Lookup;
 use spool_planner::SqlType;
 use spool_planner::plan::{
-    Aggregate, AggregateFunction, Binary, Expr as PlanExpr, ExprKind, JoinKind, JoinStrategy,
-    Literal, Plan, Scalar as Func, SortKey, Unary, Window, WindowFunction,
+    Aggregate, AggregateFunction, Binary, Expr as PlanExpr, ExprKind, Frame, JoinKind,
+    JoinStrategy, Literal, Plan, Scalar as Func, SortKey, Unary, Window, WindowFunction,
 };
 use spool_planner::types::Arithmetic;
 
@@ -497,7 +497,9 @@ fn lower_window(frame: LazyFrame, window: &Window, out: PlSmallStr) -> PolarsRes
         .map(expr)
         .collect::<PolarsResult<Vec<_>>>()?;
     let argument = window.argument.as_ref().map(expr).transpose()?;
-    if window.order.is_empty() {
+    let whole =
+        window.frame == Frame::Whole && matches!(window.function, WindowFunction::Aggregate(_));
+    if window.order.is_empty() || whole {
         let WindowFunction::Aggregate(function) = window.function else {
             polars_bail!(InvalidOperation: "{:?} needs an ORDER BY", window.function);
         };
@@ -609,14 +611,35 @@ fn lower_window(frame: LazyFrame, window: &Window, out: PlSmallStr) -> PolarsRes
                 .then(lit(NULL).cast(dtype(window.ty)))
                 .otherwise(value)
         }
+        (
+            WindowFunction::Aggregate(f @ (AggregateFunction::Min | AggregateFunction::Max)),
+            Some(x),
+        ) => {
+            // The extreme so far; a NULL row takes the one before it (NULL until the first
+            // value), as MIN and MAX skip NULLs.
+            let extreme = if f == AggregateFunction::Min {
+                x.cum_min(false)
+            } else {
+                x.cum_max(false)
+            };
+            within(
+                within(extreme, &partition)?
+                    .fill_null_with_strategy(FillNullStrategy::Forward(None)),
+                &partition,
+            )?
+        }
         (function, _) => {
             polars_bail!(InvalidOperation: "the window function {function:?} with an ORDER BY")
         }
     };
-    Ok(frame
-        .with_column(value.alias(&running))
-        .with_column(col(&running).last().over(tie)?.alias(out))
-        .drop(by_name([running, row], true, false)))
+    let frame = frame.with_column(value.alias(&running));
+    // RANGE (the default): tied rows are one step and share the run's last value; ROWS: each
+    // row its own.
+    let frame = match window.frame {
+        Frame::RowsToCurrent => frame.with_column(col(&running).alias(out)),
+        _ => frame.with_column(col(&running).last().over(tie)?.alias(out)),
+    };
+    Ok(frame.drop(by_name([running, row], true, false)))
 }
 
 /// `e` over `partition`, or over all rows when there is no partition.

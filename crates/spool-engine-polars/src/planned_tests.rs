@@ -538,6 +538,12 @@ async fn subqueries_and_outer_join_conditions_answer_as_sql_does() {
              having count(*) > (select min(code) from regions) order by region",
             "ASIA,2\n",
         ),
+        // A correlated EXISTS under OR: a mark joined on the equality.
+        (
+            "select id from sales s where id = 4 or exists \
+             (select 1 from regions r where r.name = s.region) order by id",
+            "1\n2\n3\n4\n",
+        ),
         // EXISTS with a condition over both sides besides the equalities.
         (
             "select id from sales s where exists \
@@ -554,7 +560,7 @@ async fn subqueries_and_outer_join_conditions_answer_as_sql_does() {
         ),
         (
             "select id from sales s where id = 4 or exists \
-             (select 1 from regions r where r.name = s.region)",
+             (select 1 from regions r where r.code > s.qty)",
             "correlated subqueries are not supported",
         ),
         (

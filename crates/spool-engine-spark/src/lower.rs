@@ -23,8 +23,8 @@ use std::fmt::Write as _;
 
 use spool_planner::SqlType;
 use spool_planner::plan::{
-    Aggregate, AggregateFunction, Binary, Expr, ExprKind, JoinKind, Literal, Plan, Scalar, SortKey,
-    TimeUnit, Unary, Window, WindowFunction, decimal_text,
+    Aggregate, AggregateFunction, Binary, Expr, ExprKind, Frame, JoinKind, Literal, Plan, Scalar,
+    SortKey, TimeUnit, Unary, Window, WindowFunction, decimal_text,
 };
 use spool_planner::types::{Arithmetic, format_date, format_timestamp};
 
@@ -392,6 +392,16 @@ fn window(w: &Window, col: &dyn Fn(usize) -> String) -> Printing<String> {
     }
     if !w.order.is_empty() {
         over.push(format!("ORDER BY {}", order(&w.order, col)?));
+        // Spark's default frame with an ORDER BY is SQL's (RANGE ... CURRENT ROW).
+        match (w.frame, w.function) {
+            (_, WindowFunction::Aggregate(_)) if w.frame == Frame::RowsToCurrent => {
+                over.push("ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW".to_owned());
+            }
+            (Frame::Whole, WindowFunction::Aggregate(_)) => {
+                over.push("ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING".to_owned());
+            }
+            _ => {}
+        }
     }
     Ok(cast(format!("{function} OVER ({})", over.join(" ")), w.ty))
 }

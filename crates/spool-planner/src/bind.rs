@@ -20,8 +20,8 @@ use sqlparser::tokenizer::Span;
 use crate::catalog::{Case, Catalog, Lookup, Relation, resolve};
 use crate::error::{PlanError, Position};
 use crate::plan::{
-    Aggregate, AggregateFunction, Binary, Expr, ExprKind, Field, JoinKind, JoinStrategy, Literal,
-    Plan, Scalar, SortKey, TimeUnit, Unary, Window, WindowFunction,
+    Aggregate, AggregateFunction, Binary, Expr, ExprKind, Field, Frame, JoinKind, JoinStrategy,
+    Literal, Plan, Scalar, SortKey, TimeUnit, Unary, Window, WindowFunction,
 };
 use crate::types::{self, Arithmetic, SqlType};
 
@@ -1190,12 +1190,32 @@ impl Binder<'_> {
         let Some(ast::WindowType::WindowSpec(spec)) = &function.over else {
             return Err(unsupported("named windows", e.span()));
         };
-        if spec.window_frame.is_some() {
-            return Err(unsupported(
-                "window frames other than the default",
-                e.span(),
-            ));
-        }
+        let frame = match &spec.window_frame {
+            None => Frame::Default,
+            Some(frame) => {
+                use ast::{WindowFrameBound as Bound, WindowFrameUnits as Units};
+                match (&frame.units, &frame.start_bound, &frame.end_bound) {
+                    (Units::Range, Bound::Preceding(None), None | Some(Bound::CurrentRow)) => {
+                        Frame::Default
+                    }
+                    (Units::Rows, Bound::Preceding(None), None | Some(Bound::CurrentRow)) => {
+                        Frame::RowsToCurrent
+                    }
+                    (
+                        Units::Rows | Units::Range,
+                        Bound::Preceding(None),
+                        Some(Bound::Following(None)),
+                    ) => Frame::Whole,
+                    _ => {
+                        return Err(unsupported(
+                            "this window frame (frames from UNBOUNDED PRECEDING to CURRENT \
+                             ROW or UNBOUNDED FOLLOWING are)",
+                            e.span(),
+                        ));
+                    }
+                }
+            }
+        };
         let name = function_name(function, e)?;
         let kind = match (name.as_str(), aggregate_function(&name)) {
             (_, Some(a)) => WindowFunction::Aggregate(a),
@@ -1319,11 +1339,23 @@ impl Binder<'_> {
             (
                 WindowFunction::Aggregate(AggregateFunction::Min | AggregateFunction::Max),
                 Some(a),
+            ) => Some(a.ty),
+            (
+                WindowFunction::Aggregate(
+                    AggregateFunction::StddevSamp
+                    | AggregateFunction::StddevPop
+                    | AggregateFunction::VarSamp
+                    | AggregateFunction::VarPop,
+                ),
+                Some(a),
             ) => {
-                if !order.is_empty() {
-                    return Err(unsupported("a running MIN or MAX", e.span()));
+                if !order.is_empty() && frame != Frame::Whole {
+                    return Err(unsupported(
+                        &format!("a running {name} (over an ORDER BY)"),
+                        e.span(),
+                    ));
                 }
-                Some(a.ty)
+                a.ty.is_numeric().then_some(SqlType::Double)
             }
             (WindowFunction::Aggregate(_), _) => Some(SqlType::BigInt),
             (WindowFunction::Shift { .. }, Some(a)) => {
@@ -1355,6 +1387,7 @@ impl Binder<'_> {
             partition,
             order,
             default,
+            frame,
             ty,
         });
         Ok(Expr {

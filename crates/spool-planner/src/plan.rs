@@ -448,9 +448,22 @@ pub enum WindowFunction {
     },
 }
 
-/// One window function of a [`Plan::Window`]. Its frame is SQL's default: with an ORDER BY,
-/// from the partition's start to the current row and every row tied with it (RANGE); without,
-/// the whole partition.
+/// Which rows of its partition a window aggregate is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Frame {
+    /// SQL's default: with an ORDER BY, from the partition's start to the current row and
+    /// every row tied with it (`RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW`); without,
+    /// the whole partition.
+    #[default]
+    Default,
+    /// `ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW`: the rows up to the current one in
+    /// the window's order, ties not one step.
+    RowsToCurrent,
+    /// `... BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING`: the whole partition.
+    Whole,
+}
+
+/// One window function of a [`Plan::Window`], over its [`Frame`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {
     /// What it computes.
@@ -463,6 +476,8 @@ pub struct Window {
     pub order: Vec<SortKey>,
     /// `LAG`/`LEAD`'s value where there is no row at the offset (of the argument's type).
     pub default: Option<Expr>,
+    /// The rows an aggregate is over.
+    pub frame: Frame,
     /// The type it returns.
     pub ty: SqlType,
 }

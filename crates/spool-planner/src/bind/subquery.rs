@@ -590,6 +590,71 @@ impl Binder<'_> {
         Ok(column(at, ty, true))
     }
 
+    /// A correlated `[NOT] EXISTS` inside a condition (under `OR`, `NOT`, `CASE`): the
+    /// subquery's distinct key values with a mark, left-joined on its `inner = outer`
+    /// equalities; it exists where the mark is there.
+    fn correlated_exists(
+        &mut self,
+        query: &Query,
+        outer: &[Field],
+        at: &Ast,
+        negated: bool,
+        refused: PlanError,
+    ) -> Result<Expr> {
+        let (plan, keys, residual) = self.decorrelate(query, outer, at, refused)?;
+        if residual.is_some() {
+            return Err(PlanError::user(
+                format!(
+                    "a correlated EXISTS inside a condition may compare the outer query's \
+                     columns by equality only; {CORRELATED} in this form yet"
+                ),
+                at.span(),
+            ));
+        }
+        // Its columns: the mark (TRUE), then the keys' inner sides; one row per key.
+        let fields = plan.fields().to_vec();
+        let mut exprs = vec![literal_bool(true)];
+        exprs.extend(
+            fields
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(i, f)| Expr::column(i, f)),
+        );
+        let mut marked_fields = fields;
+        marked_fields[0] = Field {
+            name: "$MARK".into(),
+            qualifier: None,
+            ty: SqlType::Boolean,
+            nullable: false,
+        };
+        let plan = Plan::Distinct {
+            input: Box::new(Plan::Project {
+                input: Box::new(plan),
+                exprs,
+                fields: marked_fields,
+            }),
+        };
+        let first = self.attached.as_ref().map_or(0, Attached::next);
+        let mut on: Option<Expr> = None;
+        for (o, inner) in keys {
+            let key = inner_key(o, inner, first, at)?;
+            on = Some(match on {
+                None => key,
+                Some(all) => compare(Binary::And, all, key),
+            });
+        }
+        let marked = self.attach(
+            at,
+            Attachment {
+                plan,
+                kind: JoinKind::Left,
+                on,
+            },
+        )?;
+        Ok(is_null(column(marked, SqlType::Boolean, true), !negated))
+    }
+
     /// The top conjuncts of a correlated subquery's WHERE: those over its own rows, and the
     /// `inner = outer` equalities (the outer side bound over `outer`, the inner side as
     /// written). Anything else is refused.
@@ -696,7 +761,14 @@ impl Binder<'_> {
                 Ok(column(at, ty, true))
             }
             Ast::Exists { subquery, negated } => {
-                let plan = self.subquery(subquery, e)?;
+                let plan = match self.subquery(subquery, e) {
+                    Ok(plan) => plan,
+                    Err(refused) if is_correlation(&refused) && self.may_correlate() => {
+                        let outer = scope.fields.to_vec();
+                        return self.correlated_exists(subquery, &outer, e, *negated, refused);
+                    }
+                    Err(other) => return Err(other),
+                };
                 let at = self.attach(
                     e,
                     Attachment {
