@@ -778,15 +778,7 @@ impl<'a> Binder<'a> {
             // `GROUPING(...)` reads the mask after the aggregates.
             let mask = |i: usize| if i == GROUPING_COLUMN { mask_at } else { i };
             having = having.map(|h| h.remap(&mask));
-            exprs = exprs.into_iter().map(|e| e.remap(&mask)).collect();
-            keys = keys
-                .into_iter()
-                .map(|k| SortKey {
-                    expr: k.expr.remap(&mask),
-                    ..k
-                })
-                .collect();
-            windows = windows.into_iter().map(|w| w.remap(&mask)).collect();
+            renumber_output(&mut exprs, &mut keys, &mut windows, &mask);
             if let Some(predicate) = having {
                 plan = subquery::filter_joined(plan, predicate, having_joined, HAVING_COLUMNS);
             }
@@ -802,15 +794,7 @@ impl<'a> Binder<'a> {
                 }
             };
             plan = subquery::join_all(plan, select_joined, &renumber);
-            exprs = exprs.into_iter().map(|e| e.remap(&renumber)).collect();
-            keys = keys
-                .into_iter()
-                .map(|k| SortKey {
-                    expr: k.expr.remap(&renumber),
-                    ..k
-                })
-                .collect();
-            windows = windows.into_iter().map(|w| w.remap(&renumber)).collect();
+            renumber_output(&mut exprs, &mut keys, &mut windows, &renumber);
         }
         if !windows.is_empty() {
             // The windows' columns follow the rows they extend.
@@ -1416,6 +1400,31 @@ struct Grouping {
     /// With ROLLUP, CUBE or GROUPING SETS: the grouping sets, each the positions of the
     /// groups it groups by (the others are NULL in its rows).
     sets: Option<Vec<Vec<usize>>>,
+}
+
+/// The SELECT list, the sort keys and the window functions with each column `i` they read
+/// replaced by `map(i)`.
+fn renumber_output(
+    exprs: &mut Vec<Expr>,
+    keys: &mut Vec<SortKey>,
+    windows: &mut Vec<Window>,
+    map: &dyn Fn(usize) -> usize,
+) {
+    *exprs = std::mem::take(exprs)
+        .into_iter()
+        .map(|e| e.remap(map))
+        .collect();
+    *keys = std::mem::take(keys)
+        .into_iter()
+        .map(|k| SortKey {
+            expr: k.expr.remap(map),
+            ..k
+        })
+        .collect();
+    *windows = std::mem::take(windows)
+        .into_iter()
+        .map(|w| w.remap(map))
+        .collect();
 }
 
 /// Grouping sets, each the positions of the expressions it groups by.

@@ -1001,22 +1001,7 @@ impl Binder<'_> {
         }
         let joined = attached.map(|a| a.joined).unwrap_or_default();
         let narrowed = !joined.is_empty();
-        for a in joined {
-            let mut fields = plan.fields().to_vec();
-            let nullable = a.kind == JoinKind::Left;
-            fields.extend(a.plan.fields().iter().cloned().map(|mut f| {
-                f.nullable |= nullable;
-                f
-            }));
-            plan = Plan::Join {
-                left: Box::new(plan),
-                strategy: JoinStrategy::Hash,
-                right: Box::new(a.plan),
-                kind: a.kind,
-                on: a.on,
-                fields,
-            };
-        }
+        plan = join_all(plan, joined, &|i| i);
         if let Some(predicate) = with_subqueries {
             plan = Plan::Filter {
                 input: Box::new(plan),
