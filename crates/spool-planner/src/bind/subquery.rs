@@ -354,21 +354,9 @@ impl Binder<'_> {
                 });
                 continue;
             }
-            let pair = match part {
-                Ast::BinaryOp {
-                    left,
-                    op: BinaryOperator::Eq,
-                    right,
-                } => {
-                    let sides = |a: &Ast, b: &Ast, me: &mut Self| {
-                        let i = me.expr(a, &mut Scope::new(&inner)).ok()?;
-                        let o = me.expr(b, &mut Scope::new(outer)).ok()?;
-                        Some((o, i))
-                    };
-                    sides(left, right, self).or_else(|| sides(right, left, self))
-                }
-                _ => None,
-            };
+            let pair = self
+                .correlation(part, &inner, outer)
+                .map(|(o, _, i)| (o, i));
             let Some((o, i)) = pair else {
                 match self
                     .expr(part, &mut Scope::new(&both))
@@ -655,6 +643,30 @@ impl Binder<'_> {
         Ok(is_null(column(marked, SqlType::Boolean, true), !negated))
     }
 
+    /// `part` as an `inner = outer` equality (either way round): the outer side bound over
+    /// `outer`, the inner side as written and bound over `inner`.
+    fn correlation<'a>(
+        &mut self,
+        part: &'a Ast,
+        inner: &[Field],
+        outer: &[Field],
+    ) -> Option<(Expr, &'a Ast, Expr)> {
+        let Ast::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } = part
+        else {
+            return None;
+        };
+        let mut sides = |a: &'a Ast, b: &'a Ast| {
+            let i = self.expr(a, &mut Scope::new(inner)).ok()?;
+            let o = self.expr(b, &mut Scope::new(outer)).ok()?;
+            Some((o, a, i))
+        };
+        sides(left, right).or_else(|| sides(right, left))
+    }
+
     /// The top conjuncts of a correlated subquery's WHERE: those over its own rows, and the
     /// `inner = outer` equalities (the outer side bound over `outer`, the inner side as
     /// written). Anything else is refused.
@@ -674,21 +686,9 @@ impl Binder<'_> {
                 own.push(part.clone());
                 continue;
             }
-            let pair = match part {
-                Ast::BinaryOp {
-                    left,
-                    op: BinaryOperator::Eq,
-                    right,
-                } => {
-                    let sides = |a: &Ast, b: &Ast, me: &mut Self| {
-                        me.expr(a, &mut Scope::new(&inner)).ok()?;
-                        let o = me.expr(b, &mut Scope::new(outer)).ok()?;
-                        Some((o, a.clone()))
-                    };
-                    sides(left, right, self).or_else(|| sides(right, left, self))
-                }
-                _ => None,
-            };
+            let pair = self
+                .correlation(part, &inner, outer)
+                .map(|(o, a, _)| (o, a.clone()));
             match pair {
                 Some(key) => keys.push(key),
                 None => {
